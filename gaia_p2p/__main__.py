@@ -1,0 +1,3 @@
+from gaia_p2p.cli import console_main
+
+console_main()

@@ -1,0 +1,311 @@
+"""One frozen Config tree: defaults < TOML file (--config) < environment (GAIA_*) < CLI flags.
+
+Validated once at start. Every bad-input message names field, value, rule and fix, and is raised as
+``ConfigError`` so the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaia_p2p.core.experiment import PROBLEMS, ProblemConfig
+from gaia_p2p.core.migration import TOPOLOGIES
+from gaia_p2p.errors import ConfigError
+
+ALGORITHMS = ("cmaes", "openai-es")
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("gaia-p2p", appauthor=False))
+
+
+@dataclass(frozen=True)
+class IslandConfig:
+    optimizer: str = "cmaes"
+    sigma: float = 0.5
+    popsize: int | None = None  # None: 32 on lunarlander and for openai-es, pycma's default otherwise
+    seed: int | None = None  # None: drawn at first start, then kept in the checkpoint
+    lr: float = 0.03  # openai-es Adam step size
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    enabled: bool = True
+    interval: int = 10
+    accept_only_better: bool = True
+    topology: str = "full"
+    random_k: int = 2
+    max_pending: int = 8
+    min_publish_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    bootstrap: tuple[str, ...] = ()
+    bootstrap_file: str | None = None  # None: ./bootstrap_nodes.toml, else the one shipped at the repo top
+    heartbeat_s: float = 1.0
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    eclipse_protection: bool = False  # every local peer shares one IP; enable on real networks
+    max_rpc_bytes: int = 1 << 20
+    refresh_min_s: float = 2.0  # DHT refresh period while the routing table is small
+    refresh_max_s: float = 60.0  # backed off to this once it is full
+    max_peers: int = 64  # dial at most this many discovered peers
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: evaluate in a thread
+    backend: str = "numpy"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    island: IslandConfig = field(default_factory=IslandConfig)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    log_format: str = "auto"
+    log_level: str = "info"
+    max_generations: int | None = None  # stop (exit 0) after this many generations in total
+    checkpoint_interval_s: float = 10.0
+    fresh: bool = False  # ignore (and move aside) an existing checkpoint
+
+    @property
+    def popsize(self) -> int | None:
+        if self.island.popsize is not None:
+            return self.island.popsize
+        if self.island.optimizer == "openai-es" or self.problem.name == "lunarlander":
+            return 32
+        return None
+
+
+SECTIONS: dict[str, type] = {
+    "problem": ProblemConfig,
+    "island": IslandConfig,
+    "migration": MigrationConfig,
+    "network": NetworkConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+def _fix_hint(section: str, name: str) -> str:
+    flag = "--" + name.replace("_", "-")
+    where = f"[{section}] {name}" if section else name
+    return f"set {where} in the config file or pass {flag}"
+
+
+def _coerce(section: str, name: str, typ: Any, value: Any) -> Any:
+    """Coerce a TOML / env / CLI value to the field's type, or raise ConfigError."""
+    label = f"{section}.{name}" if section else name
+    t = str(typ)
+    try:
+        if value is None:
+            return None
+        if "tuple" in t:
+            if isinstance(value, str):
+                value = [v for v in (x.strip() for x in value.split(",")) if v]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            if "int" in t:
+                return tuple(int(v) for v in value)
+            return tuple(str(v) for v in value)
+        if t.startswith("bool") or t == "<class 'bool'>":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if "float" in t:
+            return float(value)
+        if "int" in t:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if "Path" in t:
+            return Path(value).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config error: {label} = {value!r} is not a valid {t.replace('<class ', '').rstrip('>')}; "
+            f"{_fix_hint(section, name)}"
+        ) from None
+
+
+def build_config(*, toml_path: str | None = None, env: dict[str, str] | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Merge defaults < TOML < env < overrides (``{"island": {"sigma": 0.3}, "": {"data_dir": ...}}``)."""
+    merged: dict[str, dict[str, Any]] = {"": {}, **{s: {} for s in SECTIONS}}
+
+    if toml_path:
+        try:
+            with open(toml_path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config error: config file {toml_path} does not exist; pass an existing "
+                              f"file to --config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config error: {toml_path} is not valid TOML ({e}); fix the file") from None
+        for key, value in doc.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config error: [{key}] in {toml_path} must be a table")
+                merged[key].update(value)
+            else:
+                merged[""][key] = value
+
+    env = dict(os.environ if env is None else env)
+    top_fields = {f.name for f in dataclasses.fields(Config)} - set(SECTIONS)
+    for var, value in env.items():
+        if not var.startswith("GAIA_"):
+            continue
+        rest = var[5:].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                merged[section][rest[len(section) + 1:]] = value
+                break
+        else:
+            if rest in top_fields:
+                merged[""][rest] = value
+
+    for section, values in (overrides or {}).items():
+        merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, value in merged[section].items():
+            if name not in known:
+                raise ConfigError(f"config error: unknown setting {section}.{name}; known: "
+                                  f"{', '.join(sorted(known))}")
+            kwargs[name] = _coerce(section, name, known[name].type, value)
+        built[section] = cls(**kwargs)
+    known_top = {f.name: f for f in dataclasses.fields(Config) if f.name not in SECTIONS}
+    for name, value in merged[""].items():
+        if name not in known_top:
+            raise ConfigError(f"config error: unknown setting {name}; known top-level settings: "
+                              f"{', '.join(sorted(known_top))} and sections {', '.join(SECTIONS)}")
+        built[name] = _coerce("", name, known_top[name].type, value)
+    cfg = Config(**built)
+    validate(cfg)
+    return cfg
+
+
+def _bad(label: str, value: Any, rule: str, fix: str) -> ConfigError:
+    return ConfigError(f"config error: {label} = {value!r}, {rule}; {fix}")
+
+
+def validate(cfg: Config) -> None:
+    p, i, m, n, e = cfg.problem, cfg.island, cfg.migration, cfg.network, cfg.evaluation
+    if p.name not in PROBLEMS:
+        raise _bad("problem.name", p.name, f"must be one of {', '.join(PROBLEMS)}", "pass --problem")
+    if not 1 <= p.dim <= 65536:
+        raise _bad("problem.dim", p.dim, "must be in 1..65536", "pass --dim")
+    if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
+        raise _bad("problem.hidden", ",".join(map(str, p.hidden)), "must be 1 to many layer sizes in 1..1024",
+                   "pass e.g. --hidden 16 or --hidden 32,32")
+    if not 1 <= p.episodes <= 64:
+        raise _bad("problem.episodes", p.episodes, "must be in 1..64", "pass --episodes")
+    if not 1 <= p.max_steps <= 100_000:
+        raise _bad("problem.max_steps", p.max_steps, "must be in 1..100000", "set [problem] max_steps")
+    if i.optimizer not in ALGORITHMS:
+        raise _bad("island.optimizer", i.optimizer, f"must be one of {', '.join(ALGORITHMS)}", "pass --optimizer")
+    if not (math.isfinite(i.sigma) and i.sigma > 0):
+        raise _bad("island.sigma", i.sigma, "must be a finite number > 0", "pass --sigma 0.5")
+    if i.popsize is not None and not 4 <= i.popsize <= 100_000:
+        raise _bad("island.popsize", i.popsize, "must be >= 4", "pass --popsize 32")
+    if i.optimizer == "openai-es" and cfg.popsize is not None and cfg.popsize % 2:
+        raise _bad("island.popsize", cfg.popsize, "must be even for openai-es (antithetic pairs)",
+                   "pass an even --popsize")
+    if i.seed is not None and not 0 <= i.seed < 2**63:
+        raise _bad("island.seed", i.seed, "must be in 0..2**63-1", "pass --seed")
+    if not (math.isfinite(i.lr) and i.lr > 0):
+        raise _bad("island.lr", i.lr, "must be > 0", "set [island] lr")
+    if m.topology not in TOPOLOGIES:
+        raise _bad("migration.topology", m.topology, f"must be one of {', '.join(TOPOLOGIES)}", "pass --topology")
+    if m.interval < 1:
+        raise _bad("migration.interval", m.interval, "must be >= 1", "pass --migration-interval 10")
+    if m.random_k < 1:
+        raise _bad("migration.random_k", m.random_k, "must be >= 1", "set [migration] random_k")
+    if m.max_pending < 1:
+        raise _bad("migration.max_pending", m.max_pending, "must be >= 1", "set [migration] max_pending")
+    if m.min_publish_interval_s < 0:
+        raise _bad("migration.min_publish_interval_s", m.min_publish_interval_s, "must be >= 0",
+                   "set [migration] min_publish_interval_s")
+    if not n.listen:
+        raise _bad("network.listen", n.listen, "needs at least one address", "pass --listen /ip4/127.0.0.1/tcp/0")
+    from gaia_p2p.node.addrs import check_listen_addr, check_peer_addr  # local import: no libp2p at import
+
+    for a in n.listen:
+        check_listen_addr(a)
+    for a in n.bootstrap:
+        check_peer_addr(a, "network.bootstrap", "pass --bootstrap /ip4/HOST/tcp/PORT/p2p/PEER_ID")
+    if not 0.05 <= n.heartbeat_s <= 120:
+        raise _bad("network.heartbeat_s", n.heartbeat_s, "must be in 0.05..120", "set [network] heartbeat_s")
+    if not 1 <= n.degree_low <= n.degree <= n.degree_high:
+        raise _bad("network.degree", (n.degree_low, n.degree, n.degree_high),
+                   "needs 1 <= degree_low <= degree <= degree_high", "set [network] degree*")
+    if not 1024 <= n.max_rpc_bytes <= 64 << 20:
+        raise _bad("network.max_rpc_bytes", n.max_rpc_bytes, "must be in 1 KiB..64 MiB", "set [network] max_rpc_bytes")
+    if not 0 < n.refresh_min_s <= n.refresh_max_s:
+        raise _bad("network.refresh_min_s", n.refresh_min_s, "needs 0 < refresh_min_s <= refresh_max_s",
+                   "set [network] refresh_min_s / refresh_max_s")
+    if n.max_peers < 1:
+        raise _bad("network.max_peers", n.max_peers, "must be >= 1", "set [network] max_peers")
+    if not 0 <= e.workers <= 1024:
+        raise _bad("evaluation.workers", e.workers, "must be in 0..1024 (0 = evaluate in a thread)", "pass --workers")
+    if e.backend not in ("numpy", "torch"):
+        raise _bad("evaluation.backend", e.backend, "must be numpy or torch", "pass --backend numpy")
+    if cfg.log_format not in LOG_FORMATS:
+        raise _bad("log_format", cfg.log_format, f"must be one of {', '.join(LOG_FORMATS)}", "pass --log-format json")
+    if cfg.log_level not in LOG_LEVELS:
+        raise _bad("log_level", cfg.log_level, f"must be one of {', '.join(LOG_LEVELS)}", "pass --log-level info")
+    if cfg.max_generations is not None and cfg.max_generations < 1:
+        raise _bad("max_generations", cfg.max_generations, "must be >= 1", "pass --max-generations")
+    if not cfg.checkpoint_interval_s > 0:
+        raise _bad("checkpoint_interval_s", cfg.checkpoint_interval_s, "must be > 0", "pass --checkpoint-interval")
+
+
+def load_bootstrap_file(cfg: Config) -> tuple[str, ...]:
+    """Bootstrap multiaddrs from bootstrap_nodes.toml (``bootstrap = ["/ip4/.../p2p/..."]``)."""
+    if cfg.network.bootstrap_file is not None:
+        path = Path(cfg.network.bootstrap_file)
+        if not path.exists():
+            raise ConfigError(f"config error: network.bootstrap_file = {str(path)!r} does not exist; "
+                              f"create it or pass --bootstrap-file with an existing file")
+    else:
+        candidates = [Path.cwd() / "bootstrap_nodes.toml", Path(__file__).resolve().parent.parent / "bootstrap_nodes.toml"]
+        path = next((c for c in candidates if c.exists()), None)  # type: ignore[assignment]
+        if path is None:
+            return ()
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config error: {path} is not a readable TOML file ({e}); fix it or pass "
+                          f"--bootstrap-file") from None
+    addrs = doc.get("bootstrap", [])
+    if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
+        raise ConfigError(f"config error: {path}: bootstrap must be a list of multiaddr strings")
+    from gaia_p2p.node.addrs import check_peer_addr
+
+    for a in addrs:
+        check_peer_addr(a, f"{path}: bootstrap", "fix the entry (format /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
+    return tuple(addrs)

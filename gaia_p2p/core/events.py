@@ -1,0 +1,85 @@
+"""Inputs to the island (past-tense facts) and effects it asks the shell to carry out (imperatives)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gaia_p2p.core.types import Elite
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class EvaluationDone:
+    """Fitness for the batch of an ``Evaluate`` effect, in the same order."""
+
+    generation: int
+    fitness: np.ndarray  # (popsize,)
+    extra_fitness: np.ndarray  # (len(extras),)
+
+
+@dataclass(frozen=True)
+class MigrantReceived:
+    """A validated elite arrived over the network from ``src`` (the signed originator)."""
+
+    src: str
+    elite: Elite
+
+
+@dataclass(frozen=True)
+class PeersChanged:
+    """The set of live peers of this experiment changed (peer ids, base58)."""
+
+    peers: frozenset[str]
+
+
+# ---------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Score ``candidates`` and then ``extras`` (resident best, migrants) on the same ``seeds``."""
+
+    generation: int
+    candidates: np.ndarray  # (popsize, dim)
+    extras: np.ndarray  # (k, dim), k may be 0
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PublishMigrant:
+    elite: Elite
+
+
+@dataclass(frozen=True)
+class MigrantAccepted:
+    src: str
+    generation: int
+    fitness: float  # measured here, on our seeds
+    replaced_fitness: float  # what it beat, on the same seeds (-inf when we had nothing)
+    claimed_fitness: float
+
+
+@dataclass(frozen=True)
+class MigrantRejected:
+    src: str
+    reason: str
+    claimed_fitness: float
+    fitness: float | None = None  # measured here, when it got that far
+
+
+@dataclass(frozen=True)
+class GenerationCompleted:
+    generation: int
+    evaluations: int
+    best_fitness: float
+    gen_best_fitness: float
+    mean_fitness: float
+    sigma: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+Input = EvaluationDone | MigrantReceived | PeersChanged
+Effect = Evaluate | PublishMigrant | MigrantAccepted | MigrantRejected | GenerationCompleted

@@ -1,0 +1,308 @@
+"""One island: an optimizer that keeps its whole state for its whole life, plus a migration policy.
+
+Sans-IO: the shell feeds inputs (``EvaluationDone``, ``MigrantReceived``, ``PeersChanged``) with the
+current time and a seeded rng, and carries out the effects this returns. The island never sleeps,
+sends or logs.
+
+Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Acceptance"):
+- every generation the resident best and every pending migrant are scored on the *same* episode
+  seeds as the generation's candidates, so comparisons are like with like;
+- a migrant is accepted only if it beats the resident on those seeds (switchable);
+- for deterministic problems the migrant's claimed fitness is also checked: a claim that does not
+  reproduce is a lie and is rejected as ``claim_mismatch``;
+- the resident best's fitness is the running mean of all its evaluations, not its luckiest draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gaia_p2p.core import migration
+from gaia_p2p.core.events import (
+    Effect,
+    Evaluate,
+    EvaluationDone,
+    GenerationCompleted,
+    Input,
+    MigrantAccepted,
+    MigrantReceived,
+    MigrantRejected,
+    PeersChanged,
+    PublishMigrant,
+)
+from gaia_p2p.core.optimizer import Optimizer, from_state
+from gaia_p2p.core.types import Elite
+from gaia_p2p.errors import LocalProtocolError
+
+CLAIM_TOLERANCE = 1e-6  # relative, for deterministic problems (float32 wire params vs float64 search)
+
+
+@dataclass(frozen=True)
+class MigrationPolicy:
+    interval: int = 10  # generations between emissions
+    accept_only_better: bool = True
+    topology: str = "full"
+    random_k: int = 2
+    max_pending: int = 8  # migrants awaiting evaluation; more are rejected as queue_full
+    min_publish_interval_s: float = 1.0  # never publish more often than this, whatever the speed
+    enabled: bool = True
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    received: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class Island:
+    """State machine of one island. Create with ``Island(...)``, then call ``start`` once."""
+
+    def __init__(self, *, optimizer: Optimizer, experiment_id: str, self_id: str,
+                 policy: MigrationPolicy, episodes: int, deterministic: bool) -> None:
+        if policy.topology not in migration.TOPOLOGIES:
+            raise LocalProtocolError(f"unknown topology {policy.topology!r}")
+        self.opt = optimizer
+        self.experiment_id = experiment_id
+        self.self_id = self_id
+        self.policy = policy
+        self.episodes = episodes
+        self.deterministic = deterministic
+
+        self.generation = 0
+        self.evaluations = 0  # candidate evaluations (each = `episodes` episodes for lunarlander)
+        self.best_params: np.ndarray | None = None
+        self.best_fitness = -math.inf  # running mean of the resident's evaluations
+        self.best_n = 0
+        self.best_last = -math.inf  # resident's fitness on its latest seeds (the wire claim)
+        self.best_last_seeds: tuple[int, ...] = ()
+        self.best_source = "local"
+        self.mean_fitness = math.nan
+        self.gen_best_fitness = math.nan
+        self.counters = Counters()
+        self.live_peers: frozenset[str] = frozenset()
+        self.random_sources: frozenset[str] = frozenset()
+        self.last_publish_at = -math.inf
+        self._publish_due = False
+
+        self._pending: list[tuple[str, Elite]] = []  # waiting for the next generation
+        self._in_flight: Evaluate | None = None
+        self._in_flight_migrants: list[tuple[str, Elite]] = []
+        self._asked = np.zeros((0, optimizer.dim))
+
+    # ------------------------------------------------------------ driving
+
+    def start(self, *, now: float, rng: np.random.Generator) -> list[Effect]:
+        if self._in_flight is not None:
+            raise LocalProtocolError("island already started")
+        if self.policy.topology == "random":
+            self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
+        return [self._next_generation(rng)]
+
+    def handle(self, event: Input, *, now: float, rng: np.random.Generator) -> list[Effect]:
+        if isinstance(event, EvaluationDone):
+            return self._on_evaluation_done(event, now, rng)
+        if isinstance(event, MigrantReceived):
+            return self._on_migrant(event)
+        if isinstance(event, PeersChanged):
+            self.live_peers = frozenset(event.peers) - {self.self_id}
+            if self.policy.topology == "random" and not (self.random_sources <= self.live_peers):
+                self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
+            return []
+        raise LocalProtocolError(f"island cannot handle {type(event).__name__}")
+
+    # ------------------------------------------------------------ generations
+
+    def _next_generation(self, rng: np.random.Generator) -> Evaluate:
+        self._asked = self.opt.ask(rng)
+        # Everything is scored at the wire's float32 precision, so a claim we send reproduces
+        # exactly on the receiver; the optimizer is told the fitness of its own float64 points.
+        candidates = self._asked.astype(np.float32).astype(np.float64)
+        seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.episodes))
+        extras: list[np.ndarray] = []
+        if self.best_params is not None:
+            extras.append(self.best_params)
+        self._in_flight_migrants = self._pending
+        self._pending = []
+        extras.extend(e.params.astype(np.float64) for _, e in self._in_flight_migrants)
+        extras_arr = np.array(extras, dtype=np.float64).reshape(len(extras), self.opt.dim)
+        self._in_flight = Evaluate(self.generation, candidates, extras_arr, seeds)
+        return self._in_flight
+
+    def _on_evaluation_done(self, ev: EvaluationDone, now: float, rng: np.random.Generator) -> list[Effect]:
+        req = self._in_flight
+        if req is None or ev.generation != req.generation:
+            raise LocalProtocolError(f"evaluation result for generation {ev.generation} not requested")
+        fitness = np.asarray(ev.fitness, dtype=np.float64)
+        extra = np.asarray(ev.extra_fitness, dtype=np.float64)
+        if fitness.shape != (len(req.candidates),) or extra.shape != (len(req.extras),):
+            raise LocalProtocolError("evaluation result has the wrong shape")
+        self._in_flight = None
+        effects: list[Effect] = []
+
+        metrics = self.opt.tell(self._asked, fitness)
+        self.evaluations += len(fitness) + len(extra)
+
+        # 1. resident best, re-scored on this generation's seeds
+        had_resident = self.best_params is not None
+        offset = 0
+        if had_resident:
+            f_res = float(extra[0])
+            self.best_n += 1
+            self.best_fitness += (f_res - self.best_fitness) / self.best_n
+            self.best_last, self.best_last_seeds = f_res, req.seeds
+            offset = 1
+        ref = self.best_last if had_resident else -math.inf  # like-for-like reference on these seeds
+
+        # 2. the generation's own champion challenges the resident on the same seeds
+        i = int(np.argmax(fitness))
+        if float(fitness[i]) > ref:
+            self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
+            ref = float(fitness[i])
+
+        # 3. migrants, scored on the same seeds
+        for (src, elite), f_m in zip(self._in_flight_migrants, extra[offset:]):
+            f_m = float(f_m)
+            if self.deterministic and not _claim_holds(elite.fitness, f_m):
+                self.counters.reject("claim_mismatch")
+                effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f_m))
+                continue
+            if self.policy.accept_only_better and not f_m > ref:
+                self.counters.reject("not_better")
+                effects.append(MigrantRejected(src, "not_better", elite.fitness, f_m))
+                continue
+            self.counters.accepted += 1
+            effects.append(MigrantAccepted(src, self.generation, f_m, ref, elite.fitness))
+            self.opt.inject(elite.params.astype(np.float64))
+            self._set_best(elite.params.astype(np.float64), f_m, req.seeds, src)
+            ref = f_m
+        self._in_flight_migrants = []
+
+        self.mean_fitness = float(np.mean(fitness))
+        self.gen_best_fitness = float(fitness[i])
+        self.generation += 1
+        effects.append(GenerationCompleted(
+            generation=self.generation, evaluations=self.evaluations, best_fitness=self.best_fitness,
+            gen_best_fitness=self.gen_best_fitness, mean_fitness=self.mean_fitness, sigma=self.opt.sigma,
+            metrics={k: float(v) for k, v in metrics.items()},
+        ))
+
+        # 4. emigration: due every `interval` generations; sent as soon as the rate limit allows
+        #    (a late emission is not skipped, it goes out at the next chance)
+        if self.policy.enabled and self.generation % self.policy.interval == 0:
+            self._publish_due = True
+            if self.policy.topology == "random":
+                self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
+        if (self._publish_due and self.best_params is not None
+                and now - self.last_publish_at >= self.policy.min_publish_interval_s):
+            self._publish_due = False
+            self.last_publish_at = now
+            self.counters.sent += 1
+            effects.append(PublishMigrant(self.best_elite()))
+
+        effects.append(self._next_generation(rng))
+        return effects
+
+    def _set_best(self, params: np.ndarray, fitness: float, seeds: tuple[int, ...], source: str) -> None:
+        # Held at float32 precision: what we re-score is exactly what we would send.
+        self.best_params = np.asarray(params, dtype=np.float32).astype(np.float64)
+        self.best_fitness = fitness
+        self.best_n = 1
+        self.best_last, self.best_last_seeds = fitness, seeds
+        self.best_source = source
+
+    def best_elite(self) -> Elite:
+        if self.best_params is None:
+            raise LocalProtocolError("no best individual yet")
+        params32 = self.best_params.astype("<f4")
+        return Elite(
+            experiment_id=self.experiment_id,
+            generation=self.generation,
+            fitness=float(self.best_last),
+            seeds=tuple(self.best_last_seeds),
+            params=params32,
+            algorithm=self.opt.algorithm,
+            settings=self.opt.settings(),
+        )
+
+    # ------------------------------------------------------------ immigration
+
+    def _on_migrant(self, ev: MigrantReceived) -> list[Effect]:
+        src, elite = ev.src, ev.elite
+        self.counters.received += 1
+
+        def reject(reason: str) -> list[Effect]:
+            self.counters.reject(reason)
+            return [MigrantRejected(src, reason, elite.fitness)]
+
+        if not self.policy.enabled:
+            return reject("migration_disabled")
+        if src == self.self_id:
+            return reject("own_message")
+        if elite.experiment_id != self.experiment_id:
+            return reject("wrong_experiment")
+        if elite.dim != self.opt.dim:
+            return reject("wrong_dimension")
+        if not migration.source_allowed(self.policy.topology, src, self.self_id, self.live_peers,
+                                        self.random_sources):
+            return reject("topology")
+        # The sender's own claim says it is not better than what we hold: not worth an evaluation.
+        if self.policy.accept_only_better and self.best_params is not None and not elite.fitness > self.best_fitness:
+            return reject("not_better")
+        # One pending migrant per source: a newer one replaces the older.
+        self._pending = [(s, e) for s, e in self._pending if s != src]
+        if len(self._pending) >= self.policy.max_pending:
+            return reject("queue_full")
+        self._pending.append((src, elite))
+        return []
+
+    # ------------------------------------------------------------ persistence
+
+    def to_checkpoint(self) -> dict[str, object]:
+        return {
+            "experiment_id": self.experiment_id,
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "best_params": None if self.best_params is None else self.best_params.astype("<f8").tobytes(),
+            "best_fitness": self.best_fitness,
+            "best_n": self.best_n,
+            "best_last": self.best_last,
+            "best_last_seeds": list(self.best_last_seeds),
+            "best_source": self.best_source,
+            "mean_fitness": self.mean_fitness,
+            "counters": {"sent": self.counters.sent, "received": self.counters.received,
+                         "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
+            "optimizer": self.opt.to_state(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, object], *, self_id: str, policy: MigrationPolicy,
+                        episodes: int, deterministic: bool) -> Island:
+        opt = from_state(data["optimizer"])  # type: ignore[arg-type]
+        isl = cls(optimizer=opt, experiment_id=str(data["experiment_id"]), self_id=self_id, policy=policy,
+                  episodes=episodes, deterministic=deterministic)
+        isl.generation = int(data["generation"])  # type: ignore[arg-type]
+        isl.evaluations = int(data["evaluations"])  # type: ignore[arg-type]
+        bp = data["best_params"]
+        isl.best_params = None if bp is None else np.frombuffer(bp, dtype="<f8").copy()  # type: ignore[arg-type]
+        isl.best_fitness = float(data["best_fitness"])  # type: ignore[arg-type]
+        isl.best_n = int(data["best_n"])  # type: ignore[arg-type]
+        isl.best_last = float(data["best_last"])  # type: ignore[arg-type]
+        isl.best_last_seeds = tuple(int(s) for s in data["best_last_seeds"])  # type: ignore[union-attr]
+        isl.best_source = str(data["best_source"])
+        isl.mean_fitness = float(data["mean_fitness"])  # type: ignore[arg-type]
+        c = data["counters"]
+        isl.counters = Counters(sent=int(c["sent"]), received=int(c["received"]),  # type: ignore[index]
+                                accepted=int(c["accepted"]), rejected=dict(c["rejected"]))  # type: ignore[index]
+        return isl
+
+
+def _claim_holds(claimed: float, measured: float) -> bool:
+    return abs(claimed - measured) <= CLAIM_TOLERANCE * max(1.0, abs(claimed), abs(measured))

@@ -1,0 +1,47 @@
+"""Plain value types shared by the pure core, the codec and the shell."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Settings = Mapping[str, "float | int | str"]
+
+
+@dataclass(frozen=True, eq=False)
+class Elite:
+    """One individual as it travels between islands.
+
+    ``fitness`` is the sender's *claim* (higher is better), measured on ``seeds``.
+    ``params`` is a 1-D float32 array of length ``dim``.
+    """
+
+    experiment_id: str
+    generation: int
+    fitness: float
+    seeds: tuple[int, ...]
+    params: np.ndarray
+    algorithm: str
+    settings: Mapping[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.params.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Elite):
+            return NotImplemented
+        return (
+            self.experiment_id == other.experiment_id
+            and self.generation == other.generation
+            and (self.fitness == other.fitness or (self.fitness != self.fitness and other.fitness != other.fitness))
+            and self.seeds == other.seeds
+            and self.algorithm == other.algorithm
+            and dict(self.settings) == dict(other.settings)
+            and self.params.dtype == other.params.dtype
+            and np.array_equal(self.params, other.params)
+        )
+
+    __hash__ = None  # type: ignore[assignment]

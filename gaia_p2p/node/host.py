@@ -1,0 +1,182 @@
+"""The libp2p host, pubsub and DHT behind one ``async with``: py-libp2p's Service API stays in here.
+
+TCP + Noise + yamux (mplex offered too); identify and ping served by the host; GossipSub on
+/meshsub/1.1.0 (1.2.0 and 1.0.0 accepted) with StrictSign; Kademlia on /ipfs/kad/1.0.0 in server mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import structlog
+import trio
+
+from gaia_p2p.config import NetworkConfig
+from gaia_p2p.errors import CheckpointError
+from gaia_p2p.node import libp2p_fixes
+
+log = structlog.get_logger("gaia.host")
+
+IDENTITY_FILE = "identity.key"
+
+
+def load_or_create_identity(data_dir: Path) -> Any:
+    """The node's Ed25519 key pair, persisted (mode 0600) so the peer id survives restarts."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.identity_utils import load_identity, save_identity
+
+    path = data_dir / IDENTITY_FILE
+    if path.exists():
+        try:
+            return load_identity(path)
+        except (ValueError, OSError) as e:
+            raise CheckpointError(f"identity key {path} is unreadable ({e}); move it away to start with a "
+                                  f"new peer id") from None
+    key_pair = create_new_key_pair()
+    tmp = path.with_suffix(".tmp")
+    save_identity(key_pair, tmp)
+    os.replace(tmp, path)
+    return key_pair
+
+
+def quiet_libp2p_logging(level: str = "error") -> None:
+    """libp2p logs with propagate=False and no handler; some modules force INFO. Route to stderr at ``level``."""
+    lvl = getattr(logging, level.upper(), logging.ERROR)
+    root = logging.getLogger("libp2p")
+    root.setLevel(lvl)
+    if not root.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("libp2p %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("libp2p") or name.startswith("multiaddr"):
+            lg = logging.getLogger(name)
+            lg.setLevel(lvl)
+
+
+@dataclass
+class P2P:
+    host: Any
+    pubsub: Any
+    gossipsub: Any
+    dht: Any
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id())
+
+    def addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        return sorted(str(p) for p in self.host.get_connected_peers())
+
+    def routing_table_size(self) -> int:
+        return int(self.dht.get_routing_table_size())
+
+    def routing_table_peers(self) -> list[Any]:
+        return list(self.dht.routing_table.get_peer_ids())
+
+    def topic_peers(self, topic: str) -> list[str]:
+        return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))
+
+
+class _ConnectionNotifee:
+    """Logs peer_connected / peer_disconnected (first connection / last connection)."""
+
+    def __init__(self, host: Any, on_change: Callable[[], None]) -> None:
+        self.host = host
+        self.on_change = on_change
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        if len(network.get_connections(peer)) <= 1:
+            log.info("peer_connected", peer_id=str(peer), n_peers=len(network.connections))
+        self.on_change()
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        if not network.get_connections(peer):
+            log.info("peer_disconnected", peer_id=str(peer), n_peers=len(network.connections))
+        self.on_change()
+
+    async def listen(self, network: Any, maddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, maddr: Any) -> None:
+        pass
+
+
+@asynccontextmanager
+async def open_p2p(key_pair: Any, net: NetworkConfig, *, on_bad_stream: Callable[[str, str], None],
+                   on_peers_changed: Callable[[], None] = lambda: None) -> AsyncIterator[P2P]:
+    from libp2p import create_yamux_muxer_option, new_host
+    from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.tools.anyio_service import background_trio_service
+
+    listen = [multiaddr.Multiaddr(a) for a in net.listen]
+    # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it
+    # ever heard of. DHT lookups connect to the peers they query anyway (LIBP2P_NOTES "Scale").
+    conn_cfg = ConnectionConfig(
+        max_connections=max(net.max_peers * 2, 32),
+        min_connections=0,
+        low_watermark=0,
+        high_watermark=max(net.max_peers * 2, 32),
+        max_connections_per_peer=3,
+        dial_timeout=5.0,
+    )
+    host = new_host(
+        key_pair=key_pair,
+        listen_addrs=listen,
+        muxer_opt=create_yamux_muxer_option(),
+        sec_opt=libp2p_fixes.noise_only_security(key_pair),
+        connection_config=conn_cfg,
+        enable_mDNS=False,
+        enable_upnp=False,
+    )
+    gossipsub = GossipSub(
+        protocols=list(libp2p_fixes.MESHSUB_PROTOCOLS),
+        **libp2p_fixes.gossipsub_options(
+            heartbeat_s=net.heartbeat_s, degree=net.degree, degree_low=net.degree_low,
+            degree_high=net.degree_high, eclipse_protection=net.eclipse_protection,
+        ),
+    )
+    libp2p_fixes.bound_equivocation_cache(gossipsub)
+    pubsub = Pubsub(host, gossipsub, strict_signing=True, max_inbound_rpc_size=net.max_rpc_bytes)
+    libp2p_fixes.guard_pubsub_stream_handlers(host, pubsub, on_bad_stream)
+    libp2p_fixes.serialize_pubsub_writes(pubsub)
+    dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+    host.get_network().register_notifee(_ConnectionNotifee(host, on_peers_changed))
+
+    async with host.run(listen_addrs=listen):
+        async with background_trio_service(pubsub), background_trio_service(gossipsub):
+            await pubsub.wait_until_ready()
+            async with background_trio_service(dht):
+                yield P2P(host=host, pubsub=pubsub, gossipsub=gossipsub, dht=dht)
+
+
+async def connect_to(p2p: P2P, addr: str, *, timeout_s: float = 10.0) -> str:
+    """Dial ``addr`` (with /p2p/ID), add it to the DHT routing table; returns its peer id."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    with trio.fail_after(timeout_s):
+        await p2p.host.connect(info)
+    await p2p.dht.add_peer(info.peer_id)
+    return str(info.peer_id)

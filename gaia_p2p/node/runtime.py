@@ -1,0 +1,318 @@
+"""The node: one nursery tree that drives the pure island and executes its effects.
+
+    run(config, task_status=...)   started with ``await nursery.start(run, cfg)``; hands back the
+                                   ``Node`` once it listens (addresses with the real port).
+
+Tasks: host+pubsub+dht (node/host.py), discovery, migrants receiver, control socket, checkpoints,
+and the island loop (ask -> evaluate in workers -> tell -> publish). Cancelling the scope (SIGINT /
+SIGTERM via node/shutdown.py) stops everything and a final checkpoint is written, shielded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import structlog
+import trio
+
+from gaia_p2p import __version__, logs
+from gaia_p2p.config import Config, load_bootstrap_file
+from gaia_p2p.core import codec
+from gaia_p2p.core.events import (
+    Evaluate,
+    EvaluationDone,
+    GenerationCompleted,
+    MigrantAccepted,
+    MigrantReceived,
+    MigrantRejected,
+    PeersChanged,
+    PublishMigrant,
+)
+from gaia_p2p.core.experiment import experiment_id, migrants_topic
+from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.optimizer import make_optimizer
+from gaia_p2p.errors import CheckpointError
+from gaia_p2p.node import control
+from gaia_p2p.node.discovery import run_discovery
+from gaia_p2p.node.evaluator import Evaluator
+from gaia_p2p.node.gossip import MigrantTopic
+from gaia_p2p.node.host import P2P, load_or_create_identity, open_p2p
+from gaia_p2p.store import DataDir
+
+log = structlog.get_logger("gaia.node")
+
+GRACEFUL_TIMEOUT_S = 3.0
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+class Node:
+    """Everything a running node owns. Built by ``run``; read by status and tests."""
+
+    def __init__(self, cfg: Config, data: DataDir, island: Island, seed: int, p2p: P2P, topic: MigrantTopic,
+                 evaluator: Evaluator) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.island = island
+        self.seed = seed
+        self.p2p = p2p
+        self.topic = topic
+        self.evaluator = evaluator
+        self.exp_id = island.experiment_id
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.bad_streams = 0
+        self.evals_per_s = 0.0
+        self.generation_changed = trio.Event()
+        self.migrant_accepted = trio.Event()
+        self.last_checkpoint_at: float | None = None
+        self.finished = False
+        # One seeded generator for every input the island gets; a resumed node continues a new stream.
+        self.rng = np.random.default_rng([seed, island.generation, 7])
+
+    @property
+    def peer_id(self) -> str:
+        return self.p2p.peer_id
+
+    def addrs(self) -> list[str]:
+        return [a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}" for a in self.p2p.addrs()]
+
+    def status(self) -> dict[str, Any]:
+        isl = self.island
+        rejected = dict(isl.counters.rejected)
+        for reason, n in self.topic.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + n
+        opt = isl.opt
+        return {
+            "v": 1,
+            "version": __version__,
+            "peer_id": self.peer_id,
+            "addrs": self.addrs(),
+            "peers": self.p2p.connected_peers(),
+            "topic_peers": self.p2p.topic_peers(self.topic.topic),
+            "routing_table_size": self.p2p.routing_table_size(),
+            "experiment_id": self.exp_id,
+            "topics": [self.topic.topic],
+            "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
+                                                       "episodes": self.cfg.problem.episodes},
+            "optimizer": {"algorithm": opt.algorithm, "popsize": opt.popsize, "dim": opt.dim,
+                          "settings": opt.settings(), "seed": self.seed},
+            "migration": {"enabled": isl.policy.enabled, "interval": isl.policy.interval,
+                          "topology": isl.policy.topology, "accept_only_better": isl.policy.accept_only_better},
+            "island": {
+                "generation": isl.generation,
+                "evaluations": isl.evaluations,
+                "best_fitness": _finite_or_none(isl.best_fitness),
+                "best_source": isl.best_source,
+                "mean_fitness": _finite_or_none(isl.mean_fitness),
+                "sigma": _finite_or_none(opt.sigma),
+                "evals_per_s": round(self.evals_per_s, 2),
+            },
+            "migrants": {"sent": isl.counters.sent, "received": isl.counters.received,
+                         "accepted": isl.counters.accepted, "rejected": rejected},
+            "pubsub_streams_rejected": self.bad_streams,
+            "workers": self.cfg.evaluation.workers,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "data_dir": str(self.data.path),
+            "pid": os.getpid(),
+        }
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"island": self.island.to_checkpoint(), "seed": self.seed, "peer_id": self.peer_id,
+                "problem": self.cfg.problem.canonical(), "written_at": time.time()}
+
+    async def write_checkpoint(self) -> None:
+        state = self.checkpoint_state()  # snapshot here, on the loop: the island cannot change under it
+        size = await trio.to_thread.run_sync(self.data.write_checkpoint, state)
+        self.last_checkpoint_at = time.monotonic()
+        log.info(logs.CHECKPOINT_WRITTEN, generation=self.island.generation, size_bytes=size,
+                 best_fitness=_finite_or_none(self.island.best_fitness))
+
+
+def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]:
+    policy = MigrationPolicy(
+        interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
+        topology=cfg.migration.topology, random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
+        min_publish_interval_s=cfg.migration.min_publish_interval_s, enabled=cfg.migration.enabled)
+    exp = experiment_id(cfg.problem)
+    if cfg.fresh:
+        moved = data.move_checkpoint_aside()
+        if moved:
+            log.info("checkpoint_moved_aside", path=str(moved))
+    ck = data.read_checkpoint()
+    if ck is not None:
+        isl_data = ck.get("island", {})
+        if isl_data.get("experiment_id") != exp:
+            raise CheckpointError(
+                f"checkpoint {data.checkpoint} belongs to experiment {isl_data.get('experiment_id')}, but this "
+                f"config is experiment {exp}; use another --data-dir or pass --fresh to move it aside")
+        try:
+            island = Island.from_checkpoint(isl_data, self_id=self_id, policy=policy,
+                                            episodes=cfg.problem.episodes,
+                                            deterministic=cfg.problem.deterministic)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {data.checkpoint} is incomplete ({type(e).__name__}: {e}); pass "
+                                  f"--fresh to move it aside and start a new island") from None
+        seed = int(ck.get("seed", 0))
+        log.info(logs.CHECKPOINT_LOADED, path=str(data.checkpoint), generation=island.generation,
+                 evaluations=island.evaluations, best_fitness=_finite_or_none(island.best_fitness))
+        return island, seed
+    seed = cfg.island.seed if cfg.island.seed is not None else int.from_bytes(os.urandom(4), "little")
+    x0 = None
+    if cfg.problem.deterministic:
+        # Test functions have their optimum at or near the origin: start each island somewhere else.
+        x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
+    opt = make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
+                         popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr)
+    island = Island(optimizer=opt, experiment_id=exp, self_id=self_id, policy=policy,
+                    episodes=cfg.problem.episodes, deterministic=cfg.problem.deterministic)
+    return island, seed
+
+
+async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    data = DataDir(cfg.data_dir)
+    data.create()
+    lock_fd = data.lock()
+    try:
+        await _run_locked(cfg, data, task_status)
+    finally:
+        os.close(lock_fd)
+
+
+async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
+    key_pair = load_or_create_identity(data.path)
+    bootstrap = tuple(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
+    from libp2p.peer.id import ID
+
+    self_id = str(ID.from_pubkey(key_pair.public_key))
+    structlog.contextvars.bind_contextvars(island_id=self_id[-8:])
+    island, seed = _make_island(cfg, data, self_id)
+    exp = island.experiment_id
+    topic_name = migrants_topic(exp)
+    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id)
+    evaluator = Evaluator(cfg.problem, cfg.evaluation.workers)
+    node_box: list[Node] = []
+
+    def on_bad_stream(peer: str, error: str) -> None:
+        if node_box:
+            node_box[0].bad_streams += 1
+        log.warning(logs.PUBSUB_STREAM_REJECTED, peer_id=peer, reason="undecodable_rpc", error=error)
+
+    async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
+        node = Node(cfg, data, island, seed, p2p, topic, evaluator)
+        node_box.append(node)
+        p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
+        sub = await p2p.pubsub.subscribe(topic_name)
+        p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(control.serve_control, data.control_socket, node.status)
+                log.info(logs.NODE_STARTED, peer_id=self_id, addrs=node.addrs(), experiment_id=exp,
+                         topic=topic_name, problem=cfg.problem.name, dim=island.opt.dim,
+                         optimizer=island.opt.algorithm, settings=island.opt.settings(), popsize=island.opt.popsize,
+                         seed=seed, workers=cfg.evaluation.workers, bootstrap=list(bootstrap),
+                         data_dir=str(data.path), generation=island.generation, version=__version__)
+                nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network)
+                nursery.start_soon(_receive_migrants, node, sub)
+                nursery.start_soon(_checkpoint_loop, node)
+                task_status.started(node)
+                await _island_loop(node, seed)
+                node.finished = True
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(GRACEFUL_TIMEOUT_S):
+                log.info(logs.NODE_STOPPING, generation=node.island.generation)
+                await node.write_checkpoint()
+                log.info(logs.NODE_STOPPED, generation=node.island.generation,
+                         evaluations=node.island.evaluations, best_fitness=_finite_or_none(node.island.best_fitness))
+
+
+async def _island_loop(node: Node, seed: int) -> None:
+    isl = node.island
+    rng = node.rng
+    effects = isl.start(now=trio.current_time(), rng=rng)
+    live: frozenset[str] = frozenset()
+    max_gen = node.cfg.max_generations
+    while effects:
+        pending = effects
+        effects = []
+        for effect in pending:
+            if isinstance(effect, Evaluate):
+                if max_gen is not None and isl.generation >= max_gen:
+                    return
+                peers = frozenset(node.p2p.topic_peers(node.topic.topic))
+                if peers != live:
+                    live = peers
+                    effects.extend(isl.handle(PeersChanged(peers), now=trio.current_time(), rng=rng))
+                t0 = time.perf_counter()
+                X = np.vstack([effect.candidates, effect.extras]) if len(effect.extras) else effect.candidates
+                fit = await node.evaluator.evaluate(X, effect.seeds)
+                dt = time.perf_counter() - t0
+                node.evals_per_s = len(X) / dt if dt > 0 else 0.0
+                n = len(effect.candidates)
+                effects.extend(isl.handle(EvaluationDone(effect.generation, fit[:n], fit[n:]),
+                                          now=trio.current_time(), rng=rng))
+            else:
+                await _execute(node, effect)
+        await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
+
+
+async def _execute(node: Node, effect: Any) -> None:
+    if isinstance(effect, GenerationCompleted):
+        log.info(logs.GENERATION_COMPLETED, generation=effect.generation, evaluations=effect.evaluations,
+                 best_fitness=_finite_or_none(effect.best_fitness), gen_best=_finite_or_none(effect.gen_best_fitness),
+                 mean_fitness=_finite_or_none(effect.mean_fitness), sigma=_finite_or_none(effect.sigma),
+                 evals_per_s=round(node.evals_per_s, 1), n_peers=len(node.p2p.connected_peers()))
+        node.generation_changed.set()
+        node.generation_changed = trio.Event()
+    elif isinstance(effect, PublishMigrant):
+        data = codec.encode_elite(effect.elite)
+        await node.p2p.pubsub.publish(node.topic.topic, data)
+        log.info(logs.MIGRANT_PUBLISHED, topic=node.topic.topic, generation=effect.elite.generation,
+                 best_fitness=effect.elite.fitness, size_bytes=len(data),
+                 n_peers=len(node.p2p.topic_peers(node.topic.topic)))
+    elif isinstance(effect, MigrantAccepted):
+        log.info(logs.MIGRANT_ACCEPTED, src=effect.src, generation=effect.generation, fitness=effect.fitness,
+                 replaced_fitness=_finite_or_none(effect.replaced_fitness), claimed_fitness=effect.claimed_fitness,
+                 gain=_finite_or_none(effect.fitness - effect.replaced_fitness))
+        node.migrant_accepted.set()
+    elif isinstance(effect, MigrantRejected):
+        level = log.warning if effect.reason in ("claim_mismatch",) else log.info
+        level(logs.MIGRANT_REJECTED, src=effect.src, reason=effect.reason, claimed_fitness=effect.claimed_fitness,
+              fitness=effect.fitness)
+    else:
+        raise AssertionError(f"unhandled effect {effect!r}")
+
+
+async def _receive_migrants(node: Node, sub: Any) -> None:
+    from libp2p.peer.id import ID
+
+    rng = node.rng
+    while True:
+        msg = await sub.get()
+        src = str(ID(msg.from_id))
+        if src == node.peer_id:
+            continue  # our own publish, echoed by the local pubsub
+        try:
+            elite = node.topic.decode(msg.data)  # validated already; decode is cheap
+        except Exception as e:  # cannot happen after validation, but never let a peer kill us
+            node.topic.reject("malformed", src, str(e))
+            continue
+        log.debug("migrant_received", src=src, generation=elite.generation, claimed_fitness=elite.fitness)
+        for effect in node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng):
+            await _execute(node, effect)
+
+
+async def _checkpoint_loop(node: Node) -> None:
+    last_gen = node.island.generation
+    while True:
+        await trio.sleep(node.cfg.checkpoint_interval_s)
+        if node.island.generation != last_gen:
+            last_gen = node.island.generation
+            await node.write_checkpoint()
