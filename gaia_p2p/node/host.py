@@ -46,19 +46,27 @@ def load_or_create_identity(data_dir: Path) -> Any:
     return key_pair
 
 
-def quiet_libp2p_logging(level: str = "error") -> None:
-    """libp2p logs with propagate=False and no handler; some modules force INFO. Route to stderr at ``level``."""
-    lvl = getattr(logging, level.upper(), logging.ERROR)
-    root = logging.getLogger("libp2p")
-    root.setLevel(lvl)
-    if not root.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("libp2p %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(h)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("libp2p") or name.startswith("multiaddr"):
+_LIBP2P_LEVEL = [logging.ERROR]
+_LIBP2P_HANDLER = logging.StreamHandler()
+_LIBP2P_HANDLER.setFormatter(logging.Formatter("libp2p %(levelname)s %(name)s: %(message)s"))
+
+
+def quiet_libp2p_logging(level: str | None = None) -> None:
+    """libp2p's module loggers have propagate=False and no handler (so Python's last-resort handler
+    prints bare lines), and some force INFO. Give every one of them our level and one handler.
+    Called again after libp2p modules are imported, since their loggers appear at import."""
+    if level is not None:
+        _LIBP2P_LEVEL[0] = getattr(logging, level.upper(), logging.ERROR)
+    lvl = _LIBP2P_LEVEL[0]
+    for name in ["libp2p", *list(logging.root.manager.loggerDict)]:
+        if name.startswith(("libp2p", "multiaddr", "anyio_service")):
             lg = logging.getLogger(name)
             lg.setLevel(lvl)
+            if not lg.propagate and _LIBP2P_HANDLER not in lg.handlers:
+                lg.addHandler(_LIBP2P_HANDLER)
+    logging.getLogger("libp2p").propagate = False
+    if _LIBP2P_HANDLER not in logging.getLogger("libp2p").handlers:
+        logging.getLogger("libp2p").addHandler(_LIBP2P_HANDLER)
 
 
 @dataclass
@@ -130,6 +138,7 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *, on_bad_stream: Callable
     from libp2p.pubsub.pubsub import Pubsub
     from libp2p.tools.anyio_service import background_trio_service
 
+    quiet_libp2p_logging()  # again: the imports above created more loggers
     listen = [multiaddr.Multiaddr(a) for a in net.listen]
     # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it
     # ever heard of. DHT lookups connect to the peers they query anyway (LIBP2P_NOTES "Scale").

@@ -1,0 +1,34 @@
+"""Helpers for in-process multi-node tests: real libp2p hosts on 127.0.0.1, port 0, one trio.run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from gaia_p2p.config import Config, build_config
+
+
+def node_config(tmp_path: Path, i: int, *, bootstrap: tuple[str, ...] = (), problem: str = "sphere",
+                **island: object) -> Config:
+    data = tmp_path / f"node{i}"
+    empty = tmp_path / "no_bootstrap.toml"
+    empty.write_text("bootstrap = []\n")
+    return build_config(env={}, overrides={
+        "": {"data_dir": data, "checkpoint_interval_s": 3600.0},
+        "problem": {"name": problem, "dim": 10},
+        "island": {"seed": 1000 + i, "sigma": 0.5 + 0.2 * i, **island},
+        "migration": {"interval": 5, "min_publish_interval_s": 0.5},
+        "network": {"listen": ("/ip4/127.0.0.1/tcp/0",), "bootstrap": bootstrap,
+                    "bootstrap_file": str(empty), "heartbeat_s": 0.5, "refresh_min_s": 0.5},
+        "evaluation": {"workers": 0},
+    })
+
+
+async def wait_until(predicate, what: str, timeout_s: float, poll_s: float = 0.1) -> None:
+    """Bounded wait on a condition over live node state (no fixed sleeps); fails with ``what``."""
+    with trio.move_on_after(timeout_s):
+        while not predicate():
+            await trio.sleep(poll_s)
+        return
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

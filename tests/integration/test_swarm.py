@@ -1,0 +1,53 @@
+"""Five real nodes in one trio.run: DHT discovery from one bootstrap address, then migration."""
+
+from __future__ import annotations
+
+import trio
+
+from gaia_p2p.node.runtime import Node, run
+
+from swarm_helpers import node_config, wait_until
+
+N = 5
+
+
+async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes: list[Node] = [await nursery.start(run, node_config(tmp_path, 0))]
+            boot = nodes[0].addrs()[0]
+            for i in range(1, N):
+                nodes.append(await nursery.start(run, node_config(tmp_path, i, bootstrap=(boot,))))
+            ids = {n.peer_id for n in nodes}
+            assert len(ids) == N
+
+            def everyone_knows_everyone() -> bool:
+                return all(set(n.p2p.connected_peers()) >= ids - {n.peer_id} for n in nodes)
+
+            def everyone_in_every_topic() -> bool:
+                return all(set(n.p2p.topic_peers(n.topic.topic)) >= ids - {n.peer_id} for n in nodes)
+
+            t0 = trio.current_time()
+            await wait_until(everyone_knows_everyone, "every node connected to the 4 others", 60)
+            await wait_until(everyone_in_every_topic, "every node seeing the 4 others on the topic", 30)
+            discovered_s = trio.current_time() - t0
+            # nodes 1..4 were told only node 0's address: the others came from the DHT
+            for n in nodes[1:]:
+                assert n.p2p.routing_table_size() >= N - 2, n.p2p.routing_table_size()
+
+            def accepted() -> list[Node]:
+                return [n for n in nodes if n.island.counters.accepted >= 1]
+
+            await wait_until(lambda: bool(accepted()), "a migrant accepted somewhere", 60)
+            receiver = accepted()[0]
+            assert receiver.island.best_source in ids - {receiver.peer_id} or receiver.island.counters.accepted >= 1
+            assert sum(n.island.counters.sent for n in nodes) >= 1
+            status = receiver.status()
+            assert status["migrants"]["accepted"] >= 1
+            assert len(status["peers"]) >= N - 1
+            print(f"discovery took {discovered_s:.2f} s; accepted per node:",
+                  [n.island.counters.accepted for n in nodes])
+            nursery.cancel_scope.cancel()
+    # each node wrote its final checkpoint on the way out
+    for i in range(N):
+        assert (tmp_path / f"node{i}" / "checkpoint.msgpack").exists()
