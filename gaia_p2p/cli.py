@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fresh", action="store_true", help="move an existing checkpoint aside and start a new island")
     g.add_argument("--log-format", choices=["auto", "console", "json"])
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    g.add_argument("--log-interval", type=float, metavar="SECONDS",
+                   help="at most one generation_completed line per SECONDS (default 1; 0 = every generation)")
     g.add_argument("--libp2p-log-level", default="error", choices=["debug", "info", "warning", "error", "critical"],
                    help="level of py-libp2p's own logs (default error)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -94,6 +96,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
         "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
              "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
+             "log_interval_s": a.log_interval,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
         "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr},
@@ -121,8 +124,27 @@ def cmd_start(a: argparse.Namespace) -> int:
     from gaia_p2p.node.shutdown import serve
 
     quiet_libp2p_logging(a.libp2p_log_level)
-    trio.run(serve, cfg)
+    try:
+        trio.run(serve, cfg)
+    except BaseExceptionGroup as group:
+        # serve() runs the node inside a nursery, so trio (strict exception groups) wraps a startup
+        # GaiaError (corrupt checkpoint, data dir in use) in a group; unwrap a lone one so main()
+        # reports it as one line and the right exit code instead of a traceback.
+        lone = _lone_exception(group)
+        if isinstance(lone, GaiaError):
+            raise lone from None
+        raise
     return EXIT_OK
+
+
+def _lone_exception(group: BaseExceptionGroup) -> BaseException | None:
+    """The single leaf of a (nested) exception group, or None when it holds several."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _fmt(x: Any, nd: int = 3) -> str:

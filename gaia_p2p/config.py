@@ -84,6 +84,7 @@ class Config:
     log_level: str = "info"
     max_generations: int | None = None  # stop (exit 0) after this many generations in total
     checkpoint_interval_s: float = 10.0
+    log_interval_s: float = 1.0  # at most one generation_completed line per this many seconds (0: every one)
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
 
     @property
@@ -280,6 +281,8 @@ def validate(cfg: Config) -> None:
         raise _bad("log_level", cfg.log_level, f"must be one of {', '.join(LOG_LEVELS)}", "pass --log-level info")
     if cfg.max_generations is not None and cfg.max_generations < 1:
         raise _bad("max_generations", cfg.max_generations, "must be >= 1", "pass --max-generations")
+    if not cfg.log_interval_s >= 0:
+        raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", "pass --log-interval 1")
     if not cfg.checkpoint_interval_s > 0:
         raise _bad("checkpoint_interval_s", cfg.checkpoint_interval_s, "must be > 0", "pass --checkpoint-interval")
 

@@ -44,6 +44,14 @@ MIGRANT_REJECTED = "migrant_rejected"
 MESSAGE_REJECTED = "message_rejected"
 
 
+def _round_floats(_logger: object, _name: str, event: dict) -> dict:
+    """Console only: 5 significant digits are plenty for a human; JSON keeps full precision."""
+    for k, v in event.items():
+        if isinstance(v, float):
+            event[k] = float(f"{v:.5g}")
+    return event
+
+
 def configure(fmt: str = "auto", level: str = "info", stream=None) -> str:  # noqa: ANN001
     """Configure structlog once per process. Returns the format chosen ("console" or "json")."""
     stream = stream or sys.stderr
@@ -57,7 +65,7 @@ def configure(fmt: str = "auto", level: str = "info", stream=None) -> str:  # no
     if fmt == "json":
         processors = [*shared, structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
-        processors = [*shared, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        processors = [*shared, _round_floats, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

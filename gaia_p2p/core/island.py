@@ -113,7 +113,11 @@ class Island:
             return self._on_migrant(event)
         if isinstance(event, PeersChanged):
             self.live_peers = frozenset(event.peers) - {self.self_id}
-            if self.policy.topology == "random" and not (self.random_sources <= self.live_peers):
+            # Redraw when a drawn source left, or when we hold fewer than k and more are live now
+            # (at start nobody is live yet: without this, nothing would be drawn until the next round).
+            if self.policy.topology == "random" and (
+                    not self.random_sources <= self.live_peers
+                    or len(self.random_sources) < min(self.policy.random_k, len(self.live_peers))):
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
             return []
         raise LocalProtocolError(f"island cannot handle {type(event).__name__}")
@@ -200,7 +204,7 @@ class Island:
             self._publish_due = True
             if self.policy.topology == "random":
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
-        if (self._publish_due and self.best_params is not None
+        if (self._publish_due and self.best_params is not None and self.live_peers
                 and now - self.last_publish_at >= self.policy.min_publish_interval_s):
             self._publish_due = False
             self.last_publish_at = now
@@ -256,12 +260,18 @@ class Island:
         # The sender's own claim says it is not better than what we hold: not worth an evaluation.
         if self.policy.accept_only_better and self.best_params is not None and not elite.fitness > self.best_fitness:
             return reject("not_better")
-        # One pending migrant per source: a newer one replaces the older.
+        # One pending migrant per source: a newer one replaces the older, which is counted as
+        # rejected ("superseded") so that received == accepted + rejected once nothing is pending.
+        effects: list[Effect] = []
+        for s, old in self._pending:
+            if s == src:
+                self.counters.reject("superseded")
+                effects.append(MigrantRejected(src, "superseded", old.fitness))
         self._pending = [(s, e) for s, e in self._pending if s != src]
         if len(self._pending) >= self.policy.max_pending:
             return reject("queue_full")
         self._pending.append((src, elite))
-        return []
+        return effects
 
     # ------------------------------------------------------------ persistence
 
@@ -277,7 +287,10 @@ class Island:
             "best_last_seeds": list(self.best_last_seeds),
             "best_source": self.best_source,
             "mean_fitness": self.mean_fitness,
-            "counters": {"sent": self.counters.sent, "received": self.counters.received,
+            # Pending and in-flight migrants are not checkpointed: not counted as received either,
+            # so a restored island's counters still add up.
+            "counters": {"sent": self.counters.sent,
+                         "received": self.counters.received - len(self._pending) - len(self._in_flight_migrants),
                          "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
             "optimizer": self.opt.to_state(),
         }

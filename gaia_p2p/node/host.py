@@ -69,6 +69,29 @@ def quiet_libp2p_logging(level: str | None = None) -> None:
         logging.getLogger("libp2p").addHandler(_LIBP2P_HANDLER)
 
 
+def check_listen_ports_free(listen: tuple[str, ...]) -> None:
+    """py-libp2p binds with SO_REUSEPORT: a second node on a busy port starts silently and steals
+    half the inbound connections. Probe each fixed port with a plain bind first."""
+    import socket
+
+    from gaia_p2p.errors import ConfigError
+
+    for addr in listen:
+        ma = multiaddr.Multiaddr(addr)
+        port = int(ma.value_for_protocol("tcp"))
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if "/ip6/" in addr else socket.AF_INET
+        host = ma.value_for_protocol("ip6" if family == socket.AF_INET6 else "ip4")
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                raise ConfigError(f"config error: network.listen = {addr!r} cannot be used ({e.strerror}); "
+                                  f"another process listens there: pass --listen with another port, or port 0 "
+                                  f"for a free one") from None
+
+
 @dataclass
 class P2P:
     host: Any

@@ -40,7 +40,7 @@ from gaia_p2p.node import control
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.gossip import MigrantTopic
-from gaia_p2p.node.host import P2P, load_or_create_identity, open_p2p
+from gaia_p2p.node.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
 from gaia_p2p.store import DataDir
 
 log = structlog.get_logger("gaia.node")
@@ -73,6 +73,7 @@ class Node:
         self.migrant_accepted = trio.Event()
         self.last_checkpoint_at: float | None = None
         self.finished = False
+        self.last_gen_log_at = -math.inf
         # One seeded generator for every input the island gets; a resumed node continues a new stream.
         self.rng = np.random.default_rng([seed, island.generation, 7])
 
@@ -186,6 +187,7 @@ async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 
 async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
+    check_listen_ports_free(cfg.network.listen)
     key_pair = load_or_create_identity(data.path)
     bootstrap = tuple(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
     from libp2p.peer.id import ID
@@ -265,12 +267,16 @@ async def _island_loop(node: Node, seed: int) -> None:
 
 async def _execute(node: Node, effect: Any) -> None:
     if isinstance(effect, GenerationCompleted):
+        node.generation_changed.set()
+        node.generation_changed = trio.Event()
+        now = trio.current_time()
+        if now - node.last_gen_log_at < node.cfg.log_interval_s:
+            return
+        node.last_gen_log_at = now
         log.info(logs.GENERATION_COMPLETED, generation=effect.generation, evaluations=effect.evaluations,
                  best_fitness=_finite_or_none(effect.best_fitness), gen_best=_finite_or_none(effect.gen_best_fitness),
                  mean_fitness=_finite_or_none(effect.mean_fitness), sigma=_finite_or_none(effect.sigma),
                  evals_per_s=round(node.evals_per_s, 1), n_peers=len(node.p2p.connected_peers()))
-        node.generation_changed.set()
-        node.generation_changed = trio.Event()
     elif isinstance(effect, PublishMigrant):
         data = codec.encode_elite(effect.elite)
         await node.p2p.pubsub.publish(node.topic.topic, data)

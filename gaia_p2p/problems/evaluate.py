@@ -1,0 +1,110 @@
+"""Worker-side entry point: evaluate a population for a problem.
+
+The daemon calls :func:`evaluate_batch` in worker processes. Call :func:`pin_blas_threads` in the
+parent before those processes start, so that each worker uses one BLAS thread (the workers already
+give one process per core; nested BLAS threads only oversubscribe the CPU).
+
+This module never imports torch (see ``gaia_p2p.problems.torch_backend``) nor, until a LunarLander
+evaluation runs, gymnasium.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from gaia_p2p.core.experiment import ProblemConfig
+from gaia_p2p.errors import ConfigError, EvaluationError
+from gaia_p2p.problems import functions, lunar
+
+BLAS_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+# Keeps the runtime limit object alive (threadpoolctl restores limits only when asked to).
+_THREADPOOL_LIMITS: Any = None
+
+
+def pin_blas_threads() -> None:
+    """Default every BLAS/OpenMP thread count to 1 (env vars, inherited by child processes).
+
+    Existing settings win (``os.environ.setdefault``). Libraries already loaded in this process
+    ignore env vars, so when the optional ``threadpoolctl`` is importable the limit is also applied
+    at runtime; an already imported torch gets ``set_num_threads(1)``.
+    """
+    global _THREADPOOL_LIMITS
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        _THREADPOOL_LIMITS = threadpool_limits(limits=1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+# Domain tag mixed into the entropy so these seeds differ from other streams of the same base seed.
+_EPISODE_SEED_TAG = 0x6A1AE9150DE5
+
+
+def episode_seeds(base_seed: int, generation: int, episodes: int) -> tuple[int, ...]:
+    """``episodes`` env seeds in ``[0, 2**31 - 1]`` for one generation, shared by all candidates.
+
+    Derived as ``SeedSequence(entropy=(base_seed, TAG), spawn_key=(generation,))
+    .generate_state(episodes, uint32) & 0x7FFFFFFF``: deterministic, different every generation,
+    and stable across numpy versions (SeedSequence's output is fixed by its spec, unlike the
+    sampling methods of ``Generator``).
+    """
+    if base_seed < 0 or generation < 0:
+        raise ConfigError(
+            f"episode_seeds: base_seed={base_seed}, generation={generation}: both must be >= 0"
+        )
+    if episodes < 1:
+        raise ConfigError(f"episode_seeds: episodes={episodes} must be >= 1")
+    ss = np.random.SeedSequence(entropy=(int(base_seed), _EPISODE_SEED_TAG), spawn_key=(int(generation),))
+    state = ss.generate_state(int(episodes), dtype=np.uint32) & np.uint32(0x7FFFFFFF)
+    return tuple(int(s) for s in state)
+
+
+def evaluate_batch(problem: ProblemConfig, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+    """Fitness (higher is better) of each row of ``X (n, problem.param_dim)``, shape ``(n,)``.
+
+    Test functions ignore ``seeds``. LunarLander runs episode ``j`` of every candidate with
+    ``seeds[j]`` and returns the mean return (``len(seeds) >= 1``; usually ``problem.episodes``).
+    Raises :class:`EvaluationError` for an unknown problem, a shape mismatch, non-finite
+    parameters or missing seeds.
+    """
+    if problem.name not in functions.FUNCTIONS and problem.name != "lunarlander":
+        raise EvaluationError(f"unknown problem {problem.name!r}")
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise EvaluationError(f"problem {problem.name!r}: X is not a numeric array: {e}") from e
+    dim = problem.param_dim
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise EvaluationError(
+            f"problem {problem.name!r} needs X of shape (n, {dim}), got {X.shape}"
+        )
+    if not np.all(np.isfinite(X)):
+        raise EvaluationError(f"problem {problem.name!r}: X contains non-finite values")
+    fn = functions.FUNCTIONS.get(problem.name)
+    if fn is not None:
+        return fn(X)
+    if len(seeds) < 1:
+        raise EvaluationError("lunarlander needs at least one episode seed")
+    if problem.max_steps < 1:
+        raise EvaluationError(f"lunarlander: max_steps={problem.max_steps} must be >= 1")
+    if X.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    return lunar.evaluate_lunar(X, seeds, problem.hidden, problem.max_steps)
