@@ -1,0 +1,97 @@
+"""The real CLI as a subprocess: bad input gives one line on stderr and the documented exit code.
+
+Exit codes (gaia_p2p/cli.py): 0 ok, 1 runtime failure, 2 usage or config error. No traceback
+unless --debug.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TIMEOUT_S = 60
+
+
+def gaia(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    return subprocess.run([sys.executable, "-m", "gaia_p2p", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["start", "--sigma", "-1"], "island.sigma"),
+        (["start", "--sigma", "abc"], "--sigma"),
+        (["start", "--topology", "star"], "--topology"),
+        (["start", "--bootstrap", "garbage"], "network.bootstrap"),
+        (["start", "--config", "/nonexistent.toml"], "/nonexistent.toml"),
+        (["start", "--listen", "/ip4/127.0.0.1/udp/1"], "network.listen"),
+    ],
+    ids=["sigma-negative", "sigma-not-a-number", "unknown-topology", "bad-bootstrap", "missing-config",
+         "udp-listen"],
+)
+def test_bad_start_input_exits_2_with_one_line(tmp_path, args, expected):
+    line = one_line_error(gaia(*args, cwd=tmp_path), 2)
+    assert line.startswith("gaia-node start: "), line
+    assert expected in line, line
+
+
+def test_status_without_a_running_node_exits_1(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    line = one_line_error(gaia("status", "--data-dir", str(data), cwd=tmp_path), 1)
+    assert line.startswith("gaia-node status: ") and str(data) in line, line
+
+
+def test_help_exits_0(tmp_path):
+    for args in (["--help"], ["start", "--help"], ["status", "--help"]):
+        proc = gaia(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage: gaia-node" in proc.stdout and proc.stderr == ""
+
+
+def test_no_command_prints_help_and_exits_2(tmp_path):
+    proc = gaia(cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "usage: gaia-node" in proc.stdout
+
+
+def test_corrupt_checkpoint_exits_2_naming_the_file_and_fresh(tmp_path):
+    data = tmp_path / "node"
+    data.mkdir()
+    checkpoint = data / "checkpoint.msgpack"
+    garbage = bytes(range(256))[::-1] * 4
+    checkpoint.write_bytes(garbage)
+    proc = gaia("start", "--data-dir", str(data), "--problem", "sphere", "--listen", "/ip4/127.0.0.1/tcp/0",
+                "--workers", "0", "--log-format", "json", cwd=tmp_path)
+    line = one_line_error(proc, 2)
+    assert str(checkpoint) in line and "--fresh" in line, line
+    assert checkpoint.read_bytes() == garbage  # left alone: only --fresh moves it aside
+
+
+def test_data_dir_in_use_exits_2(tmp_path):
+    data = tmp_path / "node"
+    data.mkdir()
+    fd = os.open(data / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running gaia-node holds it
+        proc = gaia("start", "--data-dir", str(data), "--problem", "sphere", "--listen", "/ip4/127.0.0.1/tcp/0",
+                    "--workers", "0", "--log-format", "json", cwd=tmp_path)
+    finally:
+        os.close(fd)
+    line = one_line_error(proc, 2)
+    assert str(data) in line and "in use" in line, line

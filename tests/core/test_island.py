@@ -1,0 +1,659 @@
+"""gaia_p2p.core.island driven by hand: a real CMA-ES, fitness computed here, a fake clock.
+
+No trio, no network: inputs go in through ``Island.start`` / ``Island.handle``, effects come out and
+are checked. ``helpers.NetworkOfIslands`` wires several islands through an in-memory gossip list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import msgpack
+import numpy as np
+import pytest
+
+from gaia_p2p.core import migration
+from gaia_p2p.core.events import (
+    Effect,
+    Evaluate,
+    EvaluationDone,
+    GenerationCompleted,
+    MigrantAccepted,
+    MigrantReceived,
+    MigrantRejected,
+    PeersChanged,
+    PublishMigrant,
+)
+from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.types import Elite
+from gaia_p2p.errors import LocalProtocolError
+
+from helpers import (
+    PEER_IDS,
+    NetworkOfIslands,
+    evaluate,
+    exp_id,
+    make_elite,
+    make_island,
+    of_type,
+    pending_evaluate,
+    rastrigin,
+    sphere,
+)
+
+DIM = 5
+A, B, C, D, E, F, G = PEER_IDS[:7]
+
+
+class Driver:
+    """One island, its rng, a fake clock and its pending ``Evaluate``."""
+
+    def __init__(self, island: Island, *, seed: int = 0, dt: float = 1.0, now: float = 0.0,
+                 peers: set[str] | None = None) -> None:
+        self.island = island
+        self.rng = np.random.default_rng(seed)
+        self.now = now
+        self.dt = dt
+        if peers is not None:
+            self.peers(peers)
+        self.pending: Evaluate = pending_evaluate(island.start(now=self.now, rng=self.rng))
+
+    def step(self, fn: Callable[[np.ndarray], np.ndarray] = sphere,
+             done: Callable[[Evaluate], EvaluationDone] | None = None) -> list[Effect]:
+        """Complete the pending generation; ``done`` builds the result by hand, else ``fn`` scores it."""
+        self.now += self.dt
+        req = self.pending
+        effects = self.island.handle(done(req) if done else evaluate(req, fn), now=self.now, rng=self.rng)
+        self.pending = pending_evaluate(effects)
+        return effects
+
+    def run(self, n: int, fn: Callable[[np.ndarray], np.ndarray] = sphere) -> list[Effect]:
+        out: list[Effect] = []
+        for _ in range(n):
+            out.extend(self.step(fn))
+        return out
+
+    def receive(self, src: str, elite: Elite) -> list[Effect]:
+        return self.island.handle(MigrantReceived(src, elite), now=self.now, rng=self.rng)
+
+    def peers(self, peers: set[str]) -> list[Effect]:
+        return self.island.handle(PeersChanged(frozenset(peers)), now=self.now, rng=self.rng)
+
+
+def reasons(effects: list[Effect]) -> list[str]:
+    return [e.reason for e in of_type(effects, MigrantRejected)]
+
+
+def counters_add_up(isl: Island) -> bool:
+    c = isl.counters
+    return c.received == c.accepted + sum(c.rejected.values())
+
+
+def noisy(X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+    """A stochastic problem: sphere plus an offset drawn by the episode seed, common to the batch."""
+    return sphere(X) + (seeds[0] % 1000) / 100.0
+
+
+# ------------------------------------------------------------------------------------------------
+# generations and the resident best
+
+
+def test_first_generation_then_resident_best_is_reevaluated_as_extras_0():
+    d = Driver(make_island(episodes=3))
+    first = d.pending
+    assert first.generation == 0
+    assert first.extras.shape == (0, DIM)  # nothing to re-evaluate yet
+    assert len(first.seeds) == 3
+    for g in range(1, 12):
+        req = d.pending
+        fit = sphere(req.candidates)
+        effects = d.step()
+        done = of_type(effects, GenerationCompleted)
+        assert [e.generation for e in done] == [g]
+        nxt = d.pending
+        assert nxt.generation == g
+        assert nxt.seeds != req.seeds  # fresh seeds every generation
+        # the resident best is always the first extra, at float32 precision
+        assert nxt.extras.shape == (1, DIM)
+        np.testing.assert_array_equal(nxt.extras[0], d.island.best_params)
+        np.testing.assert_array_equal(d.island.best_params, d.island.best_params.astype(np.float32))
+        assert d.island.best_fitness == pytest.approx(float(sphere(d.island.best_params)[0]), abs=0)
+        assert d.island.best_fitness >= float(fit.max())
+    isl = d.island
+    assert isl.generation == 11
+    assert isl.evaluations == 11 * isl.opt.popsize + 10  # 10 re-evaluations of the resident
+    assert isl.best_source == "local"
+
+
+def test_generation_champion_replaces_resident_only_when_better_on_the_same_seeds():
+    d = Driver(make_island(deterministic=False))
+    pop = d.island.opt.popsize
+
+    def champion_at_2(req: Evaluate) -> EvaluationDone:
+        fit = np.full(pop, -50.0)
+        fit[2] = -1.0
+        return EvaluationDone(req.generation, fit, np.zeros(len(req.extras)))
+
+    d.step(done=champion_at_2)
+    np.testing.assert_array_equal(d.island.best_params, d.island.best_params.astype(np.float32))
+    first_best = d.island.best_params.copy()
+    assert d.island.best_fitness == -1.0
+
+    # Resident re-scored at -3 on these seeds; a candidate at -2 is better on these seeds: it wins,
+    # although the resident's running mean (-1 and -3: -2) would have tied it.
+    def candidate_beats_resident(req: Evaluate) -> EvaluationDone:
+        fit = np.full(pop, -50.0)
+        fit[4] = -2.0
+        return EvaluationDone(req.generation, fit, np.array([-3.0]))
+
+    req = d.pending
+    d.step(done=candidate_beats_resident)
+    np.testing.assert_array_equal(d.island.best_params, req.candidates[4])
+    assert not np.array_equal(d.island.best_params, first_best)
+    assert (d.island.best_fitness, d.island.best_n) == (-2.0, 1)
+
+
+def test_resident_fitness_is_the_running_mean_of_its_reevaluations():
+    d = Driver(make_island(deterministic=False))
+    pop = d.island.opt.popsize
+    d.step(done=lambda r: EvaluationDone(r.generation, np.linspace(-9.0, -1.0, pop), np.zeros(0)))
+    assert d.island.best_fitness == -1.0
+    resident = d.island.best_params.copy()
+    draws = [-1.0, -0.5, -2.0, -1.7]
+    for f in draws:
+        req = d.pending
+        np.testing.assert_array_equal(req.extras[0], resident)
+        d.step(done=lambda r, f=f: EvaluationDone(r.generation, np.full(pop, -100.0), np.array([f])))
+        # its claim on the wire is its latest draw, on the seeds of that draw
+        assert d.island.best_last == f
+        assert d.island.best_last_seeds == req.seeds
+        assert d.island.best_elite().fitness == f
+    assert d.island.best_n == 1 + len(draws)
+    assert d.island.best_fitness == pytest.approx(np.mean([-1.0, *draws]))
+    np.testing.assert_array_equal(d.island.best_params, resident)
+
+
+# ------------------------------------------------------------------------------------------------
+# immigration: acceptance
+
+
+def test_better_migrant_is_accepted_and_injected_into_the_optimizer():
+    d = Driver(make_island())
+    d.run(3)
+    resident_f = d.island.best_fitness
+    optimum = make_elite(np.zeros(DIM), 0.0)
+    assert d.receive(B, optimum) == []  # queued, scored with the next generation
+    d.step()
+    req = d.pending  # the generation that carries the migrant
+    np.testing.assert_array_equal(req.extras[1], np.zeros(DIM))
+    effects = d.step()
+    [acc] = of_type(effects, MigrantAccepted)
+    assert acc.src == B
+    assert acc.fitness == 0.0 and acc.claimed_fitness == 0.0
+    assert acc.replaced_fitness >= resident_f  # the resident (or this generation's champion) on these seeds
+    assert d.island.best_source == B
+    np.testing.assert_array_equal(d.island.best_params, np.zeros(DIM))
+    assert d.island.best_fitness == 0.0
+    # pycma puts the injected migrant first in the very next population
+    np.testing.assert_allclose(d.pending.candidates[0], np.zeros(DIM), atol=1e-6)
+    assert d.island.counters.accepted == 1
+
+
+def test_migrant_claiming_no_better_than_resident_is_not_evaluated():
+    d = Driver(make_island())
+    d.run(2)
+    worse = np.full(DIM, 10.0)
+    effects = d.receive(B, make_elite(worse, float(sphere(worse)[0])))
+    [rej] = of_type(effects, MigrantRejected)
+    assert (rej.src, rej.reason, rej.fitness) == (B, "not_better", None)
+    assert d.pending.extras.shape == (1, DIM)
+    d.step()
+    assert d.pending.extras.shape == (1, DIM)  # never queued
+
+
+def test_migrant_accepted_only_when_better_on_the_same_seeds():
+    """Stochastic problem: claims are not checked, migrants are judged on this island's seeds."""
+    d = Driver(make_island(deterministic=False))
+    pop = d.island.opt.popsize
+
+    def score(req: Evaluate) -> EvaluationDone:
+        # candidates kept far worse, so the resident is the reference the migrants must beat
+        all_rows = noisy(np.vstack([req.candidates, req.extras]), req.seeds)
+        return EvaluationDone(req.generation, all_rows[:pop] - 1000.0, all_rows[pop:])
+
+    d.step(done=score)
+    d.step(done=score)
+    resident = d.island.best_params.copy()
+    r = float(sphere(resident)[0])
+    # same sphere distance as the resident, minus / plus 0.5 (radially), and both claim far more
+    def at_value(v: float) -> np.ndarray:
+        return np.full(DIM, math.sqrt(-v / DIM), dtype=np.float32)
+
+    worse, better = at_value(r - 0.5), at_value(r + 0.5)
+    assert d.receive(B, make_elite(worse, 1e9)) == []
+    assert d.receive(C, make_elite(better, 1e9)) == []
+    d.step(done=score)
+    req = d.pending
+    assert req.extras.shape == (3, DIM)  # resident, then the migrants in arrival order
+    expected = noisy(req.extras, req.seeds)
+    effects = d.step(done=score)
+    [rej] = of_type(effects, MigrantRejected)
+    [acc] = of_type(effects, MigrantAccepted)
+    # B was worse than the resident on these seeds; C better, measured on the same seeds
+    assert (rej.src, rej.reason, rej.claimed_fitness) == (B, "not_better", 1e9)
+    assert rej.fitness == expected[1]
+    assert (acc.src, acc.fitness, acc.replaced_fitness) == (C, expected[2], expected[0])
+    assert d.island.best_source == C
+    np.testing.assert_array_equal(d.island.best_params, better.astype(np.float64))
+    assert counters_add_up(d.island)
+
+
+def test_accept_any_takes_a_worse_migrant():
+    d = Driver(make_island(accept_only_better=False))
+    d.run(3)
+    before = d.island.best_fitness
+    worse = np.full(DIM, 10.0, dtype=np.float32)
+    f_worse = float(sphere(worse)[0])
+    assert f_worse < before
+    assert d.receive(B, make_elite(worse, f_worse)) == []  # no pre-check on the claim
+    d.step()
+    effects = d.step()
+    [acc] = of_type(effects, MigrantAccepted)
+    assert (acc.src, acc.fitness) == (B, f_worse)
+    assert acc.replaced_fitness > acc.fitness
+    assert d.island.best_fitness == f_worse
+    assert d.island.best_source == B
+
+
+# ------------------------------------------------------------------------------------------------
+# immigration: claim check and validation
+
+
+@pytest.mark.parametrize("accept_only_better", [True, False])
+def test_lying_claim_on_a_deterministic_problem_is_claim_mismatch(accept_only_better):
+    d = Driver(make_island(accept_only_better=accept_only_better))
+    d.run(2)
+    # truly the optimum, which would be accepted, but it claims more than it is
+    liar = make_elite(np.zeros(DIM), 5.0)
+    assert d.receive(B, liar) == []
+    d.step()
+    effects = d.step()
+    [rej] = of_type(effects, MigrantRejected)
+    assert (rej.src, rej.reason, rej.claimed_fitness, rej.fitness) == (B, "claim_mismatch", 5.0, 0.0)
+    assert of_type(effects, MigrantAccepted) == []
+    assert d.island.best_source == "local"
+    assert d.island.counters.rejected == {"claim_mismatch": 1}
+
+
+def test_claim_within_float32_precision_holds():
+    d = Driver(make_island())
+    d.run(2)
+    p = np.full(DIM, 0.1, dtype=np.float32)  # not exactly 0.1: the claim is computed at float32
+    assert d.receive(B, make_elite(p, float(sphere(p)[0]))) == []
+    d.step()
+    effects = d.step()
+    assert [e.src for e in of_type(effects, MigrantAccepted)] == [B]
+
+
+def test_lying_claim_on_a_stochastic_problem_is_judged_on_merit():
+    d = Driver(make_island(deterministic=False))
+    d.run(2, fn=sphere)
+    assert d.receive(B, make_elite(np.zeros(DIM), 5.0)) == []
+    d.step()
+    effects = d.step()
+    assert [e.src for e in of_type(effects, MigrantAccepted)] == [B]
+    assert "claim_mismatch" not in reasons(effects)
+
+
+@pytest.mark.parametrize(
+    ("src", "elite", "reason"),
+    [
+        (B, make_elite(np.zeros(DIM), 0.0, problem="rastrigin"), "wrong_experiment"),
+        (B, make_elite(np.zeros(DIM + 1), 0.0, experiment=exp_id("sphere", DIM)), "wrong_dimension"),
+        (A, make_elite(np.zeros(DIM), 0.0), "own_message"),
+    ],
+    ids=["wrong_experiment", "wrong_dimension", "own_message"],
+)
+def test_invalid_migrant_is_rejected_with_its_reason(src, elite, reason):
+    d = Driver(make_island(self_id=A))
+    d.run(1)
+    effects = d.receive(src, elite)
+    assert effects == [MigrantRejected(src, reason, 0.0, None)]
+    assert d.island.counters.received == 1
+    assert d.island.counters.rejected == {reason: 1}
+    d.step()
+    assert d.pending.extras.shape == (1, DIM)  # only the resident: nothing was queued
+
+
+def test_migration_disabled_rejects_everything_and_never_publishes():
+    d = Driver(make_island(enabled=False, interval=1, min_publish_interval_s=0.0))
+    effects = d.run(20)
+    assert of_type(effects, PublishMigrant) == []
+    assert d.island.counters.sent == 0
+    # checked first, before anything else about the migrant
+    for src in (B, A):
+        assert reasons(d.receive(src, make_elite(np.zeros(DIM), 0.0))) == ["migration_disabled"]
+    assert d.island.counters.rejected == {"migration_disabled": 2}
+    effects = d.run(2)
+    assert of_type(effects, MigrantAccepted) == []
+
+
+def test_max_pending_rejects_as_queue_full_and_latest_per_sender_wins():
+    d = Driver(make_island(max_pending=2))
+    d.run(1)
+    p1, p2, p3 = (np.full(DIM, v, dtype=np.float32) for v in (0.3, 0.2, 0.1))
+    assert d.receive(B, make_elite(p1, float(sphere(p1)[0]))) == []
+    assert d.receive(C, make_elite(p2, float(sphere(p2)[0]))) == []
+    assert reasons(d.receive(D, make_elite(p3, float(sphere(p3)[0])))) == ["queue_full"]
+    # a newer migrant from B replaces B's older one (not queue_full); the older is counted
+    effects = d.receive(B, make_elite(p3, float(sphere(p3)[0])))
+    assert effects == [MigrantRejected(B, "superseded", float(sphere(p1)[0]))]
+    d.step()
+    extras = d.pending.extras
+    assert extras.shape == (3, DIM)  # resident + C's + B's latest
+    np.testing.assert_array_equal(extras[1], p2)
+    np.testing.assert_array_equal(extras[2], p3)
+    d.step()
+    assert d.island.counters.received == 4
+    assert d.island.counters.rejected["queue_full"] == 1
+    assert counters_add_up(d.island)
+
+
+# ------------------------------------------------------------------------------------------------
+# topologies
+
+
+def test_ring_takes_migrants_only_from_the_predecessor_and_reforms_when_a_peer_leaves():
+    d = Driver(make_island(self_id=C, topology="ring"), peers={A, B, C, D, E})
+    optimum = make_elite(np.zeros(DIM), 0.0)
+    assert migration.ring_predecessor(C, {A, B, D, E}) == B
+    for src in (A, D, E):
+        assert reasons(d.receive(src, optimum)) == ["topology"]
+    assert d.receive(B, optimum) == []
+
+    d.peers({A, C, D, E})  # B left: A is now just before C
+    assert d.receive(A, optimum) == []
+    for src in (D, E):
+        assert reasons(d.receive(src, optimum)) == ["topology"]
+    assert d.island.counters.rejected == {"topology": 5}
+
+
+def test_ring_wraps_around_from_the_first_id_to_the_last():
+    d = Driver(make_island(self_id=A, topology="ring"), peers={A, B, C, D})
+    optimum = make_elite(np.zeros(DIM), 0.0)
+    for src in (B, C):
+        assert reasons(d.receive(src, optimum)) == ["topology"]
+    assert d.receive(D, optimum) == []
+
+
+def test_ring_in_a_network_of_islands():
+    islands = [make_island(self_id=PEER_IDS[i], seed=i, sigma=0.3 + 0.2 * i, topology="ring", interval=2,
+                           min_publish_interval_s=0.0, accept_only_better=False) for i in range(5)]
+    net = NetworkOfIslands(islands, sphere)
+    net.start()
+    net.run(8)
+
+    def check(since: int) -> None:
+        ids = sorted(net.ids)
+        for i, isl in enumerate(net.islands):
+            pred = ids[ids.index(isl.self_id) - 1]
+            outcomes = [e for j, e in net.log[since:] if j == i and isinstance(e, (MigrantAccepted, MigrantRejected))]
+            assert outcomes
+            for e in outcomes:
+                assert e.src != isl.self_id
+                if e.src == pred:
+                    assert isinstance(e, MigrantAccepted)  # accept-any: every considered migrant is taken
+                else:
+                    assert isinstance(e, MigrantRejected) and e.reason == "topology"
+
+    check(0)
+    net.remove(1)  # PEER_IDS[1] leaves; PEER_IDS[2]'s predecessor is now PEER_IDS[0]
+    net.run(2)  # migrants queued from the old predecessor are still judged (queued: in flight: done)
+    mark = len(net.log)
+    net.run(8)
+    check(mark)
+    assert any(isinstance(e, MigrantAccepted) and e.src == PEER_IDS[0] and net.islands[j].self_id == PEER_IDS[2]
+               for j, e in net.log[mark:])
+
+
+def test_random_topology_takes_only_the_drawn_k_and_redraws_every_interval():
+    peers = {B, C, D, E, F, G}
+    d = Driver(make_island(self_id=A, topology="random", random_k=2, interval=3), seed=4)
+    assert d.island.random_sources == frozenset()  # started alone
+    d.peers(peers | {A})
+    drawn = d.island.random_sources
+    assert len(drawn) == 2 and drawn <= peers
+    for src in sorted(peers):
+        expected = [] if src in drawn else ["topology"]
+        assert reasons(d.receive(src, make_elite(np.zeros(DIM), 0.0))) == expected
+
+    history = [drawn]
+    for _ in range(15):
+        d.step()
+        history.append(d.island.random_sources)
+        assert len(history[-1]) == 2 and history[-1] <= peers
+        if d.island.generation % 3:
+            assert history[-1] == history[-2]  # only redrawn at migration rounds
+    assert len(set(history)) >= 3
+
+    # a drawn source leaving forces a redraw among those still live; a bystander leaving does not
+    now = d.island.random_sources
+    gone = sorted(now)[0]
+    d.peers(peers - {gone})
+    assert gone not in d.island.random_sources and len(d.island.random_sources) == 2
+    kept = d.island.random_sources
+    bystander = sorted(peers - {gone} - kept)[0]
+    d.peers(peers - {gone, bystander})
+    assert d.island.random_sources == kept
+
+
+def test_random_topology_with_fewer_live_peers_than_k_takes_them_all():
+    d = Driver(make_island(self_id=A, topology="random", random_k=3))
+    d.peers({B})
+    assert d.island.random_sources == {B}
+    d.peers({B, C})  # still fewer than k: the newcomer is taken as well
+    assert d.island.random_sources == {B, C}
+    assert reasons(d.receive(D, make_elite(np.zeros(DIM), 0.0))) == ["topology"]
+    assert d.receive(C, make_elite(np.zeros(DIM), 0.0)) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# emigration
+
+
+def publish_generations(effects: list[Effect]) -> list[int]:
+    """Generation numbers at which a PublishMigrant came out."""
+    out, gen = [], 0
+    for e in effects:
+        if isinstance(e, GenerationCompleted):
+            gen = e.generation
+        elif isinstance(e, PublishMigrant):
+            out.append(gen)
+    return out
+
+
+def test_publishes_every_interval_generations():
+    d = Driver(make_island(interval=2, min_publish_interval_s=1.0), dt=1.0, peers={B})
+    effects: list[Effect] = []
+    for _ in range(12):
+        step = d.step()
+        effects.extend(step)
+        for pub in of_type(step, PublishMigrant):
+            e = pub.elite
+            isl = d.island
+            assert e.experiment_id == isl.experiment_id and e.generation == isl.generation
+            assert e.params.dtype == np.dtype("<f4")
+            np.testing.assert_array_equal(e.params, isl.best_params)
+            assert e.fitness == isl.best_last and e.seeds == isl.best_last_seeds
+            assert e.algorithm == "cmaes" and e.settings["popsize"] == isl.opt.popsize
+    assert publish_generations(effects) == [2, 4, 6, 8, 10, 12]
+    assert d.island.counters.sent == 6
+
+
+def test_publishing_is_rate_limited_by_the_clock_and_late_emissions_are_not_skipped():
+    # fast generations (1 s each), at most one publication per 5 s: due at 2, 4, 6, ...,
+    # sent at 2, then as soon as 5 s have passed: 7, 12, 17
+    d = Driver(make_island(interval=2, min_publish_interval_s=5.0), dt=1.0, peers={B})
+    assert publish_generations(d.run(18)) == [2, 7, 12, 17]
+    # slow generations: the interval binds, not the clock
+    d = Driver(make_island(interval=2, min_publish_interval_s=5.0), dt=10.0, peers={B})
+    assert publish_generations(d.run(8)) == [2, 4, 6, 8]
+
+
+def test_an_island_alone_publishes_nothing_until_a_peer_is_live():
+    d = Driver(make_island(interval=3, min_publish_interval_s=0.0))
+    assert publish_generations(d.run(4)) == []
+    assert d.island.counters.sent == 0
+    d.peers({A, B})
+    assert publish_generations(d.run(1)) == [5]  # the emission due since generation 3 goes out now
+    d.peers({A})
+    assert publish_generations(d.run(4)) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def test_checkpoint_round_trip_continues_identically():
+    kw = dict(interval=2, min_publish_interval_s=0.0)
+    d = Driver(make_island(seed=3, **kw), seed=11)
+    d.run(4)
+    assert d.receive(B, make_elite(np.zeros(DIM), 0.0)) == []
+    d.run(2)  # B accepted
+    assert d.island.best_source == B
+    d.receive(C, make_elite(np.full(DIM, 9.0), 1e9))  # a liar, judged before the checkpoint
+    d.run(3)
+
+    blob = msgpack.packb(d.island.to_checkpoint(), use_bin_type=True)  # as the store writes it
+    data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    restored = Island.from_checkpoint(data, self_id=A, policy=MigrationPolicy(**kw), episodes=1, deterministic=True)
+    # another rng on purpose: CMA-ES samples from its own checkpointed generator, the rng only draws seeds
+    r = Driver(restored, seed=99, dt=d.dt, now=d.now)
+
+    for attr in ("generation", "evaluations", "best_fitness", "best_n", "best_last", "best_last_seeds",
+                 "best_source", "mean_fitness"):
+        assert getattr(restored, attr) == getattr(d.island, attr), attr
+    np.testing.assert_array_equal(restored.best_params, d.island.best_params)
+    assert vars(restored.counters) == vars(d.island.counters)
+    assert counters_add_up(restored)
+    np.testing.assert_array_equal(r.pending.candidates, d.pending.candidates)  # the population in flight
+
+    for _ in range(8):
+        d.step()
+        r.step()
+        assert r.pending.generation == d.pending.generation
+        np.testing.assert_array_equal(r.pending.candidates, d.pending.candidates)
+        np.testing.assert_array_equal(r.pending.extras, d.pending.extras)
+        assert r.island.best_fitness == d.island.best_fitness
+        assert r.island.opt.sigma == d.island.opt.sigma
+
+
+def test_checkpoint_drops_queued_migrants_from_the_received_count():
+    d = Driver(make_island())
+    d.run(2)
+    d.receive(B, make_elite(np.zeros(DIM), 0.0))
+    d.step()  # B in flight
+    d.receive(C, make_elite(np.zeros(DIM), 0.0))  # C queued
+    assert d.island.counters.received == 2
+    data = d.island.to_checkpoint()
+    assert data["counters"]["received"] == 0
+    assert d.island.counters.received == 2  # the live island is untouched
+
+
+# ------------------------------------------------------------------------------------------------
+# counters and our own errors
+
+
+def test_counters_add_up_once_nothing_is_pending():
+    islands = [make_island(self_id=PEER_IDS[i], seed=i, sigma=(0.1, 0.5, 1.0, 2.0)[i], interval=1,
+                           min_publish_interval_s=0.0, max_pending=2) for i in range(4)]
+    net = NetworkOfIslands(islands, sphere, seed=5)
+    net.start()
+    net.run(25)
+    net.deliver(B, make_elite(np.zeros(DIM), 3.0))  # a liar
+    net.deliver(C, make_elite(np.zeros(DIM + 2), 0.0, experiment=exp_id("sphere", DIM)))
+    for _ in range(2):  # cut the gossip: two generations judge everything queued or in flight
+        net.step(deliver=False)
+    total_received = 0
+    for isl in net.islands:
+        c = isl.counters
+        assert counters_add_up(isl), vars(c)
+        total_received += c.received
+    assert total_received > 50
+    assert sum(isl.counters.accepted for isl in net.islands) == len(net.accepted())
+    assert sum(sum(isl.counters.rejected.values()) for isl in net.islands) == len(net.rejected())
+    all_reasons = set(reasons([e for _, e in net.log]))
+    assert {"not_better", "claim_mismatch", "wrong_dimension"} <= all_reasons
+
+
+def test_evaluation_for_a_generation_never_requested_is_our_bug():
+    isl = make_island()
+    rng = np.random.default_rng(0)
+    fit = np.zeros(isl.opt.popsize)
+    with pytest.raises(LocalProtocolError, match="generation 0 not requested"):
+        isl.handle(EvaluationDone(0, fit, np.zeros(0)), now=0.0, rng=rng)  # before start
+    req = pending_evaluate(isl.start(now=0.0, rng=rng))
+    with pytest.raises(LocalProtocolError, match="generation 5 not requested"):
+        isl.handle(EvaluationDone(5, fit, np.zeros(0)), now=0.0, rng=rng)
+    with pytest.raises(LocalProtocolError, match="wrong shape"):
+        isl.handle(EvaluationDone(0, fit[:-1], np.zeros(0)), now=0.0, rng=rng)
+    with pytest.raises(LocalProtocolError, match="wrong shape"):
+        isl.handle(EvaluationDone(0, fit, np.zeros(1)), now=0.0, rng=rng)
+    nxt = pending_evaluate(isl.handle(evaluate(req, sphere), now=1.0, rng=rng))
+    with pytest.raises(LocalProtocolError, match="generation 0 not requested"):  # answered already
+        isl.handle(evaluate(req, sphere), now=1.0, rng=rng)
+    assert nxt.generation == 1 and isl.generation == 1
+    with pytest.raises(LocalProtocolError, match="already started"):
+        isl.start(now=1.0, rng=rng)
+    with pytest.raises(LocalProtocolError, match="cannot handle"):
+        isl.handle(object(), now=1.0, rng=rng)  # type: ignore[arg-type]
+
+
+def test_unknown_topology_and_best_elite_before_any_best_are_our_bugs():
+    with pytest.raises(LocalProtocolError, match="unknown topology"):
+        make_island(topology="star")
+    with pytest.raises(LocalProtocolError, match="no best"):
+        make_island().best_elite()
+
+
+# ------------------------------------------------------------------------------------------------
+# dynamics
+
+
+SIGMAS = (0.05, 0.2, 0.5, 1.5)
+
+
+def rastrigin_network(seed: int, *, migrate: bool, dim: int = 10) -> NetworkOfIslands:
+    islands = []
+    for i, sigma in enumerate(SIGMAS):
+        x0 = np.random.default_rng([seed, 100 + i]).uniform(-3.0, 3.0, size=dim)
+        islands.append(make_island(dim=dim, sigma=sigma, seed=10 * seed + i, self_id=PEER_IDS[i], problem="rastrigin",
+                                   x0=x0, enabled=migrate, interval=10, min_publish_interval_s=0.0))
+    net = NetworkOfIslands(islands, rastrigin, seed=seed)
+    net.start()
+    return net
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_migration_lifts_the_worst_island_on_rastrigin(seed):
+    """4 heterogeneous islands, rastrigin dim 10, 100 generations, with vs. without migration.
+
+    What holds: the worst island ends better with migration (40 of 40 seeds 0..39 at exactly these
+    settings, margin >= 1.99), and so did it in 24 of 24 seeds at interval 20 and at 150 generations.
+    What does NOT hold per seed, so it is not asserted: the network's *best* island is at least as good
+    with migration in only 25 of those 40 seeds (margins -21.3 .. +21.9; 15-19 of 24 in the other
+    settings): migrants pull every island into the current best basin, including the wide-sigma island
+    that would have found a better one alone.
+    """
+    with_mig = rastrigin_network(seed, migrate=True)
+    without = rastrigin_network(seed, migrate=False)
+    with_mig.run(100)
+    without.run(100)
+    assert with_mig.accepted(), "no migrant was ever accepted"
+    assert without.accepted() == [] and without.effects(PublishMigrant) == []
+    worst_with = min(isl.best_fitness for isl in with_mig.islands)
+    worst_without = min(isl.best_fitness for isl in without.islands)
+    print(f"seed={seed} worst with={worst_with:.2f} without={worst_without:.2f} "
+          f"best with={with_mig.best_fitness:.2f} without={without.best_fitness:.2f}")
+    assert worst_with >= worst_without
