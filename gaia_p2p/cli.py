@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 runtime failure (no node running, peer unreachable), 2 usage
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -69,9 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-k", type=int, metavar="K", help="random topology: peers drawn per interval")
     g.add_argument("--no-migration", action="store_true", help="run an isolated island (control experiments)")
     g.add_argument("--accept-any", action="store_true", help="take migrants even when not better than our best")
+    g.add_argument("--reeval-episodes", type=int, metavar="N",
+                   help="episodes on which the resident best, the generation's champion and each migrant are "
+                        "re-scored (same fresh seeds for all) before one replaces another (default 3 on "
+                        "lunarlander)")
     g = s.add_argument_group("evaluation")
     g.add_argument("--workers", type=int, help="worker processes (default: the machine's cores; 0 = a thread)")
     g.add_argument("--backend", choices=["numpy", "torch"])
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch backend device (default auto)")
     g = s.add_argument_group("run")
     g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
     g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")
@@ -82,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most one generation_completed line per SECONDS (default 1; 0 = every generation)")
     g.add_argument("--libp2p-log-level", default="error", choices=["debug", "info", "warning", "error", "critical"],
                    help="level of py-libp2p's own logs (default error)")
+    g.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on 127.0.0.1:PORT (default off)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 
     st = sub.add_parser("status", help="show what a node is doing")
@@ -89,24 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--peer", metavar="MULTIADDR", help="ask a remote node over /gaia/status/1.0.0 instead")
     st.add_argument("--json", action="store_true", help="one JSON object instead of text")
     st.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    # More commands live in their own modules: each has add_parser(subparsers) and run(args) -> int,
+    # and imports nothing heavy at module level.
+    for modname in EXTRA_COMMANDS:
+        importlib.import_module(modname).add_parser(sub)
     return p
+
+
+EXTRA_COMMANDS: tuple[str, ...] = ()
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
         "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
              "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
-             "log_interval_s": a.log_interval,
+             "log_interval_s": a.log_interval, "metrics_port": a.metrics_port,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
         "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr},
         "migration": {"interval": a.migration_interval, "topology": a.topology, "random_k": a.random_k,
                       "enabled": False if a.no_migration else None,
-                      "accept_only_better": False if a.accept_any else None},
+                      "accept_only_better": False if a.accept_any else None,
+                      "reeval_episodes": a.reeval_episodes},
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},
-        "evaluation": {"workers": a.workers, "backend": a.backend},
+        "evaluation": {"workers": a.workers, "backend": a.backend, "device": a.device},
     }
 
 
@@ -228,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "start":
             return cmd_start(a)
-        return cmd_status(a)
+        if a.command == "status":
+            return cmd_status(a)
+        return int(a.run(a))
     except ConfigError as e:
         if a.debug:
             raise

@@ -48,6 +48,7 @@ class MigrationConfig:
     random_k: int = 2
     max_pending: int = 8
     min_publish_interval_s: float = 1.0
+    reeval_episodes: int | None = None  # None: 3 on noisy problems (lunarlander), 1 otherwise
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class NetworkConfig:
 class EvaluationConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: evaluate in a thread
     backend: str = "numpy"
+    device: str = "auto"  # torch backend: auto (cuda if available) | cpu | cuda
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,13 @@ class Config:
     checkpoint_interval_s: float = 10.0
     log_interval_s: float = 1.0  # at most one generation_completed line per this many seconds (0: every one)
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
+    metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
+
+    @property
+    def reeval_episodes(self) -> int:
+        if self.migration.reeval_episodes is not None:
+            return self.migration.reeval_episodes
+        return 1 if self.problem.deterministic else 3
 
     @property
     def popsize(self) -> int | None:
@@ -271,6 +280,12 @@ def validate(cfg: Config) -> None:
                    "set [network] refresh_min_s / refresh_max_s")
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", "set [network] max_peers")
+    if m.reeval_episodes is not None and not 1 <= m.reeval_episodes <= 64:
+        raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", "pass --reeval-episodes 3")
+    if e.device not in ("auto", "cpu", "cuda"):
+        raise _bad("evaluation.device", e.device, "must be auto, cpu or cuda", "pass --device cpu")
+    if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
+        raise _bad("metrics_port", cfg.metrics_port, "must be in 1..65535", "pass --metrics-port 9100")
     if not 0 <= e.workers <= 1024:
         raise _bad("evaluation.workers", e.workers, "must be in 0..1024 (0 = evaluate in a thread)", "pass --workers")
     if e.backend not in ("numpy", "torch"):

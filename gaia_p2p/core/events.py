@@ -40,12 +40,14 @@ class PeersChanged:
 
 @dataclass(frozen=True)
 class Evaluate:
-    """Score ``candidates`` and then ``extras`` (resident best, migrants) on the same ``seeds``."""
+    """Score ``candidates`` on ``seeds`` and ``extras`` (resident best, challenger, migrants) on
+    ``extra_seeds`` (the same seeds for all extras: like with like)."""
 
     generation: int
     candidates: np.ndarray  # (popsize, dim)
     extras: np.ndarray  # (k, dim), k may be 0
     seeds: tuple[int, ...]
+    extra_seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class MigrantRejected:
 class GenerationCompleted:
     generation: int
     evaluations: int
+    episodes: int
     best_fitness: float
     gen_best_fitness: float
     mean_fitness: float

@@ -66,7 +66,7 @@ class Island:
     """State machine of one island. Create with ``Island(...)``, then call ``start`` once."""
 
     def __init__(self, *, optimizer: Optimizer, experiment_id: str, self_id: str,
-                 policy: MigrationPolicy, episodes: int, deterministic: bool) -> None:
+                 policy: MigrationPolicy, episodes: int, deterministic: bool, reeval_episodes: int = 3) -> None:
         if policy.topology not in migration.TOPOLOGIES:
             raise LocalProtocolError(f"unknown topology {policy.topology!r}")
         self.opt = optimizer
@@ -75,9 +75,12 @@ class Island:
         self.policy = policy
         self.episodes = episodes
         self.deterministic = deterministic
+        self.reeval_episodes = 1 if deterministic else reeval_episodes
 
         self.generation = 0
-        self.evaluations = 0  # candidate evaluations (each = `episodes` episodes for lunarlander)
+        self.evaluations = 0  # individuals scored (candidates + re-evaluations)
+        self.episodes_used = 0  # episodes spent (lunarlander); equals evaluations on deterministic problems
+        self.challenger: np.ndarray | None = None  # last generation's champion, awaiting a fresh re-score
         self.best_params: np.ndarray | None = None
         self.best_fitness = -math.inf  # running mean of the resident's evaluations
         self.best_n = 0
@@ -130,14 +133,20 @@ class Island:
         # exactly on the receiver; the optimizer is told the fitness of its own float64 points.
         candidates = self._asked.astype(np.float32).astype(np.float64)
         seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.episodes))
+        # Noisy problems: the resident, the challenger and migrants are compared on their own fresh
+        # seeds, never on the candidates' (the champion won on those: its draw is biased upward).
+        extra_seeds = seeds if self.deterministic else tuple(
+            int(s) for s in rng.integers(0, 2**31 - 1, size=self.reeval_episodes))
         extras: list[np.ndarray] = []
         if self.best_params is not None:
             extras.append(self.best_params)
+        if self.challenger is not None:
+            extras.append(self.challenger)
         self._in_flight_migrants = self._pending
         self._pending = []
         extras.extend(e.params.astype(np.float64) for _, e in self._in_flight_migrants)
         extras_arr = np.array(extras, dtype=np.float64).reshape(len(extras), self.opt.dim)
-        self._in_flight = Evaluate(self.generation, candidates, extras_arr, seeds)
+        self._in_flight = Evaluate(self.generation, candidates, extras_arr, seeds, extra_seeds)
         return self._in_flight
 
     def _on_evaluation_done(self, ev: EvaluationDone, now: float, rng: np.random.Generator) -> list[Effect]:
@@ -153,23 +162,42 @@ class Island:
 
         metrics = self.opt.tell(self._asked, fitness)
         self.evaluations += len(fitness) + len(extra)
+        self.episodes_used += len(fitness) * len(req.seeds) + len(extra) * len(req.extra_seeds)
+        xseeds = req.extra_seeds
 
-        # 1. resident best, re-scored on this generation's seeds
+        # 1. resident best, re-scored on the extras' seeds; its fitness is the running mean
         had_resident = self.best_params is not None
         offset = 0
         if had_resident:
             f_res = float(extra[0])
             self.best_n += 1
-            self.best_fitness += (f_res - self.best_fitness) / self.best_n
-            self.best_last, self.best_last_seeds = f_res, req.seeds
+            self.best_fitness = f_res if self.best_n == 1 else (
+                self.best_fitness + (f_res - self.best_fitness) / self.best_n)
+            self.best_last, self.best_last_seeds = f_res, xseeds
             offset = 1
         ref = self.best_last if had_resident else -math.inf  # like-for-like reference on these seeds
 
-        # 2. the generation's own champion challenges the resident on the same seeds
+        # 2. challengers: deterministic problems compare the champion at once; noisy ones re-score
+        #    last generation's champion on fresh seeds first (winner's curse), then compare
         i = int(np.argmax(fitness))
-        if float(fitness[i]) > ref:
-            self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
-            ref = float(fitness[i])
+        if self.deterministic:
+            if float(fitness[i]) > ref:
+                self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
+                ref = float(fitness[i])
+        else:
+            if self.challenger is not None:
+                f_ch = float(extra[offset])
+                offset += 1
+                if f_ch > ref:
+                    self._set_best(self.challenger, f_ch, xseeds, "local")
+                    ref = f_ch
+            if self.best_params is None:  # first generation: a provisional resident, re-scored next time
+                self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
+                self.best_n = 0
+                ref = -math.inf
+                self.challenger = None
+            else:
+                self.challenger = np.asarray(req.candidates[i], dtype=np.float64)
 
         # 3. migrants, scored on the same seeds
         for (src, elite), f_m in zip(self._in_flight_migrants, extra[offset:]):
@@ -185,7 +213,7 @@ class Island:
             self.counters.accepted += 1
             effects.append(MigrantAccepted(src, self.generation, f_m, ref, elite.fitness))
             self.opt.inject(elite.params.astype(np.float64))
-            self._set_best(elite.params.astype(np.float64), f_m, req.seeds, src)
+            self._set_best(elite.params.astype(np.float64), f_m, xseeds, src)
             ref = f_m
         self._in_flight_migrants = []
 
@@ -193,7 +221,8 @@ class Island:
         self.gen_best_fitness = float(fitness[i])
         self.generation += 1
         effects.append(GenerationCompleted(
-            generation=self.generation, evaluations=self.evaluations, best_fitness=self.best_fitness,
+            generation=self.generation, evaluations=self.evaluations, episodes=self.episodes_used,
+            best_fitness=self.best_fitness,
             gen_best_fitness=self.gen_best_fitness, mean_fitness=self.mean_fitness, sigma=self.opt.sigma,
             metrics={k: float(v) for k, v in metrics.items()},
         ))
@@ -280,6 +309,7 @@ class Island:
             "experiment_id": self.experiment_id,
             "generation": self.generation,
             "evaluations": self.evaluations,
+            "episodes_used": self.episodes_used,
             "best_params": None if self.best_params is None else self.best_params.astype("<f8").tobytes(),
             "best_fitness": self.best_fitness,
             "best_n": self.best_n,
@@ -297,10 +327,11 @@ class Island:
 
     @classmethod
     def from_checkpoint(cls, data: dict[str, object], *, self_id: str, policy: MigrationPolicy,
-                        episodes: int, deterministic: bool) -> Island:
+                        episodes: int, deterministic: bool, reeval_episodes: int = 3) -> Island:
         opt = from_state(data["optimizer"])  # type: ignore[arg-type]
         isl = cls(optimizer=opt, experiment_id=str(data["experiment_id"]), self_id=self_id, policy=policy,
-                  episodes=episodes, deterministic=deterministic)
+                  episodes=episodes, deterministic=deterministic, reeval_episodes=reeval_episodes)
+        isl.episodes_used = int(data.get("episodes_used", 0))  # type: ignore[call-overload]
         isl.generation = int(data["generation"])  # type: ignore[arg-type]
         isl.evaluations = int(data["evaluations"])  # type: ignore[arg-type]
         bp = data["best_params"]

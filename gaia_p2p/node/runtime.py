@@ -109,6 +109,7 @@ class Node:
             "island": {
                 "generation": isl.generation,
                 "evaluations": isl.evaluations,
+                "episodes": isl.episodes_used,
                 "best_fitness": _finite_or_none(isl.best_fitness),
                 "best_source": isl.best_source,
                 "mean_fitness": _finite_or_none(isl.mean_fitness),
@@ -156,7 +157,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
         try:
             island = Island.from_checkpoint(isl_data, self_id=self_id, policy=policy,
                                             episodes=cfg.problem.episodes,
-                                            deterministic=cfg.problem.deterministic)
+                                            deterministic=cfg.problem.deterministic,
+                                            reeval_episodes=cfg.reeval_episodes)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint {data.checkpoint} is incomplete ({type(e).__name__}: {e}); pass "
                                   f"--fresh to move it aside and start a new island") from None
@@ -172,7 +174,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
     opt = make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
                          popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr)
     island = Island(optimizer=opt, experiment_id=exp, self_id=self_id, policy=policy,
-                    episodes=cfg.problem.episodes, deterministic=cfg.problem.deterministic)
+                    episodes=cfg.problem.episodes, deterministic=cfg.problem.deterministic,
+                    reeval_episodes=cfg.reeval_episodes)
     return island, seed
 
 
@@ -253,16 +256,34 @@ async def _island_loop(node: Node, seed: int) -> None:
                     live = peers
                     effects.extend(isl.handle(PeersChanged(peers), now=trio.current_time(), rng=rng))
                 t0 = time.perf_counter()
-                X = np.vstack([effect.candidates, effect.extras]) if len(effect.extras) else effect.candidates
-                fit = await node.evaluator.evaluate(X, effect.seeds)
+                fit, extra_fit = await _evaluate(node, effect)
                 dt = time.perf_counter() - t0
-                node.evals_per_s = len(X) / dt if dt > 0 else 0.0
-                n = len(effect.candidates)
-                effects.extend(isl.handle(EvaluationDone(effect.generation, fit[:n], fit[n:]),
+                n_evals = len(effect.candidates) + len(effect.extras)
+                node.evals_per_s = n_evals / dt if dt > 0 else 0.0
+                effects.extend(isl.handle(EvaluationDone(effect.generation, fit, extra_fit),
                                           now=trio.current_time(), rng=rng))
             else:
                 await _execute(node, effect)
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
+
+
+async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates on their seeds and extras on theirs, concurrently (both batches share the workers)."""
+    same_seeds = not len(effect.extras) or effect.extra_seeds in ((), effect.seeds)
+    if same_seeds:
+        X = np.vstack([effect.candidates, effect.extras]) if len(effect.extras) else effect.candidates
+        fit = await node.evaluator.evaluate(X, effect.seeds)
+        n = len(effect.candidates)
+        return fit[:n], fit[n:]
+    out: dict[str, np.ndarray] = {}
+
+    async def one(key: str, X: np.ndarray, seeds: tuple[int, ...]) -> None:
+        out[key] = await node.evaluator.evaluate(X, seeds)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "c", effect.candidates, effect.seeds)
+        nursery.start_soon(one, "e", effect.extras, effect.extra_seeds)
+    return out["c"], out["e"]
 
 
 async def _execute(node: Node, effect: Any) -> None:
@@ -274,6 +295,7 @@ async def _execute(node: Node, effect: Any) -> None:
             return
         node.last_gen_log_at = now
         log.info(logs.GENERATION_COMPLETED, generation=effect.generation, evaluations=effect.evaluations,
+                 episodes=effect.episodes,
                  best_fitness=_finite_or_none(effect.best_fitness), gen_best=_finite_or_none(effect.gen_best_fitness),
                  mean_fitness=_finite_or_none(effect.mean_fitness), sigma=_finite_or_none(effect.sigma),
                  evals_per_s=round(node.evals_per_s, 1), n_peers=len(node.p2p.connected_peers()))

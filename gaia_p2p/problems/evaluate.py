@@ -4,7 +4,8 @@ The daemon calls :func:`evaluate_batch` in worker processes. Call :func:`pin_bla
 parent before those processes start, so that each worker uses one BLAS thread (the workers already
 give one process per core; nested BLAS threads only oversubscribe the CPU).
 
-This module never imports torch (see ``gaia_p2p.problems.torch_backend``) nor, until a LunarLander
+This module never imports torch at import time (``backend="torch"`` imports it inside
+:func:`evaluate_batch`, through ``gaia_p2p.problems.torch_backend``) nor, until a LunarLander
 evaluation runs, gymnasium.
 """
 
@@ -18,7 +19,9 @@ import numpy as np
 
 from gaia_p2p.core.experiment import ProblemConfig
 from gaia_p2p.errors import ConfigError, EvaluationError
-from gaia_p2p.problems import functions, lunar
+from gaia_p2p.problems import functions, lunar, spirals
+
+BACKENDS = ("numpy", "torch")
 
 BLAS_THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -77,16 +80,33 @@ def episode_seeds(base_seed: int, generation: int, episodes: int) -> tuple[int, 
     return tuple(int(s) for s in state)
 
 
-def evaluate_batch(problem: ProblemConfig, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+def evaluate_batch(
+    problem: ProblemConfig,
+    X: np.ndarray,
+    seeds: tuple[int, ...],
+    *,
+    backend: str = "numpy",
+    device: str = "auto",
+) -> np.ndarray:
     """Fitness (higher is better) of each row of ``X (n, problem.param_dim)``, shape ``(n,)``.
 
-    Test functions ignore ``seeds``. LunarLander runs episode ``j`` of every candidate with
-    ``seeds[j]`` and returns the mean return (``len(seeds) >= 1``; usually ``problem.episodes``).
-    Raises :class:`EvaluationError` for an unknown problem, a shape mismatch, non-finite
-    parameters or missing seeds.
+    Test functions and spirals ignore ``seeds``. LunarLander runs episode ``j`` of every candidate
+    with ``seeds[j]`` and returns the mean return (``len(seeds) >= 1``; usually ``problem.episodes``).
+
+    ``backend="torch"`` evaluates the whole ``X`` in batched torch passes on ``device`` (``auto``:
+    cuda if torch sees a GPU, else cpu): spirals entirely, LunarLander its policy forward passes
+    (the env physics stays on the CPU). Test functions are numpy on every backend. ``device`` only
+    applies to the torch backend.
+
+    Raises :class:`EvaluationError` for an unknown problem or backend, a shape mismatch,
+    non-finite parameters, missing seeds, torch missing, or ``device="cuda"`` without a GPU (the
+    message names the fix).
     """
-    if problem.name not in functions.FUNCTIONS and problem.name != "lunarlander":
+    if problem.name not in functions.FUNCTIONS and problem.name not in ("lunarlander", "spirals"):
         raise EvaluationError(f"unknown problem {problem.name!r}")
+    if backend not in BACKENDS:
+        raise EvaluationError(f"evaluation.backend = {backend!r} is not one of {', '.join(BACKENDS)}; "
+                              f"pass --backend numpy or --backend torch")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -101,10 +121,22 @@ def evaluate_batch(problem: ProblemConfig, X: np.ndarray, seeds: tuple[int, ...]
     fn = functions.FUNCTIONS.get(problem.name)
     if fn is not None:
         return fn(X)
-    if len(seeds) < 1:
-        raise EvaluationError("lunarlander needs at least one episode seed")
-    if problem.max_steps < 1:
-        raise EvaluationError(f"lunarlander: max_steps={problem.max_steps} must be >= 1")
+    if problem.name == "lunarlander":
+        if len(seeds) < 1:
+            raise EvaluationError("lunarlander needs at least one episode seed")
+        if problem.max_steps < 1:
+            raise EvaluationError(f"lunarlander: max_steps={problem.max_steps} must be >= 1")
+    torch_device = None
+    if backend == "torch":
+        from gaia_p2p.problems import torch_backend
+
+        torch_device = torch_backend.resolve_device(device)  # before the empty case: errors show early
     if X.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
+    if problem.name == "spirals":
+        if torch_device is not None:
+            return torch_backend.evaluate_spirals_torch(X, problem.hidden, device=torch_device)
+        return spirals.evaluate_spirals(X, problem.hidden)
+    if torch_device is not None:
+        return torch_backend.evaluate_lunar_torch(X, seeds, problem.hidden, problem.max_steps, device=torch_device)
     return lunar.evaluate_lunar(X, seeds, problem.hidden, problem.max_steps)

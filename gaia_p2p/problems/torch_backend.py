@@ -1,6 +1,20 @@
-"""Torch evaluation backend for LunarLander (benchmark comparison, GPU devices).
+"""Torch evaluation backend: LunarLander (forward pass only) and spirals (whole fitness).
 
-Same episodes, lockstep loop and parameter layout as :mod:`gaia_p2p.problems.lunar`; only the
+Devices: :func:`resolve_device` turns ``auto | cpu | cuda`` into ``cpu`` or ``cuda`` and raises
+:class:`EvaluationError` with the fix when torch is missing or CUDA is asked for but unavailable.
+
+Spirals: :func:`evaluate_spirals_torch` computes the fitness of the whole population in batched
+passes (``bmm`` over stacked per-candidate weights against the whole dataset), the same formula as
+:func:`gaia_p2p.problems.spirals.evaluate_spirals`. float64 by default on every device, GPUs
+included: spirals is a deterministic problem whose migrant claims are checked with a relative
+tolerance of 1e-6 (``gaia_p2p.core.island.CLAIM_TOLERANCE``), and float64 keeps a GPU node's
+fitness within ~1e-15 of a CPU node's, so claims reproduce across devices. float32 (``dtype=``,
+used by ``scripts/bench_torch.py`` only) agrees to about 1e-6: too close to the tolerance for the
+daemon. On one device and dtype a candidate's fitness is bit-identical run to run and on CPU in
+any batch (tested); on CUDA it may differ between batch sizes at rounding level (cuBLAS picks
+kernels by shape), always far inside the tolerance.
+
+LunarLander: same episodes, lockstep loop and parameter layout as :mod:`gaia_p2p.problems.lunar`; only the
 batched forward pass of the whole running population runs in torch (``bmm`` over stacked weights,
 float64 by default). Results equal the numpy backend except on rounding-level argmax ties.
 
@@ -14,7 +28,95 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gaia_p2p.problems import lunar
+from gaia_p2p.errors import EvaluationError
+from gaia_p2p.problems import lunar, spirals
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# Intermediate (n_chunk, n_points, width) tensors of spirals stay below this many elements
+# (float64: 64 MiB on CPU, 512 MiB on a GPU).
+MAX_CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` if torch sees a GPU, else ``cpu``; ``cuda`` without one -> EvaluationError."""
+    if device not in DEVICES:
+        raise EvaluationError(f"evaluation.device = {device!r} is not one of {', '.join(DEVICES)}; "
+                              f"pass --device auto, --device cpu or --device cuda")
+    try:
+        import torch
+    except ImportError as e:
+        raise EvaluationError(f"evaluation.backend = 'torch' but torch is not importable ({e}); "
+                              f"pip install -e '.[torch]' or pass --backend numpy") from None
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise EvaluationError(f"evaluation.device = 'cuda' but torch {torch.__version__} ({build}) sees no CUDA "
+                              f"GPU (torch.cuda.is_available() is False); pass --device cpu (or --device auto), "
+                              f"or run on a machine with an NVIDIA GPU and a CUDA build of torch")
+    return device
+
+
+_SPIRALS_DATA: dict[tuple[str, str], tuple[object, object]] = {}
+
+
+def _spirals_data(dev: object, tdtype: object) -> tuple[object, object]:
+    import torch
+
+    key = (str(dev), str(tdtype))
+    if key not in _SPIRALS_DATA:
+        points, labels = spirals.dataset()
+        _SPIRALS_DATA[key] = (torch.as_tensor(np.array(points), dtype=tdtype, device=dev),  # type: ignore[arg-type]
+                              torch.as_tensor(np.array(labels), dtype=tdtype, device=dev))  # type: ignore[arg-type]
+    return _SPIRALS_DATA[key]
+
+
+def evaluate_spirals_torch(
+    X: np.ndarray,
+    hidden: Sequence[int] = (16,),
+    device: str = "cpu",
+    dtype: str = "float64",
+) -> np.ndarray:
+    """Fitness ``(n,)`` like :func:`gaia_p2p.problems.spirals.evaluate_spirals`, in torch on ``device``.
+
+    ``device`` is ``cpu`` or ``cuda`` (see :func:`resolve_device`). Returns float64 numpy.
+    """
+    import torch
+
+    sizes = spirals.layer_sizes(hidden)
+    X = np.asarray(X, dtype=np.float64)
+    P = lunar.param_count(sizes)
+    if X.ndim != 2 or X.shape[1] != P:
+        raise ValueError(f"X must have shape (n, {P}) for layer sizes {sizes}, got {X.shape}")
+    n = X.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    tdtype = getattr(torch, dtype)
+    dev = torch.device(device)
+    points, labels = _spirals_data(dev, tdtype)
+    N = points.shape[0]  # type: ignore[attr-defined]
+    step = spirals.chunk_rows(N, sizes, MAX_CHUNK_ELEMENTS.get(dev.type, MAX_CHUNK_ELEMENTS["cuda"]))
+    out = []
+    with torch.inference_mode():
+        params = torch.as_tensor(X, dtype=tdtype, device=dev)  # one host-to-device copy
+        for lo in range(0, n, step):
+            chunk = params[lo : lo + step]
+            c = chunk.shape[0]
+            h = points.expand(c, N, sizes[0])  # type: ignore[attr-defined]
+            off = 0
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                W = chunk[:, off : off + a * b].reshape(c, a, b)
+                off += a * b
+                bias = chunk[:, off : off + b].unsqueeze(1)
+                off += b
+                h = torch.baddbmm(bias, h, W)  # (c, N, b)
+                if i < len(sizes) - 2:
+                    h = torch.tanh(h)
+            z = h.squeeze(2)  # (c, N) logits
+            loss = torch.clamp_min(z, 0.0) - z * labels + torch.log1p(torch.exp(-z.abs()))
+            out.append(-loss.mean(dim=1))
+        return torch.cat(out).to(device="cpu", dtype=torch.float64).numpy()
 
 
 def evaluate_lunar_torch(

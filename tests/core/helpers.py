@@ -57,14 +57,15 @@ def exp_id(problem: str, dim: int) -> str:
 
 def make_island(*, dim: int = 5, sigma: float = 0.5, seed: int = 0, self_id: str = PEER_IDS[0],
                 problem: str = "sphere", x0: np.ndarray | None = None, popsize: int | None = None,
-                deterministic: bool = True, episodes: int = 1, **policy: object) -> Island:
+                deterministic: bool = True, episodes: int = 1, reeval_episodes: int = 3,
+                **policy: object) -> Island:
     """A CMA-ES island with a real optimizer; ``policy`` keywords go to ``MigrationPolicy``."""
     if x0 is None:
         x0 = np.full(dim, 2.0)
     opt = make_optimizer("cmaes", dim, sigma=sigma, popsize=popsize, seed=seed, x0=x0)
     return Island(optimizer=opt, experiment_id=exp_id(problem, dim), self_id=self_id,
                   policy=MigrationPolicy(**policy), episodes=episodes,  # type: ignore[arg-type]
-                  deterministic=deterministic)
+                  deterministic=deterministic, reeval_episodes=reeval_episodes)
 
 
 def make_elite(params: Sequence[float] | np.ndarray, fitness: float, *, problem: str = "sphere",

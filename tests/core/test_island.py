@@ -126,51 +126,66 @@ def test_first_generation_then_resident_best_is_reevaluated_as_extras_0():
     assert isl.best_source == "local"
 
 
-def test_generation_champion_replaces_resident_only_when_better_on_the_same_seeds():
-    d = Driver(make_island(deterministic=False))
+def test_noisy_champion_is_rescored_on_fresh_seeds_before_it_replaces_the_resident():
+    """Winner's curse: the champion won on the candidates' seeds, so its draw is biased upward. It
+    becomes a challenger, is re-scored next generation on fresh seeds next to the resident, and
+    replaces it only if better there."""
+    d = Driver(make_island(deterministic=False, reeval_episodes=3))
     pop = d.island.opt.popsize
 
-    def champion_at_2(req: Evaluate) -> EvaluationDone:
-        fit = np.full(pop, -50.0)
-        fit[2] = -1.0
-        return EvaluationDone(req.generation, fit, np.zeros(len(req.extras)))
+    def champion_at(i: int, f: float, extras: list[float]):
+        def done(req: Evaluate) -> EvaluationDone:
+            fit = np.full(pop, -50.0)
+            fit[i] = f
+            return EvaluationDone(req.generation, fit, np.array(extras, dtype=float))
+        return done
 
-    d.step(done=champion_at_2)
-    np.testing.assert_array_equal(d.island.best_params, d.island.best_params.astype(np.float32))
-    first_best = d.island.best_params.copy()
-    assert d.island.best_fitness == -1.0
+    first = d.pending
+    d.step(done=champion_at(2, -1.0, []))
+    # generation 0: a provisional resident, not yet re-scored
+    np.testing.assert_array_equal(d.island.best_params, first.candidates[2])
+    assert d.island.best_n == 0 and d.island.challenger is None
 
-    # Resident re-scored at -3 on these seeds; a candidate at -2 is better on these seeds: it wins,
-    # although the resident's running mean (-1 and -3: -2) would have tied it.
-    def candidate_beats_resident(req: Evaluate) -> EvaluationDone:
-        fit = np.full(pop, -50.0)
-        fit[4] = -2.0
-        return EvaluationDone(req.generation, fit, np.array([-3.0]))
+    req = d.pending  # resident only, on 3 fresh seeds distinct from the candidates' seed
+    assert req.extras.shape == (1, DIM) and len(req.extra_seeds) == 3 and req.extra_seeds != req.seeds
+    d.step(done=champion_at(4, +5.0, [-3.0]))  # the resident re-scores at -3: its estimate becomes -3
+    assert (d.island.best_fitness, d.island.best_n) == (-3.0, 1)
+    np.testing.assert_array_equal(d.island.best_params, first.candidates[2])  # the lucky +5 waits
+    np.testing.assert_array_equal(d.island.challenger, req.candidates[4])
 
-    req = d.pending
-    d.step(done=candidate_beats_resident)
-    np.testing.assert_array_equal(d.island.best_params, req.candidates[4])
-    assert not np.array_equal(d.island.best_params, first_best)
-    assert (d.island.best_fitness, d.island.best_n) == (-2.0, 1)
+    req2 = d.pending  # resident and challenger, on the same fresh seeds
+    np.testing.assert_array_equal(req2.extras[1], req.candidates[4])
+    d.step(done=champion_at(0, -10.0, [-2.5, -4.0]))  # the challenger re-scores worse than the resident
+    np.testing.assert_array_equal(d.island.best_params, first.candidates[2])
+    assert d.island.best_fitness == pytest.approx(np.mean([-3.0, -2.5]))
+
+    req3 = d.pending  # new challenger: generation 3's champion (index 0)
+    np.testing.assert_array_equal(req3.extras[1], req2.candidates[0])
+    d.step(done=champion_at(1, -10.0, [-2.0, -1.5]))  # better on the same seeds: promoted
+    np.testing.assert_array_equal(d.island.best_params, req2.candidates[0])
+    assert (d.island.best_fitness, d.island.best_n, d.island.best_source) == (-1.5, 1, "local")
+    assert d.island.best_last_seeds == req3.extra_seeds
 
 
 def test_resident_fitness_is_the_running_mean_of_its_reevaluations():
     d = Driver(make_island(deterministic=False))
     pop = d.island.opt.popsize
     d.step(done=lambda r: EvaluationDone(r.generation, np.linspace(-9.0, -1.0, pop), np.zeros(0)))
-    assert d.island.best_fitness == -1.0
+    assert d.island.best_fitness == -1.0 and d.island.best_n == 0  # provisional, biased draw
     resident = d.island.best_params.copy()
     draws = [-1.0, -0.5, -2.0, -1.7]
     for f in draws:
         req = d.pending
         np.testing.assert_array_equal(req.extras[0], resident)
-        d.step(done=lambda r, f=f: EvaluationDone(r.generation, np.full(pop, -100.0), np.array([f])))
+        # extras: resident (and from the 2nd round a challenger, scored far worse)
+        extra = np.array([f] + [-100.0] * (len(req.extras) - 1))
+        d.step(done=lambda r, e=extra: EvaluationDone(r.generation, np.full(pop, -100.0), e))
         # its claim on the wire is its latest draw, on the seeds of that draw
         assert d.island.best_last == f
-        assert d.island.best_last_seeds == req.seeds
+        assert d.island.best_last_seeds == req.extra_seeds
         assert d.island.best_elite().fitness == f
-    assert d.island.best_n == 1 + len(draws)
-    assert d.island.best_fitness == pytest.approx(np.mean([-1.0, *draws]))
+    assert d.island.best_n == len(draws)  # the biased first draw is not part of the mean
+    assert d.island.best_fitness == pytest.approx(np.mean(draws))
     np.testing.assert_array_equal(d.island.best_params, resident)
 
 
@@ -213,21 +228,25 @@ def test_migrant_claiming_no_better_than_resident_is_not_evaluated():
 
 
 def test_migrant_accepted_only_when_better_on_the_same_seeds():
-    """Stochastic problem: claims are not checked, migrants are judged on this island's seeds."""
+    """Stochastic problem: claims are not checked, migrants are judged on this island's fresh seeds,
+    next to the resident (and the challenger) on exactly those seeds."""
     d = Driver(make_island(deterministic=False))
     pop = d.island.opt.popsize
 
     def score(req: Evaluate) -> EvaluationDone:
         # candidates kept far worse, so the resident is the reference the migrants must beat
-        all_rows = noisy(np.vstack([req.candidates, req.extras]), req.seeds)
-        return EvaluationDone(req.generation, all_rows[:pop] - 1000.0, all_rows[pop:])
+        cand = noisy(req.candidates, req.seeds) - 1000.0
+        extra = noisy(req.extras, req.extra_seeds) if len(req.extras) else np.zeros(0)
+        if len(req.extras) > 1 and d.island.challenger is not None:
+            extra[1] = -1e6  # the challenger never wins here
+        return EvaluationDone(req.generation, cand, extra)
 
     d.step(done=score)
     d.step(done=score)
     resident = d.island.best_params.copy()
     r = float(sphere(resident)[0])
-    # same sphere distance as the resident, minus / plus 0.5 (radially), and both claim far more
-    def at_value(v: float) -> np.ndarray:
+
+    def at_value(v: float) -> np.ndarray:  # same sphere distance as the resident, minus / plus 0.5
         return np.full(DIM, math.sqrt(-v / DIM), dtype=np.float32)
 
     worse, better = at_value(r - 0.5), at_value(r + 0.5)
@@ -235,15 +254,14 @@ def test_migrant_accepted_only_when_better_on_the_same_seeds():
     assert d.receive(C, make_elite(better, 1e9)) == []
     d.step(done=score)
     req = d.pending
-    assert req.extras.shape == (3, DIM)  # resident, then the migrants in arrival order
-    expected = noisy(req.extras, req.seeds)
+    assert req.extras.shape == (4, DIM)  # resident, challenger, then the migrants in arrival order
+    expected = noisy(req.extras, req.extra_seeds)
     effects = d.step(done=score)
     [rej] = of_type(effects, MigrantRejected)
     [acc] = of_type(effects, MigrantAccepted)
-    # B was worse than the resident on these seeds; C better, measured on the same seeds
     assert (rej.src, rej.reason, rej.claimed_fitness) == (B, "not_better", 1e9)
-    assert rej.fitness == expected[1]
-    assert (acc.src, acc.fitness, acc.replaced_fitness) == (C, expected[2], expected[0])
+    assert rej.fitness == expected[2]
+    assert (acc.src, acc.fitness, acc.replaced_fitness) == (C, expected[3], expected[0])
     assert d.island.best_source == C
     np.testing.assert_array_equal(d.island.best_params, better.astype(np.float64))
     assert counters_add_up(d.island)
