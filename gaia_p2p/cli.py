@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most one generation_completed line per SECONDS (default 1; 0 = every generation)")
     g.add_argument("--libp2p-log-level", default="error", choices=["debug", "info", "warning", "error", "critical"],
                    help="level of py-libp2p's own logs (default error)")
+    g.add_argument("--telemetry-interval", type=float, metavar="SECONDS",
+                   help="heartbeat period on the experiment's telemetry topic (default 5)")
     g.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics on 127.0.0.1:PORT (default off)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch",)
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -113,6 +115,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
              "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
              "log_interval_s": a.log_interval, "metrics_port": a.metrics_port,
+             "telemetry_interval_s": a.telemetry_interval,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
         "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr},

@@ -89,6 +89,7 @@ class Config:
     log_interval_s: float = 1.0  # at most one generation_completed line per this many seconds (0: every one)
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
     metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
+    telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic
 
     @property
     def reeval_episodes(self) -> int:
@@ -232,6 +233,10 @@ def validate(cfg: Config) -> None:
     if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
         raise _bad("problem.hidden", ",".join(map(str, p.hidden)), "must be 1 to many layer sizes in 1..1024",
                    "pass e.g. --hidden 16 or --hidden 32,32")
+    if p.name == "spirals" and p.param_dim > 65536:  # the wire format's MAX_DIM
+        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
+                   f"gives the spirals MLP {p.param_dim} parameters, more than 65536",
+                   "pass smaller --hidden layer sizes")
     if not 1 <= p.episodes <= 64:
         raise _bad("problem.episodes", p.episodes, "must be in 1..64", "pass --episodes")
     if not 1 <= p.max_steps <= 100_000:
@@ -296,6 +301,9 @@ def validate(cfg: Config) -> None:
         raise _bad("log_level", cfg.log_level, f"must be one of {', '.join(LOG_LEVELS)}", "pass --log-level info")
     if cfg.max_generations is not None and cfg.max_generations < 1:
         raise _bad("max_generations", cfg.max_generations, "must be >= 1", "pass --max-generations")
+    if not 0.2 <= cfg.telemetry_interval_s <= 3600:
+        raise _bad("telemetry_interval_s", cfg.telemetry_interval_s, "must be in 0.2..3600",
+                   "pass --telemetry-interval 5")
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", "pass --log-interval 1")
     if not cfg.checkpoint_interval_s > 0:

@@ -15,6 +15,7 @@ import trio
 
 from gaia_p2p import logs
 from gaia_p2p.core import codec
+from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
 
@@ -38,21 +39,19 @@ class TokenBucket:
         return True
 
 
-class MigrantTopic:
-    """Validator + decoder for ``/gaia/<experiment-id>/migrants/1``."""
+class ValidatedTopic:
+    """A gossipsub topic whose every message is decoded, checked and rate-limited per sender."""
 
-    def __init__(self, topic: str, experiment_id: str, dim: int, self_id: str,
-                 rate_per_s: float = 2.0, burst: float = 10.0) -> None:
+    def __init__(self, topic: str, experiment_id: str, self_id: str, rate_per_s: float, burst: float) -> None:
         self.topic = topic
         self.experiment_id = experiment_id
-        self.dim = dim
         self.self_id = self_id
         self.rejected: Counter[str] = Counter()
         self.valid = 0
         self.bucket = TokenBucket(rate_per_s, burst)
 
-    def decode(self, data: bytes) -> Elite:
-        return codec.decode_elite(data, experiment_id=self.experiment_id, dim=self.dim)
+    def decode(self, data: bytes) -> Any:
+        raise NotImplementedError
 
     def reject(self, reason: str, origin: str, detail: str = "") -> None:
         self.rejected[reason] += 1
@@ -75,6 +74,29 @@ class MigrantTopic:
         except Exception as e:  # a bug of ours must not let a peer take the node down
             self.reject("internal_error", _origin(msg), f"{type(e).__name__}: {e}")
             return False
+
+
+class MigrantTopic(ValidatedTopic):
+    """``/gaia/<experiment-id>/migrants/1`` (protocols/gaia-migration-v1.md)."""
+
+    def __init__(self, topic: str, experiment_id: str, dim: int, self_id: str,
+                 rate_per_s: float = 2.0, burst: float = 10.0) -> None:
+        super().__init__(topic, experiment_id, self_id, rate_per_s, burst)
+        self.dim = dim
+
+    def decode(self, data: bytes) -> Elite:
+        return codec.decode_elite(data, experiment_id=self.experiment_id, dim=self.dim)
+
+
+class TelemetryTopic(ValidatedTopic):
+    """``/gaia/<experiment-id>/telemetry/1`` (protocols/gaia-telemetry-v1.md)."""
+
+    def __init__(self, topic: str, experiment_id: str, self_id: str,
+                 rate_per_s: float = 1.0, burst: float = 5.0) -> None:
+        super().__init__(topic, experiment_id, self_id, rate_per_s, burst)
+
+    def decode(self, data: bytes) -> Telemetry:
+        return decode_telemetry(data, experiment_id=self.experiment_id)
 
 
 def _origin(msg: Any) -> str:

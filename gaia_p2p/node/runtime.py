@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,16 @@ from gaia_p2p.core.events import (
     PeersChanged,
     PublishMigrant,
 )
-from gaia_p2p.core.experiment import experiment_id, migrants_topic
+from gaia_p2p.core.experiment import experiment_id, migrants_topic, telemetry_topic
+from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.optimizer import make_optimizer
 from gaia_p2p.errors import CheckpointError
 from gaia_p2p.node import control
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
-from gaia_p2p.node.gossip import MigrantTopic
+from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
+from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
 from gaia_p2p.store import DataDir
 
@@ -56,13 +59,17 @@ class Node:
     """Everything a running node owns. Built by ``run``; read by status and tests."""
 
     def __init__(self, cfg: Config, data: DataDir, island: Island, seed: int, p2p: P2P, topic: MigrantTopic,
-                 evaluator: Evaluator) -> None:
+                 evaluator: Evaluator, telemetry: TelemetryTopic) -> None:
         self.cfg = cfg
         self.data = data
         self.island = island
         self.seed = seed
         self.p2p = p2p
         self.topic = topic
+        self.telemetry = telemetry
+        self.netview = NetView()
+        self.recent_accepts: deque[Migration] = deque(maxlen=8)
+        self.capabilities = local_capabilities(cfg.evaluation.backend)
         self.evaluator = evaluator
         self.exp_id = island.experiment_id
         self.started_at = time.time()
@@ -89,6 +96,7 @@ class Node:
         rejected = dict(isl.counters.rejected)
         for reason, n in self.topic.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
+        telemetry_rejected = dict(self.telemetry.rejected)
         opt = isl.opt
         return {
             "v": 1,
@@ -99,7 +107,7 @@ class Node:
             "topic_peers": self.p2p.topic_peers(self.topic.topic),
             "routing_table_size": self.p2p.routing_table_size(),
             "experiment_id": self.exp_id,
-            "topics": [self.topic.topic],
+            "topics": [self.topic.topic, self.telemetry.topic],
             "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
                                                        "episodes": self.cfg.problem.episodes},
             "optimizer": {"algorithm": opt.algorithm, "popsize": opt.popsize, "dim": opt.dim,
@@ -118,6 +126,9 @@ class Node:
             },
             "migrants": {"sent": isl.counters.sent, "received": isl.counters.received,
                          "accepted": isl.counters.accepted, "rejected": rejected},
+            "telemetry_rejected": telemetry_rejected,
+            "network": self.netview.snapshot(),
+            "capabilities": self.capabilities,
             "pubsub_streams_rejected": self.bad_streams,
             "workers": self.cfg.evaluation.workers,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
@@ -201,6 +212,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
     exp = island.experiment_id
     topic_name = migrants_topic(exp)
     topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id)
+    tele = TelemetryTopic(telemetry_topic(exp), exp, self_id)
     evaluator = Evaluator(cfg.problem, cfg.evaluation.workers)
     node_box: list[Node] = []
 
@@ -210,10 +222,12 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         log.warning(logs.PUBSUB_STREAM_REJECTED, peer_id=peer, reason="undecodable_rpc", error=error)
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
-        node = Node(cfg, data, island, seed, p2p, topic, evaluator)
+        node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele)
         node_box.append(node)
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         sub = await p2p.pubsub.subscribe(topic_name)
+        p2p.pubsub.set_topic_validator(tele.topic, tele.validator, is_async_validator=False)
+        tele_sub = await p2p.pubsub.subscribe(tele.topic)
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         try:
             async with trio.open_nursery() as nursery:
@@ -226,6 +240,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network)
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_checkpoint_loop, node)
+                nursery.start_soon(_publish_telemetry, node)
+                nursery.start_soon(_receive_telemetry, node, tele_sub)
                 task_status.started(node)
                 await _island_loop(node, seed)
                 node.finished = True
@@ -306,6 +322,9 @@ async def _execute(node: Node, effect: Any) -> None:
                  best_fitness=effect.elite.fitness, size_bytes=len(data),
                  n_peers=len(node.p2p.topic_peers(node.topic.topic)))
     elif isinstance(effect, MigrantAccepted):
+        gain = effect.fitness - effect.replaced_fitness
+        node.recent_accepts.append(Migration(effect.src, effect.generation,
+                                             gain if math.isfinite(gain) else effect.fitness))
         log.info(logs.MIGRANT_ACCEPTED, src=effect.src, generation=effect.generation, fitness=effect.fitness,
                  replaced_fitness=_finite_or_none(effect.replaced_fitness), claimed_fitness=effect.claimed_fitness,
                  gain=_finite_or_none(effect.fitness - effect.replaced_fitness))
@@ -335,6 +354,41 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
         log.debug("migrant_received", src=src, generation=elite.generation, claimed_fitness=elite.fitness)
         for effect in node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng):
             await _execute(node, effect)
+
+
+def telemetry_of(node: Node) -> Telemetry:
+    isl, opt, c = node.island, node.island.opt, node.island.counters
+    return Telemetry(
+        experiment_id=node.exp_id, time=time.time(), generation=isl.generation, evaluations=isl.evaluations,
+        episodes=isl.episodes_used, evals_per_s=float(node.evals_per_s),
+        best_fitness=_finite_or_none(isl.best_fitness), mean_fitness=_finite_or_none(isl.mean_fitness),
+        sigma=_finite_or_none(opt.sigma), algorithm=opt.algorithm, settings=dict(opt.settings()),
+        sent=c.sent, received=c.received, accepted=c.accepted, rejected=sum(c.rejected.values()),
+        peers=len(node.p2p.connected_peers()), cpus=int(node.capabilities["cpus"]), gpu=node.capabilities["gpu"],
+        gpu_mem_mb=int(node.capabilities["gpu_mem_mb"]), migrations=tuple(node.recent_accepts))
+
+
+async def _publish_telemetry(node: Node) -> None:
+    """A small signed heartbeat every telemetry_interval_s (protocols/gaia-telemetry-v1.md)."""
+    while True:
+        await trio.sleep(node.cfg.telemetry_interval_s)
+        data = encode_telemetry(telemetry_of(node))
+        await node.p2p.pubsub.publish(node.telemetry.topic, data)
+        log.debug("telemetry_published", size_bytes=len(data))
+
+
+async def _receive_telemetry(node: Node, sub: Any) -> None:
+    from libp2p.peer.id import ID
+
+    while True:
+        msg = await sub.get()
+        src = str(ID(msg.from_id))
+        try:
+            t = node.telemetry.decode(msg.data)
+        except Exception as e:  # validated already; never let a peer kill us
+            node.telemetry.reject("malformed", src, str(e))
+            continue
+        node.netview.add(src, t)
 
 
 async def _checkpoint_loop(node: Node) -> None:

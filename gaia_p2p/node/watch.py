@@ -1,0 +1,246 @@
+"""``gaia-node watch``: a live view of every island of an experiment.
+
+With ``--bootstrap`` it joins the network as a light peer (it evaluates nothing, publishes nothing,
+subscribes to the telemetry topic only); without, it attaches to the local node of ``--data-dir``
+and shows that node's view of the network. ``--json`` streams NDJSON events instead of a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def add_parser(sub: Any) -> None:
+    w = sub.add_parser("watch", help="live view of every island (a light peer, or attached to the local node)")
+    w.add_argument("--bootstrap", metavar="MULTIADDR", action="append",
+                   help="join the network through this node as a light peer (repeatable)")
+    w.add_argument("--data-dir", metavar="DIR", help="without --bootstrap: the local node to attach to")
+    w.add_argument("--json", action="store_true", help="NDJSON: one JSON object per event, for piping")
+    w.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    w.add_argument("--listen", metavar="MULTIADDR", default="/ip4/0.0.0.0/tcp/0",
+                   help="light peer listen address (default /ip4/0.0.0.0/tcp/0)")
+    w.add_argument("--debug", action="store_true", help="show tracebacks")
+    w.set_defaults(run=run)
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    vals = [v for v in values if v is not None][-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-12:
+        return SPARK[-1] * len(vals)
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / (hi - lo) * (len(SPARK) - 1) + 0.5))] for v in vals)
+
+
+def short(peer_id: str) -> str:
+    return "…" + peer_id[-6:]
+
+
+def _num(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}" if abs(x) < 1e5 else f"{x:.3g}"
+    return str(x)
+
+
+def render(snapshot: dict[str, Any], source: str) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    islands = sorted(snapshot.get("islands", []), key=lambda r: -(r.get("best_fitness") or -1e300))
+    history = snapshot.get("history", {})
+    now = time.time()
+    t = Table(title=f"gaia-node watch — {source}", expand=False)
+    for col, kw in (("island", {}), ("optimizer", {}), ("gen", {"justify": "right"}),
+                    ("evals", {"justify": "right"}), ("evals/s", {"justify": "right"}),
+                    ("best", {"justify": "right"}), ("best over time", {}), ("mean", {"justify": "right"}),
+                    ("sigma", {"justify": "right"}), ("migr in/out", {"justify": "right"}),
+                    ("peers", {"justify": "right"}), ("seen", {"justify": "right"})):
+        t.add_column(col, **kw)
+    for r in islands:
+        settings = r.get("settings") or {}
+        opt = f"{r.get('algorithm')} σ0={settings.get('sigma0', '?')} λ={settings.get('popsize', '?')}"
+        m = r.get("migrants") or {}
+        age = now - float(r.get("time") or now)
+        t.add_row(short(r["peer_id"]), opt, str(r.get("generation")), str(r.get("evaluations")),
+                  _num(r.get("evals_per_s"), 0), _num(r.get("best_fitness")),
+                  sparkline(history.get(r["peer_id"], [])), _num(r.get("mean_fitness")),
+                  _num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
+                  f"{age:.0f}s ago" if age < 3600 else "stale")
+    bests = [r["best_fitness"] for r in islands if r.get("best_fitness") is not None]
+    cpus = sum(int(r.get("cpus") or 0) for r in islands)
+    gpus = sum(1 for r in islands if r.get("gpu"))
+    rate = sum(float(r.get("evals_per_s") or 0.0) for r in islands)
+    total = sum(int(r.get("evaluations") or 0) for r in islands)
+    summary = Text(f"network best {_num(max(bests)) if bests else '-'}   islands {len(islands)}   "
+                   f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations")
+    lines = [Text("recent migrations:", style="bold")]
+    for m in list(snapshot.get("migrations", []))[-6:][::-1]:
+        lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))
+    if len(lines) == 1:
+        lines.append(Text("  none yet"))
+    return Group(t, summary, *lines)
+
+
+class Output:
+    """Table (rich Live) or NDJSON; both fed with the same events."""
+
+    def __init__(self, as_json: bool, source: str) -> None:
+        self.as_json = as_json
+        self.source = source
+        self.live: Any = None
+        if not as_json:
+            from rich.live import Live
+
+            self.live = Live(render({}, source), refresh_per_second=2, transient=False)
+            self.live.__enter__()
+
+    def event(self, obj: dict[str, Any]) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+
+    def refresh(self, snapshot: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.update(render(snapshot, self.source))
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+
+def run(a: argparse.Namespace) -> int:
+    from gaia_p2p.cli import EXIT_OK
+
+    if a.bootstrap:
+        from gaia_p2p.node.addrs import check_listen_addr, check_peer_addr
+
+        for addr in a.bootstrap:
+            check_peer_addr(addr, "--bootstrap", "pass a node's full address /ip4/HOST/tcp/PORT/p2p/PEER_ID")
+        check_listen_addr(a.listen)
+        import trio
+
+        from gaia_p2p import logs
+        from gaia_p2p.node.host import quiet_libp2p_logging
+
+        logs.configure("auto", "warning", stream=sys.stderr)  # stdout carries only the view / NDJSON
+        quiet_libp2p_logging("critical")
+        out = Output(a.json, f"light peer via {a.bootstrap[0][:40]}…")
+        try:
+            trio.run(_watch_network, a, out)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            out.close()
+        return EXIT_OK
+    return _watch_local(a)
+
+
+async def _watch_network(a: argparse.Namespace, out: Output) -> None:
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from gaia_p2p.config import NetworkConfig
+    from gaia_p2p.core.experiment import telemetry_topic
+    from gaia_p2p.errors import GaiaError
+    from gaia_p2p.node.control import query_peer_status
+    from gaia_p2p.node.discovery import run_discovery
+    from gaia_p2p.node.gossip import TelemetryTopic
+    from gaia_p2p.node.host import open_p2p
+    from gaia_p2p.node.netview import NetView
+
+    status = None
+    for addr in a.bootstrap:
+        try:
+            status = await query_peer_status(addr)
+            break
+        except (Exception, trio.TooSlowError) as e:
+            err = e
+    if status is None:
+        raise GaiaError(f"cannot reach any --bootstrap node ({type(err).__name__}: {err}); is it running?")
+    exp = status["experiment_id"]
+    net = NetworkConfig(listen=(a.listen,), bootstrap=tuple(a.bootstrap))
+    view = NetView()
+    with trio.move_on_after(a.duration if a.duration else float("inf")):
+        async with open_p2p(create_new_key_pair(), net, on_bad_stream=lambda p, e: None) as p2p:
+            topic = TelemetryTopic(telemetry_topic(exp), exp, p2p.peer_id)
+            p2p.pubsub.set_topic_validator(topic.topic, topic.validator, is_async_validator=False)
+            sub = await p2p.pubsub.subscribe(topic.topic)
+            out.event({"event": "watch_started", "experiment_id": exp, "topic": topic.topic,
+                       "peer_id": p2p.peer_id, "time": time.time()})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_discovery, p2p, net.bootstrap, net)
+
+                async def refresher() -> None:
+                    while True:
+                        out.refresh(view.snapshot())
+                        await trio.sleep(0.5)
+
+                nursery.start_soon(refresher)
+                while True:
+                    msg = await sub.get()
+                    try:
+                        t = topic.decode(msg.data)
+                    except Exception:
+                        continue
+                    rec, migrations = view.add(str(ID(msg.from_id)), t)
+                    out.event(rec)
+                    for m in migrations:
+                        out.event(m)
+
+
+def _watch_local(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gaia_p2p.cli import EXIT_OK, EXIT_RUNTIME
+    from gaia_p2p.config import default_data_dir
+    from gaia_p2p.node.control import query_local_status
+    from gaia_p2p.store import DataDir
+
+    data_dir = Path(a.data_dir).expanduser() if a.data_dir else default_data_dir()
+    sock = DataDir(data_dir).control_socket
+    try:
+        status = query_local_status(sock)
+    except (ConnectionError, OSError):
+        print(f"gaia-node watch: no gaia-node is running with data dir {data_dir}; start one, pass --data-dir, "
+              f"or join a network with --bootstrap", file=sys.stderr)
+        return EXIT_RUNTIME
+    out = Output(a.json, f"node {short(status['peer_id'])} ({data_dir})")
+    seen: set[tuple[str, float]] = set()
+    seen_mig: set[tuple[str, str, int]] = set()
+    end = time.monotonic() + a.duration if a.duration else None
+    try:
+        while end is None or time.monotonic() < end:
+            snap = status.get("network", {})
+            for rec in snap.get("islands", []):
+                key = (rec["peer_id"], rec.get("sent_time"))
+                if key not in seen:
+                    seen.add(key)
+                    out.event(rec)
+            for m in snap.get("migrations", []):
+                key = (m["src"], m["dst"], m["generation"])
+                if key not in seen_mig:
+                    seen_mig.add(key)
+                    out.event(m)
+            out.refresh(snap)
+            time.sleep(1.0)
+            try:
+                status = query_local_status(sock)
+            except (ConnectionError, OSError):
+                print("gaia-node watch: the node stopped", file=sys.stderr)
+                return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        pass
+    finally:
+        out.close()
+    return EXIT_OK

@@ -1,0 +1,61 @@
+"""`gaia-node watch --json` as a light peer next to 3 real nodes: heartbeats from all, migrations seen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from cli_helpers import GAIA, NodeProc
+
+pytestmark = pytest.mark.e2e
+
+
+def test_watch_sees_every_island_and_a_migration(tmp_path):
+    common = ("--problem", "rastrigin", "--dim", "10", "--migration-interval", "5", "--workers", "0",
+              "--telemetry-interval", "1")
+    nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1", "--sigma", "0.3")]
+    watcher = None
+    try:
+        nodes[0].start()
+        boot = nodes[0].wait_event("node_started", 60)["addrs"][0]
+        for i, sigma in ((1, "1.0"), (2, "2.0")):
+            nodes.append(NodeProc(tmp_path, f"n{i}", *common, "--seed", str(i + 1), "--sigma", sigma,
+                                  "--bootstrap", boot).start())
+        ids = {n.wait_event("node_started", 60)["peer_id"] for n in nodes}
+        watcher = subprocess.Popen([*GAIA, "watch", "--bootstrap", boot, "--json", "--duration", "90",
+                                    "--listen", "/ip4/127.0.0.1/tcp/0"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        events: list[dict] = []
+
+        def read() -> None:
+            for line in watcher.stdout:
+                events.append(json.loads(line))  # stdout must be pure NDJSON
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            seen = {e["peer_id"] for e in events if e.get("event") == "telemetry"}
+            migrations = [e for e in events if e.get("event") == "migration"]
+            if seen >= ids and migrations:
+                break
+            time.sleep(0.5)
+        seen = {e["peer_id"] for e in events if e.get("event") == "telemetry"}
+        assert seen >= ids, f"heartbeats from {len(seen & ids)} of 3 islands"
+        migrations = [e for e in events if e.get("event") == "migration"]
+        assert migrations, "no migration event seen"
+        assert {m["dst"] for m in migrations} <= ids and {m["src"] for m in migrations} <= ids
+        tele = next(e for e in events if e.get("event") == "telemetry")
+        assert {"generation", "evaluations", "best_fitness", "evals_per_s", "cpus", "algorithm"} <= set(tele)
+        assert events[0]["event"] == "watch_started"
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+        for n in nodes:
+            n.kill()
