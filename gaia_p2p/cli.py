@@ -137,7 +137,7 @@ def cmd_start(a: argparse.Namespace) -> int:
     load_bootstrap_file(cfg)  # fail fast, before any import of libp2p
     from gaia_p2p import logs
 
-    logs.configure(cfg.log_format, cfg.log_level)
+    logs.configure(cfg.log_format, cfg.log_level, live_progress=True)
     import trio
 
     from gaia_p2p.node.host import quiet_libp2p_logging

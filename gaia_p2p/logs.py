@@ -14,6 +14,7 @@ Event names are stable: scripts and tests parse them. Standard keys and their me
   reason       stable reason code of a rejection (see protocols/gaia-migration-v1.md)
   error        text of an error
   src          peer id that originated a migrant (signed gossipsub `from`)
+  url          an address we serve on (metrics_started: http://127.0.0.1:PORT/metrics)
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ PEER_DISCOVERED = "peer_discovered"
 BOOTSTRAP_CONNECTED = "bootstrap_connected"
 BOOTSTRAP_FAILED = "bootstrap_failed"
 PUBSUB_STREAM_REJECTED = "pubsub_stream_rejected"
+# metrics endpoint (node/metrics.py, --metrics-port)
+METRICS_STARTED = "metrics_started"
+METRICS_SCRAPE_FAILED = "metrics_scrape_failed"
 # island
 GENERATION_COMPLETED = "generation_completed"
 MIGRANT_PUBLISHED = "migrant_published"
@@ -52,11 +56,53 @@ def _round_floats(_logger: object, _name: str, event: dict) -> dict:
     return event
 
 
-def configure(fmt: str = "auto", level: str = "info", stream=None) -> str:  # noqa: ANN001
-    """Configure structlog once per process. Returns the format chosen ("console" or "json")."""
+class ProgressStream:
+    """A terminal stream with one live status line kept under the scrolling log lines."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream = stream
+        self.line = ""
+
+    def write(self, text: str) -> None:
+        self.stream.write("\r\033[K" + text)
+        if self.line and text.endswith("\n"):
+            self.stream.write(self.line)
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def set(self, line: str) -> None:
+        self.line = line[: 200]
+        self.stream.write("\r\033[K" + self.line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.line:
+            self.stream.write("\n")
+            self.line = ""
+        self.stream.flush()
+
+
+_progress: list[ProgressStream] = []
+
+
+def progress() -> ProgressStream | None:
+    """The live progress line, when logs go to a terminal in console format (else None)."""
+    return _progress[0] if _progress else None
+
+
+def configure(fmt: str = "auto", level: str = "info", stream=None, *, live_progress: bool = False) -> str:  # noqa: ANN001
+    """Configure structlog once per process. Returns the format chosen ("console" or "json").
+
+    With ``live_progress`` and a console on a TTY, a status line stays at the bottom of the log."""
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+    _progress.clear()
+    if live_progress and fmt == "console" and stream.isatty():
+        stream = ProgressStream(stream)
+        _progress.append(stream)
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -65,7 +111,8 @@ def configure(fmt: str = "auto", level: str = "info", stream=None) -> str:  # no
     if fmt == "json":
         processors = [*shared, structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
-        processors = [*shared, _round_floats, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        tty = _progress[0].stream.isatty() if _progress else stream.isatty()
+        processors = [*shared, _round_floats, structlog.dev.ConsoleRenderer(colors=tty)]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -51,6 +51,10 @@ log = structlog.get_logger("gaia.node")
 GRACEFUL_TIMEOUT_S = 3.0
 
 
+def _short(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -81,6 +85,7 @@ class Node:
         self.last_checkpoint_at: float | None = None
         self.finished = False
         self.last_gen_log_at = -math.inf
+        self.last_bar_at = -math.inf
         # One seeded generator for every input the island gets; a resumed node continues a new stream.
         self.rng = np.random.default_rng([seed, island.generation, 7])
 
@@ -250,6 +255,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
             with trio.CancelScope(shield=True), trio.move_on_after(GRACEFUL_TIMEOUT_S):
                 log.info(logs.NODE_STOPPING, generation=node.island.generation)
                 await node.write_checkpoint()
+                if logs.progress() is not None:
+                    logs.progress().close()
                 log.info(logs.NODE_STOPPED, generation=node.island.generation,
                          evaluations=node.island.evaluations, best_fitness=_finite_or_none(node.island.best_fitness))
 
@@ -307,7 +314,19 @@ async def _execute(node: Node, effect: Any) -> None:
         node.generation_changed.set()
         node.generation_changed = trio.Event()
         now = trio.current_time()
-        if now - node.last_gen_log_at < node.cfg.log_interval_s:
+        bar = logs.progress()
+        if bar is not None and now - node.last_bar_at >= 0.25:  # a terminal redraw at most 4 times a second
+            node.last_bar_at = now
+            isl = node.island
+            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}  mean {_short(effect.mean_fitness)}"
+                    f"  sigma {_short(effect.sigma)}  {node.evals_per_s:.0f} evals/s  {effect.evaluations} evals  "
+                    f"peers {len(node.p2p.connected_peers())}  migrants in {isl.counters.accepted}"
+                    f" out {isl.counters.sent}")
+        if bar is not None:
+            interval = max(node.cfg.log_interval_s, 30.0)  # the live line carries the rest
+        else:
+            interval = node.cfg.log_interval_s
+        if now - node.last_gen_log_at < interval:
             return
         node.last_gen_log_at = now
         log.info(logs.GENERATION_COMPLETED, generation=effect.generation, evaluations=effect.evaluations,
