@@ -51,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bootstrap-file", metavar="FILE", help="bootstrap list (default ./bootstrap_nodes.toml, "
                    "else the one at the project top)")
     g = s.add_argument_group("problem (defines the experiment: nodes only mix with the same problem)")
-    g.add_argument("--problem", choices=["lunarlander", "sphere", "rastrigin", "rosenbrock"])
+    g.add_argument("--problem", choices=["lunarlander", "sphere", "rastrigin", "rosenbrock", "spirals"],
+                   help="lunarlander (default), a test function, or spirals (an MLP classifier, scored for the "
+                        "whole population at once; where the torch backend and a GPU pay)")
     g.add_argument("--dim", type=int, help="parameters of a test function (default 30)")
     g.add_argument("--hidden", type=_positive_int_list, metavar="N[,N...]",
-                   help="hidden layer sizes of the LunarLander MLP policy (default 16)")
+                   help="hidden layer sizes of the MLP (lunarlander policy, spirals classifier; default 16)")
     g.add_argument("--episodes", type=int, help="episodes per candidate per generation (default 1)")
     g = s.add_argument_group("island (per node: heterogeneous islands are the point)")
     g.add_argument("--optimizer", choices=["cmaes", "openai-es"])
@@ -70,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-k", type=int, metavar="K", help="random topology: peers drawn per interval")
     g.add_argument("--no-migration", action="store_true", help="run an isolated island (control experiments)")
     g.add_argument("--accept-any", action="store_true", help="take migrants even when not better than our best")
+    g.add_argument("--migration-entry", choices=["inject", "adopt"],
+                   help="an accepted migrant is injected as one sample (default) or adopted as the new mean")
+    g.add_argument("--accept-margin", type=float, metavar="F",
+                   help="noisy problems: a migrant must beat the resident by more than F (default 0)")
     g.add_argument("--reeval-episodes", type=int, metavar="N",
                    help="episodes on which the resident best, the generation's champion and each migrant are "
                         "re-scored (same fresh seeds for all) before one replaces another (default 3 on "
@@ -81,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group("run")
     g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
     g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")
+    g.add_argument("--target-fitness", type=float, metavar="F",
+                   help="test the resident on fresh episodes once its estimate reaches F and log "
+                        "target_reached when the test passes (default 200 on lunarlander)")
+    g.add_argument("--test-episodes", type=int, metavar="N", help="episodes of that test (default 100)")
+    g.add_argument("--test-interval", type=float, metavar="SECONDS",
+                   help="at most one such test per SECONDS (default 20; 0 = at every new resident)")
+    g.add_argument("--stop-at-target", action="store_true", help="stop (exit 0) once the target is reached")
     g.add_argument("--fresh", action="store_true", help="move an existing checkpoint aside and start a new island")
     g.add_argument("--log-format", choices=["auto", "console", "json"])
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -107,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch",)
+EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch", "gaia_p2p.tools.plot", "gaia_p2p.tools.replay",
+                                   "gaia_p2p.tools.evaluate")
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -115,14 +129,16 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
              "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
              "log_interval_s": a.log_interval, "metrics_port": a.metrics_port,
-             "telemetry_interval_s": a.telemetry_interval,
+             "telemetry_interval_s": a.telemetry_interval, "target_fitness": a.target_fitness,
+             "test_episodes": a.test_episodes, "test_interval_s": a.test_interval, "stop_at_target": True if a.stop_at_target else None,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
         "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr},
         "migration": {"interval": a.migration_interval, "topology": a.topology, "random_k": a.random_k,
                       "enabled": False if a.no_migration else None,
                       "accept_only_better": False if a.accept_any else None,
-                      "reeval_episodes": a.reeval_episodes},
+                      "reeval_episodes": a.reeval_episodes, "entry": a.migration_entry,
+                      "accept_margin": a.accept_margin},
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},

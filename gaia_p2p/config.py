@@ -49,6 +49,8 @@ class MigrationConfig:
     max_pending: int = 8
     min_publish_interval_s: float = 1.0
     reeval_episodes: int | None = None  # None: 3 on noisy problems (lunarlander), 1 otherwise
+    entry: str = "inject"  # how an accepted migrant enters the optimizer: inject | adopt
+    accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,18 @@ class Config:
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
     metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
     telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic
+    # "Solved" detection: when the resident's estimate reaches target_fitness, test it on
+    # test_episodes fresh episodes (not counted as training) at most every test_interval_s.
+    target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise
+    test_episodes: int = 100
+    test_interval_s: float = 20.0
+    stop_at_target: bool = False
+
+    @property
+    def target(self) -> float | None:
+        if self.target_fitness is not None:
+            return self.target_fitness
+        return 200.0 if self.problem.name == "lunarlander" else None
 
     @property
     def reeval_episodes(self) -> int:
@@ -285,6 +299,10 @@ def validate(cfg: Config) -> None:
                    "set [network] refresh_min_s / refresh_max_s")
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", "set [network] max_peers")
+    if m.entry not in ("inject", "adopt"):
+        raise _bad("migration.entry", m.entry, "must be inject or adopt", "pass --migration-entry adopt")
+    if not (math.isfinite(m.accept_margin) and m.accept_margin >= 0):
+        raise _bad("migration.accept_margin", m.accept_margin, "must be >= 0", "pass --accept-margin 0")
     if m.reeval_episodes is not None and not 1 <= m.reeval_episodes <= 64:
         raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", "pass --reeval-episodes 3")
     if e.device not in ("auto", "cpu", "cuda"):
@@ -304,6 +322,14 @@ def validate(cfg: Config) -> None:
     if not 0.2 <= cfg.telemetry_interval_s <= 3600:
         raise _bad("telemetry_interval_s", cfg.telemetry_interval_s, "must be in 0.2..3600",
                    "pass --telemetry-interval 5")
+    if cfg.target_fitness is not None and not math.isfinite(cfg.target_fitness):
+        raise _bad("target_fitness", cfg.target_fitness, "must be finite", "pass --target-fitness 200")
+    if not 1 <= cfg.test_episodes <= 10_000:
+        raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", "pass --test-episodes 100")
+    if not cfg.test_interval_s >= 0:
+        raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", "set test_interval_s")
+    if cfg.stop_at_target and cfg.target is None:
+        raise _bad("stop_at_target", True, "needs a target", "pass --target-fitness")
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", "pass --log-interval 1")
     if not cfg.checkpoint_interval_s > 0:

@@ -46,6 +46,8 @@ MIGRANT_PUBLISHED = "migrant_published"
 MIGRANT_ACCEPTED = "migrant_accepted"
 MIGRANT_REJECTED = "migrant_rejected"
 MESSAGE_REJECTED = "message_rejected"
+POLICY_TESTED = "policy_tested"
+TARGET_REACHED = "target_reached"
 
 
 def _round_floats(_logger: object, _name: str, event: dict) -> dict:

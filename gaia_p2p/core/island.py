@@ -49,6 +49,10 @@ class MigrationPolicy:
     max_pending: int = 8  # migrants awaiting evaluation; more are rejected as queue_full
     min_publish_interval_s: float = 1.0  # never publish more often than this, whatever the speed
     enabled: bool = True
+    # How an accepted migrant enters the optimizer: "inject" (one clipped sample of the next
+    # population, pycma inject) or "adopt" (the search mean moves to it; sigma and covariance kept).
+    entry: str = "inject"
+    accept_margin: float = 0.0  # noisy problems: a migrant must beat the resident by more than this
 
 
 @dataclass
@@ -80,7 +84,7 @@ class Island:
         self.generation = 0
         self.evaluations = 0  # individuals scored (candidates + re-evaluations)
         self.episodes_used = 0  # episodes spent (lunarlander); equals evaluations on deterministic problems
-        self.challenger: np.ndarray | None = None  # last generation's champion, awaiting a fresh re-score
+        self._round: list[tuple[str, np.ndarray, tuple[str, Elite] | None]] = []  # extras in flight
         self.best_params: np.ndarray | None = None
         self.best_fitness = -math.inf  # running mean of the resident's evaluations
         self.best_n = 0
@@ -97,7 +101,6 @@ class Island:
 
         self._pending: list[tuple[str, Elite]] = []  # waiting for the next generation
         self._in_flight: Evaluate | None = None
-        self._in_flight_migrants: list[tuple[str, Elite]] = []
         self._asked = np.zeros((0, optimizer.dim))
 
     # ------------------------------------------------------------ driving
@@ -127,24 +130,35 @@ class Island:
 
     # ------------------------------------------------------------ generations
 
+    def _assessing(self) -> bool:
+        """Whether the generation being asked for carries an assessment round (extras).
+
+        Deterministic problems: every generation (re-scoring is exact and cheap). Noisy ones: the
+        generation that completes each migration interval, so re-scoring costs a few episodes per
+        interval instead of per generation."""
+        return self.deterministic or (self.generation + 1) % self.policy.interval == 0
+
     def _next_generation(self, rng: np.random.Generator) -> Evaluate:
         self._asked = self.opt.ask(rng)
         # Everything is scored at the wire's float32 precision, so a claim we send reproduces
         # exactly on the receiver; the optimizer is told the fitness of its own float64 points.
         candidates = self._asked.astype(np.float32).astype(np.float64)
         seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.episodes))
-        # Noisy problems: the resident, the challenger and migrants are compared on their own fresh
-        # seeds, never on the candidates' (the champion won on those: its draw is biased upward).
-        extra_seeds = seeds if self.deterministic else tuple(
-            int(s) for s in rng.integers(0, 2**31 - 1, size=self.reeval_episodes))
         extras: list[np.ndarray] = []
-        if self.best_params is not None:
-            extras.append(self.best_params)
-        if self.challenger is not None:
-            extras.append(self.challenger)
-        self._in_flight_migrants = self._pending
-        self._pending = []
-        extras.extend(e.params.astype(np.float64) for _, e in self._in_flight_migrants)
+        extra_seeds = seeds
+        self._round = []
+        if self._assessing():
+            # The resident, the optimizer's centroid (on noisy returns usually far better than any
+            # single sample) and the queued migrants, all on the same seeds: like with like. Noisy
+            # problems use fresh seeds, not the candidates' (the champion won on those).
+            if not self.deterministic:
+                extra_seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.reeval_episodes))
+            if self.best_params is not None:
+                self._round.append(("resident", self.best_params, None))
+            self._round.append(("centroid", _f32(self.opt.mean), None))
+            self._round.extend(("migrant", e.params.astype(np.float64), (src, e)) for src, e in self._pending)
+            self._pending = []
+            extras = [x for _, x, _ in self._round]
         extras_arr = np.array(extras, dtype=np.float64).reshape(len(extras), self.opt.dim)
         self._in_flight = Evaluate(self.generation, candidates, extras_arr, seeds, extra_seeds)
         return self._in_flight
@@ -164,58 +178,45 @@ class Island:
         self.evaluations += len(fitness) + len(extra)
         self.episodes_used += len(fitness) * len(req.seeds) + len(extra) * len(req.extra_seeds)
         xseeds = req.extra_seeds
-
-        # 1. resident best, re-scored on the extras' seeds; its fitness is the running mean
-        had_resident = self.best_params is not None
-        offset = 0
-        if had_resident:
-            f_res = float(extra[0])
-            self.best_n += 1
-            self.best_fitness = f_res if self.best_n == 1 else (
-                self.best_fitness + (f_res - self.best_fitness) / self.best_n)
-            self.best_last, self.best_last_seeds = f_res, xseeds
-            offset = 1
-        ref = self.best_last if had_resident else -math.inf  # like-for-like reference on these seeds
-
-        # 2. challengers: deterministic problems compare the champion at once; noisy ones re-score
-        #    last generation's champion on fresh seeds first (winner's curse), then compare
         i = int(np.argmax(fitness))
-        if self.deterministic:
-            if float(fitness[i]) > ref:
-                self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
-                ref = float(fitness[i])
-        else:
-            if self.challenger is not None:
-                f_ch = float(extra[offset])
-                offset += 1
-                if f_ch > ref:
-                    self._set_best(self.challenger, f_ch, xseeds, "local")
-                    ref = f_ch
-            if self.best_params is None:  # first generation: a provisional resident, re-scored next time
-                self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
-                self.best_n = 0
-                ref = -math.inf
-                self.challenger = None
-            else:
-                self.challenger = np.asarray(req.candidates[i], dtype=np.float64)
+        ref = self.best_last if self.best_params is not None else -math.inf
 
-        # 3. migrants, scored on the same seeds
-        for (src, elite), f_m in zip(self._in_flight_migrants, extra[offset:]):
-            f_m = float(f_m)
-            if self.deterministic and not _claim_holds(elite.fitness, f_m):
-                self.counters.reject("claim_mismatch")
-                effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f_m))
-                continue
-            if self.policy.accept_only_better and not f_m > ref:
-                self.counters.reject("not_better")
-                effects.append(MigrantRejected(src, "not_better", elite.fitness, f_m))
-                continue
-            self.counters.accepted += 1
-            effects.append(MigrantAccepted(src, self.generation, f_m, ref, elite.fitness))
-            self.opt.inject(elite.params.astype(np.float64))
-            self._set_best(elite.params.astype(np.float64), f_m, xseeds, src)
-            ref = f_m
-        self._in_flight_migrants = []
+        for (kind, params, migrant), f in zip(self._round, extra):
+            f = float(f)
+            if kind == "resident":
+                # its fitness is the running mean of its re-scores; the wire claim is the latest one
+                self.best_n += 1
+                self.best_fitness += (f - self.best_fitness) / self.best_n
+                self.best_last, self.best_last_seeds = f, xseeds
+                ref = f
+            elif kind == "centroid":
+                if f > ref:
+                    self._set_best(params, f, xseeds, "local")
+                    ref = f
+            else:
+                src, elite = migrant
+                if self.deterministic and not _claim_holds(elite.fitness, f):
+                    self.counters.reject("claim_mismatch")
+                    effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f))
+                    continue
+                if self.policy.accept_only_better and not _better(f, ref + (0.0 if self.deterministic else
+                                                                           self.policy.accept_margin),
+                                                                   self.deterministic):
+                    self.counters.reject("not_better")
+                    effects.append(MigrantRejected(src, "not_better", elite.fitness, f))
+                    continue
+                self.counters.accepted += 1
+                effects.append(MigrantAccepted(src, self.generation, f, ref, elite.fitness))
+                if self.policy.entry == "adopt":
+                    self.opt.adopt(params)
+                else:
+                    self.opt.inject(params)
+                self._set_best(params, f, xseeds, src)
+                ref = f
+        # deterministic problems: the generation's champion competes directly (its score is exact)
+        if self.deterministic and float(fitness[i]) > ref:
+            self._set_best(req.candidates[i], float(fitness[i]), req.seeds, "local")
+        self._round = []
 
         self.mean_fitness = float(np.mean(fitness))
         self.gen_best_fitness = float(fitness[i])
@@ -245,7 +246,7 @@ class Island:
 
     def _set_best(self, params: np.ndarray, fitness: float, seeds: tuple[int, ...], source: str) -> None:
         # Held at float32 precision: what we re-score is exactly what we would send.
-        self.best_params = np.asarray(params, dtype=np.float32).astype(np.float64)
+        self.best_params = _f32(params)
         self.best_fitness = fitness
         self.best_n = 1
         self.best_last, self.best_last_seeds = fitness, seeds
@@ -320,7 +321,8 @@ class Island:
             # Pending and in-flight migrants are not checkpointed: not counted as received either,
             # so a restored island's counters still add up.
             "counters": {"sent": self.counters.sent,
-                         "received": self.counters.received - len(self._pending) - len(self._in_flight_migrants),
+                         "received": self.counters.received - len(self._pending)
+                         - sum(1 for kind, _, _ in self._round if kind == "migrant"),
                          "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
             "optimizer": self.opt.to_state(),
         }
@@ -346,6 +348,18 @@ class Island:
         isl.counters = Counters(sent=int(c["sent"]), received=int(c["received"]),  # type: ignore[index]
                                 accepted=int(c["accepted"]), rejected=dict(c["rejected"]))  # type: ignore[index]
         return isl
+
+
+def _better(f: float, ref: float, deterministic: bool) -> bool:
+    """Strictly better; on deterministic problems by more than rounding noise, so islands sitting at
+    the same optimum do not trade the same point back and forth."""
+    if not deterministic:
+        return f > ref
+    return f > ref + CLAIM_TOLERANCE * max(1.0, abs(ref)) if math.isfinite(ref) else f > ref
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
 
 
 def _claim_holds(claimed: float, measured: float) -> bool:

@@ -98,6 +98,8 @@ class Optimizer(Protocol):
 
     def inject(self, x: np.ndarray) -> None: ...
 
+    def adopt(self, x: np.ndarray) -> None: ...
+
     @property
     def sigma(self) -> float: ...
 
@@ -194,6 +196,10 @@ class CMAES:
         if self._pending is not None:
             return self._pending.copy()
         self._injected_last = 0
+        adopt = getattr(self, "_adopt", None)
+        if adopt is not None:
+            self._es.mean = adopt.copy()
+            self._adopt = None
         if self._queued:
             batch = self._queued[-self.max_injections:]
             self._queued = []
@@ -233,6 +239,13 @@ class CMAES:
     def inject(self, x: np.ndarray) -> None:
         """Queue a migrant: it is the first row(s) of the next *fresh* ask."""
         self._queued.append(_check_point(x, self.dim, "injected point"))
+
+    def adopt(self, x: np.ndarray) -> None:
+        """Move the distribution's mean to ``x``, keeping sigma, covariance and evolution paths.
+
+        Applied at the next fresh ask. Unlike ``inject`` (one clipped sample among popsize), this
+        moves the whole search to a migrant that proved clearly better."""
+        self._adopt = _check_point(x, self.dim, "adopted point")
 
     @property
     def sigma(self) -> float:
@@ -320,6 +333,10 @@ class OpenAIES:
         applied at the new centre.
         """
         self.theta = _check_point(x, self.dim, "injected point")
+
+    def adopt(self, x: np.ndarray) -> None:
+        """For OpenAI-ES the same as ``inject``: the centre moves to ``x``."""
+        self.inject(x)
 
     @property
     def sigma(self) -> float:

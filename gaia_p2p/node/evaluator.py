@@ -2,6 +2,13 @@
 
 Each worker steps many candidates in lockstep (problems/lunar.py), BLAS threads pinned to 1.
 ``workers = 0`` evaluates in a thread instead (cheap test functions, in-process tests).
+
+``backend = "torch"`` sends the whole population to ONE call (one batched pass, so a GPU's memory
+is not split between processes): a worker process when ``workers > 0``, where torch on the CPU then
+uses ``workers`` intra-op threads; a thread when ``workers = 0``, with torch's own thread setting.
+The device (``auto | cpu | cuda``) is resolved once, here in the constructor, which raises
+:class:`~gaia_p2p.errors.EvaluationError` with the fix when torch is missing or CUDA is asked for
+but unavailable (this imports torch in the calling process).
 """
 
 from __future__ import annotations
@@ -11,13 +18,35 @@ import trio
 import trio_parallel
 
 from gaia_p2p.core.experiment import ProblemConfig
-from gaia_p2p.problems.evaluate import evaluate_batch, pin_blas_threads
+from gaia_p2p.errors import EvaluationError
+from gaia_p2p.problems.evaluate import BACKENDS, evaluate_batch, pin_blas_threads
+
+
+def _evaluate_torch(problem: ProblemConfig, X: np.ndarray, seeds: tuple[int, ...], device: str,
+                    threads: int) -> np.ndarray:
+    """Worker-side torch evaluation; ``threads > 0`` sets torch's CPU intra-op threads first."""
+    if threads > 0 and device == "cpu":
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return evaluate_batch(problem, X, seeds, backend="torch", device=device)
 
 
 class Evaluator:
-    def __init__(self, problem: ProblemConfig, workers: int) -> None:
+    def __init__(self, problem: ProblemConfig, workers: int, *, backend: str = "numpy",
+                 device: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise EvaluationError(f"evaluation.backend = {backend!r} is not one of {', '.join(BACKENDS)}; "
+                                  f"pass --backend numpy or --backend torch")
         self.problem = problem
         self.workers = workers
+        self.backend = backend
+        self.device = device
+        if backend == "torch":
+            from gaia_p2p.problems.torch_backend import resolve_device
+
+            self.device = resolve_device(device)  # "cpu" or "cuda"; fails here, at start, with the fix
         self.limiter = trio.CapacityLimiter(max(1, workers))
         if workers > 0:
             pin_blas_threads()  # before the first worker process is spawned: they inherit the env
@@ -25,6 +54,12 @@ class Evaluator:
     async def evaluate(self, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
+        if self.backend == "torch":
+            if self.workers == 0:
+                return await trio.to_thread.run_sync(_evaluate_torch, self.problem, X, seeds, self.device, 0)
+            return await trio_parallel.run_sync(
+                _evaluate_torch, self.problem, X, seeds, self.device, self.workers,
+                kill_on_cancel=True, limiter=self.limiter)
         if self.workers == 0:
             return await trio.to_thread.run_sync(evaluate_batch, self.problem, X, seeds)
         chunks = np.array_split(X, min(self.workers, len(X)))

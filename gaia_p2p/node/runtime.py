@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import structlog
 import trio
+import trio_parallel
 
 from gaia_p2p import __version__, logs
 from gaia_p2p.config import Config, load_bootstrap_file
@@ -33,7 +34,7 @@ from gaia_p2p.core.events import (
     PeersChanged,
     PublishMigrant,
 )
-from gaia_p2p.core.experiment import experiment_id, migrants_topic, telemetry_topic
+from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.optimizer import make_optimizer
@@ -86,6 +87,11 @@ class Node:
         self.finished = False
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
+        self.last_tested: bytes | None = None
+        self.last_test_at = -math.inf
+        self.last_test: dict[str, Any] | None = None
+        self.target_reached: dict[str, Any] | None = None
+        self.test_episodes_used = 0
         # One seeded generator for every input the island gets; a resumed node continues a new stream.
         self.rng = np.random.default_rng([seed, island.generation, 7])
 
@@ -132,6 +138,8 @@ class Node:
             "migrants": {"sent": isl.counters.sent, "received": isl.counters.received,
                          "accepted": isl.counters.accepted, "rejected": rejected},
             "telemetry_rejected": telemetry_rejected,
+            "target": {"fitness": self.cfg.target, "last_test": self.last_test, "reached": self.target_reached,
+                       "test_episodes_used": self.test_episodes_used},
             "network": self.netview.snapshot(),
             "capabilities": self.capabilities,
             "pubsub_streams_rejected": self.bad_streams,
@@ -157,7 +165,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
     policy = MigrationPolicy(
         interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
         topology=cfg.migration.topology, random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
-        min_publish_interval_s=cfg.migration.min_publish_interval_s, enabled=cfg.migration.enabled)
+        min_publish_interval_s=cfg.migration.min_publish_interval_s, enabled=cfg.migration.enabled,
+        entry=cfg.migration.entry, accept_margin=cfg.migration.accept_margin)
     exp = experiment_id(cfg.problem)
     if cfg.fresh:
         moved = data.move_checkpoint_aside()
@@ -184,7 +193,7 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
         return island, seed
     seed = cfg.island.seed if cfg.island.seed is not None else int.from_bytes(os.urandom(4), "little")
     x0 = None
-    if cfg.problem.deterministic:
+    if cfg.problem.name in TEST_FUNCTIONS:
         # Test functions have their optimum at or near the origin: start each island somewhere else.
         x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
     opt = make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
@@ -218,7 +227,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
     topic_name = migrants_topic(exp)
     topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id)
     tele = TelemetryTopic(telemetry_topic(exp), exp, self_id)
-    evaluator = Evaluator(cfg.problem, cfg.evaluation.workers)
+    evaluator = Evaluator(cfg.problem, cfg.evaluation.workers, backend=cfg.evaluation.backend,
+                          device=cfg.evaluation.device)
     node_box: list[Node] = []
 
     def on_bad_stream(peer: str, error: str) -> None:
@@ -237,6 +247,10 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
+                if cfg.metrics_port is not None:
+                    from gaia_p2p.node.metrics import serve_metrics
+
+                    await nursery.start(serve_metrics, cfg.metrics_port, node.status)
                 log.info(logs.NODE_STARTED, peer_id=self_id, addrs=node.addrs(), experiment_id=exp,
                          topic=topic_name, problem=cfg.problem.name, dim=island.opt.dim,
                          optimizer=island.opt.algorithm, settings=island.opt.settings(), popsize=island.opt.popsize,
@@ -285,6 +299,9 @@ async def _island_loop(node: Node, seed: int) -> None:
                 node.evals_per_s = n_evals / dt if dt > 0 else 0.0
                 effects.extend(isl.handle(EvaluationDone(effect.generation, fit, extra_fit),
                                           now=trio.current_time(), rng=rng))
+                if await _maybe_test(node) and node.cfg.stop_at_target:
+                    log.info(logs.NODE_STOPPING, reason="target_reached")
+                    return
             else:
                 await _execute(node, effect)
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
@@ -307,6 +324,42 @@ async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarra
         nursery.start_soon(one, "c", effect.candidates, effect.seeds)
         nursery.start_soon(one, "e", effect.extras, effect.extra_seeds)
     return out["c"], out["e"]
+
+
+async def _maybe_test(node: Node) -> bool:
+    """Test the resident on fresh episodes once its estimate reaches the target. True when it passed."""
+    target, isl = node.cfg.target, node.island
+    if target is None or isl.best_params is None or isl.best_fitness < target:
+        return False
+    if not isl.deterministic and isl.best_n < 1:
+        return False  # a provisional resident: wait for its first unbiased re-score
+    key = isl.best_params.tobytes()
+    now = trio.current_time()
+    if key == node.last_tested or now - node.last_test_at < node.cfg.test_interval_s:
+        return False
+    node.last_tested, node.last_test_at = key, now
+    if isl.deterministic:
+        result = {"mean": isl.best_fitness, "std": 0.0, "min": isl.best_fitness, "solved_share": 1.0,
+                  "episodes": 1}
+    else:
+        from gaia_p2p.tools.evaluate import evaluate_policy
+
+        args = (isl.best_params, node.cfg.problem.hidden, node.cfg.test_episodes)
+        if node.cfg.evaluation.workers > 0:
+            result = await trio_parallel.run_sync(evaluate_policy, *args, kill_on_cancel=True,
+                                                  limiter=node.evaluator.limiter)
+        else:
+            result = await trio.to_thread.run_sync(evaluate_policy, *args)
+        node.test_episodes_used += int(result["episodes"])
+    passed = result["mean"] >= target
+    node.last_test = {"generation": isl.generation, "episodes": isl.episodes_used, "mean": result["mean"],
+                      "std": result["std"], "min": result["min"], "solved_share": result["solved_share"],
+                      "test_episodes": result["episodes"], "passed": passed, "source": isl.best_source}
+    log.info(logs.POLICY_TESTED, estimate=isl.best_fitness, target=target, **node.last_test)
+    if passed and not node.target_reached:
+        node.target_reached = dict(node.last_test)
+        log.info(logs.TARGET_REACHED, target=target, **node.last_test)
+    return passed
 
 
 async def _execute(node: Node, effect: Any) -> None:

@@ -13,7 +13,7 @@ length, and the share of episodes with return >= 200 (the "solved" threshold of 
 
 Test functions (sphere, rastrigin, rosenbrock) are deterministic: the fitness is printed instead.
 
-Nothing heavy at import time: gymnasium is imported when the first episode runs.
+Nothing heavy at import time: numpy and gymnasium are imported when the first episode runs.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gaia_p2p.tools import policy as policy_io
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EVAL_SEED_BASE = 10_000_000
 SOLVED_RETURN = 200.0
@@ -40,6 +41,8 @@ def evaluate_policy(params: np.ndarray, hidden: Sequence[int], episodes: int, se
     Deterministic for equal inputs. Returns ``{"episodes", "seed0", "mean", "std", "min", "max",
     "solved_share", "mean_length", "returns", "lengths"}`` (plain Python numbers and lists).
     """
+    import numpy as np
+
     from gaia_p2p.problems.lunar import rollout_lunar
 
     if episodes < 1:

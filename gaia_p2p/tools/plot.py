@@ -8,7 +8,11 @@ lack the keys below; a line may carry a prefix before its ``{``, like ``scripts/
   ``fitness``, ``replaced_fitness``, ``timestamp``, ``island_id``) and ``node_started``
   (``peer_id``, ``problem``);
 - captures of ``gaia-node watch --json``: ``"event": "telemetry"`` with ``peer_id``,
-  ``generation``, ``evaluations``, ``best_fitness`` and ``time`` (unix seconds).
+  ``generation``, ``evaluations``, ``best_fitness`` and ``time`` (unix seconds), and
+  ``"event": "migration"`` with ``src``, ``dst`` (the receiving peer id), ``generation`` and ``time``.
+
+The same point (island, generation, evaluations) or acceptance (island, source, generation) read
+from both a log and a capture counts once.
 
 One series per island, keyed by its island id (the last 8 characters of its peer id). The figure
 has two panels: best fitness vs wall time (seconds since the first event) and best fitness vs
@@ -32,12 +36,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gaia_p2p import logs
 from gaia_p2p.errors import ConfigError
 
 LUNAR_SOLVED = 200.0
 ISLAND_ID_CHARS = 8  # island_id = the last 8 characters of the peer id (node/runtime.py)
-TELEMETRY_EVENT = "telemetry"
+# Event names of gaia_p2p/logs.py, spelled out: importing it loads structlog (the CLI builds this
+# parser on every run, so the module imports nothing heavy).
+NODE_STARTED = "node_started"
+GENERATION_COMPLETED = "generation_completed"
+MIGRANT_ACCEPTED = "migrant_accepted"
+TELEMETRY_EVENT = "telemetry"  # gaia-node watch --json (core/telemetry.py to_json)
+MIGRATION_EVENT = "migration"  # gaia-node watch --json (node/netview.py)
 
 
 @dataclass
@@ -45,8 +54,8 @@ class Series:
     island_id: str
     # (unix time, generation, evaluations, best fitness), sorted by time once loaded
     points: list[tuple[float, int, int, float]] = field(default_factory=list)
-    # (unix time, measured fitness, source peer id)
-    migrations: list[tuple[float, float, str]] = field(default_factory=list)
+    # (unix time, source peer id) of each accepted migrant
+    migrations: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,10 +125,11 @@ def parse_logs(paths: Sequence[str | Path]) -> Parsed:
     """Read every usable event of ``paths`` (see the module docstring); unusable lines are skipped."""
     out = Parsed()
     seen: set[tuple[str, int, int]] = set()  # the same point from a log and a watch capture counts once
+    seen_mig: set[tuple[str, str, int]] = set()
     for path in paths:
         for ev in _json_lines(Path(path)):
             name = ev.get("event")
-            if name == logs.NODE_STARTED:
+            if name == NODE_STARTED:
                 if isinstance(ev.get("problem"), str):
                     out.problems.add(ev["problem"])
                 t = _iso_time(ev.get("timestamp"))
@@ -128,16 +138,25 @@ def parse_logs(paths: Sequence[str | Path]) -> Parsed:
                 continue
             if isinstance(ev.get("problem"), str):
                 out.problems.add(ev["problem"])
-            if name == logs.GENERATION_COMPLETED:
+            if name == GENERATION_COMPLETED:
                 t = _iso_time(ev.get("timestamp"))
             elif name == TELEMETRY_EVENT:
                 t = _number(ev.get("time"))
-            elif name == logs.MIGRANT_ACCEPTED:
-                t, fit, src = _iso_time(ev.get("timestamp")), _number(ev.get("fitness")), ev.get("src")
-                isl = _island_of(ev)
-                if t is None or fit is None or isl is None:
+            elif name in (MIGRANT_ACCEPTED, MIGRATION_EVENT):
+                if name == MIGRATION_EVENT:  # watch --json: the receiver is `dst`, the time is unix seconds
+                    t, dst = _number(ev.get("time")), ev.get("dst")
+                    isl = dst[-ISLAND_ID_CHARS:] if isinstance(dst, str) and dst else None
+                else:
+                    t, isl = _iso_time(ev.get("timestamp")), _island_of(ev)
+                src = ev.get("src") if isinstance(ev.get("src"), str) else "?"
+                if t is None or isl is None:
                     continue
-                out.island(isl).migrations.append((t, fit, src if isinstance(src, str) else "?"))
+                gen = _int(ev.get("generation"))
+                if gen is not None:  # the same acceptance in a log and in a watch capture counts once
+                    if (isl, src, gen) in seen_mig:
+                        continue
+                    seen_mig.add((isl, src, gen))
+                out.island(isl).migrations.append((t, src))
                 out.t0 = min(out.t0, t)
                 continue
             else:
@@ -233,7 +252,7 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
         ax_t.plot(ts, bs, color=color, lw=lw, label=s.island_id)
         ax_e.plot(es, bs, color=color, lw=lw, label=s.island_id)
         if s.migrations:
-            at = [_point_after(s, t) for t, _, _ in s.migrations]
+            at = [_point_after(s, t) for t, _ in s.migrations]
             n_mig += len(at)
             kw = dict(marker="o", s=34, facecolors="white", edgecolors=color, linewidths=1.6, zorder=3)
             ax_t.scatter([p[0] - t0 for p in at], [p[3] for p in at], **kw)

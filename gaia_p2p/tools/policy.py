@@ -12,7 +12,8 @@ experiment id (a test function of its dimension, or LunarLander with ``--hidden`
 dimension that fits ``--hidden`` is taken as LunarLander.
 
 Bad input raises :class:`ConfigError` with a one-line message (the CLI prints it and exits 2).
-Imports only numpy and msgpack at module level.
+Imports nothing heavy at module level (the CLI builds every parser on each run): numpy and
+msgpack are imported when a file is loaded.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-import msgpack
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gaia_p2p.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LUNAR_OBS_DIM = 8
 LUNAR_N_ACTIONS = 4
@@ -89,46 +92,49 @@ def load_from_args(a: argparse.Namespace) -> LoadedPolicy:
     return load_checkpoint(f)
 
 
-def _read(path: Path, flag: str) -> bytes:
+def _read(path: Path, kind: str) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ConfigError(f"{flag} {path}: {size} bytes, too large for a {flag[2:]} file")
+            raise ConfigError(f"{kind} {path}: {size} bytes, too large for a {kind} file")
         return path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{flag} {path}: no such file") from None
+        raise ConfigError(f"{kind} {path}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError(f"{flag} {path}: is a directory, expected a file") from None
+        raise ConfigError(f"{kind} {path}: is a directory, expected a file") from None
     except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot read it ({e.strerror})") from None
+        raise ConfigError(f"{kind} {path}: cannot read it ({e.strerror})") from None
 
 
 def load_checkpoint(path: Path) -> LoadedPolicy:
+    import msgpack
+    import numpy as np
+
     from gaia_p2p.store import CHECKPOINT_MAGIC, CHECKPOINT_VERSION
 
-    blob = _read(path, "--checkpoint")
+    blob = _read(path, "checkpoint")
     try:
         data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises many types on garbage; all mean "corrupt"
-        raise ConfigError(f"--checkpoint {path}: corrupt, not msgpack ({type(e).__name__})") from None
+        raise ConfigError(f"checkpoint {path}: corrupt, not msgpack ({type(e).__name__})") from None
     if not isinstance(data, dict) or data.get("magic") != CHECKPOINT_MAGIC:
-        raise ConfigError(f"--checkpoint {path}: not a gaia-node checkpoint")
+        raise ConfigError(f"checkpoint {path}: not a gaia-node checkpoint")
     if data.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError(f"--checkpoint {path}: version {data.get('version')!r}, this gaia-node reads "
+        raise ConfigError(f"checkpoint {path}: version {data.get('version')!r}, this gaia-node reads "
                           f"version {CHECKPOINT_VERSION}")
     island, problem = data.get("island"), data.get("problem")
     if not isinstance(island, dict) or not isinstance(problem, dict):
-        raise ConfigError(f"--checkpoint {path}: incomplete (no island or problem section)")
+        raise ConfigError(f"checkpoint {path}: incomplete (no island or problem section)")
     bp = island.get("best_params")
     generation = island.get("generation")
     if bp is None:
-        raise ConfigError(f"--checkpoint {path}: no best policy yet (generation {generation}); let the node run "
-                          f"at least one generation")
+        raise ConfigError(f"checkpoint {path}: no best policy yet (generation {generation}); let the node run "
+                          f"longer")
     if not isinstance(bp, bytes) or len(bp) % 8 or not bp:
-        raise ConfigError(f"--checkpoint {path}: corrupt island.best_params")
+        raise ConfigError(f"checkpoint {path}: corrupt island.best_params")
     params = np.frombuffer(bp, dtype="<f8").astype(np.float64)
     if not np.isfinite(params).all():
-        raise ConfigError(f"--checkpoint {path}: island.best_params contains NaN or inf")
+        raise ConfigError(f"checkpoint {path}: island.best_params contains NaN or inf")
     fitness = island.get("best_fitness")
     fitness = float(fitness) if isinstance(fitness, int | float) and np.isfinite(fitness) else None
     gen = int(generation) if isinstance(generation, int) else None
@@ -138,40 +144,42 @@ def load_checkpoint(path: Path) -> LoadedPolicy:
 
     if name in TEST_FUNCTIONS:
         if params.size != problem.get("dim"):
-            raise ConfigError(f"--checkpoint {path}: best_params has {params.size} values, problem dim is "
+            raise ConfigError(f"checkpoint {path}: best_params has {params.size} values, problem dim is "
                               f"{problem.get('dim')!r}; the checkpoint is corrupt")
         return LoadedPolicy(params, str(name), (), DEFAULT_MAX_STEPS, source, gen, fitness)
     if name != "lunarlander":
-        raise ConfigError(f"--checkpoint {path}: unknown problem {name!r}")
+        raise ConfigError(f"checkpoint {path}: unknown problem {name!r}")
     policy = problem.get("policy")
     sizes = policy.get("sizes") if isinstance(policy, dict) else None
     if (not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s >= 1 for s in sizes)
             or sizes[0] != LUNAR_OBS_DIM or sizes[-1] != LUNAR_N_ACTIONS):
-        raise ConfigError(f"--checkpoint {path}: problem.policy.sizes = {sizes!r}, expected [8, ..., 4]")
+        raise ConfigError(f"checkpoint {path}: problem.policy.sizes = {sizes!r}, expected [8, ..., 4]")
     hidden = tuple(sizes[1:-1])
-    _check_lunar_dim(params.size, hidden, f"--checkpoint {path}")
+    _check_lunar_dim(params.size, hidden, f"checkpoint {path}")
     max_steps = problem.get("max_steps", DEFAULT_MAX_STEPS)
     if not isinstance(max_steps, int) or max_steps < 1:
-        raise ConfigError(f"--checkpoint {path}: problem.max_steps = {max_steps!r}, must be an int >= 1")
+        raise ConfigError(f"checkpoint {path}: problem.max_steps = {max_steps!r}, must be an int >= 1")
     return LoadedPolicy(params, "lunarlander", hidden, max_steps, source, gen, fitness)
 
 
 def load_elite(path: Path, hidden: tuple[int, ...]) -> LoadedPolicy:
+    import numpy as np
+
     from gaia_p2p.core import codec
     from gaia_p2p.core.experiment import TEST_FUNCTIONS, ProblemConfig, experiment_id
     from gaia_p2p.errors import RemoteProtocolError
 
-    blob = _read(path, "--elite")
+    blob = _read(path, "elite")
     try:
         elite = codec.decode_elite(blob)
     except RemoteProtocolError as e:
-        raise ConfigError(f"--elite {path}: not a valid elite ({e})") from None
+        raise ConfigError(f"elite {path}: not a valid elite ({str(e).rstrip(': ')})") from None
     params = elite.params.astype(np.float64)
     source = f"elite {path} (generation {elite.generation})"
     for name in TEST_FUNCTIONS:
         if elite.experiment_id == experiment_id(ProblemConfig(name=name, dim=params.size)):
             return LoadedPolicy(params, name, (), DEFAULT_MAX_STEPS, source, elite.generation, elite.fitness)
-    _check_lunar_dim(params.size, hidden, f"--elite {path}", hint=" pass --hidden with the policy's layer sizes")
+    _check_lunar_dim(params.size, hidden, f"elite {path}", hint=" pass --hidden with the policy's layer sizes")
     # Its experiment id may also pin max_steps (the registered 1000 unless configured otherwise).
     return LoadedPolicy(params, "lunarlander", hidden, DEFAULT_MAX_STEPS, source, elite.generation, elite.fitness)
 

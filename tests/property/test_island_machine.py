@@ -1,10 +1,14 @@
 """Island invariants under arbitrary interleavings: a hypothesis ``RuleBasedStateMachine``.
 
-One island (CMA-ES, negated sphere, dim 5, deterministic) is driven by three rules: complete the
-pending generation, receive a migrant (random params, random or truthful claim, a random sender
-from a small set that includes the island's own id), and peers changed (a random subset). A small
-model of the migrant queue is kept alongside, so the ``Evaluate`` effects, the outcomes and the
-counters are all checked against it. Hypothesis prints the failing rule sequence and its seed.
+One island (CMA-ES, negated sphere, dim 5, run as a deterministic or as a noisy problem) is driven
+by three rules: complete the pending generation, receive a migrant (random params, random or
+truthful claim, a random sender from a small set that includes the island's own id), and peers
+changed (a random subset). A small model of the migrant queue and of the assessment rounds is kept
+alongside, so the ``Evaluate`` effects (which extras, on which seeds), the outcomes and the counters
+are all checked against it. Hypothesis prints the failing rule sequence and its seed.
+
+The sphere is exact whatever the seeds, so in noisy mode too the resident's running mean equals its
+score and the best never gets worse when only better migrants are taken.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ OTHERS = ("12D3KooWAAA", "12D3KooWBBB", "12D3KooWDDD", "12D3KooWEEE")
 SOURCES = (SELF, *OTHERS)
 RECEIPT_REASONS = {"own_message", "topology", "not_better", "queue_full"}
 OUTCOME_REASONS = {"claim_mismatch", "not_better"}
+REEVAL = 2  # reeval_episodes in noisy mode
 
 
 def sphere(X: np.ndarray) -> np.ndarray:
@@ -50,6 +55,17 @@ def claim_holds(claimed: float, measured: float) -> bool:
     return abs(claimed - measured) <= CLAIM_TOLERANCE * max(1.0, abs(claimed), abs(measured))
 
 
+def better(f: float, ref: float, deterministic: bool) -> bool:
+    """Strictly better; on deterministic problems by more than rounding noise (relative)."""
+    if deterministic and math.isfinite(ref):
+        return f > ref + CLAIM_TOLERANCE * max(1.0, abs(ref))
+    return f > ref
+
+
+def f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
 class IslandMachine(RuleBasedStateMachine):
     @initialize(
         topology=st.sampled_from(TOPOLOGIES),
@@ -58,54 +74,91 @@ class IslandMachine(RuleBasedStateMachine):
         interval=st.integers(1, 3),
         random_k=st.integers(1, 3),
         seed=st.integers(0, 2**32 - 1),
+        deterministic=st.booleans(),
     )
-    def start(self, topology, accept_only_better, max_pending, interval, random_k, seed):
+    def start(self, topology, accept_only_better, max_pending, interval, random_k, seed, deterministic):
         self.policy = MigrationPolicy(interval=interval, accept_only_better=accept_only_better, topology=topology,
                                       random_k=random_k, max_pending=max_pending, min_publish_interval_s=0.0)
         opt = make_optimizer("cmaes", DIM, sigma=0.5, popsize=None, seed=seed, x0=np.full(DIM, 1.5))
         self.popsize = opt.popsize
+        self.deterministic = deterministic
         self.island = Island(optimizer=opt, experiment_id=EXP, self_id=SELF, policy=self.policy, episodes=1,
-                             deterministic=True)
+                             deterministic=deterministic, reeval_episodes=REEVAL)
         self.rng = np.random.default_rng(seed)
         self.now = 0.0
-        [self.req] = self.island.start(now=self.now, rng=self.rng)
         self.queued: dict[str, Elite] = {}  # model of the pending queue, in order
         self.in_flight: list[tuple[str, Elite]] = []  # model: migrants in the Evaluate now pending
+        self.round_has_resident = False  # model: whether the Evaluate now pending re-scores a resident
         self.last_best = -math.inf
+        [self.req] = self.island.start(now=self.now, rng=self.rng)
+        self.check_request()
+
+    def assessing(self, generation: int) -> bool:
+        return self.deterministic or (generation + 1) % self.policy.interval == 0
+
+    def check_request(self):
+        """The ``Evaluate`` just asked for, against the model. In an assessment round: the resident
+        (if any), the centroid, then the queued migrants in arrival order, on the candidates' seeds
+        (deterministic) or on fresh ones (noisy); otherwise no extras, and the queue keeps waiting."""
+        req, isl = self.req, self.island
+        assert isinstance(req, Evaluate) and req.generation == isl.generation
+        if not self.assessing(req.generation):
+            assert req.extras.shape == (0, DIM)
+            self.in_flight, self.round_has_resident = [], False
+            return
+        self.in_flight, self.queued = list(self.queued.items()), {}
+        self.round_has_resident = isl.best_params is not None
+        expected = [*([isl.best_params] if self.round_has_resident else []), f32(isl.opt.mean),
+                    *(e.params.astype(np.float64) for _, e in self.in_flight)]
+        np.testing.assert_array_equal(req.extras, np.array(expected))
+        if self.deterministic:
+            assert req.extra_seeds == req.seeds
+        else:
+            assert len(req.extra_seeds) == REEVAL
 
     # ------------------------------------------------------------------ rules
 
     @rule()
     def complete_generation(self):
         req, isl = self.req, self.island
-        assert isinstance(req, Evaluate)
-        had_resident = isl.best_params is not None
+        assessing = self.assessing(req.generation)
+        before = (isl.best_fitness, isl.best_n, None if isl.best_params is None else isl.best_params.copy())
         fit, extra = sphere(req.candidates), sphere(req.extras)
-        ref = extra[0] if had_resident else -math.inf
         self.now += 1.0
         effects = isl.handle(EvaluationDone(req.generation, fit, extra), now=self.now, rng=self.rng)
 
         # one outcome per migrant in flight, in order, as the acceptance rule says
         outcomes = [e for e in effects if isinstance(e, (MigrantAccepted, MigrantRejected))]
         assert [e.src for e in outcomes] == [src for src, _ in self.in_flight]
-        ref = max(ref, float(fit.max()))
-        for e, (_, elite), f_m in zip(outcomes, self.in_flight, extra[int(had_resident):]):
-            event(f"outcome: {e.reason if isinstance(e, MigrantRejected) else 'accepted'}")
-            if not claim_holds(elite.fitness, f_m):
-                assert isinstance(e, MigrantRejected) and e.reason == "claim_mismatch"
-            elif self.policy.accept_only_better and not f_m > ref:
-                assert isinstance(e, MigrantRejected) and e.reason == "not_better"
+        if assessing:
+            event(f"round: {'resident' if self.round_has_resident else 'no resident'}")
+            k = int(self.round_has_resident)
+            ref = float(extra[0]) if self.round_has_resident else -math.inf  # the resident's score
+            if extra[k] > ref:  # the centroid, strictly better
+                ref = float(extra[k])
+            for e, (_, elite), f_m in zip(outcomes, self.in_flight, extra[k + 1:]):
+                event(f"outcome: {e.reason if isinstance(e, MigrantRejected) else 'accepted'}")
+                if self.deterministic and not claim_holds(elite.fitness, f_m):
+                    assert isinstance(e, MigrantRejected) and e.reason == "claim_mismatch"
+                elif self.policy.accept_only_better and not better(f_m, ref, self.deterministic):
+                    assert isinstance(e, MigrantRejected) and e.reason == "not_better" and e.fitness == f_m
+                else:
+                    assert isinstance(e, MigrantAccepted) and e.fitness == f_m and e.replaced_fitness == ref
+                    ref = f_m
+            if self.deterministic and fit.max() > ref:  # only an exact champion competes
+                ref = float(fit.max())
+            assert isl.best_fitness == ref
+            assert isl.best_last_seeds == req.extra_seeds or (self.deterministic and isl.best_last_seeds == req.seeds)
+        else:
+            # noisy, between rounds: whatever the champion scored, the resident is untouched
+            assert (isl.best_fitness, isl.best_n) == before[:2]
+            if before[2] is None:
+                assert isl.best_params is None
             else:
-                assert isinstance(e, MigrantAccepted) and e.fitness == f_m and e.replaced_fitness == ref
-                ref = f_m
-        assert isl.best_fitness == ref
+                np.testing.assert_array_equal(isl.best_params, before[2])
 
         self.req = effects[-1]
-        assert isinstance(self.req, Evaluate) and self.req.generation == isl.generation
-        self.in_flight, self.queued = list(self.queued.items()), {}
-        # the next batch: the resident, then the queued migrants in arrival order
-        expected = [isl.best_params, *(e.params.astype(np.float64) for _, e in self.in_flight)]
-        np.testing.assert_array_equal(self.req.extras, np.array(expected))
+        self.check_request()
 
     @rule(
         src=st.sampled_from(SOURCES),
@@ -114,8 +167,24 @@ class IslandMachine(RuleBasedStateMachine):
     )
     def receive_migrant(self, src, params, claim):
         truthful = float(sphere(params)[0])
-        elite = Elite(experiment_id=EXP, generation=1, fitness=truthful if claim is None else claim, seeds=(1,),
-                      params=params, algorithm="cmaes", settings={})
+        self.receive(src, params, truthful if claim is None else claim)
+
+    @rule(src=st.sampled_from(OTHERS), ulps=st.integers(0, 3), nudge=st.floats(0, 2e-6))
+    def receive_near_copy_of_the_resident(self, src, ulps, nudge):
+        """The resident (before there is one, the centroid), ``ulps`` float32 steps closer to the optimum
+        in one coordinate, claiming a hair more than it scores (``nudge``, relative; above 1e-6 the
+        claim is a lie): both sides of the deterministic rounding-noise margin, where islands sitting at
+        one optimum meet."""
+        isl = self.island
+        params = (isl.opt.mean if isl.best_params is None else isl.best_params).astype(np.float32)
+        for _ in range(ulps):
+            params[0] = np.nextafter(params[0], np.float32(0))
+        truthful = float(sphere(params)[0])
+        self.receive(src, params, truthful + nudge * max(1.0, abs(truthful)))
+
+    def receive(self, src, params, claim):
+        elite = Elite(experiment_id=EXP, generation=1, fitness=claim, seeds=(1,), params=params,
+                      algorithm="cmaes", settings={})
         effects = self.island.handle(MigrantReceived(src, elite), now=self.now, rng=self.rng)
         reasons = [e.reason for e in effects]
         event(f"receipt: {reasons[0] if reasons else 'queued'}")
@@ -136,9 +205,11 @@ class IslandMachine(RuleBasedStateMachine):
 
     @rule()
     def drain(self):
-        """Two generations with nothing arriving: every migrant has an outcome."""
-        self.complete_generation()
-        self.complete_generation()
+        """Generations with nothing arriving until the next assessment round is done (two when every
+        generation is one, interval + 1 at most in noisy mode): every migrant has an outcome."""
+        for _ in range(2 if self.deterministic else self.policy.interval + 1):
+            self.complete_generation()
+        assert not self.queued and not self.in_flight
         c = self.island.counters
         assert c.received == c.accepted + sum(c.rejected.values())
 
@@ -157,6 +228,13 @@ class IslandMachine(RuleBasedStateMachine):
         self.last_best = best
         if self.island.best_params is not None:  # deterministic: the running mean is the value
             assert best == sphere(self.island.best_params)[0]
+
+    @invariant()
+    def noisy_island_has_no_resident_before_its_first_round(self):
+        if not self.deterministic and self.island.generation < self.policy.interval:
+            assert self.island.best_params is None and self.island.best_n == 0
+        if self.island.generation > 0 and (self.deterministic or self.island.generation >= self.policy.interval):
+            assert self.island.best_params is not None and self.island.best_n >= 1
 
     @invariant()
     def queue_is_bounded(self):

@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Central vs decentralised vs isolated islands, with real gaia-node processes on 127.0.0.1.
+
+Arms (all at the same total episode budget, several seeds each):
+  central    one node, one CMA-ES, all worker processes (what the old central broker did)
+  swarm      K nodes over libp2p, heterogeneous (CMA-ES sigma 0.3/0.5/0.8/1.2 ..., one OpenAI-ES
+             from K >= 5), migration on, node 0 the only bootstrap
+  control    the same K islands with migration off
+  single1    one node with ONE worker (the "one CMA-ES on one core" reference for wall time)
+  swarm2     two nodes with one worker each (2 cores), migration on
+
+LunarLander: a run ends when any node's resident passes the 100-fresh-episode test (target_reached,
+>= 200) or when the nodes together spent the budget; "episodes to solve" is the sum over nodes of
+training episodes at that moment (test episodes are not training and are not counted).
+Test functions: a run ends at the budget (evaluations); the table shows the best fitness reached.
+
+    python scripts/bench_islands.py --problem lunarlander --arms central,swarm,control --seeds 3
+    python scripts/bench_islands.py --problem rastrigin --dim 30 --arms central,swarm,control --seeds 3
+    python scripts/bench_islands.py --quick          # a tiny smoke run (tests)
+
+Writes a markdown table (and the command) to stdout and to --out (default docs/bench/), JSON with
+every run, and a PNG of best fitness against total episodes per arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SWARM_PRESETS = [("cmaes", "0.3"), ("cmaes", "0.5"), ("cmaes", "0.8"), ("cmaes", "1.2"), ("openai-es", "0.1")]
+
+
+@dataclass
+class Run:
+    arm: str
+    seed: int
+    nodes: int
+    solved: bool = False
+    episodes_to_solve: int | None = None
+    wall_to_solve_s: float | None = None
+    episodes_total: int = 0
+    wall_s: float = 0.0
+    best_estimate: float | None = None
+    final_score: dict | None = None
+    curve: list[tuple[float, int, float]] = field(default_factory=list)  # (wall s, total episodes, net best)
+    accepted: int = 0
+
+
+def arm_nodes(arm: str, k: int, problem: str, workers_total: int) -> list[list[str]]:
+    """Per-node extra flags for an arm."""
+    if arm in ("central", "single1"):
+        return [["--optimizer", "cmaes", "--sigma", "0.5",
+                 "--workers", str(workers_total if arm == "central" else 1)]]
+    n = 2 if arm == "swarm2" else k
+    per_node_workers = "0" if problem != "lunarlander" else "1"
+    out = []
+    for i in range(n):
+        algo, sigma = SWARM_PRESETS[i % len(SWARM_PRESETS)] if n >= 5 else SWARM_PRESETS[i % 4]
+        flags = ["--optimizer", algo, "--sigma", sigma, "--workers", per_node_workers]
+        if algo == "openai-es":
+            flags += ["--lr", "0.03"]
+        if arm == "control":
+            flags += ["--no-migration"]
+        out.append(flags)
+    if problem != "lunarlander" and arm in ("central", "single1"):
+        out[0][out[0].index("--workers") + 1] = "0"
+    return out
+
+
+class Node:
+    def __init__(self, base: Path, name: str, args: list[str]) -> None:
+        self.dir = base / name
+        self.log_path = base / f"{name}.log"
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.pos = 0
+        self.buf = b""
+        self.episodes = 0
+        self.best: float | None = None
+        self.accepted = 0
+        self.target: dict | None = None
+        self.started: dict | None = None
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gaia_p2p", "start", "--data-dir", str(self.dir),
+                                      "--listen", "/ip4/127.0.0.1/tcp/0", *self.args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def poll_log(self) -> None:
+        with open(self.log_path, "rb") as f:
+            f.seek(self.pos)
+            chunk = f.read()
+        self.pos += len(chunk)
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            name = ev.get("event")
+            if name == "generation_completed":
+                self.episodes = int(ev.get("episodes", ev.get("evaluations", 0)))
+                if ev.get("best_fitness") is not None:
+                    self.best = float(ev["best_fitness"])
+            elif name == "migrant_accepted":
+                self.accepted += 1
+            elif name == "target_reached" and self.target is None:
+                self.target = ev
+            elif name == "node_started":
+                self.started = ev
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
+    common = ["--problem", a.problem, "--log-format", "json", "--log-interval", "0", "--bootstrap-file",
+              str(base / "no_bootstrap.toml"), "--telemetry-interval", "5", "--checkpoint-interval", "3600"]
+    if a.problem == "lunarlander":
+        common += ["--target-fitness", "200", "--stop-at-target", "--popsize", str(a.popsize),
+                   "--test-interval", "0"]  # test every new resident: detection must not depend on speed
+    else:
+        common += ["--dim", str(a.dim)]
+    if a.interval:
+        common += ["--migration-interval", str(a.interval)]
+    if a.reeval is not None:
+        common += ["--reeval-episodes", str(a.reeval)]
+    if a.entry:
+        common += ["--migration-entry", a.entry]
+    if a.margin is not None:
+        common += ["--accept-margin", str(a.margin)]
+    flags = arm_nodes(arm, a.nodes, a.problem, a.workers)
+    run = Run(arm, seed, len(flags))
+    nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
+             for i, f in enumerate(flags)]
+    t0 = time.monotonic()
+    try:
+        nodes[0].start()
+        deadline = time.monotonic() + 60
+        while nodes[0].started is None:
+            nodes[0].poll_log()
+            if time.monotonic() > deadline or nodes[0].proc.poll() is not None:
+                raise RuntimeError(f"node 0 did not start: {nodes[0].log_path}")
+            time.sleep(0.05)
+        boot = nodes[0].started["addrs"][0]
+        for n in nodes[1:]:
+            n.args += ["--bootstrap", boot]
+            n.start()
+        t0 = time.monotonic()
+        while True:
+            time.sleep(0.2)
+            for n in nodes:
+                n.poll_log()
+            now = time.monotonic() - t0
+            total = sum(n.episodes for n in nodes)
+            bests = [n.best for n in nodes if n.best is not None]
+            run.curve.append((now, total, max(bests) if bests else float("nan")))
+            hit = [n for n in nodes if n.target is not None]
+            if hit:
+                run.solved = True
+                run.wall_to_solve_s = now
+                # sum of all nodes' training episodes at that moment (the hitting node's own count is exact)
+                run.episodes_to_solve = sum(n.episodes for n in nodes if n is not hit[0]) + int(hit[0].target["episodes"])
+                break
+            if total >= a.budget or now > a.max_wall or all(n.proc.poll() is not None for n in nodes):
+                break
+    finally:
+        for n in nodes:
+            n.stop()
+        for n in nodes:
+            n.poll_log()
+    run.wall_s = time.monotonic() - t0
+    run.episodes_total = sum(n.episodes for n in nodes)
+    bests = [n.best for n in nodes if n.best is not None]
+    run.best_estimate = max(bests) if bests else None
+    run.accepted = sum(n.accepted for n in nodes)
+    run.final_score = final_score(nodes, a)
+    return run
+
+
+def final_score(nodes: list[Node], a: argparse.Namespace) -> dict | None:
+    """The best resident among the nodes' final checkpoints, on 100 fresh episodes (lunarlander)."""
+    import msgpack
+    import numpy as np
+
+    best = None
+    for n in nodes:
+        ck = n.dir / "checkpoint.msgpack"
+        if not ck.exists():
+            continue
+        isl = msgpack.unpackb(ck.read_bytes(), raw=False, strict_map_key=False)["island"]
+        if isl.get("best_params") is None:
+            continue
+        if best is None or isl["best_fitness"] > best[0]:
+            best = (isl["best_fitness"], np.frombuffer(isl["best_params"], dtype="<f8"))
+    if best is None:
+        return None
+    if a.problem != "lunarlander":
+        return {"mean": float(best[0])}
+    from gaia_p2p.tools.evaluate import evaluate_policy
+
+    r = evaluate_policy(best[1], (16,), a.final_episodes, seed0=50_000_000)
+    return {k: r[k] for k in ("mean", "std", "min", "solved_share")}
+
+
+def med(xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    m = statistics.median(xs)
+    return f"{m:.0f} ({min(xs):.0f}-{max(xs):.0f})" if abs(m) >= 100 else f"{m:.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def table(runs: list[Run], a: argparse.Namespace) -> str:
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    if a.problem == "lunarlander":
+        head = ("| arm | nodes | solved | episodes to solve, median (range) | wall s to solve | final 100-ep score "
+                "| migrants accepted |\n|---|---|---|---|---|---|---|")
+    else:
+        head = ("| arm | nodes | evaluations | best fitness, median (range) | wall s | migrants accepted |\n"
+                "|---|---|---|---|---|---|")
+    lines = [head]
+    for arm in arms:
+        rs = [r for r in runs if r.arm == arm]
+        if a.problem == "lunarlander":
+            lines.append(f"| {arm} | {rs[0].nodes} | {sum(r.solved for r in rs)} of {len(rs)} | "
+                         f"{med([r.episodes_to_solve for r in rs if r.solved])} | "
+                         f"{med([r.wall_to_solve_s for r in rs if r.solved])} | "
+                         f"{med([(r.final_score or {}).get('mean') for r in rs])} | "
+                         f"{med([r.accepted for r in rs])} |")
+        else:
+            lines.append(f"| {arm} | {rs[0].nodes} | {med([r.episodes_total for r in rs])} | "
+                         f"{med([r.best_estimate for r in rs])} | {med([r.wall_s for r in rs])} | "
+                         f"{med([r.accepted for r in rs])} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, arm in enumerate(dict.fromkeys(r.arm for r in runs)):
+        for j, r in enumerate(x for x in runs if x.arm == arm):
+            xs = [c[1] for c in r.curve]
+            ys = [c[2] for c in r.curve]
+            ax.plot(xs, ys, color=colors[i % len(colors)], alpha=0.8, lw=1.2, label=arm if j == 0 else None)
+            if r.solved:
+                ax.plot([r.episodes_to_solve], [ys[-1] if ys else 0], "o", color=colors[i % len(colors)])
+    if a.problem == "lunarlander":
+        ax.axhline(200, color="k", ls="--", lw=0.8, label="solved (200)")
+        ax.set_ylim(-300, 320)
+    ax.set_xlabel("total training episodes (all nodes)" if a.problem == "lunarlander" else "total evaluations")
+    ax.set_ylabel("network best (resident estimate)")
+    ax.set_title(f"{a.problem}: best fitness against total budget (dot = solved, tested on 100 fresh episodes)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problem", default="lunarlander", choices=["lunarlander", "rastrigin", "sphere", "rosenbrock"])
+    ap.add_argument("--dim", type=int, default=30)
+    ap.add_argument("--arms", default="central,swarm,control")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=4, help="K for swarm and control")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="central arm's worker processes")
+    ap.add_argument("--budget", type=int, default=None, help="total episodes (lunarlander) / evaluations")
+    ap.add_argument("--max-wall", type=float, default=600.0, help="seconds per run at most")
+    ap.add_argument("--popsize", type=int, default=32)
+    ap.add_argument("--interval", type=int, default=None, help="--migration-interval for every node")
+    ap.add_argument("--reeval", type=int, default=None, help="--reeval-episodes for every node")
+    ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="--migration-entry for every node")
+    ap.add_argument("--margin", type=float, default=None, help="--accept-margin for every node")
+    ap.add_argument("--final-episodes", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
+    ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
+    ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (tests)")
+    a = ap.parse_args()
+    if a.budget is None:
+        a.budget = 20_000 if a.problem == "lunarlander" else 200_000
+    if a.quick:
+        a.seeds, a.budget, a.max_wall, a.final_episodes, a.nodes = 1, 300 if a.problem == "lunarlander" else 3000, 60, 5, 2
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+
+    def on_term(*_):  # SIGTERM: unwind through every run's `finally`, which stops its nodes by PID
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    base = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
+    (base / "no_bootstrap.toml").write_text("bootstrap = []\n")
+    cmd = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__, REPO), *sys.argv[1:]])
+    print(f"# {cmd}\n# logs under {base}", flush=True)
+    runs: list[Run] = []
+    for seed in range(1, a.seeds + 1):
+        for arm in arms:  # interleaved, so load drift hits every arm alike
+            r = one_run(arm, seed, a, base)
+            runs.append(r)
+            print(f"{arm:8s} seed {seed}: solved={r.solved} episodes_to_solve={r.episodes_to_solve} "
+                  f"wall_to_solve={r.wall_to_solve_s and round(r.wall_to_solve_s, 1)} total={r.episodes_total} "
+                  f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
+                  f"accepted={r.accepted}", flush=True)
+    md = table(runs, a)
+    print("\n" + md)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.tag or (a.problem + ("-quick" if a.quick else ""))
+    (a.out / f"{stem}.md").write_text(f"Command: `{cmd}`\n\n{md}\n")
+    (a.out / f"{stem}.json").write_text(json.dumps([r.__dict__ for r in runs], default=float))
+    plot(runs, a.out / f"{stem}.png", a)
+    print(f"\nwrote {a.out / (stem + '.md')}, .json, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
