@@ -215,6 +215,27 @@ def render_status(s: dict[str, Any]) -> str:
         f"rejected: {rejected}",
         f"uptime          {_fmt(s['uptime_s'], 0)} s   data dir {s['data_dir']}",
     ]
+    net = (s.get("network") or {}).get("islands") or []
+    if net:
+        bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]
+        lines.insert(-1, f"network         {len(net)} islands heard (telemetry), network best "
+                         f"{_fmt(max(bests)) if bests else '-'}, "
+                         f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
+    target = s.get("target") or {}
+    if target.get("fitness") is not None:
+        last = target.get("last_test")
+        reached = target.get("reached")
+        text = f"target          {_fmt(target['fitness'], 1)}: "
+        if reached:
+            text += (f"REACHED at generation {reached['generation']} ({reached['episodes']} episodes), "
+                     f"{_fmt(reached['mean'], 1)} over {reached['test_episodes']} fresh episodes")
+        elif last:
+            text += f"last test {_fmt(last['mean'], 1)} over {last['test_episodes']} episodes (not yet)"
+        else:
+            text += "not tested yet (tests start when the best estimate reaches it)"
+        lines.insert(-1, text)
+    if isl.get("episodes") is not None and isl.get("episodes") != isl.get("evaluations"):
+        lines.insert(-1, f"episodes        {isl['episodes']} (training; tests not included)")
     return "\n".join(lines)
 
 

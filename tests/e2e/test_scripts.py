@@ -1,0 +1,33 @@
+"""The launch and benchmark scripts run end to end on a tiny budget (their numbers live in docs/)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_swarm_script_starts_and_stops_every_node(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "swarm.py"), "--nodes", "3", "--problem", "sphere",
+                        "--dim", "5", "--workers", "0", "--duration", "8", "--base-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "exit codes [0, 0, 0]" in r.stdout
+    assert r.stdout.count("node_started") == 3
+    for i in range(3):
+        assert (tmp_path / f"n{i}" / "checkpoint.msgpack").exists()
+
+
+def test_bench_islands_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_islands.py"), "--quick", "--problem", "sphere",
+                        "--dim", "5", "--arms", "central,swarm,control", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = (tmp_path / "sphere-quick.md").read_text()
+    assert table.count("\n| ") >= 4  # header + 3 arms
+    assert (tmp_path / "sphere-quick.png").stat().st_size > 1000
