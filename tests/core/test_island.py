@@ -111,8 +111,8 @@ def champion(pop: int, i: int, f: float, rest: float = -50.0) -> np.ndarray:
     return fit
 
 
-def scored(candidates: float | np.ndarray, extras: list[float] | tuple[float, ...] = ()) -> Callable[
-        [Evaluate], EvaluationDone]:
+def scored(candidates: float | np.ndarray,
+           extras: list[float] | tuple[float, ...] = ()) -> Callable[[Evaluate], EvaluationDone]:
     """A ``done`` for ``Driver.step``: the candidates scored ``candidates`` (one value for all, or one
     each), the extras exactly as listed; the test states how many extras the round carries."""
     def done(req: Evaluate) -> EvaluationDone:
