@@ -40,8 +40,8 @@ class PeersChanged:
 
 @dataclass(frozen=True)
 class Evaluate:
-    """Score ``candidates`` on ``seeds`` and ``extras`` (resident best, challenger, migrants) on
-    ``extra_seeds`` (the same seeds for all extras: like with like)."""
+    """Score ``candidates`` on ``seeds`` and ``extras`` (resident best, optimizer centroid, queued
+    migrants; only in assessment rounds) on ``extra_seeds`` (the same seeds for all extras)."""
 
     generation: int
     candidates: np.ndarray  # (popsize, dim)

@@ -4,13 +4,19 @@ Sans-IO: the shell feeds inputs (``EvaluationDone``, ``MigrantReceived``, ``Peer
 current time and a seeded rng, and carries out the effects this returns. The island never sleeps,
 sends or logs.
 
-Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Acceptance"):
-- every generation the resident best and every pending migrant are scored on the *same* episode
-  seeds as the generation's candidates, so comparisons are like with like;
-- a migrant is accepted only if it beats the resident on those seeds (switchable);
-- for deterministic problems the migrant's claimed fitness is also checked: a claim that does not
-  reproduce is a lie and is rejected as ``claim_mismatch``;
-- the resident best's fitness is the running mean of all its evaluations, not its luckiest draw.
+Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Receiver: acceptance"):
+- assessment rounds: the resident best, the optimizer's centroid and every queued migrant are
+  scored on the *same* seeds (like with like): every generation on deterministic problems, once
+  per migration interval on noisy ones, there on ``reeval_episodes`` fresh seeds (never the
+  candidates' seeds: the generation's champion won on those, its draw is biased upward);
+- the centroid or a migrant replaces the resident only if strictly better on those seeds (a
+  migrant: by more than rounding noise on deterministic problems, by ``accept_margin`` on noisy
+  ones; the rule is switchable); on deterministic problems the champion competes directly;
+- deterministic problems also check a migrant's claim: one that does not reproduce is a lie and
+  is rejected as ``claim_mismatch``;
+- the resident best's fitness is the running mean of its re-scores, not its luckiest draw;
+- an accepted migrant enters the running optimizer (``inject``: one clipped sample, or ``adopt``:
+  the mean moves to it); the optimizer is never restarted.
 """
 
 from __future__ import annotations

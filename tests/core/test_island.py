@@ -880,3 +880,45 @@ def test_migration_lifts_the_worst_island_on_rastrigin(seed):
     print(f"seed={seed} worst with={worst_with:.2f} without={worst_without:.2f} "
           f"best with={with_mig.best_fitness:.2f} without={without.best_fitness:.2f}")
     assert worst_with >= worst_without
+
+
+# ------------------------------------------------------------------------------------------------
+# how an accepted migrant enters the optimizer, and the noisy acceptance margin
+
+
+@pytest.mark.parametrize("entry", ["inject", "adopt"])
+def test_accepted_migrant_enters_the_optimizer_by_inject_or_adopt(entry):
+    d = Driver(make_island(entry=entry))
+    d.run(3)
+    target = np.full(DIM, 0.25, dtype=np.float32)
+    assert d.receive(B, make_elite(target, float(sphere(target)[0]))) == []
+    effects = d.step()
+    assert of_type(effects, MigrantAccepted)
+    nxt = d.pending.candidates
+    if entry == "inject":  # pycma puts the injected point first in the next population
+        np.testing.assert_allclose(nxt[0], target, atol=1e-6)
+    else:  # the mean moved: the next population is centred on the migrant
+        np.testing.assert_allclose(d.island.opt.mean, target.astype(np.float64), atol=1e-12)
+        assert not np.allclose(nxt[0], target, atol=1e-6)
+
+
+def test_noisy_accept_margin_requires_a_clear_lead():
+    def island_with(margin: float) -> tuple[Driver, list]:
+        d = Driver(make_island(deterministic=False, interval=1, accept_margin=margin))
+        pop = d.island.opt.popsize
+        # round 1: the centroid becomes the resident at -10
+        d.step(done=lambda r: EvaluationDone(r.generation, np.full(pop, -50.0), np.array([-10.0])))
+        elite = make_elite(np.full(DIM, 0.1), 1e9)
+        d.receive(B, elite)  # the next round was already asked for: the migrant waits one more
+        d.step(done=lambda r: EvaluationDone(r.generation, np.full(pop, -50.0), np.array([-10.0, -11.0])))
+        # round 3: resident -10, centroid -11, migrant -6 (a lead of 4)
+        effects = d.step(done=lambda r: EvaluationDone(r.generation, np.full(pop, -50.0),
+                                                      np.array([-10.0, -11.0, -6.0])))
+        return d, effects
+
+    _, effects = island_with(5.0)
+    assert reasons(effects) == ["not_better"] and not of_type(effects, MigrantAccepted)
+    d, effects = island_with(3.0)
+    [acc] = of_type(effects, MigrantAccepted)
+    assert (acc.src, acc.fitness, acc.replaced_fitness) == (B, -6.0, -10.0)
+    assert d.island.best_source == B
