@@ -51,6 +51,7 @@ class MigrationConfig:
     reeval_episodes: int | None = None  # None: 3 on noisy problems (lunarlander), 1 otherwise
     entry: str = "inject"  # how an accepted migrant enters the optimizer: inject | adopt
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
+    max_lies: int = 3  # deterministic problems: claims that did not reproduce before a peer is banned (0: never)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,8 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.entry", m.entry, "must be inject or adopt", "pass --migration-entry adopt")
     if not (math.isfinite(m.accept_margin) and m.accept_margin >= 0):
         raise _bad("migration.accept_margin", m.accept_margin, "must be >= 0", "pass --accept-margin 0")
+    if not 0 <= m.max_lies <= 1_000_000:
+        raise _bad("migration.max_lies", m.max_lies, "must be >= 0 (0 = never ban)", "set [migration] max_lies")
     if m.reeval_episodes is not None and not 1 <= m.reeval_episodes <= 64:
         raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", "pass --reeval-episodes 3")
     if e.device not in ("auto", "cpu", "cuda"):

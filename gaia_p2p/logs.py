@@ -47,6 +47,7 @@ MIGRANT_ACCEPTED = "migrant_accepted"
 MIGRANT_REJECTED = "migrant_rejected"
 MESSAGE_REJECTED = "message_rejected"
 POLICY_TESTED = "policy_tested"
+PEER_BANNED = "peer_banned"
 TARGET_REACHED = "target_reached"
 
 

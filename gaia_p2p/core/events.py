@@ -73,6 +73,15 @@ class MigrantRejected:
 
 
 @dataclass(frozen=True)
+class PeerBanned:
+    """``src`` lied about fitness ``lies`` times (claims that did not reproduce): ignore it from now on."""
+
+    src: str
+    reason: str
+    lies: int
+
+
+@dataclass(frozen=True)
 class GenerationCompleted:
     generation: int
     evaluations: int
@@ -85,4 +94,4 @@ class GenerationCompleted:
 
 
 Input = EvaluationDone | MigrantReceived | PeersChanged
-Effect = Evaluate | PublishMigrant | MigrantAccepted | MigrantRejected | GenerationCompleted
+Effect = Evaluate | PublishMigrant | MigrantAccepted | MigrantRejected | GenerationCompleted | PeerBanned

@@ -36,6 +36,7 @@ from gaia_p2p.core.events import (
     MigrantAccepted,
     MigrantReceived,
     MigrantRejected,
+    PeerBanned,
     PeersChanged,
     PublishMigrant,
 )
@@ -59,6 +60,7 @@ class MigrationPolicy:
     # population, pycma inject) or "adopt" (the search mean moves to it; sigma and covariance kept).
     entry: str = "inject"
     accept_margin: float = 0.0  # noisy problems: a migrant must beat the resident by more than this
+    max_lies: int = 3  # claims that did not reproduce before a peer is banned (0: never ban)
 
 
 @dataclass
@@ -101,6 +103,8 @@ class Island:
         self.gen_best_fitness = math.nan
         self.counters = Counters()
         self.live_peers: frozenset[str] = frozenset()
+        self.lies: dict[str, int] = {}  # claim_mismatch count per peer
+        self.banned: set[str] = set()
         self.random_sources: frozenset[str] = frozenset()
         self.last_publish_at = -math.inf
         self._publish_due = False
@@ -204,6 +208,10 @@ class Island:
                 if self.deterministic and not _claim_holds(elite.fitness, f):
                     self.counters.reject("claim_mismatch")
                     effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f))
+                    self.lies[src] = self.lies.get(src, 0) + 1
+                    if self.policy.max_lies and self.lies[src] >= self.policy.max_lies and src not in self.banned:
+                        self.banned.add(src)
+                        effects.append(PeerBanned(src, "claim_mismatch", self.lies[src]))
                     continue
                 if self.policy.accept_only_better and not _better(f, ref + (0.0 if self.deterministic else
                                                                            self.policy.accept_margin),
@@ -286,6 +294,8 @@ class Island:
             return reject("migration_disabled")
         if src == self.self_id:
             return reject("own_message")
+        if src in self.banned:
+            return reject("banned")
         if elite.experiment_id != self.experiment_id:
             return reject("wrong_experiment")
         if elite.dim != self.opt.dim:
@@ -331,6 +341,8 @@ class Island:
                          - sum(1 for kind, _, _ in self._round if kind == "migrant"),
                          "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
             "optimizer": self.opt.to_state(),
+            "banned": sorted(self.banned),
+            "lies": dict(self.lies),
         }
 
     @classmethod
@@ -340,6 +352,8 @@ class Island:
         isl = cls(optimizer=opt, experiment_id=str(data["experiment_id"]), self_id=self_id, policy=policy,
                   episodes=episodes, deterministic=deterministic, reeval_episodes=reeval_episodes)
         isl.episodes_used = int(data.get("episodes_used", 0))  # type: ignore[call-overload]
+        isl.banned = {str(p) for p in data.get("banned", ())}  # type: ignore[attr-defined]
+        isl.lies = {str(k): int(v) for k, v in dict(data.get("lies", {})).items()}  # type: ignore[call-overload]
         isl.generation = int(data["generation"])  # type: ignore[arg-type]
         isl.evaluations = int(data["evaluations"])  # type: ignore[arg-type]
         bp = data["best_params"]

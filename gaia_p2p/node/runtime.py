@@ -31,6 +31,7 @@ from gaia_p2p.core.events import (
     MigrantAccepted,
     MigrantReceived,
     MigrantRejected,
+    PeerBanned,
     PeersChanged,
     PublishMigrant,
 )
@@ -142,6 +143,7 @@ class Node:
                        "test_episodes_used": self.test_episodes_used},
             "network": self.netview.snapshot(),
             "capabilities": self.capabilities,
+            "banned_peers": sorted(isl.banned),
             "pubsub_streams_rejected": self.bad_streams,
             "workers": self.cfg.evaluation.workers,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
@@ -166,7 +168,7 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
         interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
         topology=cfg.migration.topology, random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
         min_publish_interval_s=cfg.migration.min_publish_interval_s, enabled=cfg.migration.enabled,
-        entry=cfg.migration.entry, accept_margin=cfg.migration.accept_margin)
+        entry=cfg.migration.entry, accept_margin=cfg.migration.accept_margin, max_lies=cfg.migration.max_lies)
     exp = experiment_id(cfg.problem)
     if cfg.fresh:
         moved = data.move_checkpoint_aside()
@@ -405,6 +407,14 @@ async def _execute(node: Node, effect: Any) -> None:
         level = log.warning if effect.reason in ("claim_mismatch",) else log.info
         level(logs.MIGRANT_REJECTED, src=effect.src, reason=effect.reason, claimed_fitness=effect.claimed_fitness,
               fitness=effect.fitness)
+    elif isinstance(effect, PeerBanned):
+        log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
+        try:
+            from libp2p.peer.id import ID
+
+            node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
+        except Exception as e:  # a bad id string cannot come from a verified signature, but never crash
+            log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
     else:
         raise AssertionError(f"unhandled effect {effect!r}")
 

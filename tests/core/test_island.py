@@ -22,6 +22,7 @@ from gaia_p2p.core.events import (
     MigrantAccepted,
     MigrantReceived,
     MigrantRejected,
+    PeerBanned,
     PeersChanged,
     PublishMigrant,
 )
@@ -923,3 +924,25 @@ def test_noisy_accept_margin_requires_a_clear_lead():
     [acc] = of_type(effects, MigrantAccepted)
     assert (acc.src, acc.fitness, acc.replaced_fitness) == (B, -6.0, -10.0)
     assert d.island.best_source == B
+
+
+def test_a_peer_whose_claims_do_not_reproduce_is_banned_after_max_lies():
+    d = Driver(make_island(max_lies=3))
+    d.run(2)
+    banned = []
+    for k in range(3):
+        liar = make_elite(np.full(DIM, 0.5 + k), 1e6)  # claims far better than it is
+        d.receive(B, liar)
+        d.step()
+        effects = d.step()
+        assert "claim_mismatch" in reasons(effects)
+        banned += of_type(effects, PeerBanned)
+    assert [(b.src, b.reason, b.lies) for b in banned] == [(B, "claim_mismatch", 3)]
+    assert B in d.island.banned
+    # from now on nothing from B is even queued; an honest peer still gets in
+    assert reasons(d.receive(B, make_elite(np.zeros(DIM), 0.0))) == ["banned"]
+    assert d.receive(C, make_elite(np.zeros(DIM), 0.0)) == []
+    # the ban survives a restart
+    restored = Island.from_checkpoint(d.island.to_checkpoint(), self_id=d.island.self_id,
+                                      policy=d.island.policy, episodes=1, deterministic=True)
+    assert restored.banned == {B} and restored.lies == {B: 3}
