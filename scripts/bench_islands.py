@@ -276,7 +276,10 @@ def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
         ax.set_ylim(-300, 320)
     ax.set_xlabel("total training episodes (all nodes)" if a.problem == "lunarlander" else "total evaluations")
     ax.set_ylabel("network best (resident estimate)")
-    ax.set_title(f"{a.problem}: best fitness against total budget (dot = solved, tested on 100 fresh episodes)")
+    if a.problem == "lunarlander":
+        ax.set_title("lunarlander: network best against total episodes (dot = solved: >= 200 on 100 fresh episodes)")
+    else:
+        ax.set_title(f"{a.problem}: network best against total evaluations (higher is better)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -302,7 +305,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (tests)")
+    ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG from a previous run's JSON")
     a = ap.parse_args()
+    if a.replot:
+        runs = [Run(**{k: v for k, v in d.items()}) for d in json.loads(a.replot.read_text())]
+        plot(runs, a.replot.with_suffix(".png"), a)
+        print(f"wrote {a.replot.with_suffix('.png')}")
+        return 0
     if a.budget is None:
         a.budget = 20_000 if a.problem == "lunarlander" else 200_000
     if a.quick:
