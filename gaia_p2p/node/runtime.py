@@ -53,6 +53,18 @@ log = structlog.get_logger("gaia.node")
 GRACEFUL_TIMEOUT_S = 3.0
 
 
+def _local_ipv4s() -> list[str]:
+    """This machine's IPv4 addresses, loopback first (for display of a 0.0.0.0 listener)."""
+    try:
+        import ifaddr
+
+        ips = [str(ip.ip) for ad in ifaddr.get_adapters() for ip in ad.ips if isinstance(ip.ip, str)]
+    except Exception:
+        ips = []
+    ips = sorted(set(ips), key=lambda ip: (not ip.startswith("127."), ip))
+    return ips or ["0.0.0.0"]
+
+
 def _short(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
 
@@ -101,7 +113,15 @@ class Node:
         return self.p2p.peer_id
 
     def addrs(self) -> list[str]:
-        return [a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}" for a in self.p2p.addrs()]
+        """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
+        out: list[str] = []
+        for a in self.p2p.addrs():
+            a = a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}"
+            if a.startswith("/ip4/0.0.0.0/"):
+                out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1) for ip in _local_ipv4s())
+            else:
+                out.append(a)
+        return list(dict.fromkeys(out))
 
     def status(self) -> dict[str, Any]:
         isl = self.island
