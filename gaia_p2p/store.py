@@ -48,6 +48,12 @@ class DataDir:
                               f"gaia-node; pass a different --data-dir for a second node") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        # Half-written temp files of a killed predecessor: we hold the lock, so they are stale.
+        for stale in self.path.glob(CHECKPOINT_FILE + ".tmp-*"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         return fd
 
     def write_checkpoint(self, state: dict[str, Any]) -> int:
