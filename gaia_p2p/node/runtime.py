@@ -179,8 +179,9 @@ class Node:
         state = self.checkpoint_state()  # snapshot here, on the loop: the island cannot change under it
         size = await trio.to_thread.run_sync(self.data.write_checkpoint, state)
         self.last_checkpoint_at = time.monotonic()
-        log.info(logs.CHECKPOINT_WRITTEN, generation=self.island.generation, size_bytes=size,
-                 best_fitness=_finite_or_none(self.island.best_fitness))
+        snap = state["island"]  # what is in the file, not where the island is by now
+        log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
+                 best_fitness=_finite_or_none(snap["best_fitness"]))
 
 
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]:
