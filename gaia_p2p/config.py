@@ -68,6 +68,7 @@ class NetworkConfig:
     refresh_min_s: float = 2.0  # DHT refresh period while the routing table is small
     refresh_max_s: float = 60.0  # backed off to this once it is full
     max_peers: int = 64  # dial at most this many discovered peers
+    keepalive_s: float = 5.0  # ping every connected peer this often; 2 misses -> disconnect (0: off)
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,9 @@ def validate(cfg: Config) -> None:
     if not 0 < n.refresh_min_s <= n.refresh_max_s:
         raise _bad("network.refresh_min_s", n.refresh_min_s, "needs 0 < refresh_min_s <= refresh_max_s",
                    "set [network] refresh_min_s / refresh_max_s")
+    if not (n.keepalive_s == 0 or 0.5 <= n.keepalive_s <= 3600):
+        raise _bad("network.keepalive_s", n.keepalive_s, "must be 0 (off) or in 0.5..3600",
+                   "set [network] keepalive_s")
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", "set [network] max_peers")
     if m.entry not in ("inject", "adopt"):

@@ -48,6 +48,7 @@ MIGRANT_REJECTED = "migrant_rejected"
 MESSAGE_REJECTED = "message_rejected"
 POLICY_TESTED = "policy_tested"
 PEER_BANNED = "peer_banned"
+PEER_UNRESPONSIVE = "peer_unresponsive"
 TARGET_REACHED = "target_reached"
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from gaia_p2p.node import control
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
+from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
 from gaia_p2p.store import DataDir
@@ -263,6 +265,11 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele)
         node_box.append(node)
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
+        for banned in island.banned:  # bans survive restarts (kept in the checkpoint)
+            try:
+                p2p.pubsub.add_to_blacklist(ID.from_base58(banned))
+            except Exception as e:
+                log.warning("peer_ban_failed", peer_id=banned, error=f"{type(e).__name__}: {e}")
         sub = await p2p.pubsub.subscribe(topic_name)
         p2p.pubsub.set_topic_validator(tele.topic, tele.validator, is_async_validator=False)
         tele_sub = await p2p.pubsub.subscribe(tele.topic)
@@ -280,6 +287,9 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                          seed=seed, workers=cfg.evaluation.workers, bootstrap=list(bootstrap),
                          data_dir=str(data.path), generation=island.generation, version=__version__)
                 nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network)
+                if cfg.network.keepalive_s > 0:
+                    nursery.start_soon(partial(keep_alive, p2p, interval_s=cfg.network.keepalive_s,
+                                               timeout_s=cfg.network.keepalive_s))
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
@@ -311,7 +321,9 @@ async def _island_loop(node: Node, seed: int) -> None:
             if isinstance(effect, Evaluate):
                 if max_gen is not None and isl.generation >= max_gen:
                     return
-                peers = frozenset(node.p2p.topic_peers(node.topic.topic))
+                # Banned peers are not live: py-libp2p keeps recording a blacklisted peer's topic
+                # subscriptions, and a ring or random topology would give it a slot it can never fill.
+                peers = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
                 if peers != live:
                     live = peers
                     effects.extend(isl.handle(PeersChanged(peers), now=trio.current_time(), rng=rng))
