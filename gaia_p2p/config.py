@@ -68,7 +68,7 @@ class NetworkConfig:
     refresh_min_s: float = 2.0  # DHT refresh period while the routing table is small
     refresh_max_s: float = 60.0  # backed off to this once it is full
     max_peers: int = 64  # dial at most this many discovered peers
-    keepalive_s: float = 5.0  # ping every connected peer this often; 2 misses -> disconnect (0: off)
+    keepalive_s: float = 5.0  # ping every connected peer this often; silent for 4x this -> disconnect (0: off)
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,16 @@ def abort_connections(host: Any, peer: Any) -> int:
             except Exception:
                 pass
     return n
+
+
+def forget_peer(host: Any, pubsub: Any, peer: Any) -> None:
+    """H: after aborting a dead peer's sockets, make the swarm and pubsub forget it now (their own
+    cleanup waits on reads that may never return)."""
+    try:
+        host.get_network().connections.pop(peer, None)
+    except Exception:
+        pass
+    try:
+        pubsub._handle_dead_peer(peer)
+    except Exception:
+        pass

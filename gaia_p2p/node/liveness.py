@@ -2,9 +2,11 @@
 
 Without it, a partitioned peer stays "connected" for as long as TCP retransmits (~15 min): nothing
 in py-libp2p 0.8.1 sends keepalives, so the mesh, the ring topology and `status` keep a dead peer
-(measured with network namespaces: tests/e2e/test_netns.py). A peer that misses ``misses``
-consecutive pings (each bounded by ``timeout_s``) is disconnected; the discovery loop dials it
-again once it answers (it stays in the routing table).
+(measured with network namespaces: tests/e2e/test_netns.py). Every ``interval_s`` each connected
+peer gets a ping (at most one in flight per peer, each bounded by ``timeout_s``); a peer with no
+answer for ``dead_after_s`` is disconnected: gracefully with a short deadline, then its sockets are
+aborted and pubsub forgets it (a close can block on a dead link, see libp2p_fixes H). The discovery
+loop dials it again once it answers (it stays in the routing table).
 """
 
 from __future__ import annotations
@@ -20,45 +22,49 @@ from gaia_p2p.node import libp2p_fixes
 log = structlog.get_logger("gaia.liveness")
 
 
-async def keep_alive(p2p: Any, *, interval_s: float, timeout_s: float, misses: int = 2,
-                     max_concurrent: int = 8) -> None:
+async def keep_alive(p2p: Any, *, interval_s: float, timeout_s: float, dead_after_s: float) -> None:
     from libp2p.host.ping import PingService
 
     service = PingService(p2p.host)
-    missed: dict[Any, int] = {}
-    limiter = trio.CapacityLimiter(max_concurrent)
+    last_ok: dict[Any, float] = {}
+    in_flight: set[Any] = set()
 
     async def probe(peer: Any) -> None:
-        async with limiter:
-            ok = False
+        in_flight.add(peer)
+        try:
             with trio.move_on_after(timeout_s):
                 try:
                     await service.ping(peer, 1)
-                    ok = True
-                except Exception:  # reset stream, closed connection, protocol error: all "no answer"
-                    ok = False
-            if ok:
-                missed.pop(peer, None)
-                return
-            missed[peer] = missed.get(peer, 0) + 1
-            if missed[peer] >= misses:
-                missed.pop(peer, None)
-                log.warning(logs.PEER_UNRESPONSIVE, peer_id=str(peer), misses=misses, timeout_s=timeout_s)
-                with trio.move_on_after(min(timeout_s, 2.0)):
-                    try:
-                        await p2p.host.disconnect(peer)
-                    except Exception as e:
-                        log.debug("peer_disconnect_failed", peer_id=str(peer), error=f"{type(e).__name__}: {e}")
-                if p2p.host.get_network().get_connections(peer):
-                    # a graceful close blocks on a dead link with a full send buffer: abort it
-                    aborted = libp2p_fixes.abort_connections(p2p.host, peer)
-                    log.info("peer_connections_aborted", peer_id=str(peer), sockets=aborted)
+                    last_ok[peer] = trio.current_time()
+                except Exception:  # reset stream, closed connection, protocol error: no answer
+                    pass
+        finally:
+            in_flight.discard(peer)
 
-    while True:
-        await trio.sleep(interval_s)
-        peers = list(p2p.host.get_connected_peers())
-        for gone in set(missed) - set(peers):
-            missed.pop(gone, None)
-        async with trio.open_nursery() as nursery:
+    async def drop(peer: Any) -> None:
+        log.warning(logs.PEER_UNRESPONSIVE, peer_id=str(peer), silent_s=round(trio.current_time() - last_ok[peer], 1))
+        last_ok.pop(peer, None)
+        with trio.move_on_after(2.0):
+            try:
+                await p2p.host.disconnect(peer)
+            except Exception as e:
+                log.debug("peer_disconnect_failed", peer_id=str(peer), error=f"{type(e).__name__}: {e}")
+        if p2p.host.get_network().get_connections(peer):
+            aborted = libp2p_fixes.abort_connections(p2p.host, peer)
+            libp2p_fixes.forget_peer(p2p.host, p2p.pubsub, peer)
+            log.info("peer_connections_aborted", peer_id=str(peer), sockets=aborted)
+
+    # Probes and drops run in this nursery so that a probe stuck in libp2p never stalls the loop.
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.sleep(interval_s)
+            now = trio.current_time()
+            peers = list(p2p.host.get_connected_peers())
+            for gone in set(last_ok) - set(peers):
+                last_ok.pop(gone, None)
             for peer in peers:
-                nursery.start_soon(probe, peer)
+                last_ok.setdefault(peer, now)  # newly seen: give it a full grace period
+                if now - last_ok[peer] > dead_after_s:
+                    nursery.start_soon(drop, peer)
+                elif peer not in in_flight:
+                    nursery.start_soon(probe, peer)

@@ -288,8 +288,10 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                          data_dir=str(data.path), generation=island.generation, version=__version__)
                 nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network)
                 if cfg.network.keepalive_s > 0:
+                    # silent for 4 periods (20 s by default) = dead: a busy machine is not a dead link
                     nursery.start_soon(partial(keep_alive, p2p, interval_s=cfg.network.keepalive_s,
-                                               timeout_s=cfg.network.keepalive_s))
+                                               timeout_s=2 * cfg.network.keepalive_s,
+                                               dead_after_s=4 * cfg.network.keepalive_s))
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)

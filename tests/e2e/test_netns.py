@@ -27,8 +27,8 @@ COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migratio
           "--telemetry-interval", "1")
 # Longest the partition is held while waiting for both sides to notice it. Without our keepalive,
 # py-libp2p (no pings on idle streams; TCP retransmits for ~15 min) noticed nothing within 60 s;
-# with it (ping every 5 s, 2 misses) both sides drop each other in 10-25 s.
-PARTITION_S = float(os.environ.get("GAIA_NETNS_PARTITION_S", "45"))
+# with it (ping every 5 s, 10 s to answer, 2 misses) both sides drop each other in ~20-35 s.
+PARTITION_S = float(os.environ.get("GAIA_NETNS_PARTITION_S", "60"))
 
 
 def wait_for(pred, what: str, timeout_s: float, poll_s: float = 0.25):
