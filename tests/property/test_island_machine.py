@@ -78,7 +78,8 @@ class IslandMachine(RuleBasedStateMachine):
     )
     def start(self, topology, accept_only_better, max_pending, interval, random_k, seed, deterministic):
         self.policy = MigrationPolicy(interval=interval, accept_only_better=accept_only_better, topology=topology,
-                                      random_k=random_k, max_pending=max_pending, min_publish_interval_s=0.0)
+                                      random_k=random_k, max_pending=max_pending, min_publish_interval_s=0.0,
+                                      max_lies=0)  # bans are out of this model (tests/core/test_island.py)
         opt = make_optimizer("cmaes", DIM, sigma=0.5, popsize=None, seed=seed, x0=np.full(DIM, 1.5))
         self.popsize = opt.popsize
         self.deterministic = deterministic
