@@ -78,3 +78,15 @@ class NodeProc:
             self.proc.wait(timeout=10)
         if hasattr(self, "log"):
             self.log.close()
+
+
+def wait_for(predicate, what: str, timeout_s: float, poll_s: float = 0.25):
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")

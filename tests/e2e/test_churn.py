@@ -14,19 +14,10 @@ import time
 
 import pytest
 
-from cli_helpers import NodeProc
+from cli_helpers import NodeProc, wait_for
 
 pytestmark = pytest.mark.e2e
 
-
-def wait_for(pred, what: str, timeout_s: float, poll_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_churn_kill_and_restart(tmp_path):

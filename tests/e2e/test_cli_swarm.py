@@ -6,20 +6,10 @@ import time
 
 import pytest
 
-from cli_helpers import NodeProc
+from cli_helpers import NodeProc, wait_for
 
 pytestmark = pytest.mark.e2e
 
-
-def wait_for(predicate, what: str, timeout_s: float, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
 
 
 def test_three_processes_find_each_other_migrate_stop_and_resume(tmp_path):

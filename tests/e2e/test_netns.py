@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from cli_helpers import wait_for
 from netns_helpers import NetnsLab, NsNodeProc, netns_unavailable_reason
 
 pytestmark = pytest.mark.e2e
@@ -30,15 +31,6 @@ COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migratio
 # with it (ping every 5 s, 10 s to answer, 2 misses) both sides drop each other in ~20-35 s.
 PARTITION_S = float(os.environ.get("GAIA_NETNS_PARTITION_S", "60"))
 
-
-def wait_for(pred, what: str, timeout_s: float, poll_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture
