@@ -1,7 +1,8 @@
 """Every workaround for py-libp2p 0.8.1 lives here, each named after the bug it guards against.
 
-See ../shared/LIBP2P_NOTES.md for how each was reproduced on this machine; each has a test in
-tests/integration/test_libp2p_fixes.py that reproduces the bug it guards against.
+See ../shared/LIBP2P_NOTES.md for how each was reproduced on this machine; A-G have a test in
+tests/integration/test_libp2p_fixes.py that reproduces the bug they guard against, H is exercised
+by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
 
 A. ``guard_pubsub_stream_handlers``: one malformed pubsub frame raises an uncaught protobuf
    ``DecodeError`` inside ``Pubsub.continuously_read_stream`` that ends ``host.run()`` and the whole
