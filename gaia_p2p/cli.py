@@ -5,19 +5,16 @@ Exit codes: 0 ok, 1 runtime failure (no node running, peer unreachable), 2 usage
 
 from __future__ import annotations
 
-import os
+# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process too (its
+# numpy work is small; threaded BLAS only spun against the evaluation workers). A user value wins.
+from gaia_p2p.threads import single_thread_env
 
-# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process. Its numpy
-# work is small (pycma in a few hundred dimensions); multi-threaded BLAS only made its threads spin
-# against the evaluation workers (measured: a 2-worker node evaluated 118/s, a 1-worker node 160/s).
-# Workers pin themselves too (problems/evaluate.py). A value set by the user wins.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+single_thread_env()
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402

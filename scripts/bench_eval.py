@@ -29,15 +29,9 @@ import os
 import sys
 
 # One BLAS/OpenMP thread, set before numpy (or torch) is imported.
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-):
-    os.environ[_var] = "1"
+from gaia_p2p.threads import single_thread_env  # noqa: E402  (imports nothing heavy)
+
+single_thread_env(force=True)
 
 import argparse  # noqa: E402
 import platform  # noqa: E402

@@ -11,7 +11,6 @@ evaluation runs, gymnasium.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -23,14 +22,7 @@ from gaia_p2p.problems import functions, lunar, spirals
 
 BACKENDS = ("numpy", "torch")
 
-BLAS_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
+from gaia_p2p.threads import BLAS_THREAD_VARS, single_thread_env  # noqa: F401  (BLAS_THREAD_VARS re-exported)
 
 # Keeps the runtime limit object alive (threadpoolctl restores limits only when asked to).
 _THREADPOOL_LIMITS: Any = None
@@ -44,8 +36,7 @@ def pin_blas_threads() -> None:
     at runtime; an already imported torch gets ``set_num_threads(1)``.
     """
     global _THREADPOOL_LIMITS
-    for var in BLAS_THREAD_VARS:
-        os.environ.setdefault(var, "1")
+    single_thread_env()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
