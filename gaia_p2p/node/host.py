@@ -122,9 +122,8 @@ class P2P:
 class _ConnectionNotifee:
     """Logs peer_connected / peer_disconnected (first connection / last connection)."""
 
-    def __init__(self, host: Any, on_change: Callable[[], None]) -> None:
+    def __init__(self, host: Any) -> None:
         self.host = host
-        self.on_change = on_change
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
         pass
@@ -136,13 +135,11 @@ class _ConnectionNotifee:
         peer = conn.muxed_conn.peer_id
         if len(network.get_connections(peer)) <= 1:
             log.info("peer_connected", peer_id=str(peer), n_peers=len(network.connections))
-        self.on_change()
 
     async def disconnected(self, network: Any, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id
         if not network.get_connections(peer):
             log.info("peer_disconnected", peer_id=str(peer), n_peers=len(network.connections))
-        self.on_change()
 
     async def listen(self, network: Any, maddr: Any) -> None:
         pass
@@ -152,8 +149,8 @@ class _ConnectionNotifee:
 
 
 @asynccontextmanager
-async def open_p2p(key_pair: Any, net: NetworkConfig, *, on_bad_stream: Callable[[str, str], None],
-                   on_peers_changed: Callable[[], None] = lambda: None) -> AsyncIterator[P2P]:
+async def open_p2p(key_pair: Any, net: NetworkConfig, *,
+                   on_bad_stream: Callable[[str, str], None]) -> AsyncIterator[P2P]:
     from libp2p import create_yamux_muxer_option, new_host
     from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
     from libp2p.network.config import ConnectionConfig
@@ -194,7 +191,7 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *, on_bad_stream: Callable
     libp2p_fixes.guard_pubsub_stream_handlers(host, pubsub, on_bad_stream)
     libp2p_fixes.serialize_pubsub_writes(pubsub)
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
-    host.get_network().register_notifee(_ConnectionNotifee(host, on_peers_changed))
+    host.get_network().register_notifee(_ConnectionNotifee(host))
 
     async with host.run(listen_addrs=listen):
         async with background_trio_service(pubsub), background_trio_service(gossipsub):

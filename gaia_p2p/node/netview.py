@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from gaia_p2p.core.telemetry import Migration, Telemetry, to_json
+from gaia_p2p.core.telemetry import Telemetry, to_json
 
 
 class NetView:
@@ -66,6 +66,3 @@ def local_capabilities(backend: str) -> dict[str, Any]:
             pass
     return caps
 
-
-def recent_migrations(accepted: deque[Migration]) -> tuple[Migration, ...]:
-    return tuple(accepted)

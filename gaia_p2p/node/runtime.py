@@ -96,10 +96,6 @@ class Node:
         self.started_mono = time.monotonic()
         self.bad_streams = 0
         self.evals_per_s = 0.0
-        self.generation_changed = trio.Event()
-        self.migrant_accepted = trio.Event()
-        self.last_checkpoint_at: float | None = None
-        self.finished = False
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
         self.last_tested: bytes | None = None
@@ -180,7 +176,6 @@ class Node:
     async def write_checkpoint(self) -> None:
         state = self.checkpoint_state()  # snapshot here, on the loop: the island cannot change under it
         size = await trio.to_thread.run_sync(self.data.write_checkpoint, state)
-        self.last_checkpoint_at = time.monotonic()
         snap = state["island"]  # what is in the file, not where the island is by now
         log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
                  best_fitness=_finite_or_none(snap["best_fitness"]))
@@ -298,7 +293,6 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
                 task_status.started(node)
                 await _island_loop(node, seed)
-                node.finished = True
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(GRACEFUL_TIMEOUT_S):
@@ -401,8 +395,6 @@ async def _maybe_test(node: Node) -> bool:
 
 async def _execute(node: Node, effect: Any) -> None:
     if isinstance(effect, GenerationCompleted):
-        node.generation_changed.set()
-        node.generation_changed = trio.Event()
         now = trio.current_time()
         bar = logs.progress()
         if bar is not None and now - node.last_bar_at >= 0.25:  # a terminal redraw at most 4 times a second
@@ -437,7 +429,6 @@ async def _execute(node: Node, effect: Any) -> None:
         log.info(logs.MIGRANT_ACCEPTED, src=effect.src, generation=effect.generation, fitness=effect.fitness,
                  replaced_fitness=_finite_or_none(effect.replaced_fitness), claimed_fitness=effect.claimed_fitness,
                  gain=_finite_or_none(effect.fitness - effect.replaced_fitness))
-        node.migrant_accepted.set()
     elif isinstance(effect, MigrantRejected):
         level = log.warning if effect.reason in ("claim_mismatch",) else log.info
         level(logs.MIGRANT_REJECTED, src=effect.src, reason=effect.reason, claimed_fitness=effect.claimed_fitness,

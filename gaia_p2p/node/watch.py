@@ -43,16 +43,10 @@ def short(peer_id: str) -> str:
     return "…" + peer_id[-6:]
 
 
-def _num(x: Any, nd: int = 2) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}" if abs(x) < 1e5 else f"{x:.3g}"
-    return str(x)
-
-
 def render(snapshot: dict[str, Any], source: str) -> Any:
     from rich.console import Group
+
+    from gaia_p2p.cli import _fmt
     from rich.table import Table
     from rich.text import Text
 
@@ -72,16 +66,16 @@ def render(snapshot: dict[str, Any], source: str) -> Any:
         m = r.get("migrants") or {}
         age = now - float(r.get("time") or now)
         t.add_row(short(r["peer_id"]), opt, str(r.get("generation")), str(r.get("evaluations")),
-                  _num(r.get("evals_per_s"), 0), _num(r.get("best_fitness")),
-                  sparkline(history.get(r["peer_id"], [])), _num(r.get("mean_fitness")),
-                  _num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
+                  _fmt(r.get("evals_per_s"), 0), _fmt(r.get("best_fitness"), 2),
+                  sparkline(history.get(r["peer_id"], [])), _fmt(r.get("mean_fitness"), 2),
+                  _fmt(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
                   f"{age:.0f}s ago" if age < 3600 else "stale")
     bests = [r["best_fitness"] for r in islands if r.get("best_fitness") is not None]
     cpus = sum(int(r.get("cpus") or 0) for r in islands)
     gpus = sum(1 for r in islands if r.get("gpu"))
     rate = sum(float(r.get("evals_per_s") or 0.0) for r in islands)
     total = sum(int(r.get("evaluations") or 0) for r in islands)
-    summary = Text(f"network best {_num(max(bests)) if bests else '-'}   islands {len(islands)}   "
+    summary = Text(f"network best {_fmt(max(bests), 2) if bests else '-'}   islands {len(islands)}   "
                    f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations")
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
