@@ -2,7 +2,8 @@
 
 Rejections are counted by reason and logged at WARNING with the originator's peer id; a rejected
 message is neither delivered nor forwarded, and the validator's rejection feeds gossipsub's
-invalid-message penalty for the forwarding peer.
+invalid-message penalty for the forwarding peer (node/scoring.py), except for ``IGNORED_REASONS``,
+gossipsub IGNOREs that are not the forwarder's fault.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from gaia_p2p.core import codec
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
+from gaia_p2p.node import libp2p_fixes
 
 log = structlog.get_logger("gaia.gossip")
+
+#: Rejected without a score penalty: a rate limit (an honest relay can pass on a burst that our own
+#: bucket for its origin has just refused) and our own bug.
+IGNORED_REASONS = frozenset({"rate_limited", "internal_error"})
 
 
 class TokenBucket:
@@ -55,6 +61,8 @@ class ValidatedTopic:
 
     def reject(self, reason: str, origin: str, detail: str = "") -> None:
         self.rejected[reason] += 1
+        if reason in IGNORED_REASONS:
+            libp2p_fixes.ignore_message()
         log.warning(logs.MESSAGE_REJECTED, topic=self.topic, reason=reason, peer_id=origin, error=detail[:200],
                     count=self.rejected[reason])
 

@@ -3,6 +3,7 @@ Noise only, see attacker.py) connects to the victim, subscribes to its migrants 
 messages. Each attack is checked on the victim's own counters: ``node.topic.rejected`` (the gossipsub
 validator, by reason code), ``node.island.counters`` / ``banned`` / ``lies``, and ``node.status()``.
 Throughout: the victim never crashes (its nursery does not raise), keeps evolving, status() works.
+The last test checks the victim's gossipsub peer scores (gaia_p2p/node/scoring.py).
 
 The victim (workers 0, rastrigin dim 10) is deterministic: claims are checked by re-evaluation.
 """
@@ -16,6 +17,7 @@ from libp2p.peer.id import ID
 
 from gaia_p2p.core import codec
 from gaia_p2p.node.runtime import Node, run
+from gaia_p2p.node.scoring import GRAYLIST_THRESHOLD, peer_scores
 
 from attacker import LIE_CLAIM, SENTINEL_TOPIC, honest_elite, lie_elite, malformed_payloads, open_attacker
 from swarm_helpers import node_config, wait_until
@@ -183,4 +185,69 @@ async def test_replayed_message_is_delivered_once(tmp_path):
                 await _keeps_evolving(node, "after the replay", gens=3)
                 assert isl.counters.received == 2  # original once + fresh; the replays never reached the island
                 assert sum(node.topic.rejected.values()) == 0  # nor the validator (no rate_limited either)
+            nursery.cancel_scope.cancel()
+
+
+async def test_invalid_messages_graylist_the_sender_and_spare_honest_peers(tmp_path):
+    """Each rejected message costs its forwarder 10 points (P4): the 10th puts the attacker below the
+    graylist threshold (-95). From then on the victim drops its messages before validation, drops its
+    control messages, prunes it from the mesh and refuses it back; an honest peer on the same machine
+    (127.0.0.1, so no IP-colocation penalty) keeps a score of 0 both ways and keeps receiving."""
+    from libp2p.pubsub.pb import rpc_pb2
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run, node_config(tmp_path, 0, problem=PROBLEM))
+            honest = await nursery.start(run, node_config(tmp_path, 1, bootstrap=(node.addrs()[0],), problem=PROBLEM))
+            gs, topic, exp, dim = node.p2p.gossipsub, node.topic.topic, node.exp_id, node.island.opt.dim
+            honest_id = ID.from_base58(honest.peer_id)
+            await wait_until(lambda: honest_id in gs.mesh.get(topic, ()), "the honest peer in the victim's mesh", 20)
+            async with open_attacker() as atk:
+                await atk.join(node.addrs()[0], topic)
+                attacker_id = ID.from_base58(atk.peer_id)
+                assert attacker_id in gs.mesh[topic]
+                payloads = malformed_payloads(exp, dim)
+                assert len(payloads) == 10
+                scores = []
+                for k, (name, data, _reason) in enumerate(payloads, 1):
+                    t = trio.current_time()
+                    await atk.publish(data)
+                    await wait_until(lambda k=k: sum(node.topic.rejected.values()) >= k, f"invalid message {k}", 10)
+                    scores.append(peer_scores(gs)[atk.peer_id])
+                    await trio.sleep_until(t + PACE_S)
+                assert all(s > GRAYLIST_THRESHOLD for s in scores[:9]), scores
+                assert scores[-1] < GRAYLIST_THRESHOLD, scores
+                assert -100 <= scores[-1] < -99, scores  # 10 x -10, decayed with a 600 s half-life
+                await wait_until(lambda: attacker_id not in gs.mesh[topic], "the attacker pruned from the mesh", 5)
+
+                # (a) ignored: an invalid and a valid message written straight onto a stream of its own,
+                # then a GRAFT through its pubsub; a subscription behind each shows they were read
+                rejected, received, stats = dict(node.topic.rejected), node.island.counters.received, \
+                    dict(gs.gaia_score_stats)
+                stream = await atk.open_stream()
+                await atk.send_frames(stream, [atk.sign(payloads[0][1]), atk.sign(honest_elite(exp, PROBLEM, dim))],
+                                      subscribe=[SENTINEL_TOPIC])
+                await wait_until(lambda: attacker_id in node.p2p.pubsub.peer_topics.get(SENTINEL_TOPIC, ()),
+                                 "the subscription behind the two messages", 10)
+                atk.gossipsub.send_rpc(atk.victim, rpc_pb2.RPC(control=rpc_pb2.ControlMessage(
+                    graft=[rpc_pb2.ControlGraft(topicID=topic)])))
+                atk.queue_subscription(SENTINEL_TOPIC + "/2")
+                await wait_until(lambda: attacker_id in node.p2p.pubsub.peer_topics.get(SENTINEL_TOPIC + "/2", ()),
+                                 "the subscription behind the GRAFT", 10)
+                r0 = honest.island.counters.received
+                await _keeps_evolving(node, "after the graylisting", gens=3)
+                assert dict(node.topic.rejected) == rejected  # neither message was validated
+                assert node.island.counters.received == received
+                assert gs.gaia_score_stats["graylisted_rpcs"] > stats["graylisted_rpcs"]  # the GRAFT at least
+                assert attacker_id not in gs.mesh[topic]
+                assert peer_scores(gs)[atk.peer_id] < GRAYLIST_THRESHOLD
+
+                # (b) the honest peer: score 0 both ways, still in the mesh, still receiving the victim's elites
+                await wait_until(lambda: honest.island.counters.received > r0, "a migrant from the victim", 20)
+                assert peer_scores(gs)[honest.peer_id] >= 0
+                assert peer_scores(honest.p2p.gossipsub)[node.peer_id] >= 0
+                assert honest_id in gs.mesh[topic]
+                print(f"attacker score after each invalid message: {scores}; honest: "
+                      f"{peer_scores(gs)[honest.peer_id]} (victim's view), "
+                      f"{peer_scores(honest.p2p.gossipsub)[node.peer_id]} (honest's view); stats {gs.gaia_score_stats}")
             nursery.cancel_scope.cancel()

@@ -8,12 +8,15 @@ import trio
 from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import PeerScorer, ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.node import libp2p_fixes, scoring
 from gaia_p2p.node.control import encode_uvarint
 from gaia_p2p.node.runtime import run
 
@@ -159,3 +162,118 @@ async def test_bug_g_noise_only(tmp_path):
             protos = list(upgrader.security_multistream.transports)
             assert [str(p) for p in protos] == ["/noise"], protos
             nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------------------------------
+# I. peer scores that act (no network: the scorer, the mesh heartbeat and push_msg driven directly)
+
+T_MIGRANTS, T_TELEMETRY = "/gaia/test/migrants/1", "/gaia/test/telemetry/1"
+
+
+def _peer():
+    return ID.from_pubkey(create_new_key_pair().public_key)
+
+
+def _scored_pubsub(*, enforce: bool):
+    gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], score_params=scoring.score_params(heartbeat_s=1.0),
+                   **libp2p_fixes.gossipsub_options(heartbeat_s=1.0, degree=3, degree_low=2, degree_high=4,
+                                                    eclipse_protection=False))
+    pubsub = Pubsub(_host(), gs, strict_signing=False)
+    if enforce:
+        libp2p_fixes.enforce_peer_scores(pubsub)
+    return pubsub, gs
+
+
+def _mesh_of(gs, pubsub, topic, peers) -> None:
+    gs.mesh[topic] = set(peers)
+    pubsub.peer_topics[topic] = set(peers)
+    for p in peers:
+        gs.peer_protocol[p] = TProtocol("/meshsub/1.1.0")
+
+
+def _msg(topic: str, i: int):
+    return rpc_pb2.Message(data=b"x", topicIDs=[topic], from_id=_peer().to_bytes(), seqno=i.to_bytes(8, "big"))
+
+
+async def test_bug_i_upstream_scorer_does_not_act():
+    """Upstream behaviour with our params (if this starts failing, py-libp2p changed and I may go)."""
+    assert PeerScorer(ScoreParams()).params.p4_invalid_messages.cap == 0  # the default cap turns P4 off
+    pubsub, gs = _scored_pubsub(enforce=False)
+    bad, good = _peer(), _peer()
+    for _ in range(20):
+        gs.scorer.on_invalid_message(bad, T_TELEMETRY)
+    assert gs.scorer.score(bad, [T_TELEMETRY]) == -200
+    assert gs.scorer.allow_publish(bad, [T_MIGRANTS])  # one topic's gate ignores the other topic
+    _mesh_of(gs, pubsub, T_MIGRANTS, [bad, good])
+    gs.mesh_heartbeat()
+    assert bad in gs.mesh[T_MIGRANTS]  # a graylisted peer stays in the mesh
+    gs.scorer.remove_peer(bad)
+    assert gs.scorer.score(bad, [T_TELEMETRY]) == 0  # a reconnect starts from a clean score
+
+
+async def test_bug_i_enforced_scores_act():
+    pubsub, gs = _scored_pubsub(enforce=True)
+    scorer, stats = gs.scorer, gs.gaia_score_stats
+    bad, good, fresh = _peer(), _peer(), _peer()
+    for _ in range(9):
+        scorer.on_invalid_message(bad, T_TELEMETRY)
+    assert scorer.score(bad) == -90 and scorer.allow_publish(bad, [T_MIGRANTS])
+    assert not scorer.allow_gossip(bad, [T_MIGRANTS])  # -45 crossed at the 5th
+    scorer.on_invalid_message(bad, T_TELEMETRY)
+    assert scorer.score(bad, [T_MIGRANTS]) == -100  # summed over topics
+    assert not scorer.allow_publish(bad, [T_MIGRANTS]) and scorer.is_graylisted(bad, [T_MIGRANTS])
+    assert scoring.peer_scores(gs) == {str(bad): -100.0}
+
+    # the mesh: a graylisted peer is pruned, never grafted, and its control messages are dropped;
+    # a peer with a few invalid messages (-50) is not
+    mid = _peer()
+    for _ in range(5):
+        scorer.on_invalid_message(mid, T_MIGRANTS)
+    _mesh_of(gs, pubsub, T_MIGRANTS, [bad, good, fresh, mid])
+    gs.mesh[T_MIGRANTS] = {bad, mid}
+    to_graft, to_prune = gs.mesh_heartbeat()
+    assert gs.mesh[T_MIGRANTS] == {good, fresh, mid}, gs.mesh  # refilled to degree 3 without bad
+    assert to_prune[bad] == [T_MIGRANTS] and bad not in to_graft and stats["mesh_pruned"] == 1
+    await gs.handle_rpc(rpc_pb2.RPC(control=rpc_pb2.ControlMessage(
+        graft=[rpc_pb2.ControlGraft(topicID=T_MIGRANTS)])), bad)
+    assert stats["graylisted_rpcs"] == 1 and bad not in gs.mesh[T_MIGRANTS]
+
+    # a disconnect keeps P4; decay forgets it once below 0.01 (10 invalid messages: ~10 half-lives)
+    gs.remove_peer(bad)
+    assert scorer.score(bad) == -100
+    heartbeats = 0
+    while scorer.invalid_messages.get(bad):
+        scorer.on_heartbeat()
+        heartbeats += 1
+    assert 9.5 * 600 <= heartbeats <= 10.5 * 600, heartbeats  # 1 s heartbeats, 600 s half-life
+    assert scorer.score(bad) == 0 and str(bad) not in scoring.peer_scores(gs)
+    assert scoring.peer_scores(gs)[str(good)] == 0
+
+
+async def test_bug_i_validator_reject_and_ignore():
+    """push_msg: a REJECT costs the forwarder 10 and is cached; an IGNORE costs nothing and is not cached;
+    once below the publish threshold the forwarder's messages are not even validated."""
+    pubsub, gs = _scored_pubsub(enforce=True)
+    calls = {"n": 0}
+
+    def validator(forwarder, msg) -> bool:
+        calls["n"] += 1
+        if msg.data == b"ignore":
+            libp2p_fixes.ignore_message()
+        return False
+
+    pubsub.set_topic_validator(T_MIGRANTS, validator, is_async_validator=False)
+    relay, attacker = _peer(), _peer()
+    ignored = _msg(T_MIGRANTS, 1)
+    ignored.data = b"ignore"
+    for _ in range(3):
+        await pubsub.push_msg(relay, ignored)
+    assert calls["n"] == 3 and gs.scorer.score(relay) == 0  # judged afresh each time, never charged
+    for i in range(12):
+        await pubsub.push_msg(attacker, _msg(T_MIGRANTS, 100 + i))
+    assert calls["n"] == 3 + 10  # the 11th and 12th were dropped by the publish gate before validation
+    assert gs.scorer.score(attacker) == -100
+    rejected = _msg(T_MIGRANTS, 7)
+    await pubsub.push_msg(relay, rejected)
+    await pubsub.push_msg(_peer(), rejected)  # the cached verdict: not validated again, still charged
+    assert calls["n"] == 14 and gs.scorer.score(relay) == -10
