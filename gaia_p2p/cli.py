@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, help="worker processes (default: the machine's cores; 0 = a thread)")
     g.add_argument("--backend", choices=["numpy", "torch"])
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch backend device (default auto)")
+    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of wall time spent computing, 0.01..1; "
+                   "the island sleeps the rest (default 1)")
     g = s.add_argument_group("run")
     g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
     g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")
@@ -148,7 +150,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},
-        "evaluation": {"workers": a.workers, "backend": a.backend, "device": a.device},
+        "evaluation": {"workers": a.workers, "backend": a.backend, "device": a.device,
+                       "duty_cycle": a.duty_cycle},
     }
 
 
@@ -197,6 +200,14 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def render_status(s: dict[str, Any]) -> str:
     isl, mig, opt = s["island"], s["migrants"], s["optimizer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(mig["rejected"].items())) or "none"
@@ -221,6 +232,17 @@ def render_status(s: dict[str, Any]) -> str:
         f"rejected: {rejected}",
         f"uptime          {_fmt(s['uptime_s'], 0)} s   data dir {s['data_dir']}",
     ]
+    traffic, cpu = s.get("traffic") or {}, s.get("cpu") or {}
+    if traffic and s.get("uptime_s"):
+        up = max(float(s["uptime_s"]), 1e-9)
+        lines.insert(-1, f"traffic         in {_bytes(traffic.get('bytes_in', 0))} out {_bytes(traffic.get('bytes_out', 0))}"
+                         f" ({_bytes((traffic.get('bytes_in', 0) + traffic.get('bytes_out', 0)) / up)}/s on average),"
+                         f" {traffic.get('pubsub_copies_in', 0)} pubsub copies received")
+    if cpu and s.get("uptime_s"):
+        up = max(float(s["uptime_s"]), 1e-9)
+        lines.insert(-1, f"cpu             {100 * cpu.get('process_s', 0) / up:.1f} % of a core on average: island "
+                         f"{100 * cpu.get('island_s', 0) / up:.1f} %, network and the rest "
+                         f"{100 * cpu.get('network_s', 0) / up:.1f} % (workers not included)")
     net = (s.get("network") or {}).get("islands") or []
     if net:
         bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]

@@ -48,6 +48,8 @@ class MigrationConfig:
     random_k: int = 2
     max_pending: int = 8
     min_publish_interval_s: float = 1.0
+    network_rate: float = 0.5  # elites/s for the whole network: gap >= (live peers + 1) / rate (0: off)
+    publish_only_new: bool = True  # skip residents that are migrants' copies or already published
     reeval_episodes: int | None = None  # None: 3 on noisy problems (lunarlander), 1 otherwise
     entry: str = "inject"  # how an accepted migrant enters the optimizer: inject | adopt
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
@@ -60,15 +62,20 @@ class NetworkConfig:
     bootstrap: tuple[str, ...] = ()
     bootstrap_file: str | None = None  # None: ./bootstrap_nodes.toml, else the one shipped at the repo top
     heartbeat_s: float = 1.0
-    degree: int = 6
-    degree_low: int = 4
-    degree_high: int = 12
+    # Mesh degree: each message reaches a node about (degree - 1) times, and every copy costs CPU
+    # (~1-2 ms here, LIBP2P_NOTES "Scale"); 4 keeps a 40-node mesh connected (docs/BENCHMARKS.md).
+    degree: int = 4
+    degree_low: int = 3
+    degree_high: int = 8
+    gossip_peers: int = 3  # IHAVE recipients per topic per heartbeat (py-libp2p: max(6, 25 % of peers))
     eclipse_protection: bool = False  # every local peer shares one IP; enable on real networks
     max_rpc_bytes: int = 1 << 20
     refresh_min_s: float = 2.0  # DHT refresh period while the routing table is small
-    refresh_max_s: float = 60.0  # backed off to this once it is full
+    refresh_max_s: float = 300.0  # backed off to this once it is stable
     max_peers: int = 64  # dial at most this many discovered peers
     keepalive_s: float = 5.0  # ping every connected peer this often; silent for 4x this -> disconnect (0: off)
+    meshsub: str = "1.1"  # gossipsub version offered first: "1.1" (1.2 and 1.0 accepted) or "1.2"
+    keepalive_rate: float = 0.25  # at most this many pings/s in all: many peers stretch the period (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,9 @@ class EvaluationConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: evaluate in a thread
     backend: str = "numpy"
     device: str = "auto"  # torch backend: auto (cuda if available) | cpu | cuda
+    # Share of wall time the island computes; it sleeps the rest (1.0: flat out). A volunteer's
+    # "use at most 20 % of my machine", or one small machine among many emulated on one box.
+    duty_cycle: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,8 @@ class Config:
     log_interval_s: float = 1.0  # at most one generation_completed line per this many seconds (0: every one)
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
     metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
-    telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic
+    telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic, at least this far apart
+    telemetry_rate: float = 0.2  # heartbeats/s for the whole network: period >= (peers + 1) / rate (0: off)
     # "Solved" detection: when the resident's estimate reaches target_fitness, test it on
     # test_episodes fresh episodes (not counted as training) at most every test_interval_s.
     target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise
@@ -278,6 +289,9 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.random_k", m.random_k, "must be >= 1", "set [migration] random_k")
     if m.max_pending < 1:
         raise _bad("migration.max_pending", m.max_pending, "must be >= 1", "set [migration] max_pending")
+    if not 0 <= m.network_rate <= 1000:
+        raise _bad("migration.network_rate", m.network_rate, "must be in 0..1000 (0: no network-wide budget)",
+                   "set [migration] network_rate")
     if m.min_publish_interval_s < 0:
         raise _bad("migration.min_publish_interval_s", m.min_publish_interval_s, "must be >= 0",
                    "set [migration] min_publish_interval_s")
@@ -302,6 +316,13 @@ def validate(cfg: Config) -> None:
     if not (n.keepalive_s == 0 or 0.5 <= n.keepalive_s <= 3600):
         raise _bad("network.keepalive_s", n.keepalive_s, "must be 0 (off) or in 0.5..3600",
                    "set [network] keepalive_s")
+    if not 0 <= n.gossip_peers <= 64:
+        raise _bad("network.gossip_peers", n.gossip_peers, "must be in 0..64", "set [network] gossip_peers")
+    if n.meshsub not in ("1.1", "1.2"):
+        raise _bad("network.meshsub", n.meshsub, "must be \"1.1\" or \"1.2\"", "set [network] meshsub = \"1.1\"")
+    if not 0 <= n.keepalive_rate <= 1000:
+        raise _bad("network.keepalive_rate", n.keepalive_rate, "must be in 0..1000 (0: no cap)",
+                   "set [network] keepalive_rate")
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", "set [network] max_peers")
     if m.entry not in ("inject", "adopt"):
@@ -318,6 +339,8 @@ def validate(cfg: Config) -> None:
         raise _bad("metrics_port", cfg.metrics_port, "must be in 1..65535", "pass --metrics-port 9100")
     if not 0 <= e.workers <= 1024:
         raise _bad("evaluation.workers", e.workers, "must be in 0..1024 (0 = evaluate in a thread)", "pass --workers")
+    if not 0.01 <= e.duty_cycle <= 1.0:
+        raise _bad("evaluation.duty_cycle", e.duty_cycle, "must be in 0.01..1", "pass --duty-cycle 0.5")
     if e.backend not in ("numpy", "torch"):
         raise _bad("evaluation.backend", e.backend, "must be numpy or torch", "pass --backend numpy")
     if cfg.log_format not in LOG_FORMATS:
@@ -326,6 +349,9 @@ def validate(cfg: Config) -> None:
         raise _bad("log_level", cfg.log_level, f"must be one of {', '.join(LOG_LEVELS)}", "pass --log-level info")
     if cfg.max_generations is not None and cfg.max_generations < 1:
         raise _bad("max_generations", cfg.max_generations, "must be >= 1", "pass --max-generations")
+    if not 0 <= cfg.telemetry_rate <= 1000:
+        raise _bad("telemetry_rate", cfg.telemetry_rate, "must be in 0..1000 (0: no network-wide budget)",
+                   "set telemetry_rate in the config file")
     if not 0.2 <= cfg.telemetry_interval_s <= 3600:
         raise _bad("telemetry_interval_s", cfg.telemetry_interval_s, "must be in 0.2..3600",
                    "pass --telemetry-interval 5")

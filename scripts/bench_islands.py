@@ -57,8 +57,26 @@ class Run:
     accepted: int = 0
 
 
-def arm_nodes(arm: str, k: int, problem: str, workers_total: int) -> list[list[str]]:
+SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes", "1.2"), ("openai-es", "0.1")]
+
+
+def scale_arm(arm: str) -> int | None:
+    """``n<K>``: K nodes, one small machine each (see --duty)."""
+    return int(arm[1:]) if arm.startswith("n") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
+
+
+def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0) -> list[list[str]]:
     """Per-node extra flags for an arm."""
+    kk = scale_arm(arm)
+    if kk is not None:
+        # node i: the i-th preset (node 0 = the default single CMA-ES), one worker, duty-cycled
+        out = []
+        for i in range(kk):
+            algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS)]
+            flags = ["--optimizer", algo, "--sigma", sigma, "--duty-cycle", str(duty),
+                     "--workers", "1" if problem == "lunarlander" else "0"]
+            out.append(flags + (["--lr", "0.03"] if algo == "openai-es" else []))
+        return out
     if arm in ("central", "single1"):
         return [["--optimizer", "cmaes", "--sigma", "0.5",
                  "--workers", str(workers_total if arm == "central" else 1)]]
@@ -150,7 +168,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--migration-entry", a.entry]
     if a.margin is not None:
         common += ["--accept-margin", str(a.margin)]
-    flags = arm_nodes(arm, a.nodes, a.problem, a.workers)
+    flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty)
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
@@ -266,21 +284,48 @@ def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, arm in enumerate(dict.fromkeys(r.arm for r in runs)):
         for j, r in enumerate(x for x in runs if x.arm == arm):
-            xs = [c[1] for c in r.curve]
+            xs = [c[0] if a.x == "wall" else c[1] for c in r.curve]
             ys = [c[2] for c in r.curve]
             ax.plot(xs, ys, color=colors[i % len(colors)], alpha=0.8, lw=1.2, label=arm if j == 0 else None)
             if r.solved:
-                ax.plot([r.episodes_to_solve], [ys[-1] if ys else 0], "o", color=colors[i % len(colors)])
+                ax.plot([r.wall_to_solve_s if a.x == "wall" else r.episodes_to_solve], [ys[-1] if ys else 0], "o",
+                        color=colors[i % len(colors)])
     if a.problem == "lunarlander":
         ax.axhline(200, color="k", ls="--", lw=0.8, label="solved (200)")
         ax.set_ylim(-300, 320)
-    ax.set_xlabel("total training episodes (all nodes)" if a.problem == "lunarlander" else "total evaluations")
-    ax.set_ylabel("network best (resident estimate)")
-    if a.problem == "lunarlander":
-        ax.set_title("lunarlander: network best against total episodes (dot = solved: >= 200 on 100 fresh episodes)")
+    if a.x == "wall":
+        ax.set_xlabel("wall seconds")
     else:
-        ax.set_title(f"{a.problem}: network best against total evaluations (higher is better)")
+        ax.set_xlabel("total training episodes (all nodes)" if a.problem == "lunarlander" else "total evaluations")
+    ax.set_ylabel("network best (resident estimate)")
+    what = "wall time" if a.x == "wall" else ("total episodes" if a.problem == "lunarlander" else "total evaluations")
+    if a.problem == "lunarlander":
+        ax.set_title(f"lunarlander: network best against {what} (dot = solved: >= 200 on 100 fresh episodes)")
+    else:
+        ax.set_title(f"{a.problem}: network best against {what} (higher is better)")
     ax.legend()
+    scaled = [(scale_arm(r.arm), r) for r in runs if scale_arm(r.arm)]
+    if scaled:  # a second panel: the summary against the number of nodes
+        fig.set_size_inches(14, 5)
+        ax2 = fig.add_axes([0.70, 0.13, 0.28, 0.78])
+        ax.set_position([0.06, 0.13, 0.58, 0.78])
+        ks = sorted({k for k, _ in scaled})
+        if a.problem == "lunarlander":
+            ys2 = [[r.wall_to_solve_s if r.solved else a.max_wall for k2, r in scaled if k2 == k] for k in ks]
+            ax2.set_ylabel("wall seconds to solve (unsolved = the cap)")
+        else:
+            ys2 = [[r.best_estimate for k2, r in scaled if k2 == k] for k in ks]
+            ax2.set_ylabel(f"network best after {a.max_wall:.0f} s")
+        for k, y in zip(ks, ys2):
+            ax2.plot([k] * len(y), y, "o", color="grey", alpha=0.6)
+        ax2.plot(ks, [statistics.median(y) for y in ys2], "-o", color="k", label="median")
+        ax2.set_xscale("log", base=2)
+        ax2.set_xticks(ks, [str(k) for k in ks])
+        ax2.set_xlabel("nodes (each one small machine)")
+        ax2.grid(alpha=0.3)
+        ax2.legend()
+        fig.savefig(path, dpi=110)
+        return
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -306,6 +351,9 @@ def main() -> int:
     ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (tests)")
     ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG from a previous run's JSON")
+    ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's --duty-cycle (one small "
+                    "machine each: K nodes use about K x duty cores)")
+    ap.add_argument("--x", choices=["work", "wall"], default="work", help="plot against total work or wall time")
     a = ap.parse_args()
     if a.replot:
         runs = [Run(**{k: v for k, v in d.items()}) for d in json.loads(a.replot.read_text())]

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gaia_p2p.node.control import query_local_status  # noqa: E402
+
 GAIA = [sys.executable, "-m", "gaia_p2p"]
 
 
@@ -48,9 +51,10 @@ class Node:
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def status(self) -> dict | None:
-        r = subprocess.run([*GAIA, "status", "--data-dir", str(self.dir), "--json"], capture_output=True,
-                           text=True, timeout=30)
-        return json.loads(r.stdout) if r.returncode == 0 else None
+        try:  # the control socket directly: a `gaia-node status` process per poll costs ~1 s of CPU
+            return query_local_status(self.dir / "control.sock", timeout_s=10)
+        except (OSError, ValueError):
+            return None
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -67,6 +71,8 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=15, help="seconds between kills")
     ap.add_argument("--down", type=float, default=3, help="seconds a killed node stays down")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--duty-cycle", type=float, default=None, help="each node's --duty-cycle (long soaks)")
+    ap.add_argument("--out", type=Path, default=None, help="write the RSS series (JSON) here")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     rnd = random.Random(seed)
@@ -74,10 +80,14 @@ def main() -> int:
     (base / "empty.toml").write_text("bootstrap = []\n")
     common = ["--listen", "/ip4/127.0.0.1/tcp/0", "--problem", "rastrigin", "--dim", "10", "--workers", "0",
               "--migration-interval", "5", "--telemetry-interval", "2", "--checkpoint-interval", "2",
-              "--log-format", "json", "--log-interval", "5", "--bootstrap-file", str(base / "empty.toml")]
+              "--log-format", "json", "--log-interval", "5", "--bootstrap-file", str(base / "empty.toml"),
+              *(["--duty-cycle", str(a.duty_cycle)] if a.duty_cycle else [])]
     nodes = [Node(base, i, [*common, "--seed", str(i + 1), "--sigma", str(0.5 + 0.5 * i)]) for i in range(a.nodes)]
     print(f"# python scripts/churn.py --nodes {a.nodes} --duration {a.duration} --every {a.every} "
-          f"--down {a.down} --seed {seed}\n# logs under {base}", flush=True)
+          f"--down {a.down} --seed {seed}" + (f" --duty-cycle {a.duty_cycle}" if a.duty_cycle else "")
+          + f"\n# logs under {base}", flush=True)
+    series: list[dict] = []  # (t, RSS of every process that was never killed)
+    t_start = time.monotonic()
     killed_ever: set[int] = set()
     rejoin, first_migrant, kills = [], [], 0
     try:
@@ -118,10 +128,24 @@ def main() -> int:
                 time.sleep(0.3)
             rejoin.append(back)
             first_migrant.append(got)
+            series.append({"t": round(time.monotonic() - t_start, 1), "kills": kills,
+                           "rss_mb": {f"n{n.i}": round(rss_mb(n.proc.pid), 1) for n in nodes if n.i not in killed_ever}})
             dead = [n.i for n in nodes if n.proc.poll() is not None]
             print(f"kill {kills}: n{victim.i} back in every view after {back and round(back, 1)} s, first migrant "
                   f"after {got and round(got, 1)} s; exited processes: {dead}", flush=True)
         survivors = [n for n in nodes if n.i not in killed_ever]
+        if a.out:
+            a.out.write_text(json.dumps({"seed": seed, "nodes": a.nodes, "duration": a.duration,
+                                         "series": series}, indent=1))
+        if len(series) >= 4:  # growth over the second half: what a leak would show
+            half = series[len(series) // 2:]
+            for n in survivors:
+                k = f"n{n.i}"
+                pts = [(x["t"], x["rss_mb"][k]) for x in half if k in x["rss_mb"]]
+                if len(pts) >= 2:
+                    (t0_, r0), (t1_, r1) = pts[0], pts[-1]
+                    print(f"{k}: RSS {r0:.0f} -> {r1:.0f} MB over the second half "
+                          f"({(r1 - r0) / max(t1_ - t0_, 1e-9) * 3600:+.1f} MB/hour)")
         crashes = [n.i for n in nodes if n.proc.poll() is not None]
         print("\n| long-lived node | RSS at start (MB) | RSS at end (MB) |\n|---|---|---|")
         for n in survivors:

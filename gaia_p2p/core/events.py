@@ -30,9 +30,11 @@ class MigrantReceived:
 
 @dataclass(frozen=True)
 class PeersChanged:
-    """The set of live peers of this experiment changed (peer ids, base58)."""
+    """The set of live peers of this experiment changed (peer ids, base58), or the estimated number
+    of nodes in the experiment did (0: unknown; a node sees only the peers it is connected to)."""
 
     peers: frozenset[str]
+    network_size: int = 0
 
 
 # ---------------------------------------------------------------- effects

@@ -44,6 +44,7 @@ from gaia_p2p.core.optimizer import Optimizer, from_state
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import LocalProtocolError
 
+REPUBLISH_GAPS = 4
 CLAIM_TOLERANCE = 1e-6  # relative, for deterministic problems (float32 wire params vs float64 search)
 
 
@@ -55,6 +56,13 @@ class MigrationPolicy:
     random_k: int = 2
     max_pending: int = 8  # migrants awaiting evaluation; more are rejected as queue_full
     min_publish_interval_s: float = 1.0  # never publish more often than this, whatever the speed
+    # Elites per second the whole network should carry: each node waits at least
+    # (live peers + 1) / network_rate between its publishes, so bytes per node stay flat in N
+    # (docs/BENCHMARKS.md, scaling). 0: no network-wide budget.
+    network_rate: float = 0.5
+    # Publish only news: not a resident that arrived as a migrant (every peer heard it already), not
+    # the one we published last (except every REPUBLISH_GAPS gaps, for peers that joined since).
+    publish_only_new: bool = True
     enabled: bool = True
     # How an accepted migrant enters the optimizer: "inject" (one clipped sample of the next
     # population, pycma inject) or "adopt" (the search mean moves to it; sigma and covariance kept).
@@ -103,11 +111,14 @@ class Island:
         self.gen_best_fitness = math.nan
         self.counters = Counters()
         self.live_peers: frozenset[str] = frozenset()
+        self.network_size = 0  # estimated nodes in the experiment, us included (0: unknown)
         self.lies: dict[str, int] = {}  # claim_mismatch count per peer
         self.banned: set[str] = set()
         self.random_sources: frozenset[str] = frozenset()
         self.last_publish_at = -math.inf
         self._publish_due = False
+        self._published: bytes | None = None  # params of our last publish
+        self.skipped_publishes = 0  # due but nothing new to say
 
         self._pending: list[tuple[str, Elite]] = []  # waiting for the next generation
         self._in_flight: Evaluate | None = None
@@ -129,6 +140,7 @@ class Island:
             return self._on_migrant(event)
         if isinstance(event, PeersChanged):
             self.live_peers = frozenset(event.peers) - {self.self_id}
+            self.network_size = max(0, int(event.network_size))
             # Redraw when a drawn source left, or when we hold fewer than k and more are live now
             # (at start nobody is live yet: without this, nothing would be drawn until the next round).
             if self.policy.topology == "random" and (
@@ -248,15 +260,38 @@ class Island:
             self._publish_due = True
             if self.policy.topology == "random":
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
+        gap = self.publish_gap()
         if (self._publish_due and self.best_params is not None and self.live_peers
-                and now - self.last_publish_at >= self.policy.min_publish_interval_s):
+                and now - self.last_publish_at >= gap):
             self._publish_due = False
-            self.last_publish_at = now
-            self.counters.sent += 1
-            effects.append(PublishMigrant(self.best_elite()))
+            if self._is_news(now, gap):
+                self.last_publish_at = now
+                self._published = self.best_params.tobytes()
+                self.counters.sent += 1
+                effects.append(PublishMigrant(self.best_elite()))
+            else:
+                self.skipped_publishes += 1
 
         effects.append(self._next_generation(rng))
         return effects
+
+    def publish_gap(self) -> float:
+        """Seconds between two publishes of this node: the local floor, and its share of the
+        network-wide budget (every live peer plus us publishing at that pace = network_rate)."""
+        gap = self.policy.min_publish_interval_s
+        if self.policy.network_rate > 0:
+            gap = max(gap, max(len(self.live_peers) + 1, self.network_size) / self.policy.network_rate)
+        return gap
+
+    def _is_news(self, now: float, gap: float) -> bool:
+        if not self.policy.publish_only_new or self.best_params is None:
+            return True
+        if self.best_source != "local" and self.policy.topology == "full":
+            return False  # a migrant's copy: its author published it to everyone already (in a ring
+            # or random topology our successors only listen to us, so we pass it on)
+        if self._published != self.best_params.tobytes():
+            return True
+        return now - self.last_publish_at >= REPUBLISH_GAPS * gap
 
     def _set_best(self, params: np.ndarray, fitness: float, seeds: tuple[int, ...], source: str) -> None:
         # Held at float32 precision: what we re-score is exactly what we would send.

@@ -13,6 +13,8 @@ but unavailable (this imports torch in the calling process).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import trio
 import trio_parallel
@@ -48,20 +50,29 @@ class Evaluator:
 
             self.device = resolve_device(device)  # "cpu" or "cuda"; fails here, at start, with the fix
         self.limiter = trio.CapacityLimiter(max(1, workers))
+        self.thread_cpu_s = 0.0  # CPU spent evaluating in threads (workers = 0), for the node's CPU split
         if workers > 0:
             pin_blas_threads()  # before the first worker process is spawned: they inherit the env
+
+    def _timed(self, fn, *args):  # type: ignore[no-untyped-def]
+        t0 = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            self.thread_cpu_s += time.thread_time() - t0
 
     async def evaluate(self, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
         if self.backend == "torch":
             if self.workers == 0:
-                return await trio.to_thread.run_sync(_evaluate_torch, self.problem, X, seeds, self.device, 0)
+                return await trio.to_thread.run_sync(self._timed, _evaluate_torch, self.problem, X, seeds,
+                                                     self.device, 0)
             return await trio_parallel.run_sync(
                 _evaluate_torch, self.problem, X, seeds, self.device, self.workers,
                 kill_on_cancel=True, limiter=self.limiter)
         if self.workers == 0:
-            return await trio.to_thread.run_sync(evaluate_batch, self.problem, X, seeds)
+            return await trio.to_thread.run_sync(self._timed, evaluate_batch, self.problem, X, seeds)
         chunks = np.array_split(X, min(self.workers, len(X)))
         results: list[np.ndarray | None] = [None] * len(chunks)
 

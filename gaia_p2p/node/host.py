@@ -20,7 +20,7 @@ import trio
 
 from gaia_p2p.config import NetworkConfig
 from gaia_p2p.errors import CheckpointError
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.node import libp2p_fixes, scoring, traffic
 
 log = structlog.get_logger("gaia.host")
 
@@ -180,16 +180,23 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
         enable_upnp=False,
     )
     gossipsub = GossipSub(
-        protocols=list(libp2p_fixes.MESHSUB_PROTOCOLS),
+        protocols=list(libp2p_fixes.MESHSUB_PROTOCOLS_12 if net.meshsub == "1.2" else libp2p_fixes.MESHSUB_PROTOCOLS),
         **libp2p_fixes.gossipsub_options(
             heartbeat_s=net.heartbeat_s, degree=net.degree, degree_low=net.degree_low,
             degree_high=net.degree_high, eclipse_protection=net.eclipse_protection,
         ),
+        score_params=scoring.score_params(heartbeat_s=net.heartbeat_s),
     )
     libp2p_fixes.bound_equivocation_cache(gossipsub)
+    libp2p_fixes.stop_graft_churn(gossipsub)
+    libp2p_fixes.cap_gossip_peers(gossipsub, net.gossip_peers)
     pubsub = Pubsub(host, gossipsub, strict_signing=True, max_inbound_rpc_size=net.max_rpc_bytes)
     libp2p_fixes.guard_pubsub_stream_handlers(host, pubsub, on_bad_stream)
     libp2p_fixes.serialize_pubsub_writes(pubsub)
+    libp2p_fixes.enforce_peer_scores(pubsub)
+    traffic.install()
+    libp2p_fixes.tcp_keepalive()
+    traffic.count_pubsub(pubsub)
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
     host.get_network().register_notifee(_ConnectionNotifee(host))
 

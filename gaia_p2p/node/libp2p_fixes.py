@@ -1,6 +1,6 @@
 """Every workaround for py-libp2p 0.8.1 lives here, each named after the bug it guards against.
 
-See ../shared/LIBP2P_NOTES.md for how each was reproduced on this machine; A-G have a test in
+See ../shared/LIBP2P_NOTES.md for how each was reproduced on this machine; A-G and I have a test in
 tests/integration/test_libp2p_fixes.py that reproduces the bug they guard against, H is exercised
 by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
 
@@ -22,12 +22,36 @@ H. ``abort_connections``: nothing pings idle connections, so a partitioned peer 
    as long as TCP retransmits (~15 min, measured in network namespaces); and closing a connection
    whose TCP send buffer is full (a dead link we kept gossiping to) blocks. node/liveness.py pings;
    a dead peer's connections are closed gracefully with a deadline, then aborted at the socket.
+I. ``enforce_peer_scores`` (parameters in node/scoring.py): py-libp2p's ``PeerScorer`` counts a
+   validator's rejection (P4) but little acts on it, and what does can be turned against honest peers:
+   - ``allow_publish``/``allow_gossip`` for one topic read that topic's counters only (invalid
+     telemetry leaves the migrants topic open): the score is summed over every topic, as go-libp2p does;
+   - a disconnect deletes a peer's counters, so reconnecting wipes its score: P4 counters of a
+     disconnected peer are kept and decayed, and forgotten below 0.01 (go's DecayToZero) or beyond
+     4096 disconnected peers;
+   - nothing prunes a graylisted peer from the mesh (only a mesh above ``degree_high`` is trimmed)
+     and the mesh refill grafts any topic peer: each heartbeat now prunes graylisted peers and never
+     grafts them (the v1.1 spec prunes at any negative score: see node/scoring.py for why not here);
+   - the graylist is checked only on GRAFT and when forwarding: every control message (IHAVE, IWANT,
+     GRAFT, PRUNE) of a graylisted peer is now dropped (its messages already are, by the publish gate
+     before validation);
+   - a validator can only accept or reject, so every rejection costs P4, and a cached rejection is
+     charged again to every later forwarder of the same message: a sync validator calls
+     ``ignore_message()`` for gossipsub's IGNORE (rate limits, our own errors), which is neither
+     penalized nor cached.
+J. ``stop_graft_churn``: "opportunistic grafting" runs at every heartbeat with a threshold every
+   honest peer (score 0) meets: meshes grow past ``degree_high``, are pruned, grow again (~6
+   GRAFT/PRUNE per node per second with 40 nodes, 58 % elite delivery). Switched off.
+K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per topic per heartbeat,
+   fixed in the code; capped at ``network.gossip_peers`` (3).
+Both measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
-``degree_high`` (seen at 20 nodes in one process, not at 12).
+``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
 """
 
 from __future__ import annotations
 
+import contextvars
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,6 +65,7 @@ log = structlog.get_logger("gaia.libp2p_fixes")
 # Offered in this order: 1.1.0 first (IDONTWANT of 1.2.0 doubles RPCs and CPU per hop here),
 # 1.2.0 and 1.0.0 still accepted so any implementation can join.
 MESHSUB_PROTOCOLS = ("/meshsub/1.1.0", "/meshsub/1.2.0", "/meshsub/1.0.0")
+MESHSUB_PROTOCOLS_12 = ("/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0")
 
 
 def gossipsub_options(*, heartbeat_s: float, degree: int, degree_low: int, degree_high: int,
@@ -177,3 +202,208 @@ def forget_peer(host: Any, pubsub: Any, peer: Any) -> None:
         pubsub._handle_dead_peer(peer)
     except Exception:
         pass
+
+
+# --------------------------------------------------------------------------------------------------
+# I. peer scores that act
+
+#: Set by a sync topic validator that rejects a message for a reason that is not the forwarder's fault.
+_IGNORED: contextvars.ContextVar[bool] = contextvars.ContextVar("gaia_message_ignored", default=False)
+#: A P4 counter below this is forgotten (go-libp2p's DecayToZero).
+DECAY_TO_ZERO = 0.01
+#: Disconnected peers whose P4 counters are kept at most (oldest forgotten first).
+MAX_RETAINED_PEERS = 4096
+
+
+def ignore_message() -> None:
+    """I: gossipsub's IGNORE for the message being validated: dropped, not forwarded, and neither
+    charged to the forwarder's score nor cached as invalid. Call it from a *sync* validator just before
+    it returns False: sync validators run in the task of ``Pubsub.push_msg``, which reports the
+    rejection to the scorer right after (an async validator runs in a child task: this would be lost)."""
+    _IGNORED.set(True)
+
+
+def enforce_peer_scores(pubsub: Any) -> dict[str, int]:
+    """I: make the score params given to ``GossipSub(score_params=...)`` act (see the module doc).
+    Call once, after ``Pubsub(host, gossipsub)``. Returns live counters (also ``gossipsub.gaia_score_stats``):
+    ``graylisted_rpcs`` (control messages dropped), ``mesh_pruned`` (graylisted peers pruned)."""
+    gossipsub = pubsub.router
+    scorer = gossipsub.scorer
+    params = scorer.params
+    stats = {"graylisted_rpcs": 0, "mesh_pruned": 0}
+    retained: OrderedDict[Any, None] = OrderedDict()
+
+    def score(peer: Any, topics: Any = None) -> float:
+        """The peer's score over every topic it has counters in (``topics`` is ignored); reads the
+        counters with ``.get`` so that asking about a peer never creates entries for it."""
+        s = 0.0
+        for counters, tp, sign in ((scorer.time_in_mesh, params.p1_time_in_mesh, 1.0),
+                                   (scorer.first_message_deliveries, params.p2_first_message_deliveries, 1.0),
+                                   (scorer.mesh_message_deliveries, params.p3_mesh_message_deliveries, 1.0),
+                                   (scorer.invalid_messages, params.p4_invalid_messages, -1.0)):
+            if tp.weight:
+                s += sign * tp.weight * sum(min(v, tp.cap) for v in counters.get(peer, {}).values())
+        behaviour = sum(d.get(peer, 0.0) for d in (scorer.behavior_penalty, scorer.graft_flood_penalties,
+                                                   scorer.iwant_spam_penalties, scorer.ihave_spam_penalties,
+                                                   scorer.equivocation_penalties))
+        if behaviour > params.p5_behavior_penalty_threshold:
+            s -= (behaviour - params.p5_behavior_penalty_threshold) * params.p5_behavior_penalty_weight
+        if params.app_specific_score_fn is not None:
+            scorer.update_app_specific_score(peer)
+            s += scorer.app_specific_scores[peer] * params.p6_appl_slack_weight
+        return s - scorer.ip_colocation_penalty(peer)
+
+    scorer.score = score
+    scorer.allow_publish = lambda peer, topics=None: score(peer) >= params.publish_threshold
+    scorer.allow_gossip = lambda peer, topics=None: score(peer) >= params.gossip_threshold
+    scorer.is_graylisted = lambda peer, topics=None: score(peer) < params.graylist_threshold
+    scorer.allow_px_from = lambda peer, topics=None: score(peer) >= params.accept_px_threshold
+
+    original_on_invalid = scorer.on_invalid_message
+
+    def on_invalid_message(peer: Any, topic: str) -> None:
+        if not _IGNORED.get():
+            original_on_invalid(peer, topic)
+
+    scorer.on_invalid_message = on_invalid_message
+
+    original_remove = scorer.remove_peer
+
+    def remove_peer(peer: Any) -> None:
+        invalid = scorer.invalid_messages.pop(peer, None)
+        original_remove(peer)
+        if invalid and max(invalid.values()) >= DECAY_TO_ZERO:
+            scorer.invalid_messages[peer] = invalid
+            retained[peer] = None
+            retained.move_to_end(peer)
+            while len(retained) > MAX_RETAINED_PEERS:
+                old, _ = retained.popitem(last=False)
+                if old not in gossipsub.peer_protocol:
+                    scorer.invalid_messages.pop(old, None)
+
+    scorer.remove_peer = remove_peer
+
+    original_heartbeat = scorer.on_heartbeat
+
+    def on_heartbeat(dt_seconds: float = 1.0) -> None:
+        original_heartbeat(dt_seconds)
+        for peer in list(scorer.invalid_messages):
+            counters = scorer.invalid_messages[peer]
+            for topic in [t for t, v in counters.items() if v < DECAY_TO_ZERO]:
+                del counters[topic]
+            if not counters:
+                del scorer.invalid_messages[peer]
+                retained.pop(peer, None)
+
+    scorer.on_heartbeat = on_heartbeat
+
+    original_candidates = gossipsub._get_in_topic_gossipsub_peers_from_minus
+
+    def candidates(topic: str, num_to_select: int, minus: Any, backoff_check: bool = False) -> list[Any]:
+        graylisted = {p for p in pubsub.peer_topics.get(topic, ()) if score(p) < params.graylist_threshold}
+        return original_candidates(topic, num_to_select, {*minus, *graylisted}, backoff_check)
+
+    gossipsub._get_in_topic_gossipsub_peers_from_minus = candidates
+
+    original_mesh_heartbeat = gossipsub.mesh_heartbeat
+
+    def mesh_heartbeat() -> tuple[Any, Any]:
+        to_graft, to_prune = original_mesh_heartbeat()
+        for topic, peers in gossipsub.mesh.items():
+            for peer in [p for p in peers if score(p) < params.graylist_threshold and p not in gossipsub.direct_peers]:
+                peers.discard(peer)
+                scorer.on_leave_mesh(peer, topic)
+                stats["mesh_pruned"] += 1
+                if topic in to_graft.get(peer, ()):  # grafted in this very heartbeat: just don't
+                    to_graft[peer].remove(topic)
+                    if not to_graft[peer]:
+                        del to_graft[peer]
+                elif topic not in to_prune[peer]:
+                    to_prune[peer].append(topic)
+        return to_graft, to_prune
+
+    gossipsub.mesh_heartbeat = mesh_heartbeat
+
+    original_handle_rpc = gossipsub.handle_rpc
+
+    async def handle_rpc(rpc: Any, sender_peer_id: Any) -> None:  # a GRAFT included: no PRUNE in reply
+        if score(sender_peer_id) < params.graylist_threshold:
+            stats["graylisted_rpcs"] += 1
+            return
+        await original_handle_rpc(rpc, sender_peer_id)
+
+    gossipsub.handle_rpc = handle_rpc
+
+    original_validate = pubsub.validate_msg
+
+    async def validate_msg(msg_forwarder: Any, msg: Any) -> None:
+        _IGNORED.set(False)
+        try:
+            await original_validate(msg_forwarder, msg)
+        except Exception:
+            if _IGNORED.get():  # not cached: the next copy (maybe from an honest relay) is judged afresh
+                pubsub.validation_cache._remove(pubsub._msg_id_constructor(msg))
+            raise
+
+    pubsub.validate_msg = validate_msg
+    gossipsub.gaia_score_stats = stats
+    return stats
+
+
+def stop_graft_churn(gossipsub: Any) -> None:
+    """J: py-libp2p runs its "opportunistic grafting" at every heartbeat (the spec: every 60, and
+    only when the mesh's median score is below a positive threshold), with a threshold of
+    max(median * 0.5, min * 1.1, gossip_threshold) = 0 when every peer scores 0: every honest topic
+    peer qualifies, so each heartbeat grafts more peers, the mesh passes degree_high and is pruned
+    back to degree, and again. Measured with 40 node processes (scripts/scale.py): ~6 GRAFT/PRUNE
+    per node per second, meshes that never settle, 58 % elite delivery. Honest peers all score 0
+    here (scoring.py), so opportunistic grafting has nothing to find: it is switched off."""
+
+    def no_opportunistic_grafting(topic: str, peers_to_graft: Any) -> int:
+        return 0
+
+    gossipsub._perform_opportunistic_grafting = no_opportunistic_grafting
+
+
+def cap_gossip_peers(gossipsub: Any, gossip_peers: int) -> None:
+    """K: at every heartbeat py-libp2p sends IHAVE, per topic with messages in the gossip window, to
+    max(6, 25 % of the non-mesh topic peers), a count no option changes. IHAVEs carry only message
+    ids, but each one is an RPC, and an RPC costs ~1-2 ms of CPU here whatever its size: with 40 node
+    processes they were 8 of the 14 RPCs a node sent per second (scripts/scale.py). Over reliable
+    TCP links the mesh delivers; gossip repairs the rare gap, for which a few peers suffice."""
+
+    def gossip_peers_count(topic: str, total_peers: int) -> int:
+        return max(0, min(gossip_peers, total_peers))
+
+    gossipsub._get_adaptive_gossip_peers_count = gossip_peers_count
+
+
+def tcp_keepalive(*, idle_s: int = 10, interval_s: int = 5, count: int = 3, user_timeout_s: int = 25) -> None:
+    """H, in the kernel: every libp2p TCP socket gets SO_KEEPALIVE (a silent link is probed after
+    ``idle_s``, every ``interval_s``, declared dead after ``count`` misses) and TCP_USER_TIMEOUT (data
+    unacknowledged for ``user_timeout_s`` ends the connection). A dead link then fails its reads, and
+    py-libp2p closes the connection as for any reset, at no cost while the link carries traffic:
+    the application pings (node/liveness.py) can stay rare on a large network."""
+    import socket
+
+    from libp2p.io.trio import TrioTCPStream
+
+    if getattr(TrioTCPStream, "_gaia_keepalive", False):
+        return
+    original = TrioTCPStream.__init__
+    opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval_s), ("TCP_KEEPCNT", count),
+                        ("TCP_USER_TIMEOUT", user_timeout_s * 1000)):
+        if hasattr(socket, name):  # Linux; other systems keep what they have
+            opts.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+
+    def init(self: Any, stream: Any) -> None:
+        original(self, stream)
+        try:
+            for level, opt, value in opts:
+                stream.socket.setsockopt(level, opt, value)
+        except (OSError, AttributeError) as e:  # not a TCP socket (tests' fakes), or refused: keep going
+            log.debug("tcp_keepalive_failed", error=f"{type(e).__name__}: {e}")
+
+    TrioTCPStream.__init__ = init  # type: ignore[method-assign]
+    TrioTCPStream._gaia_keepalive = True  # type: ignore[attr-defined]

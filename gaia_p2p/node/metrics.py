@@ -29,6 +29,10 @@ gaia_migrants_accepted_total         counter
 gaia_migrants_rejected_total         counter label reason (protocols/gaia-migration-v1.md)
 gaia_telemetry_rejected_total        counter label reason (telemetry topic, when reported)
 gaia_pubsub_streams_rejected_total   counter undecodable pubsub streams reset (fix A)
+gaia_network_bytes_in_total          counter libp2p TCP payload received (after Noise and muxer framing)
+gaia_network_bytes_out_total         counter libp2p TCP payload sent
+gaia_pubsub_copies_in_total          counter pubsub message copies received, duplicates included
+gaia_cpu_seconds_total               counter label part: process | island (optimizer) | network (the rest)
 gaia_uptime_seconds                  gauge
 ==================================== ======= ==============================================
 """
@@ -114,7 +118,21 @@ class StatusCollector:
                    s.get("pubsub_streams_rejected")),
             family(G, "uptime_seconds", "Seconds since the node started", s.get("uptime_s")),
         ]
+        traffic = s.get("traffic") or {}
+        fams += [
+            family(C, "network_bytes_in", "libp2p TCP payload bytes received", traffic.get("bytes_in")),
+            family(C, "network_bytes_out", "libp2p TCP payload bytes sent", traffic.get("bytes_out")),
+            family(C, "pubsub_copies_in", "Pubsub message copies received, duplicates included",
+                   traffic.get("pubsub_copies_in")),
+        ]
         yield from fams
+        cpu = s.get("cpu") or {}
+        fam = C("gaia_cpu_seconds", "CPU seconds of the node process, by part", labels=[*names, "part"])
+        for part in ("process", "island", "network"):
+            v = _num(cpu.get(f"{part}_s"))
+            if v is not None:
+                fam.add_metric([*ids, part], v)
+        yield fam
         for name, doc, counts in (
                 ("migrants_rejected", "Migrants and wire messages rejected, by reason", mig.get("rejected")),
                 ("telemetry_rejected", "Telemetry messages rejected, by reason", s.get("telemetry_rejected"))):

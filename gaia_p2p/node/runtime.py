@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections import deque
 from functools import partial
@@ -41,7 +42,7 @@ from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.optimizer import make_optimizer
 from gaia_p2p.errors import CheckpointError
-from gaia_p2p.node import control
+from gaia_p2p.node import control, traffic
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
@@ -95,6 +96,7 @@ class Node:
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.bad_streams = 0
+        self.cpu = traffic.CpuClock()
         self.evals_per_s = 0.0
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
@@ -109,6 +111,15 @@ class Node:
     @property
     def peer_id(self) -> str:
         return self.p2p.peer_id
+
+    def network_size(self) -> int:
+        """Nodes in the experiment, us included, as far as we can tell: the most of the peers we see on
+        the topic, the DHT routing table and the islands heard on telemetry in the last 10 minutes.
+        A node connects to a few dozen peers at most, so the topic alone undercounts a large network;
+        the routing table may count nodes of other experiments, which only errs on the quiet side."""
+        now = time.time()
+        heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < 600)
+        return 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
 
     def addrs(self) -> list[str]:
         """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
@@ -136,6 +147,7 @@ class Node:
             "peers": self.p2p.connected_peers(),
             "topic_peers": self.p2p.topic_peers(self.topic.topic),
             "routing_table_size": self.p2p.routing_table_size(),
+            "network_size": self.network_size(),
             "experiment_id": self.exp_id,
             "topics": [self.topic.topic, self.telemetry.topic],
             "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
@@ -163,6 +175,8 @@ class Node:
             "capabilities": self.capabilities,
             "banned_peers": sorted(isl.banned),
             "pubsub_streams_rejected": self.bad_streams,
+            "traffic": traffic.snapshot(),
+            "cpu": self.cpu.snapshot(self.evaluator.thread_cpu_s),
             "workers": self.cfg.evaluation.workers,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "data_dir": str(self.data.path),
@@ -185,7 +199,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
     policy = MigrationPolicy(
         interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
         topology=cfg.migration.topology, random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
-        min_publish_interval_s=cfg.migration.min_publish_interval_s, enabled=cfg.migration.enabled,
+        min_publish_interval_s=cfg.migration.min_publish_interval_s, network_rate=cfg.migration.network_rate,
+        publish_only_new=cfg.migration.publish_only_new, enabled=cfg.migration.enabled,
         entry=cfg.migration.entry, accept_margin=cfg.migration.accept_margin, max_lies=cfg.migration.max_lies)
     exp = experiment_id(cfg.problem)
     if cfg.fresh:
@@ -286,7 +301,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                     # silent for 4 periods (20 s by default) = dead: a busy machine is not a dead link
                     nursery.start_soon(partial(keep_alive, p2p, interval_s=cfg.network.keepalive_s,
                                                timeout_s=2 * cfg.network.keepalive_s,
-                                               dead_after_s=4 * cfg.network.keepalive_s))
+                                               dead_after_s=4 * cfg.network.keepalive_s,
+                                               rate_per_s=cfg.network.keepalive_rate))
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
@@ -307,9 +323,11 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 async def _island_loop(node: Node, seed: int) -> None:
     isl = node.island
     rng = node.rng
-    effects = isl.start(now=trio.current_time(), rng=rng)
+    with node.cpu:
+        effects = isl.start(now=trio.current_time(), rng=rng)
     live: frozenset[str] = frozenset()
     max_gen = node.cfg.max_generations
+    first = True
     while effects:
         pending = effects
         effects = []
@@ -320,19 +338,26 @@ async def _island_loop(node: Node, seed: int) -> None:
                 # Banned peers are not live: py-libp2p keeps recording a blacklisted peer's topic
                 # subscriptions, and a ring or random topology would give it a slot it can never fill.
                 peers = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
-                if peers != live:
+                size = node.network_size()
+                if peers != live or size != isl.network_size:
                     live = peers
-                    effects.extend(isl.handle(PeersChanged(peers), now=trio.current_time(), rng=rng))
+                    with node.cpu:
+                        effects.extend(isl.handle(PeersChanged(peers, size), now=trio.current_time(), rng=rng))
                 t0 = time.perf_counter()
                 fit, extra_fit = await _evaluate(node, effect)
                 dt = time.perf_counter() - t0
                 n_evals = len(effect.candidates) + len(effect.extras)
                 node.evals_per_s = n_evals / dt if dt > 0 else 0.0
-                effects.extend(isl.handle(EvaluationDone(effect.generation, fit, extra_fit),
-                                          now=trio.current_time(), rng=rng))
+                with node.cpu:
+                    effects.extend(isl.handle(EvaluationDone(effect.generation, fit, extra_fit),
+                                              now=trio.current_time(), rng=rng))
                 if await _maybe_test(node) and node.cfg.stop_at_target:
                     log.info(logs.NODE_STOPPING, reason="target_reached")
                     return
+                duty = node.cfg.evaluation.duty_cycle
+                if duty < 1.0 and not first:  # compute for dt, rest for dt * (1 - duty) / duty
+                    await trio.sleep((time.perf_counter() - t0) * (1.0 - duty) / duty)
+                first = False  # the first generation also started the workers: not a measure of work
             else:
                 await _execute(node, effect)
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
@@ -460,7 +485,9 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
             node.topic.reject("malformed", src, str(e))
             continue
         log.debug("migrant_received", src=src, generation=elite.generation, claimed_fitness=elite.fitness)
-        for effect in node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng):
+        with node.cpu:
+            effects = node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng)
+        for effect in effects:
             await _execute(node, effect)
 
 
@@ -476,13 +503,26 @@ def telemetry_of(node: Node) -> Telemetry:
         gpu_mem_mb=int(node.capabilities["gpu_mem_mb"]), migrations=tuple(node.recent_accepts))
 
 
+def telemetry_period(node: Node) -> float:
+    """telemetry_interval_s, stretched so the whole network sends about telemetry_rate heartbeats/s
+    (every peer on the topic plus us at the same pace): bytes per node stay flat in N."""
+    period = node.cfg.telemetry_interval_s
+    if node.cfg.telemetry_rate > 0:
+        n = max(node.network_size(), len(node.p2p.topic_peers(node.telemetry.topic)) + 1)
+        period = max(period, n / node.cfg.telemetry_rate)
+    return period
+
+
 async def _publish_telemetry(node: Node) -> None:
-    """A small signed heartbeat every telemetry_interval_s (protocols/gaia-telemetry-v1.md)."""
+    """A small signed heartbeat every telemetry_period (protocols/gaia-telemetry-v1.md); the first
+    one at a random phase so that nodes started together do not heartbeat together."""
+    await trio.sleep(node.cfg.telemetry_interval_s * random.uniform(0.5, 1.5))
     while True:
-        await trio.sleep(node.cfg.telemetry_interval_s)
         data = encode_telemetry(telemetry_of(node))
+        node.recent_accepts.clear()  # each acceptance is told once (receivers keep their own history)
         await node.p2p.pubsub.publish(node.telemetry.topic, data)
         log.debug("telemetry_published", size_bytes=len(data))
+        await trio.sleep(telemetry_period(node) * random.uniform(0.9, 1.1))
 
 
 async def _receive_telemetry(node: Node, sub: Any) -> None:

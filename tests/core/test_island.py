@@ -623,7 +623,8 @@ def publish_generations(effects: list[Effect]) -> list[int]:
 
 
 def test_publishes_every_interval_generations():
-    d = Driver(make_island(interval=2, min_publish_interval_s=1.0), dt=1.0, peers={B})
+    d = Driver(make_island(interval=2, min_publish_interval_s=1.0, publish_only_new=False, network_rate=0.0), dt=1.0,
+               peers={B})
     effects: list[Effect] = []
     for _ in range(12):
         step = d.step()
@@ -643,8 +644,8 @@ def test_publishes_every_interval_generations():
 def test_noisy_island_publishes_the_resident_its_assessment_round_just_scored():
     """No resident, nothing to publish, until the first round (generation 3 here); each publication
     comes right after a round and claims the resident's score on that round's fresh seeds."""
-    d = Driver(make_island(deterministic=False, interval=3, min_publish_interval_s=0.0, reeval_episodes=2),
-               peers={B})
+    d = Driver(make_island(deterministic=False, interval=3, min_publish_interval_s=0.0, reeval_episodes=2,
+                           network_rate=0.0), peers={B})
     effects: list[Effect] = []
     for _ in range(9):
         req = d.pending
@@ -776,7 +777,8 @@ def test_checkpoint_drops_queued_migrants_from_the_received_count():
 @pytest.mark.parametrize(("deterministic", "interval"), [(True, 1), (False, 3)], ids=["deterministic", "noisy"])
 def test_counters_add_up_once_nothing_is_pending(deterministic, interval):
     islands = [make_island(self_id=PEER_IDS[i], seed=i, sigma=(0.1, 0.5, 1.0, 2.0)[i], interval=interval,
-                           min_publish_interval_s=0.0, max_pending=2, deterministic=deterministic)
+                           min_publish_interval_s=0.0, max_pending=2, deterministic=deterministic,
+                           network_rate=0.0)
                for i in range(4)]
     net = NetworkOfIslands(islands, sphere, seed=5)
     net.start()
@@ -946,3 +948,38 @@ def test_a_peer_whose_claims_do_not_reproduce_is_banned_after_max_lies():
     restored = Island.from_checkpoint(d.island.to_checkpoint(), self_id=d.island.self_id,
                                       policy=d.island.policy, episodes=1, deterministic=True)
     assert restored.banned == {B} and restored.lies == {B: 3}
+
+
+def test_network_budget_spaces_publishes_by_live_peers():
+    """(live peers + 1) / network_rate seconds between publishes: bytes per node flat in N."""
+    peers = set(PEER_IDS[1:10])  # 9 live peers + us = 10 -> one publish per 10 s at 1 elite/s
+    d = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=1.0, publish_only_new=False),
+               dt=1.0, peers=peers)
+    assert d.island.publish_gap() == 10.0
+    gens = publish_generations(d.run(40))
+    assert gens == [1, 11, 21, 31]
+    # a node sees few peers of a large network: the estimated size wins over the live peers
+    d.island.handle(PeersChanged(frozenset({B}), network_size=40), now=d.now, rng=d.rng)
+    assert d.island.publish_gap() == 40.0
+    d2 = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=0.0, publish_only_new=False),
+                dt=1.0, peers=peers)
+    assert len(publish_generations(d2.run(40))) == 40  # budget off: the local floor only
+
+
+def test_publish_only_new_skips_repeats_and_migrant_copies():
+    flat = lambda X: np.zeros(len(X))  # nothing ever improves on the first resident  # noqa: E731
+    d = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=0.0), dt=1.0, peers={B})
+    gens = publish_generations(d.run(12, flat))
+    assert gens == [1, 5, 9]  # the unchanged resident again only every REPUBLISH_GAPS (4) gaps
+    assert d.island.skipped_publishes == 9
+
+    for topology, expect_publish in (("full", False), ("ring", True)):
+        d = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=0.0, topology=topology,
+                               accept_only_better=True), dt=1.0, peers={B})
+        d.run(1)
+        d.receive(B, make_elite(np.zeros(5), 0.0))  # the optimum: better than anything local
+        effects = d.step() + d.step()  # queued, then assessed
+        assert of_type(effects, MigrantAccepted) and d.island.best_source == B
+        effects += d.run(3)
+        echoed = [e for e in of_type(effects, PublishMigrant) if not np.any(e.elite.params)]
+        assert bool(echoed) == expect_publish, topology

@@ -3,8 +3,9 @@ wired through a bridge in a fourth namespace (10.213.X.0/24, nothing outside the
 
 Phases: full mesh -> node 2's link limited to 1 mbit/s with tbf (migrants, ~250 bytes, still flow)
 -> node 2 partitioned (its bridge port down; both sides keep evolving, nodes 0/1 keep migrating,
-nothing reaches node 2; the keepalive (gaia_p2p/node/liveness.py: ping every 5 s, 2 misses ->
-disconnect) makes both sides drop each other, which py-libp2p alone never did within 60 s) -> healed (node 2 in the mesh and receiving
+nothing reaches node 2; TCP keepalive and TCP_USER_TIMEOUT on every libp2p socket
+(libp2p_fixes.tcp_keepalive: ~25 s) and our rare pings (node/liveness.py) make both sides drop each
+other, which py-libp2p alone never did within 60 s) -> healed (node 2 in the mesh and receiving
 migrants again). Measured seconds are printed (run with -s).
 
 Needs root and `ip netns`; skipped otherwise. netem (latency/loss) is not in this kernel, so that
@@ -28,7 +29,8 @@ COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migratio
           "--telemetry-interval", "1")
 # Longest the partition is held while waiting for both sides to notice it. Without our keepalive,
 # py-libp2p (no pings on idle streams; TCP retransmits for ~15 min) noticed nothing within 60 s;
-# with it (ping every 5 s, 10 s to answer, 2 misses) both sides drop each other in ~20-35 s.
+# with kernel keepalive (probes after 10 s idle, every 5 s, 3 misses; unacknowledged data: 25 s)
+# both sides drop each other in ~25-30 s.
 PARTITION_S = float(os.environ.get("GAIA_NETNS_PARTITION_S", "60"))
 
 

@@ -49,6 +49,11 @@ async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
             status = receiver.status()
             assert status["migrants"]["accepted"] >= 1
             assert len(status["peers"]) >= N - 1
+            # wire and CPU accounting (per process: the 5 in-process nodes share these counters)
+            t, cpu = status["traffic"], status["cpu"]
+            assert t["bytes_in"] > 0 and t["bytes_out"] > 0 and t["pubsub_copies_in"] >= 1
+            assert t["pubsub_publish_out"] >= 1 and t["by_protocol"].get("/meshsub/1.1.0", 0) > 0
+            assert 0 < cpu["island_s"] <= cpu["process_s"]
             print(f"discovery took {discovered_s:.2f} s; accepted per node:",
                   [n.island.counters.accepted for n in nodes])
             nursery.cancel_scope.cancel()
