@@ -104,7 +104,7 @@ class Config:
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
     metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
     telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic, at least this far apart
-    telemetry_rate: float = 0.2  # heartbeats/s for the whole network: period >= (peers + 1) / rate (0: off)
+    telemetry_rate: float = 0.1  # heartbeats/s for the whole network: period >= (peers + 1) / rate (0: off)
     # "Solved" detection: when the resident's estimate reaches target_fitness, test it on
     # test_episodes fresh episodes (not counted as training) at most every test_interval_s.
     target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise

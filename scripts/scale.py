@@ -132,7 +132,64 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
+def summarize(paths: list[Path], png: Path | None) -> int:
+    """One markdown table (and a PNG: bytes and CPU per node against N) from several runs' JSON."""
+    runs = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (r["nodes"], r["label"]))
+    print("| run | N | table >= 90 % after last join | elites delivered | latency p50 / p99 | KB/s per node, "
+          "median (max) | copies in /s | network CPU, median (max) | CPU per pubsub RPC |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        med, mx = r["median"], r["max"]
+        rpcs = med["copies_in_per_s"] + med["rpcs_out_per_s"]
+        per_rpc = med["cpu_network"] / rpcs * 1000 if rpcs else float("nan")
+        rt = "-" if r["rt90_after_last_join_s"] is None else f"{r['rt90_after_last_join_s']:.0f} s"
+        dl = "-" if not r["pairs"] else f"{100 * r['delivery']:.1f} % ({r['deliveries']}/{r['pairs']})"
+        print(f"| {r['label']} | {r['nodes']} | {rt} | {dl} | {r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} s | "
+              f"{med['bytes_per_s'] / 1024:.2f} ({mx['bytes_per_s'] / 1024:.2f}) | {med['copies_in_per_s']:.2f} | "
+              f"{100 * med['cpu_network']:.2f} % ({100 * mx['cpu_network']:.2f} %) | {per_rpc:.2f} ms |")
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        base = [r for r in runs if "meshsub" not in r["label"]]
+        ns = [r["nodes"] for r in base]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        for key, lab in (("bytes_per_s", "all protocols"), ):
+            a1.plot(ns, [r["median"][key] / 1024 for r in base], "-o", label=f"{lab}, median")
+            a1.plot(ns, [r["max"][key] / 1024 for r in base], "--", color="grey", label="max node")
+        for proto in sorted({k for r in base for k in r["median"].get("by_protocol_per_s", {})}):
+            ys = [r["median"]["by_protocol_per_s"].get(proto, 0) / 1024 for r in base]
+            if max(ys) > 0.05:
+                a1.plot(ns, ys, ":", marker=".", label=f"{proto} (payload)")
+        a1.axhline(2, color="r", lw=0.8, label="goal: 2 KB/s at N = 40")
+        a1.set_xlabel("node processes (N)")
+        a1.set_ylabel("KB/s per node, in + out")
+        a1.set_title("bytes per node against N (steady state)")
+        a1.legend(fontsize=7)
+        a1.grid(alpha=0.3)
+        a2.plot(ns, [100 * r["median"]["cpu_network"] for r in base], "-o", label="median")
+        a2.plot(ns, [100 * r["max"]["cpu_network"] for r in base], "--", color="grey", label="max node")
+        a2.axhline(5, color="r", lw=0.8, label="goal: 5 % of a core")
+        a2.set_xlabel("node processes (N)")
+        a2.set_ylabel("% of a core")
+        a2.set_title("networking CPU per node (process - island - evaluation)")
+        a2.legend(fontsize=7)
+        a2.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+        print(f"wrote {png}")
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--summarize":
+        ap = argparse.ArgumentParser(description="summarize scale runs")
+        ap.add_argument("--summarize", nargs="+", type=Path, required=True)
+        ap.add_argument("--png", type=Path, default=None)
+        s = ap.parse_args()
+        return summarize(s.summarize, s.png)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=40)
     ap.add_argument("--duration", type=float, default=120, help="seconds to run after the last join")
@@ -273,7 +330,13 @@ def report(a: argparse.Namespace, nodes: list[Node], samples: list[dict], t_join
            "rt90_after_last_join_s": converged_at, "window_s": dt, "elites_published": len(in_window),
            "deliveries": got, "pairs": pairs, "delivery": got / pairs if pairs else None,
            "latency_p50_s": pct(lat, 0.5), "latency_p99_s": pct(lat, 0.99), "median": med, "max": mx,
-           "crashed": crashed, "per_node": per_node, "samples": samples}
+           "crashed": crashed, "per_node": per_node,
+           # the time series, without each sample's per-protocol detail (kept in per_node)
+           "samples": [{"t": smp["t"], "nodes": [None if x is None else
+                                                 {k: v for k, v in x.items() if k != "traffic"}
+                                                 | {"traffic": {k: v for k, v in x["traffic"].items()
+                                                                if k != "by_protocol"}}
+                                                 for x in smp["nodes"]]} for smp in samples]}
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.with_suffix(".json").write_text(json.dumps(res, indent=1))

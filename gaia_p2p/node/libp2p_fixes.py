@@ -44,7 +44,8 @@ J. ``stop_graft_churn``: "opportunistic grafting" runs at every heartbeat with a
    GRAFT/PRUNE per node per second with 40 nodes, 58 % elite delivery). Switched off.
 K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per topic per heartbeat,
    fixed in the code; capped at ``network.gossip_peers`` (3).
-Both measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
+L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
+J, K and L measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
 """
@@ -407,3 +408,22 @@ def tcp_keepalive(*, idle_s: int = 10, interval_s: int = 5, count: int = 3, user
 
     TrioTCPStream.__init__ = init  # type: ignore[method-assign]
     TrioTCPStream._gaia_keepalive = True  # type: ignore[attr-defined]
+
+
+def strip_sender_records(pubsub: Any) -> None:
+    """L: py-libp2p attaches its signed peer record (``senderRecord``, 213 bytes here) to every
+    pubsub RPC it sends (publishes, forwards, IHAVE/IWANT, GRAFT/PRUNE), and every receiver verifies
+    its signature; identify already told each peer our addresses. On a 300-700 byte heartbeat that is
+    a third of the bytes. Outgoing RPCs go without it (receivers accept RPCs without one, as they
+    must for go-libp2p, which does not send it)."""
+    original = pubsub.write_msg
+
+    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
+        try:
+            if rpc_msg.HasField("senderRecord"):
+                rpc_msg.ClearField("senderRecord")
+        except Exception:  # never let a trim break sending
+            pass
+        return await original(stream, rpc_msg)
+
+    pubsub.write_msg = write_msg

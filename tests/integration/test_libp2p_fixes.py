@@ -277,3 +277,84 @@ async def test_bug_i_validator_reject_and_ignore():
     await pubsub.push_msg(relay, rejected)
     await pubsub.push_msg(_peer(), rejected)  # the cached verdict: not validated again, still charged
     assert calls["n"] == 14 and gs.scorer.score(relay) == -10
+
+
+# --------------------------------------------------------------------------------------------------
+# J. opportunistic grafting at every heartbeat; K. IHAVE fan-out (no network: the router driven directly)
+
+def _gossipsub_with_topic_peers(n_mesh: int, n_others: int):
+    gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], score_params=scoring.score_params(heartbeat_s=1.0),
+                   **libp2p_fixes.gossipsub_options(heartbeat_s=1.0, degree=4, degree_low=3, degree_high=8,
+                                                    eclipse_protection=False))
+    pubsub = Pubsub(_host(), gs, strict_signing=False)
+    gs.pubsub = pubsub
+    mesh, others = [_peer() for _ in range(n_mesh)], [_peer() for _ in range(n_others)]
+    _mesh_of(gs, pubsub, T_MIGRANTS, mesh)
+    pubsub.peer_topics[T_MIGRANTS] |= set(others)
+    for p in others:
+        gs.peer_protocol[p] = TProtocol("/meshsub/1.1.0")
+    return gs, mesh, others
+
+
+def test_bug_j_opportunistic_grafting_churns_a_healthy_mesh():
+    from collections import defaultdict
+
+    gs, mesh, _ = _gossipsub_with_topic_peers(4, 30)
+    grafts: defaultdict = defaultdict(list)
+    grafted = sum(gs._perform_opportunistic_grafting(T_MIGRANTS, grafts) for _ in range(10))
+    assert grafted > 0 and len(gs.mesh[T_MIGRANTS]) > 4  # upstream: a full, all-honest mesh keeps growing
+
+    gs, mesh, _ = _gossipsub_with_topic_peers(4, 30)
+    libp2p_fixes.stop_graft_churn(gs)
+    grafts = defaultdict(list)
+    for _ in range(10):
+        peers_to_graft, peers_to_prune = gs.mesh_heartbeat()
+        assert not peers_to_graft and not peers_to_prune
+        assert gs._perform_opportunistic_grafting(T_MIGRANTS, grafts) == 0
+    assert gs.mesh[T_MIGRANTS] == set(mesh)
+
+
+def test_bug_k_ihave_fanout_is_capped():
+    gs, mesh, others = _gossipsub_with_topic_peers(4, 30)
+    assert gs._get_adaptive_gossip_peers_count(T_MIGRANTS, len(others)) >= 6  # upstream: max(6, 25 %)
+    libp2p_fixes.cap_gossip_peers(gs, 3)
+    assert gs._get_adaptive_gossip_peers_count(T_MIGRANTS, len(others)) == 3
+    assert gs._get_adaptive_gossip_peers_count(T_MIGRANTS, 2) == 2
+
+
+async def test_bug_h_kernel_keepalive_on_every_libp2p_socket(tmp_path):
+    """Every TCP socket of a node (dialled and accepted) has keepalive and a user timeout."""
+    import socket
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(run, node_config(tmp_path, 0))
+            b = await nursery.start(run, node_config(tmp_path, 1, bootstrap=(a.addrs()[0],)))
+            await wait_until(lambda: a.peer_id in b.p2p.connected_peers() and b.peer_id in a.p2p.connected_peers(),
+                             "a and b connected", 30)
+            for node, other in ((a, b), (b, a)):
+                conns = node.p2p.host.get_network().get_connections(ID.from_base58(other.peer_id))
+                socks = [s for c in conns for s in libp2p_fixes._socket_streams(c)]
+                assert socks, "no socket found under the connection"
+                for s in socks:
+                    assert s.socket.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    if hasattr(socket, "TCP_USER_TIMEOUT"):
+                        assert s.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 25_000
+            nursery.cancel_scope.cancel()
+
+
+async def test_bug_l_pubsub_rpcs_go_without_sender_records():
+    """Upstream attaches a signed peer record to every RPC; the fix sends none, and it is still read."""
+    pubsub, _ = _scored_pubsub(enforce=False)
+    sent: list = []
+
+    async def capture(stream, rpc_msg):
+        sent.append(rpc_msg.HasField("senderRecord"))
+        return True
+
+    pubsub.write_msg = capture
+    rpc = rpc_pb2.RPC(publish=[_msg(T_MIGRANTS, 1)], senderRecord=b"\x01" * 213)
+    await pubsub.write_msg(None, rpc)
+    libp2p_fixes.strip_sender_records(pubsub)
+    await pubsub.write_msg(None, rpc_pb2.RPC(publish=[_msg(T_MIGRANTS, 2)], senderRecord=b"\x01" * 213))
+    assert sent == [True, False]
