@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accept-any", action="store_true", help="take migrants even when not better than our best")
     g.add_argument("--migration-entry", choices=["inject", "adopt"],
                    help="an accepted migrant is injected as one sample (default) or adopted as the new mean")
+    g.add_argument("--network-rate", type=float, metavar="R", help="elites per second the whole network may "
+                   "carry; each node publishes at most every (nodes / R) s (default 0.5; 0: no network budget)")
     g.add_argument("--accept-margin", type=float, metavar="F",
                    help="noisy problems: a migrant must beat the resident by more than F (default 0)")
     g.add_argument("--reeval-episodes", type=int, metavar="N",
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="level of py-libp2p's own logs (default error)")
     g.add_argument("--telemetry-interval", type=float, metavar="SECONDS",
                    help="heartbeat period on the experiment's telemetry topic (default 5)")
+    g.add_argument("--telemetry-rate", type=float, metavar="R", help="heartbeats per second for the whole "
+                   "network; each node sends one every max(--telemetry-interval, nodes / R) s (default 0.1)")
     g.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics on 127.0.0.1:PORT (default off)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -137,7 +141,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
              "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
              "log_interval_s": a.log_interval, "metrics_port": a.metrics_port,
-             "telemetry_interval_s": a.telemetry_interval, "target_fitness": a.target_fitness,
+             "telemetry_interval_s": a.telemetry_interval, "telemetry_rate": a.telemetry_rate,
+             "target_fitness": a.target_fitness,
              "test_episodes": a.test_episodes, "test_interval_s": a.test_interval, "stop_at_target": True if a.stop_at_target else None,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
@@ -146,7 +151,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
                       "enabled": False if a.no_migration else None,
                       "accept_only_better": False if a.accept_any else None,
                       "reeval_episodes": a.reeval_episodes, "entry": a.migration_entry,
-                      "accept_margin": a.accept_margin},
+                      "accept_margin": a.accept_margin, "network_rate": a.network_rate},
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},

@@ -291,7 +291,7 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.max_pending", m.max_pending, "must be >= 1", "set [migration] max_pending")
     if not 0 <= m.network_rate <= 1000:
         raise _bad("migration.network_rate", m.network_rate, "must be in 0..1000 (0: no network-wide budget)",
-                   "set [migration] network_rate")
+                   "pass --network-rate 0.5")
     if m.min_publish_interval_s < 0:
         raise _bad("migration.min_publish_interval_s", m.min_publish_interval_s, "must be >= 0",
                    "set [migration] min_publish_interval_s")
@@ -351,7 +351,7 @@ def validate(cfg: Config) -> None:
         raise _bad("max_generations", cfg.max_generations, "must be >= 1", "pass --max-generations")
     if not 0 <= cfg.telemetry_rate <= 1000:
         raise _bad("telemetry_rate", cfg.telemetry_rate, "must be in 0..1000 (0: no network-wide budget)",
-                   "set telemetry_rate in the config file")
+                   "pass --telemetry-rate 0.1")
     if not 0.2 <= cfg.telemetry_interval_s <= 3600:
         raise _bad("telemetry_interval_s", cfg.telemetry_interval_s, "must be in 0.2..3600",
                    "pass --telemetry-interval 5")

@@ -2,8 +2,9 @@
 
 py-libp2p 0.8.1 fills the routing table only from the first self-lookup and inbound queries and
 refreshes every 600 s, so early joiners never learn of later ones. We refresh after
-``refresh_min_s`` and back off (x2) to ``refresh_max_s``; back to ``refresh_min_s`` when the table
-empties or we lost every connection. A lookup costs ~28 KB at 40 nodes (20 queries, each answer
+``refresh_min_s`` and back off (x2) while the table grows, straight to ``refresh_max_s`` after a
+round that added nothing; back to ``refresh_min_s`` when the table empties or we lost every
+connection. A lookup costs ~28 KB at 40 nodes (20 queries, each answer
 naming 20 peers with addresses), so lookups are few and the table fills another way: we dial
 every peer the table or a lookup's answers named (up to ``max_peers``), and every connected peer
 that serves the DHT goes into the table (lookups and inbound queries are py-libp2p's only other
@@ -85,6 +86,7 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
     known: set[str] = set()
     failed_at: dict[str, float] = {}
     period = net.refresh_min_s
+    last_size = 0
     rounds = 0
     while True:
         if boots and not p2p.connected_peers():
@@ -129,8 +131,17 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
             limit = trio.CapacityLimiter(8)
             for pid in candidates[:room]:
                 dials.start_soon(_dial, p2p, pid, limit, failed_at)
-        if p2p.routing_table_size() == 0 or not connected:
+        size = p2p.routing_table_size()
+        if size == 0 or not connected:
             period = net.refresh_min_s
-        else:  # connections fill the table between lookups: back off whether it grew or not
+        elif size > last_size:  # still learning: look again soon, backing off
             period = min(period * 2, net.refresh_max_s)
-        await trio.sleep(period * (0.8 + 0.4 * random.random()))
+        else:  # a round that taught nothing: the table is as full as lookups make it
+            period = net.refresh_max_s
+        last_size = size
+        # sleep the period out, but wake at once when we lose every connection (a partition, a
+        # restart of our only peers): then the bootstraps and the table are dialled again
+        with trio.move_on_after(period * (0.8 + 0.4 * random.random())):
+            await trio.sleep(net.refresh_min_s)  # never spin, even while alone
+            while p2p.connected_peers():
+                await trio.sleep(1.0)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_watch_sees_every_island_and_a_migration(tmp_path):
     common = ("--problem", "rastrigin", "--dim", "10", "--migration-interval", "5", "--workers", "0",
-              "--telemetry-interval", "1")
+              "--telemetry-interval", "1", "--telemetry-rate", "100")
     nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1", "--sigma", "0.3")]
     watcher = None
     try:
