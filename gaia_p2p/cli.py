@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an accepted migrant is injected as one sample (default) or adopted as the new mean")
     g.add_argument("--network-rate", type=float, metavar="R", help="elites per second the whole network may "
                    "carry; each node publishes at most every (nodes / R) s (default 0.5; 0: no network budget)")
+    g.add_argument("--publish-always", action="store_true", help="publish the best every interval even when it is "
+                   "unchanged or a migrant's copy (default: only news)")
     g.add_argument("--accept-margin", type=float, metavar="F",
                    help="noisy problems: a migrant must beat the resident by more than F (default 0)")
     g.add_argument("--reeval-episodes", type=int, metavar="N",
@@ -151,7 +153,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
                       "enabled": False if a.no_migration else None,
                       "accept_only_better": False if a.accept_any else None,
                       "reeval_episodes": a.reeval_episodes, "entry": a.migration_entry,
-                      "accept_margin": a.accept_margin, "network_rate": a.network_rate},
+                      "accept_margin": a.accept_margin, "network_rate": a.network_rate,
+                      "publish_only_new": False if a.publish_always else None},
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},

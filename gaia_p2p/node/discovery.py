@@ -76,6 +76,20 @@ async def self_lookup(p2p: P2P) -> None:
             await p2p.dht.routing_table.add_peer(PeerInfo(pid, addrs))
 
 
+async def sync_connected_into_table(p2p: P2P) -> None:
+    """Every connected peer that serves the DHT into the routing table. py-libp2p fills the table
+    only from lookups and inbound queries: a peer that dialled us for gossip, or that a lookup's
+    dial met, may never get in. Identify told us whether it serves the DHT; add_peer checks that."""
+    in_table = {str(pid) for pid in p2p.routing_table_peers()}
+    for pid in p2p.host.get_connected_peers():
+        if str(pid) not in in_table:
+            with trio.move_on_after(2):
+                try:
+                    await p2p.dht.add_peer(pid)
+                except Exception as e:
+                    log.debug("dht_add_failed", peer_id=str(pid), error=f"{type(e).__name__}: {e}"[:200])
+
+
 async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig) -> None:
     own = p2p.peer_id
     boots = [a for a in bootstrap if not a.endswith("/p2p/" + own)]
@@ -102,17 +116,7 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
                 log.debug("dht_refresh_failed", error=f"{type(e).__name__}: {e}"[:200])
         rounds += 1
         connected = set(p2p.connected_peers())
-        in_table = {str(pid) for pid in p2p.routing_table_peers()}
-        for pid in p2p.host.get_connected_peers():
-            # py-libp2p fills the table only from lookups and inbound queries: a peer that dialled us
-            # for gossip (or that we met through a lookup's dial) may never get in. Identify told us
-            # whether it serves the DHT; add_peer checks that.
-            if str(pid) not in in_table:
-                with trio.move_on_after(2):
-                    try:
-                        await p2p.dht.add_peer(pid)
-                    except Exception as e:
-                        log.debug("dht_add_failed", peer_id=str(pid), error=f"{type(e).__name__}: {e}"[:200])
+        await sync_connected_into_table(p2p)
         for pid in p2p.routing_table_peers():
             spid = str(pid)
             if spid != own and spid not in known:
@@ -144,4 +148,5 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
         with trio.move_on_after(period * (0.8 + 0.4 * random.random())):
             await trio.sleep(net.refresh_min_s)  # never spin, even while alone
             while p2p.connected_peers():
-                await trio.sleep(1.0)
+                await sync_connected_into_table(p2p)  # between lookups too: joiners dial us
+                await trio.sleep(2.0)

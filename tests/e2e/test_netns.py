@@ -25,7 +25,9 @@ from netns_helpers import NetnsLab, NsNodeProc, netns_unavailable_reason
 pytestmark = pytest.mark.e2e
 
 PORT = 4001
+# no network budget and no "news only": the test watches migrants cross (or not cross) the cut
 COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migration-interval", "5",
+          "--network-rate", "0", "--publish-always",
           "--telemetry-interval", "1")
 # Longest the partition is held while waiting for both sides to notice it. Without our keepalive,
 # py-libp2p (no pings on idle streams; TCP retransmits for ~15 min) noticed nothing within 60 s;

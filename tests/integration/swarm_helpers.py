@@ -15,10 +15,12 @@ def node_config(tmp_path: Path, i: int, *, bootstrap: tuple[str, ...] = (), prob
     empty = tmp_path / "no_bootstrap.toml"
     empty.write_text("bootstrap = []\n")
     return build_config(env={}, overrides={
-        "": {"data_dir": data, "checkpoint_interval_s": 3600.0},
+        "": {"data_dir": data, "checkpoint_interval_s": 3600.0, "telemetry_rate": 0.0},
         "problem": {"name": problem, "dim": 10},
         "island": {"seed": 1000 + i, "sigma": 0.5 + 0.2 * i, **island},
-        "migration": {"interval": 5, "min_publish_interval_s": 0.5},
+        # no network-wide budget, no "news only": these tests are about other behaviours and want a
+        # migrant every few generations (the budget: tests/core, scripts/scale.py, e2e with defaults)
+        "migration": {"interval": 5, "min_publish_interval_s": 0.5, "network_rate": 0.0, "publish_only_new": False},
         "network": {"listen": ("/ip4/127.0.0.1/tcp/0",), "bootstrap": bootstrap,
                     "bootstrap_file": str(empty), "heartbeat_s": 0.5, "refresh_min_s": 0.5},
         "evaluation": {"workers": 0},

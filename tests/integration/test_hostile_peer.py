@@ -222,6 +222,7 @@ async def test_invalid_messages_graylist_the_sender_and_spare_honest_peers(tmp_p
 
                 # (a) ignored: an invalid and a valid message written straight onto a stream of its own,
                 # then a GRAFT through its pubsub; a subscription behind each shows they were read
+                honest_sent = honest.island.counters.sent
                 rejected, received, stats = dict(node.topic.rejected), node.island.counters.received, \
                     dict(gs.gaia_score_stats)
                 stream = await atk.open_stream()
@@ -237,7 +238,8 @@ async def test_invalid_messages_graylist_the_sender_and_spare_honest_peers(tmp_p
                 r0 = honest.island.counters.received
                 await _keeps_evolving(node, "after the graylisting", gens=3)
                 assert dict(node.topic.rejected) == rejected  # neither message was validated
-                assert node.island.counters.received == received
+                # whatever reached the victim's island since came from the honest peer
+                assert node.island.counters.received - received <= honest.island.counters.sent - honest_sent
                 assert gs.gaia_score_stats["graylisted_rpcs"] > stats["graylisted_rpcs"]  # the GRAFT at least
                 assert attacker_id not in gs.mesh[topic]
                 assert peer_scores(gs)[atk.peer_id] < GRAYLIST_THRESHOLD
