@@ -97,6 +97,7 @@ class Node:
         self.started_mono = time.monotonic()
         self.bad_streams = 0
         self.cpu = traffic.CpuClock()
+        self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
         self.evals_per_s = 0.0
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
@@ -118,7 +119,10 @@ class Node:
         A node connects to a few dozen peers at most, so the topic alone undercounts a large network;
         the routing table may count nodes of other experiments, which only errs on the quiet side."""
         now = time.time()
-        heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < 600)
+        # islands heard within 2.5 heartbeat periods (at least 10 min): with every node on the same
+        # period that is each of them; a fixed window would undercount once periods exceed it
+        window = max(600.0, 2.5 * self.telemetry_period_s)
+        heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < window)
         return 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
 
     def addrs(self) -> list[str]:
@@ -522,7 +526,8 @@ async def _publish_telemetry(node: Node) -> None:
         node.recent_accepts.clear()  # each acceptance is told once (receivers keep their own history)
         await node.p2p.pubsub.publish(node.telemetry.topic, data)
         log.debug("telemetry_published", size_bytes=len(data))
-        await trio.sleep(telemetry_period(node) * random.uniform(0.9, 1.1))
+        node.telemetry_period_s = telemetry_period(node)
+        await trio.sleep(node.telemetry_period_s * random.uniform(0.9, 1.1))
 
 
 async def _receive_telemetry(node: Node, sub: Any) -> None:

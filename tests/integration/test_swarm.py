@@ -49,6 +49,7 @@ async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
             status = receiver.status()
             assert status["migrants"]["accepted"] >= 1
             assert len(status["peers"]) >= N - 1
+            assert status["network_size"] >= N  # the budgets' estimate: everyone, us included
             # wire and CPU accounting (per process: the 5 in-process nodes share these counters)
             t, cpu = status["traffic"], status["cpu"]
             assert t["bytes_in"] > 0 and t["bytes_out"] > 0 and t["pubsub_copies_in"] >= 1
