@@ -63,9 +63,14 @@ def fmt_event(name: str, ev: dict, color: bool, every: int) -> str | None:
     return f"{prefix} {event:<21} {' '.join(parts)}"
 
 
+STARTED: list[str] = []  # names of nodes that logged node_started (pump threads append)
+
+
 def pump(name: str, stream, out_lock: threading.Lock, color: bool, every: int, raw: bool) -> None:
     for line in iter(stream.readline, ""):
         line = line.rstrip("\n")
+        if '"node_started"' in line:
+            STARTED.append(name)
         if raw:
             text = f"{name} {line}"
         else:
@@ -157,6 +162,12 @@ def main() -> int:
             t = threading.Thread(target=pump, args=(f"n{i}", p.stdout, lock, color, a.every, a.raw), daemon=True)
             t.start()
             threads.append(t)
+        # --duration counts from the moment every node is up (a loaded machine starts them slowly)
+        up_deadline = time.monotonic() + 60
+        while len(set(STARTED)) < a.nodes - 1 and time.monotonic() < up_deadline and not stop.is_set():
+            if all(p.poll() is not None for p in procs[1:]):
+                break
+            time.sleep(0.2)
         end = time.monotonic() + a.duration if a.duration else None
         while not stop.is_set() and (end is None or time.monotonic() < end):
             if all(p.poll() is not None for p in procs):

@@ -205,7 +205,7 @@ async def test_invalid_messages_graylist_the_sender_and_spare_honest_peers(tmp_p
             async with open_attacker() as atk:
                 await atk.join(node.addrs()[0], topic)
                 attacker_id = ID.from_base58(atk.peer_id)
-                assert attacker_id in gs.mesh[topic]
+                await wait_until(lambda: attacker_id in gs.mesh[topic], "the attacker in the victim's mesh", 20)
                 payloads = malformed_payloads(exp, dim)
                 assert len(payloads) == 10
                 scores = []
