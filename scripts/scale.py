@@ -41,6 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gaia_p2p.node.control import query_local_status  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from churn import rss_mb  # noqa: E402
+
 GAIA = [sys.executable, "-m", "gaia_p2p"]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -67,16 +70,6 @@ def children(pid: int) -> list[int]:
         except OSError:
             pass
     return out
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 class Node:

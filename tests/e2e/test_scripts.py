@@ -31,3 +31,19 @@ def test_bench_islands_quick(tmp_path):
     table = (tmp_path / "sphere-quick.md").read_text()
     assert table.count("\n| ") >= 4  # header + 3 arms
     assert (tmp_path / "sphere-quick.png").stat().st_size > 1000
+
+
+def test_scale_script_measures_a_small_swarm(tmp_path):
+    """scripts/scale.py on 3 processes: every node reports traffic and CPU, the JSON has them all."""
+    import json
+
+    out = tmp_path / "scale"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "scale.py"), "--nodes", "3", "--duration", "20",
+                        "--warmup", "5", "--out", str(out)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["nodes"] == 3 and len(res["per_node"]) == 3 and not res["crashed"]
+    for node in res["per_node"]:
+        assert node["bytes_per_s"] > 0 and node["cpu_process"] > 0
+        assert "/meshsub/1.1.0" in node["by_protocol_per_s"]
+    assert res["rt90_after_last_join_s"] is not None  # 3 nodes find each other
