@@ -178,6 +178,7 @@ class Node:
             "network": self.netview.snapshot(),
             "capabilities": self.capabilities,
             "banned_peers": sorted(isl.banned),
+            "peer_scores": _lowest_scores(self.p2p.gossipsub),
             "pubsub_streams_rejected": self.bad_streams,
             "traffic": traffic.snapshot(),
             "cpu": self.cpu.snapshot(self.evaluator.thread_cpu_s),
@@ -197,6 +198,16 @@ class Node:
         snap = state["island"]  # what is in the file, not where the island is by now
         log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
                  best_fitness=_finite_or_none(snap["best_fitness"]))
+
+
+def _lowest_scores(gossipsub: Any, n: int = 16) -> dict[str, float]:
+    """The n lowest gossipsub peer scores (node/scoring.py): honest peers sit at 0, offenders below."""
+    from gaia_p2p.node.scoring import peer_scores
+
+    try:
+        return dict(list(peer_scores(gossipsub).items())[:n])
+    except Exception:  # a view for status: never fail it
+        return {}
 
 
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]:

@@ -50,6 +50,7 @@ async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
             assert status["migrants"]["accepted"] >= 1
             assert len(status["peers"]) >= N - 1
             assert status["network_size"] >= N  # the budgets' estimate: everyone, us included
+            assert status["peer_scores"] and all(v == 0 for v in status["peer_scores"].values())  # all honest
             # wire and CPU accounting (per process: the 5 in-process nodes share these counters)
             t, cpu = status["traffic"], status["cpu"]
             assert t["bytes_in"] > 0 and t["bytes_out"] > 0 and t["pubsub_copies_in"] >= 1
