@@ -209,11 +209,13 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1024
-    return f"{n:.1f} GB"
+        if abs(n) < 1024 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def render_status(s: dict[str, Any]) -> str:

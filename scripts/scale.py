@@ -147,9 +147,8 @@ def summarize(paths: list[Path], png: Path | None) -> int:
         base = [r for r in runs if "meshsub" not in r["label"]]
         ns = [r["nodes"] for r in base]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        for key, lab in (("bytes_per_s", "all protocols"), ):
-            a1.plot(ns, [r["median"][key] / 1024 for r in base], "-o", label=f"{lab}, median")
-            a1.plot(ns, [r["max"][key] / 1024 for r in base], "--", color="grey", label="max node")
+        a1.plot(ns, [r["median"]["bytes_per_s"] / 1024 for r in base], "-o", label="all protocols, median")
+        a1.plot(ns, [r["max"]["bytes_per_s"] / 1024 for r in base], "--", color="grey", label="max node")
         for proto in sorted({k for r in base for k in r["median"].get("by_protocol_per_s", {})}):
             ys = [r["median"]["by_protocol_per_s"].get(proto, 0) / 1024 for r in base]
             if max(ys) > 0.05:

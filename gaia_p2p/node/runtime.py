@@ -98,6 +98,7 @@ class Node:
         self.bad_streams = 0
         self.cpu = traffic.CpuClock()
         self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
+        self._size, self._size_at = 1, -math.inf  # network_size(), cached for a second
         self.evals_per_s = 0.0
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
@@ -119,11 +120,15 @@ class Node:
         A node connects to a few dozen peers at most, so the topic alone undercounts a large network;
         the routing table may count nodes of other experiments, which only errs on the quiet side."""
         now = time.time()
+        if now - self._size_at < 1.0:  # asked before every generation: recount at most once a second
+            return self._size
         # islands heard within 2.5 heartbeat periods (at least 10 min): with every node on the same
         # period that is each of them; a fixed window would undercount once periods exceed it
         window = max(600.0, 2.5 * self.telemetry_period_s)
         heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < window)
-        return 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
+        self._size = 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
+        self._size_at = now
+        return self._size
 
     def addrs(self) -> list[str]:
         """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
