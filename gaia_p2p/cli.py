@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--popsize", type=int, help="population per generation (default 32 on lunarlander)")
     g.add_argument("--seed", type=int, help="random seed (default: drawn once, then kept in the checkpoint)")
     g.add_argument("--lr", type=float, help="openai-es Adam learning rate (default 0.03)")
+    g.add_argument("--restarts", choices=["ipop", "off"],
+                   help="cmaes: when pycma's stop criteria fire, restart from x0 with twice the population "
+                        "(ipop, default) or just go on (off)")
     g = s.add_argument_group("migration")
     g.add_argument("--migration-interval", type=int, metavar="GENS", help="emit the best every GENS generations "
                    "(default 10)")
@@ -148,7 +151,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
              "test_episodes": a.test_episodes, "test_interval_s": a.test_interval, "stop_at_target": True if a.stop_at_target else None,
              "fresh": True if a.fresh else None},
         "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
-        "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr},
+        "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr,
+                   "restarts": a.restarts},
         "migration": {"interval": a.migration_interval, "topology": a.topology, "random_k": a.random_k,
                       "enabled": False if a.no_migration else None,
                       "accept_only_better": False if a.accept_any else None,

@@ -18,7 +18,8 @@ from gaia_p2p.core.experiment import PROBLEMS, ProblemConfig
 from gaia_p2p.core.migration import TOPOLOGIES
 from gaia_p2p.errors import ConfigError
 
-ALGORITHMS = ("cmaes", "openai-es")
+ALGORITHMS = ("cmaes", "openai-es")  # = core.optimizer's (not imported here: it loads pycma)
+RESTARTS = ("ipop", "off")
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
@@ -37,6 +38,7 @@ class IslandConfig:
     popsize: int | None = None  # None: 32 on lunarlander and for openai-es, pycma's default otherwise
     seed: int | None = None  # None: drawn at first start, then kept in the checkpoint
     lr: float = 0.03  # openai-es Adam step size
+    restarts: str = "ipop"  # cmaes: restart a stalled run with twice the population (IPOP) | off
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,14 @@ class NetworkConfig:
     bootstrap: tuple[str, ...] = ()
     bootstrap_file: str | None = None  # None: ./bootstrap_nodes.toml, else the one shipped at the repo top
     heartbeat_s: float = 1.0
-    # Mesh degree: each message reaches a node about (degree - 1) times, and every copy costs CPU
-    # (~1-2 ms here, LIBP2P_NOTES "Scale"); 4 keeps a 40-node mesh connected (docs/BENCHMARKS.md).
+    # Mesh degree: each message reaches a node about once per mesh peer, and every copy costs CPU
+    # (~1-2 ms here, LIBP2P_NOTES "Scale") and bytes; 4 keeps a 40-node mesh connected. A mesh
+    # only shrinks back to `degree` once it passes `degree_high`, and inbound GRAFTs fill it: with
+    # 8 meshes sat at ~6-8 peers in 40 nodes but at 4 in 5 nodes, so the copies (and bytes) per
+    # node grew with N; 5 keeps them near 4-5 at any size (docs/BENCHMARKS.md, "Scaling").
     degree: int = 4
     degree_low: int = 3
-    degree_high: int = 8
+    degree_high: int = 5
     gossip_peers: int = 3  # IHAVE recipients per topic per heartbeat (py-libp2p: max(6, 25 % of peers))
     eclipse_protection: bool = False  # every local peer shares one IP; enable on real networks
     max_rpc_bytes: int = 1 << 20
@@ -281,6 +286,8 @@ def validate(cfg: Config) -> None:
         raise _bad("island.seed", i.seed, "must be in 0..2**63-1", "pass --seed")
     if not (math.isfinite(i.lr) and i.lr > 0):
         raise _bad("island.lr", i.lr, "must be > 0", "set [island] lr")
+    if i.restarts not in RESTARTS:
+        raise _bad("island.restarts", i.restarts, f"must be one of {', '.join(RESTARTS)}", "pass --restarts ipop")
     if m.topology not in TOPOLOGIES:
         raise _bad("migration.topology", m.topology, f"must be one of {', '.join(TOPOLOGIES)}", "pass --topology")
     if m.interval < 1:

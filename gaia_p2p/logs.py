@@ -42,6 +42,7 @@ METRICS_STARTED = "metrics_started"
 METRICS_SCRAPE_FAILED = "metrics_scrape_failed"
 # island
 GENERATION_COMPLETED = "generation_completed"
+OPTIMIZER_RESTARTED = "optimizer_restarted"
 MIGRANT_PUBLISHED = "migrant_published"
 MIGRANT_ACCEPTED = "migrant_accepted"
 MIGRANT_REJECTED = "migrant_rejected"

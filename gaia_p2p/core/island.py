@@ -16,7 +16,8 @@ Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Receiver: acceptance
   is rejected as ``claim_mismatch``;
 - the resident best's fitness is the running mean of its re-scores, not its luckiest draw;
 - an accepted migrant enters the running optimizer (``inject``: one clipped sample, or ``adopt``:
-  the mean moves to it); the optimizer is never restarted.
+  the mean moves to it); accepting never restarts the optimizer (only pycma's own stop
+  criteria do, see core/optimizer.py).
 """
 
 from __future__ import annotations

@@ -58,11 +58,14 @@ def exp_id(problem: str, dim: int) -> str:
 def make_island(*, dim: int = 5, sigma: float = 0.5, seed: int = 0, self_id: str = PEER_IDS[0],
                 problem: str = "sphere", x0: np.ndarray | None = None, popsize: int | None = None,
                 deterministic: bool = True, episodes: int = 1, reeval_episodes: int = 3,
-                **policy: object) -> Island:
-    """A CMA-ES island with a real optimizer; ``policy`` keywords go to ``MigrationPolicy``."""
+                restarts: str = "off", **policy: object) -> Island:
+    """A CMA-ES island with a real optimizer; ``policy`` keywords go to ``MigrationPolicy``.
+
+    Restarts are off by default here: these tests script flat fitness values, on which pycma's
+    stop criteria (tolflatfitness) would fire and change the population size mid-test."""
     if x0 is None:
         x0 = np.full(dim, 2.0)
-    opt = make_optimizer("cmaes", dim, sigma=sigma, popsize=popsize, seed=seed, x0=x0)
+    opt = make_optimizer("cmaes", dim, sigma=sigma, popsize=popsize, seed=seed, x0=x0, restarts=restarts)
     return Island(optimizer=opt, experiment_id=exp_id(problem, dim), self_id=self_id,
                   policy=MigrationPolicy(**policy), episodes=episodes,  # type: ignore[arg-type]
                   deterministic=deterministic, reeval_episodes=reeval_episodes)

@@ -13,6 +13,7 @@ import pytest
 
 import gaia_p2p.core.optimizer as optmod
 from gaia_p2p.core.optimizer import (
+    MAX_IPOP_DOUBLINGS,
     SIGMA_FLOOR,
     CMAES,
     OpenAIES,
@@ -32,8 +33,9 @@ def sphere(x: np.ndarray) -> np.ndarray:
     return -np.sum(np.atleast_2d(x) ** 2, axis=1)
 
 
-def cmaes(seed: int = 0, sigma: float = 0.5, popsize: int | None = None, x0=X0) -> Optimizer:
-    return make_optimizer("cmaes", DIM, sigma=sigma, popsize=popsize, seed=seed, x0=x0)
+def cmaes(seed: int = 0, sigma: float = 0.5, popsize: int | None = None, x0=X0, restarts: str = "off") -> Optimizer:
+    """Restarts off unless asked: most tests here follow one CMA-ES run to convergence."""
+    return make_optimizer("cmaes", DIM, sigma=sigma, popsize=popsize, seed=seed, x0=x0, restarts=restarts)
 
 
 def oes(seed: int = 0, sigma: float = 0.05, popsize: int = 20, lr: float = 0.03, x0=X0) -> Optimizer:
@@ -397,12 +399,70 @@ def test_cmaes_keeps_going_after_pycma_stop_and_resets_collapsed_sigma():
     assert x.shape == (6, DIM) and m["sigma_reset"] == 0.0
 
 
+def test_ipop_restart_doubles_the_population_from_x0_when_pycma_stops():
+    """With restarts="ipop" (the default), a converged run (pycma's tolfun/tolx...) restarts from
+    x0 and sigma0 with twice the population; queued migrants survive the restart."""
+    x0 = np.full(DIM, 0.1)
+    opt = make_optimizer("cmaes", DIM, sigma=0.1, popsize=6, seed=0, x0=x0)
+    assert isinstance(opt, CMAES) and opt.settings()["restarts"] == "ipop"
+    rng = np.random.default_rng(0)
+    for g in range(800):
+        x, m = step(opt, rng)
+        if m["restarted"]:
+            break
+    else:
+        pytest.fail("pycma never stopped on the sphere")
+    assert g > 20 and m["stop_flags"] > 0 and opt.last_stop
+    assert (opt.popsize, m["popsize"], m["restarts"], opt.restart_count) == (12, 12.0, 1.0, 1)
+    np.testing.assert_array_equal(opt.mean, x0)
+    assert opt.sigma == 0.1
+    migrant = np.full(DIM, 1e-3)
+    opt.inject(migrant)
+    x = opt.ask(rng)
+    assert x.shape == (12, DIM)
+    np.testing.assert_allclose(x[0], migrant, atol=1e-9)
+    opt.tell(x, sphere(x))
+
+
+def test_ipop_population_stops_doubling_at_the_cap():
+    opt = make_optimizer("cmaes", DIM, sigma=0.1, popsize=4, seed=0, x0=np.zeros(DIM))
+    assert isinstance(opt, CMAES)
+    for _ in range(MAX_IPOP_DOUBLINGS + 2):
+        opt._restart(("tolfun",))
+    assert opt.popsize == 4 * 2 ** MAX_IPOP_DOUBLINGS and opt.restart_count == MAX_IPOP_DOUBLINGS + 2
+
+
+def test_ipop_restarts_beat_a_single_run_on_rastrigin():
+    """The reason restarts exist: one CMA-ES settles in a local optimum of rastrigin and stays;
+    IPOP escapes. Measured offline (5 seeds, dim 30, 90k evaluations): -26.9 vs -9.9 median.
+    Here dim 10, 20k evaluations, 3 seeds; every seed must improve."""
+    from gaia_p2p.problems.functions import rastrigin
+    for seed in range(3):
+        x0 = np.random.default_rng([seed, 1]).uniform(-3, 3, 10)
+        best = {}
+        for mode in ("off", "ipop"):
+            opt = make_optimizer("cmaes", 10, sigma=0.5, popsize=None, seed=seed, x0=x0, restarts=mode)
+            rng, evals, b = np.random.default_rng(seed), 0, -np.inf
+            while evals < 20_000:
+                x = opt.ask(rng)
+                f = rastrigin(x)
+                opt.tell(x, f)
+                evals, b = evals + len(x), max(b, float(f.max()))
+            best[mode] = b
+        assert best["ipop"] > best["off"] + 1.0, (seed, best)
+
+
+def test_restart_mode_is_checked():
+    with pytest.raises(ConfigError, match="island.restarts"):
+        make_optimizer("cmaes", DIM, sigma=0.5, popsize=None, seed=0, restarts="bipop")
+
+
 # ------------------------------------------------------------------------------------ settings, protocol
 
 
 def test_settings_and_protocol():
     c, o = cmaes(popsize=12, sigma=0.3), oes(popsize=8, lr=0.01, sigma=0.02)
-    assert c.settings() == {"sigma0": 0.3, "popsize": 12}
+    assert c.settings() == {"sigma0": 0.3, "popsize": 12, "restarts": "off"}
     assert o.settings() == {"sigma0": 0.02, "popsize": 8, "lr": 0.01}
     for opt, name in ((c, "cmaes"), (o, "openai-es")):
         assert isinstance(opt, Optimizer)
