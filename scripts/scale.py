@@ -243,7 +243,7 @@ def main() -> int:
                     "traffic": st["traffic"], "cpu": st["cpu"], "proc_cpu_s": proc_cpu_s(n.proc.pid),
                     "worker_cpu_s": sum(proc_cpu_s(w) for w in wpids), "rss_mb": rss_mb(n.proc.pid),
                     "generation": st["island"]["generation"], "best": st["island"]["best_fitness"],
-                    "sent": st["migrants"]["sent"], "alive": n.proc.poll() is None})
+                    "sent": st["migrants"]["sent"], "mesh": st.get("mesh", {}), "alive": n.proc.poll() is None})
             samples.append(row)
             rts = [x["rt"] if x else 0 for x in row["nodes"]]
             if converged_at is None and min(rts) >= 0.9 * (a.nodes - 1):
@@ -280,6 +280,10 @@ def report(a: argparse.Namespace, nodes: list[Node], samples: list[dict], t_join
             "bytes_out_per_s": d["bytes_out"] / dt, "copies_in_per_s": d["pubsub_copies_in"] / dt,
             "rpcs_out_per_s": d["pubsub_rpcs_out"] / dt, "ihave_out_per_s": d["pubsub_ihave_out"] / dt,
             "publish_out_per_s": d["pubsub_publish_out"] / dt,
+            "rpc_bytes_out_per_s": {k[len("pubsub_"):-len("_bytes_out")]: round(d.get(k, 0) / dt, 1)
+                                    for k in ("pubsub_publish_bytes_out", "pubsub_ihave_bytes_out",
+                                              "pubsub_control_bytes_out", "pubsub_subscription_bytes_out",
+                                              "pubsub_rpc_bytes_out")},
             "cpu_process": (x1["proc_cpu_s"] - x0["proc_cpu_s"]) / dt,
             "cpu_island": (x1["cpu"]["island_s"] - x0["cpu"]["island_s"]) / dt,
             "cpu_eval_thread": (x1["cpu"]["eval_thread_s"] - x0["cpu"]["eval_thread_s"]) / dt,
@@ -287,6 +291,7 @@ def report(a: argparse.Namespace, nodes: list[Node], samples: list[dict], t_join
             "cpu_worker": (x1["worker_cpu_s"] - x0["worker_cpu_s"]) / dt,
             "gens_per_s": (x1["generation"] - x0["generation"]) / dt,
             "elites_sent_per_s": (x1["sent"] - x0["sent"]) / dt, "rss_mb": x1["rss_mb"],
+            "mesh_peers": statistics.mean(x1.get("mesh") or {"": 0}.values()),
             "by_protocol_per_s": by_protocol})
     # delivery from the logs
     t0, t1 = t_join + a.warmup, t_join + last["t"] - 10
@@ -310,12 +315,16 @@ def report(a: argparse.Namespace, nodes: list[Node], samples: list[dict], t_join
         pairs += N - 1
         got += sum(1 for r in rs if r != k[0])
         lat += [rt - t for r, rt in rs.items() if r != k[0]]
-    keys = [k for k in per_node[0] if k != "by_protocol_per_s"] if per_node else []
+    nested = ("by_protocol_per_s", "rpc_bytes_out_per_s")
+    keys = [k for k in per_node[0] if k not in nested] if per_node else []
     med = {k: statistics.median(p[k] for p in per_node) for k in keys}
     mx = {k: max(p[k] for p in per_node) for k in keys}
     protos = sorted({k for p in per_node for k in p["by_protocol_per_s"]})
     med["by_protocol_per_s"] = {k: statistics.median(p["by_protocol_per_s"].get(k, 0) for p in per_node)
                                 for k in protos}
+    kinds = sorted({k for p in per_node for k in p.get("rpc_bytes_out_per_s", {})})
+    med["rpc_bytes_out_per_s"] = {k: statistics.median(p["rpc_bytes_out_per_s"].get(k, 0) for p in per_node)
+                                  for k in kinds}
     res = {"command": cmd, "label": a.label, "nodes": N, "duty_cycle": duty, "duration_s": a.duration,
            "rt90_after_last_join_s": converged_at, "window_s": dt, "elites_published": len(in_window),
            "deliveries": got, "pairs": pairs, "delivery": got / pairs if pairs else None,

@@ -155,6 +155,8 @@ class Node:
             "addrs": self.addrs(),
             "peers": self.p2p.connected_peers(),
             "topic_peers": self.p2p.topic_peers(self.topic.topic),
+            # gossipsub mesh peers per topic: each message arrives about once per mesh peer
+            "mesh": {t: len(self.p2p.gossipsub.mesh.get(t, ())) for t in (self.topic.topic, self.telemetry.topic)},
             "routing_table_size": self.p2p.routing_table_size(),
             "network_size": self.network_size(),
             "experiment_id": self.exp_id,
@@ -162,7 +164,8 @@ class Node:
             "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
                                                        "episodes": self.cfg.problem.episodes},
             "optimizer": {"algorithm": opt.algorithm, "popsize": opt.popsize, "dim": opt.dim,
-                          "settings": opt.settings(), "seed": self.seed},
+                          "settings": opt.settings(), "seed": self.seed,
+                          "restarts": getattr(opt, "restart_count", 0)},
             "migration": {"enabled": isl.policy.enabled, "interval": isl.policy.interval,
                           "topology": isl.policy.topology, "accept_only_better": isl.policy.accept_only_better},
             "island": {
@@ -252,7 +255,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
         # Test functions have their optimum at or near the origin: start each island somewhere else.
         x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
     opt = make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
-                         popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr)
+                         popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr,
+                         restarts=cfg.island.restarts)
     island = Island(optimizer=opt, experiment_id=exp, self_id=self_id, policy=policy,
                     episodes=cfg.problem.episodes, deterministic=cfg.problem.deterministic,
                     reeval_episodes=cfg.reeval_episodes)
@@ -441,6 +445,11 @@ async def _maybe_test(node: Node) -> bool:
 async def _execute(node: Node, effect: Any) -> None:
     if isinstance(effect, GenerationCompleted):
         now = trio.current_time()
+        if effect.metrics.get("restarted"):
+            opt = node.island.opt
+            log.info(logs.OPTIMIZER_RESTARTED, generation=effect.generation, restarts=getattr(opt, "restart_count", 0),
+                     popsize=opt.popsize, stop=list(getattr(opt, "last_stop", ())),
+                     best_fitness=_finite_or_none(effect.best_fitness))
         bar = logs.progress()
         if bar is not None and now - node.last_bar_at >= 0.25:  # a terminal redraw at most 4 times a second
             node.last_bar_at = now

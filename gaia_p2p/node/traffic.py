@@ -17,7 +17,10 @@ from typing import Any
 
 COUNTERS: dict[str, int] = {"bytes_in": 0, "bytes_out": 0, "pubsub_copies_in": 0, "pubsub_rpcs_out": 0,
                             "pubsub_rpc_bytes_out": 0, "pubsub_publish_out": 0, "pubsub_ihave_out": 0,
-                            "pubsub_iwant_out": 0, "pubsub_graft_prune_out": 0, "pubsub_idontwant_out": 0}
+                            "pubsub_iwant_out": 0, "pubsub_graft_prune_out": 0, "pubsub_idontwant_out": 0,
+                            # protobuf bytes sent, by what they carry (the RPC's own framing excluded)
+                            "pubsub_publish_bytes_out": 0, "pubsub_ihave_bytes_out": 0,
+                            "pubsub_control_bytes_out": 0, "pubsub_subscription_bytes_out": 0}
 BY_PROTOCOL: dict[str, int] = {}  # stream payload bytes in+out by protocol id (before muxer/Noise framing)
 _installed = [False]
 
@@ -74,12 +77,17 @@ def count_pubsub(pubsub: Any) -> None:
             COUNTERS["pubsub_rpcs_out"] += 1
             COUNTERS["pubsub_rpc_bytes_out"] += rpc_msg.ByteSize()
             COUNTERS["pubsub_publish_out"] += len(rpc_msg.publish)
+            COUNTERS["pubsub_publish_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.publish)
+            COUNTERS["pubsub_subscription_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.subscriptions)
             if rpc_msg.HasField("control"):
                 c = rpc_msg.control
                 COUNTERS["pubsub_ihave_out"] += len(c.ihave)
                 COUNTERS["pubsub_iwant_out"] += len(c.iwant)
                 COUNTERS["pubsub_graft_prune_out"] += len(c.graft) + len(c.prune)
                 COUNTERS["pubsub_idontwant_out"] += len(c.idontwant)
+                ihave = sum(m.ByteSize() for m in c.ihave)
+                COUNTERS["pubsub_ihave_bytes_out"] += ihave
+                COUNTERS["pubsub_control_bytes_out"] += c.ByteSize() - ihave
         except Exception:  # counting must never break sending
             pass
         return await write(stream, rpc_msg)
