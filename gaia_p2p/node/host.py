@@ -197,7 +197,8 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     traffic.install()
     libp2p_fixes.tcp_keepalive()
     traffic.count_pubsub(pubsub)
-    libp2p_fixes.strip_sender_records(pubsub)  # outermost: counted as sent, without the record
+    libp2p_fixes.strip_inlined_keys(pubsub)
+    libp2p_fixes.strip_sender_records(pubsub)  # outermost: counted as sent, without record or key
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
     host.get_network().register_notifee(_ConnectionNotifee(host))
 

@@ -45,7 +45,9 @@ J. ``stop_graft_churn``: "opportunistic grafting" runs at every heartbeat with a
 K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per topic per heartbeat,
    fixed in the code; capped at ``network.gossip_peers`` (3).
 L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
-J, K and L measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
+M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
+   key is inlined in the ``from`` peer id (where receivers look first).
+J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
 """
@@ -53,6 +55,7 @@ Not worked around (documented in the README): E, mesh isolation with more topic 
 from __future__ import annotations
 
 import contextvars
+import functools
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -422,6 +425,37 @@ def strip_sender_records(pubsub: Any) -> None:
         try:
             if rpc_msg.HasField("senderRecord"):
                 rpc_msg.ClearField("senderRecord")
+        except Exception:  # never let a trim break sending
+            pass
+        return await original(stream, rpc_msg)
+
+    pubsub.write_msg = write_msg
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_inlined(from_id: bytes) -> bool:
+    from libp2p.peer.id import ID
+
+    try:
+        return ID(from_id).extract_public_key() is not None
+    except Exception:
+        return False
+
+
+def strip_inlined_keys(pubsub: Any) -> None:
+    """M: py-libp2p puts the author's public key (``key``, 36 bytes + framing for Ed25519) in every
+    message it publishes, and every forward repeats it. For Ed25519 (our identities) the key is
+    inlined in the ``from`` peer id, and receivers take it from there (py-libp2p's
+    ``signature_validator`` tries the peer id first; the gossipsub spec and go-libp2p omit the key
+    when it is inlined). The signature does not cover ``key``, so outgoing messages drop it when
+    ``from`` inlines it (~5 % of a heartbeat's bytes, on every copy)."""
+    original = pubsub.write_msg
+
+    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
+        try:
+            for m in rpc_msg.publish:
+                if m.key and _key_inlined(bytes(m.from_id)):
+                    m.ClearField("key")
         except Exception:  # never let a trim break sending
             pass
         return await original(stream, rpc_msg)

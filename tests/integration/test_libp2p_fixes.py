@@ -358,3 +358,35 @@ async def test_bug_l_pubsub_rpcs_go_without_sender_records():
     libp2p_fixes.strip_sender_records(pubsub)
     await pubsub.write_msg(None, rpc_pb2.RPC(publish=[_msg(T_MIGRANTS, 2)], senderRecord=b"\x01" * 213))
     assert sent == [True, False]
+
+
+async def test_bug_m_messages_go_without_the_inlined_key_and_still_verify():
+    """Upstream puts the Ed25519 key next to the ``from`` id that already inlines it; the fix drops
+    it on the way out, and py-libp2p's own validator still verifies the signature (and still
+    rejects a tampered message)."""
+    from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
+    from libp2p.pubsub.validators import signature_validator
+
+    kp = create_new_key_pair()
+    author = ID.from_pubkey(kp.public_key)
+    msg = rpc_pb2.Message(data=b"elite", topicIDs=[T_MIGRANTS], from_id=author.to_bytes(), seqno=(1).to_bytes(8, "big"))
+    sig = kp.private_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+    msg.key, msg.signature = kp.public_key.serialize(), sig  # what Pubsub.publish does
+    size_with_key = msg.ByteSize()
+
+    pubsub, _ = _scored_pubsub(enforce=False)
+    sent: list = []
+
+    async def capture(stream, rpc_msg):
+        sent.append(rpc_msg)
+        return True
+
+    pubsub.write_msg = capture
+    libp2p_fixes.strip_inlined_keys(pubsub)
+    await pubsub.write_msg(None, rpc_pb2.RPC(publish=[msg]))
+    [out] = sent[0].publish
+    assert out.key == b"" and size_with_key - out.ByteSize() >= 36
+    wire = rpc_pb2.Message.FromString(out.SerializeToString())
+    assert signature_validator(wire)
+    wire.data = b"elitE"
+    assert not signature_validator(wire)
