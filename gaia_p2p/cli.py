@@ -230,12 +230,14 @@ def render_status(s: dict[str, Any]) -> str:
         f"peer id         {s['peer_id']}",
         *[f"listen          {a}" if i == 0 else f"                {a}" for i, a in enumerate(s["addrs"])],
         f"peers           {len(s['peers'])} connected, {len(s['topic_peers'])} in the experiment, "
-        f"routing table {s['routing_table_size']}",
+        f"routing table {s['routing_table_size']}"
+        f"{', mesh ' + '/'.join(str(v) for v in s['mesh'].values()) if s.get('mesh') else ''}",
         *[f"                {p}" for p in s["peers"][:16]],
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
         f"topics          {', '.join(s['topics'])}",
-        f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}",
+        f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"
+        f"{' restarted ' + str(opt['restarts']) + 'x' if opt.get('restarts') else ''}",
         f"migration       every {s['migration']['interval']} generations, topology {s['migration']['topology']}"
         f"{'' if s['migration']['enabled'] else ' (disabled)'}",
         f"generation      {isl['generation']}   evaluations {isl['evaluations']}   "

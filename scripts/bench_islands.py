@@ -153,7 +153,7 @@ class Node:
 
 
 def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
-    common = ["--problem", a.problem, "--log-format", "json", "--log-interval", "0", "--bootstrap-file",
+    common = ["--problem", a.problem, "--log-format", "json", "--log-interval", str(a.log_interval), "--bootstrap-file",
               str(base / "no_bootstrap.toml"), "--telemetry-interval", "5", "--checkpoint-interval", "3600"]
     if a.problem == "lunarlander":
         common += ["--target-fitness", "200", "--stop-at-target", "--popsize", str(a.popsize),
@@ -347,6 +347,9 @@ def main() -> int:
     ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="--migration-entry for every node")
     ap.add_argument("--margin", type=float, default=None, help="--accept-margin for every node")
     ap.add_argument("--final-episodes", type=int, default=100)
+    ap.add_argument("--log-interval", type=float, default=0.0,
+                    help="nodes' --log-interval: 0 logs every generation (exact curves; on fast problems the "
+                         "JSON lines cost more CPU than the duty cycle lets the island use), 0.5 for scaling runs")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (tests)")

@@ -291,7 +291,7 @@ def report(a: argparse.Namespace, nodes: list[Node], samples: list[dict], t_join
             "cpu_worker": (x1["worker_cpu_s"] - x0["worker_cpu_s"]) / dt,
             "gens_per_s": (x1["generation"] - x0["generation"]) / dt,
             "elites_sent_per_s": (x1["sent"] - x0["sent"]) / dt, "rss_mb": x1["rss_mb"],
-            "mesh_peers": statistics.mean(x1.get("mesh") or {"": 0}.values()),
+            "mesh_peers": statistics.mean((x1.get("mesh") or {"": 0}).values()),
             "by_protocol_per_s": by_protocol})
     # delivery from the logs
     t0, t1 = t_join + a.warmup, t_join + last["t"] - 10

@@ -25,7 +25,7 @@ import trio_parallel
 
 from gaia_p2p import __version__, logs
 from gaia_p2p.config import Config, load_bootstrap_file
-from gaia_p2p.core import codec
+from gaia_p2p.core import codec, migration
 from gaia_p2p.core.events import (
     Evaluate,
     EvaluationDone,
@@ -45,6 +45,7 @@ from gaia_p2p.errors import CheckpointError
 from gaia_p2p.node import control, traffic
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
+from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService, pick
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
 from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
@@ -109,6 +110,15 @@ class Node:
         self.test_episodes_used = 0
         # One seeded generator for every input the island gets; a resumed node continues a new stream.
         self.rng = np.random.default_rng([seed, island.generation, 7])
+        # /gaia/elite/1.0.0: our best to peers that ask, theirs to us (node/fetch.py)
+        self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
+
+    def best_for_fetch(self) -> tuple[bytes, float] | None:
+        """Our resident as the elite protocol serves it (the same bytes a publish would carry)."""
+        if self.island.best_params is None:
+            return None
+        elite = self.island.best_elite()
+        return codec.encode_elite(elite), elite.fitness
 
     @property
     def peer_id(self) -> str:
@@ -188,6 +198,7 @@ class Node:
             "banned_peers": sorted(isl.banned),
             "peer_scores": _lowest_scores(self.p2p.gossipsub),
             "pubsub_streams_rejected": self.bad_streams,
+            "elite_fetch": dict(sorted(self.elites.stats.items())),
             "traffic": traffic.snapshot(),
             "cpu": self.cpu.snapshot(self.evaluator.thread_cpu_s),
             "workers": self.cfg.evaluation.workers,
@@ -308,6 +319,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         p2p.pubsub.set_topic_validator(tele.topic, tele.validator, is_async_validator=False)
         tele_sub = await p2p.pubsub.subscribe(tele.topic)
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
+        p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
@@ -328,6 +340,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                                dead_after_s=4 * cfg.network.keepalive_s,
                                                rate_per_s=cfg.network.keepalive_rate))
                 nursery.start_soon(_receive_migrants, node, sub)
+                nursery.start_soon(_fetch_elites, node)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
@@ -518,6 +531,56 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
             effects = node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng)
         for effect in effects:
             await _execute(node, effect)
+
+
+async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float = 120.0) -> None:
+    """Point-to-point migration over /gaia/elite/1.0.0 (node/fetch.py):
+
+    - full topology: while joining (the first ``join_window_s``), ask up to JOIN_PEERS live peers
+      once each for their best, so a newcomer starts from the network's best instead of waiting
+      for publishes spread out by the network-wide budget (a peer that has no best yet, or could
+      not be reached, may be asked again later);
+    - ring and random topologies: ask our source(s) every migration interval (at most every
+      PULL_MIN_S seconds: fast problems finish an interval in a fraction of a second), from the start.
+    Every answer says only what beats our resident's claim (``above``)."""
+    isl = node.island
+    if not isl.policy.enabled:
+        return
+    done: set[str] = set()
+    tries: dict[str, float] = {}
+    started = trio.current_time()
+    next_pull, next_pull_at = 0, -math.inf
+    while True:
+        await trio.sleep(poll_s)
+        now = trio.current_time()
+        live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
+        targets: list[tuple[str, str]] = []
+        if isl.policy.topology == "full":
+            if len(done) < JOIN_PEERS and now - started < join_window_s:
+                ready = {p for p in live if now - tries.get(p, -math.inf) >= 10.0}
+                targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done)]
+        elif isl.generation >= next_pull and now >= next_pull_at and live:
+            next_pull, next_pull_at = isl.generation + isl.policy.interval, now + PULL_MIN_S
+            if isl.policy.topology == "ring":
+                srcs = [migration.ring_predecessor(node.peer_id, live)]
+            else:
+                srcs = sorted(isl.random_sources & live)
+            targets = [(p, isl.policy.topology) for p in srcs if p]
+        for peer, why in targets:
+            tries[peer] = now
+            above = _finite_or_none(isl.best_last) if isl.best_params is not None else None
+            before = node.elites.stats["answered_no_elite"] + node.elites.stats["failed_unreachable"]
+            elite = await node.elites.fetch(peer, above)
+            if why == "join" and node.elites.stats["answered_no_elite"] + node.elites.stats["failed_unreachable"] == before:
+                done.add(peer)  # it answered (with an elite, or "nothing better than yours")
+            if elite is None:
+                continue
+            log.info(logs.ELITE_FETCHED, src=peer, why=why, generation=elite.generation,
+                     claimed_fitness=elite.fitness)
+            with node.cpu:
+                effects = isl.handle(MigrantReceived(peer, elite), now=trio.current_time(), rng=node.rng)
+            for effect in effects:
+                await _execute(node, effect)
 
 
 def telemetry_of(node: Node) -> Telemetry:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import trio
 
+from gaia_p2p.cli import render_status
 from gaia_p2p.node.runtime import Node, run
 
 from swarm_helpers import node_config, wait_until
@@ -56,6 +57,11 @@ async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
             assert t["bytes_in"] > 0 and t["bytes_out"] > 0 and t["pubsub_copies_in"] >= 1
             assert t["pubsub_publish_out"] >= 1 and t["by_protocol"].get("/meshsub/1.1.0", 0) > 0
             assert 0 < cpu["island_s"] <= cpu["process_s"]
+            assert t["pubsub_publish_bytes_out"] > 0 and t["pubsub_publish_bytes_out"] <= t["pubsub_rpc_bytes_out"]
+            assert 1 <= status["mesh"][receiver.topic.topic] <= N - 1
+            assert status["optimizer"]["restarts"] >= 0
+            text = render_status(status)
+            assert "mesh " in text and "traffic " in text and "cpu " in text
             print(f"discovery took {discovered_s:.2f} s; accepted per node:",
                   [n.island.counters.accepted for n in nodes])
             nursery.cancel_scope.cancel()

@@ -1,0 +1,216 @@
+"""``/gaia/elite/1.0.0``: ask one peer for its current best elite (protocols/gaia-elite-v1.md).
+
+Gossip is the broadcast path, and the network-wide budget makes each island speak rarely (once per
+network_size / network_rate seconds: 80 s with 40 nodes, half an hour with 1000). This stream
+protocol is the point-to-point path, used where a broadcast is the wrong tool:
+
+- **joining**: a new island asks up to ``JOIN_PEERS`` peers for their best right away, instead of
+  waiting for their next publish;
+- **ring and random topologies**: an island takes migrants from one or k named sources only, so it
+  asks them directly once per migration interval (cost per node: the topology's degree, not N).
+
+A fetched elite enters the island exactly like a gossiped one from the same peer (the responder,
+authenticated by Noise): decoded with the same checks, filtered by the topology, re-evaluated on
+our seeds, accepted only if better, its claim checked on deterministic problems. The request says
+what the asker already has (``above``), so a responder that has nothing better answers with a few
+bytes (announce-and-fetch: the parameters travel only to a peer that wants them).
+
+Framing: unsigned-varint length + msgpack map, one request and one response per stream.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import structlog
+import trio
+
+from gaia_p2p.core import codec
+from gaia_p2p.core.types import Elite
+from gaia_p2p.errors import RemoteProtocolError
+from gaia_p2p.node.control import encode_uvarint, read_frame
+from gaia_p2p.node.gossip import TokenBucket
+
+log = structlog.get_logger("gaia.fetch")
+
+ELITE_PROTOCOL = "/gaia/elite/1.0.0"
+VERSION = 1
+MAX_REQUEST_BYTES = 256
+MAX_RESPONSE_BYTES = codec.MAX_ELITE_BYTES + 64
+STREAM_TIMEOUT_S = 10.0
+#: Peers a joining island asks (once each) for their best.
+JOIN_PEERS = 3
+#: Ring and random topologies ask their source(s) at most this often (seconds).
+PULL_MIN_S = 5.0
+#: Requests answered per asking peer: 1 every 2 s, bursts of 3.
+SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
+#: Response error codes (``err``).
+ERRORS = ("bad_request", "unsupported_version", "wrong_experiment", "no_elite", "not_better", "rate_limited")
+
+
+# ------------------------------------------------------------------ pure: messages
+
+
+def encode_request(experiment_id: str, above: float | None) -> bytes:
+    body: dict[str, Any] = {"v": VERSION, "exp": experiment_id,
+                            "above": None if above is None or not math.isfinite(above) else float(above)}
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_request(data: bytes) -> tuple[str, float | None]:
+    """``(experiment_id, above)``; raises RemoteProtocolError("bad_request" | "unsupported_version")."""
+    obj = _unpack(data, MAX_REQUEST_BYTES, "bad_request")
+    if obj.get("v") != VERSION or type(obj.get("v")) is not int:
+        raise RemoteProtocolError("unsupported_version", f"v = {obj.get('v')!r:.40}")
+    exp, above = obj.get("exp"), obj.get("above")
+    if type(exp) is not str or len(exp) != 32:
+        raise RemoteProtocolError("bad_request", "exp must be a 32-char experiment id")
+    if type(above) is int:
+        above = float(above)
+    if above is not None and (type(above) is not float or not math.isfinite(above)):
+        raise RemoteProtocolError("bad_request", "above must be a finite number or nil")
+    return exp, above
+
+
+def encode_response(*, elite: bytes | None = None, err: str | None = None) -> bytes:
+    if (elite is None) == (err is None) or (err is not None and err not in ERRORS):
+        raise ValueError("a response carries exactly one of elite or a known err")
+    body: dict[str, Any] = {"v": VERSION}
+    if elite is not None:
+        body["elite"] = elite
+    else:
+        body["err"] = err
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | str:
+    """The elite (checked like a gossiped one), or the responder's error code.
+
+    Raises RemoteProtocolError with a gaia-migration-v1 reason code (``malformed``,
+    ``bad_version``, ...) when the response or the elite inside it is bad."""
+    obj = _unpack(data, MAX_RESPONSE_BYTES, codec.MALFORMED)
+    if obj.get("v") != VERSION or type(obj.get("v")) is not int:
+        raise RemoteProtocolError(codec.BAD_VERSION, f"v = {obj.get('v')!r:.40}")
+    if "elite" in obj:
+        raw = obj["elite"]
+        if type(raw) is not bytes:
+            raise RemoteProtocolError(codec.BAD_FIELD, "elite must be bin")
+        return codec.decode_elite(raw, experiment_id=experiment_id, dim=dim)
+    err = obj.get("err")
+    if type(err) is not str or len(err) > 64:
+        raise RemoteProtocolError(codec.BAD_FIELD, "a response needs elite or err")
+    return err
+
+
+def _unpack(data: bytes, limit: int, reason: str) -> dict[str, Any]:
+    if len(data) > limit:
+        raise RemoteProtocolError(codec.OVERSIZE if reason == codec.MALFORMED else reason, f"{len(data)} bytes > {limit}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit,
+                              max_array_len=64, max_map_len=64, max_ext_len=0)
+    except (msgpack.UnpackException, ValueError, TypeError, RecursionError, OverflowError) as e:
+        raise RemoteProtocolError(reason, f"{type(e).__name__}: {e}"[:200]) from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(reason, "top level must be a map")
+    return obj
+
+
+def answer(req: bytes, *, experiment_id: str, best: Callable[[], tuple[bytes, float] | None]) -> bytes:
+    """The server's whole decision, pure: ``best()`` gives our encoded resident and its claim."""
+    try:
+        exp, above = decode_request(req)
+    except RemoteProtocolError as e:
+        return encode_response(err=e.reason)
+    if exp != experiment_id:
+        return encode_response(err="wrong_experiment")
+    mine = best()
+    if mine is None:
+        return encode_response(err="no_elite")
+    data, claim = mine
+    if above is not None and not claim > above:
+        return encode_response(err="not_better")
+    return encode_response(elite=data)
+
+
+# ------------------------------------------------------------------ shell: server and client
+
+
+class EliteService:
+    """Serves our best and fetches peers' best; counters for status."""
+
+    def __init__(self, host: Any, experiment_id: str, dim: int,
+                 best: Callable[[], tuple[bytes, float] | None]) -> None:
+        self.host, self.experiment_id, self.dim, self.best = host, experiment_id, dim, best
+        self.bucket = TokenBucket(SERVE_RATE_PER_S, SERVE_BURST)
+        self.stats: Counter[str] = Counter()  # served, refused_<err>, fetched, answered_<err>, failed_<reason>
+
+    async def handle(self, stream: Any) -> None:
+        try:
+            peer = str(stream.muxed_conn.peer_id)
+        except Exception:
+            peer = "?"
+        try:
+            with trio.fail_after(STREAM_TIMEOUT_S):
+                req = await read_frame(stream, MAX_REQUEST_BYTES)
+                if not self.bucket.allow(peer, trio.current_time()):
+                    resp = encode_response(err="rate_limited")
+                else:
+                    resp = answer(req, experiment_id=self.experiment_id, best=self.best)
+                kind = msgpack.unpackb(resp, raw=False).get("err") or "served"
+                self.stats["served" if kind == "served" else f"refused_{kind}"] += 1
+                if kind in ("bad_request", "unsupported_version"):
+                    log.warning("elite_request_rejected", peer_id=peer, reason=kind)
+                await stream.write(encode_uvarint(len(resp)) + resp)
+                await stream.close()
+        except (Exception, trio.TooSlowError) as e:
+            self.stats["refused_stream_error"] += 1
+            log.warning("elite_request_rejected", peer_id=peer, reason="stream_error",
+                        error=f"{type(e).__name__}: {e}"[:200])
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+    async def fetch(self, peer_id: str, above: float | None) -> Elite | None:
+        """Ask ``peer_id`` for its best above ``above``. Never raises: failures are counted and logged."""
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        stream = None
+        try:
+            with trio.fail_after(STREAM_TIMEOUT_S):
+                stream = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(ELITE_PROTOCOL)])
+                req = encode_request(self.experiment_id, above)
+                await stream.write(encode_uvarint(len(req)) + req)
+                data = await read_frame(stream, MAX_RESPONSE_BYTES)
+                await stream.close()
+            got = decode_response(data, experiment_id=self.experiment_id, dim=self.dim)
+        except RemoteProtocolError as e:
+            self.stats[f"failed_{e.reason}"] += 1
+            log.warning("elite_fetch_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
+            return None
+        except (Exception, trio.TooSlowError) as e:  # no such protocol (older node), reset, timeout
+            self.stats["failed_unreachable"] += 1
+            log.debug("elite_fetch_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
+            if stream is not None:
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+            return None
+        if isinstance(got, str):
+            self.stats[f"answered_{got}"] += 1
+            return None
+        self.stats["fetched"] += 1
+        return got
+
+
+def pick(peers: set[str] | frozenset[str], k: int, exclude: set[str]) -> list[str]:
+    """Up to ``k`` random peers not in ``exclude``."""
+    pool = sorted(set(peers) - exclude)
+    return random.sample(pool, min(k, len(pool)))
