@@ -129,14 +129,19 @@ def summarize(paths: list[Path], png: Path | None) -> int:
     """One markdown table (and a PNG: bytes and CPU per node against N) from several runs' JSON."""
     runs = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (r["nodes"], r["label"]))
     print("| run | N | table >= 90 % after last join | elites delivered | latency p50 / p99 | KB/s per node, "
-          "median (max) | copies in /s | network CPU, median (max) | generations/s per node |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+          "median (max) | copies in /s | mesh peers | pubsub sent B/s: messages / IHAVE | network CPU, median (max) "
+          "| generations/s per node |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         med, mx = r["median"], r["max"]
         rt = "-" if r["rt90_after_last_join_s"] is None else f"{r['rt90_after_last_join_s']:.0f} s"
         dl = "-" if not r["pairs"] else f"{100 * r['delivery']:.1f} % ({r['deliveries']}/{r['pairs']})"
+        mesh = f"{med['mesh_peers']:.1f}" if "mesh_peers" in med else "-"
+        kinds = med.get("rpc_bytes_out_per_s") or {}
+        sent = f"{kinds['publish']:.0f} / {kinds['ihave']:.0f}" if "publish" in kinds else "-"
         print(f"| {r['label']} | {r['nodes']} | {rt} | {dl} | {r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} s | "
               f"{med['bytes_per_s'] / 1024:.2f} ({mx['bytes_per_s'] / 1024:.2f}) | {med['copies_in_per_s']:.2f} | "
+              f"{mesh} | {sent} | "
               f"{100 * med['cpu_network']:.2f} % ({100 * mx['cpu_network']:.2f} %) | {med['gens_per_s']:.1f} |")
     if png:
         import matplotlib

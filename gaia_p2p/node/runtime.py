@@ -592,7 +592,19 @@ def telemetry_of(node: Node) -> Telemetry:
         sigma=_finite_or_none(opt.sigma), algorithm=opt.algorithm, settings=dict(opt.settings()),
         sent=c.sent, received=c.received, accepted=c.accepted, rejected=sum(c.rejected.values()),
         peers=len(node.p2p.connected_peers()), cpus=int(node.capabilities["cpus"]), gpu=node.capabilities["gpu"],
-        gpu_mem_mb=int(node.capabilities["gpu_mem_mb"]), migrations=tuple(node.recent_accepts))
+        gpu_mem_mb=int(node.capabilities["gpu_mem_mb"]), migrations=told_accepts(node.recent_accepts))
+
+
+#: Acceptances one heartbeat carries at most (the wire allows 8). The heartbeat period grows with the
+#: network (n / telemetry_rate), and so does the number of acceptances between two heartbeats: with 8
+#: the heartbeat grew from ~0.4 to ~0.9 KB per copy between 5 and 40 nodes (docs/BENCHMARKS.md).
+ACC_PER_HEARTBEAT = 3
+
+
+def told_accepts(recent: Any) -> tuple[Migration, ...]:
+    """The ACC_PER_HEARTBEAT largest gains among the acceptances since the last heartbeat, oldest first."""
+    top = sorted(recent, key=lambda m: m.gain, reverse=True)[:ACC_PER_HEARTBEAT]
+    return tuple(m for m in recent if m in top)
 
 
 def telemetry_period(node: Node) -> float:

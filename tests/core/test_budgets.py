@@ -26,3 +26,17 @@ def test_budget_flags_reach_the_config():
     defaults = build_config(env={})
     assert defaults.migration.network_rate == 0.5 and defaults.migration.publish_only_new
     assert defaults.evaluation.duty_cycle == 1.0
+
+
+def test_a_heartbeat_tells_the_three_largest_gains_oldest_first():
+    """Telemetry size must not grow with the heartbeat period (which grows with N)."""
+    from collections import deque
+
+    from gaia_p2p.core.telemetry import Migration
+    from gaia_p2p.node.runtime import ACC_PER_HEARTBEAT, told_accepts
+
+    recent = deque((Migration(f"peer{i}", i, g) for i, g in enumerate([1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 0.5, 0.1])),
+                   maxlen=8)
+    told = told_accepts(recent)
+    assert ACC_PER_HEARTBEAT == 3 and [m.gain for m in told] == [9.0, 8.0, 7.0]
+    assert told_accepts(deque()) == () and len(told_accepts(deque(list(recent)[:2]))) == 2

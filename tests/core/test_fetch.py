@@ -102,3 +102,4 @@ def test_decoders_raise_only_remote_protocol_errors(data):
             pass
     resp = fetch.answer(data, experiment_id=EXP, best=_best)  # never raises, always a valid response
     assert _err(resp) in fetch.ERRORS or fetch.decode_response(resp, experiment_id=EXP, dim=5)
+
