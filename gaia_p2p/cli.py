@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an accepted migrant is injected as one sample (default) or adopted as the new mean")
     g.add_argument("--network-rate", type=float, metavar="R", help="elites per second the whole network may "
                    "carry; each node publishes at most every (nodes / R) s (default 0.5; 0: no network budget)")
+    g.add_argument("--no-fetch", action="store_true",
+                   help="never ask peers for their best over /gaia/elite/1.0.0 (on joining; ring/random sources); "
+                        "we still answer others")
     g.add_argument("--publish-always", action="store_true", help="publish the best every interval even when it is "
                    "unchanged or a migrant's copy (default: only news)")
     g.add_argument("--accept-margin", type=float, metavar="F",
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--telemetry-interval", type=float, metavar="SECONDS",
                    help="heartbeat period on the experiment's telemetry topic (default 5)")
     g.add_argument("--telemetry-rate", type=float, metavar="R", help="heartbeats per second for the whole "
-                   "network; each node sends one every max(--telemetry-interval, nodes / R) s (default 0.1)")
+                   "network; each node sends one every max(--telemetry-interval, nodes / R) s (default 0.05)")
     g.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics on 127.0.0.1:PORT (default off)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -158,7 +161,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
                       "accept_only_better": False if a.accept_any else None,
                       "reeval_episodes": a.reeval_episodes, "entry": a.migration_entry,
                       "accept_margin": a.accept_margin, "network_rate": a.network_rate,
-                      "publish_only_new": False if a.publish_always else None},
+                      "publish_only_new": False if a.publish_always else None,
+                      "fetch": False if a.no_fetch else None},
         "network": {"listen": tuple(a.listen) if a.listen else None,
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},

@@ -56,6 +56,7 @@ class MigrationConfig:
     entry: str = "inject"  # how an accepted migrant enters the optimizer: inject | adopt
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
     max_lies: int = 3  # deterministic problems: claims that did not reproduce before a peer is banned (0: never)
+    fetch: bool = True  # /gaia/elite/1.0.0: ask peers for their best when joining; ring/random pull their sources
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ class Config:
     fresh: bool = False  # ignore (and move aside) an existing checkpoint
     metrics_port: int | None = None  # Prometheus text metrics on 127.0.0.1:PORT
     telemetry_interval_s: float = 5.0  # heartbeat on the telemetry topic, at least this far apart
-    telemetry_rate: float = 0.1  # heartbeats/s for the whole network: period >= (peers + 1) / rate (0: off)
+    # heartbeats/s for the whole network: period >= (peers + 1) / rate (0: off). Heartbeats were ~3/4
+    # of the messages at 40 nodes with 0.1 (docs/BENCHMARKS.md, "Scaling"), hence 0.05.
+    telemetry_rate: float = 0.05
     # "Solved" detection: when the resident's estimate reaches target_fitness, test it on
     # test_episodes fresh episodes (not counted as training) at most every test_interval_s.
     target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise

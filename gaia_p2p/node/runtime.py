@@ -544,7 +544,7 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
       PULL_MIN_S seconds: fast problems finish an interval in a fraction of a second), from the start.
     Every answer says only what beats our resident's claim (``above``)."""
     isl = node.island
-    if not isl.policy.enabled:
+    if not isl.policy.enabled or not node.cfg.migration.fetch:
         return
     done: set[str] = set()
     tries: dict[str, float] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,16 @@ def test_scale_script_measures_a_small_swarm(tmp_path):
         assert node["bytes_per_s"] > 0 and node["cpu_process"] > 0
         assert "/meshsub/1.1.0" in node["by_protocol_per_s"]
     assert res["rt90_after_last_join_s"] is not None  # 3 nodes find each other
+
+
+def test_join_script_runs_both_modes(tmp_path):
+    """scripts/join.py on a tiny network: both modes run, every process is stopped, JSON is written."""
+    out = tmp_path / "join.json"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "join.py"), "--nodes", "2", "--mature", "3",
+                        "--trials", "1", "--watch", "15", "--dim", "5", "--out", str(out)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "# with fetch:" in r.stdout and "# --no-fetch:" in r.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["fetch"] for row in rows] == [True, False]
+    assert rows[1]["elite_fetch"].get("fetched", 0) == 0  # --no-fetch asked nobody
