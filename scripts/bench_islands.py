@@ -293,6 +293,8 @@ def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
     if a.problem == "lunarlander":
         ax.axhline(200, color="k", ls="--", lw=0.8, label="solved (200)")
         ax.set_ylim(-300, 320)
+    elif all(c[2] <= 0 for r in runs for c in r.curve if c[2] == c[2]):
+        ax.set_yscale("symlog", linthresh=1.0)  # test functions: optimum 0, the end game is near it
     if a.x == "wall":
         ax.set_xlabel("wall seconds")
     else:
@@ -319,6 +321,7 @@ def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
         for k, y in zip(ks, ys2):
             ax2.plot([k] * len(y), y, "o", color="grey", alpha=0.6)
         ax2.plot(ks, [statistics.median(y) for y in ys2], "-o", color="k", label="median")
+        ax2.plot(ks, [statistics.mean(y) for y in ys2], "--s", color="tab:blue", label="mean")
         ax2.set_xscale("log", base=2)
         ax2.set_xticks(ks, [str(k) for k in ks])
         ax2.set_xlabel("nodes (each one small machine)")
