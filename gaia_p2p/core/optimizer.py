@@ -28,7 +28,8 @@ Choices worth knowing (checked against pycma 4.5.0):
   happens only when pycma itself says the run is over, and the island's resident best is kept
   (it lives in the island, not here). Measured offline on rastrigin-30 (x0 ~ U(-3, 3), sigma0
   0.5, popsize 32, 5 seeds): best after 90k / 600k evaluations -26.9 / -26.9 without restarts,
-  -9.9 / -1.0 with IPOP. On noisy returns (lunarlander) the criteria rarely fire. Queued
+  -9.9 / -1.0 with IPOP. On noisy returns they rarely fire (none in the 45 LunarLander node runs of
+  up to 360 s of docs/BENCHMARKS.md section 4). Queued
   migrants survive a restart. ``restarts="off"``: flags are only reported (``stop_flags``).
   If the step size collapses anyway (``sigma < SIGMA_FLOOR`` = 1e-12 after a ``tell``) sigma
   alone is reset to ``sigma0``; mean, covariance and evolution paths are kept (``sigma_reset``).

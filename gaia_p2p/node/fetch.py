@@ -176,8 +176,10 @@ class EliteService:
             except Exception:
                 pass
 
-    async def fetch(self, peer_id: str, above: float | None) -> Elite | None:
-        """Ask ``peer_id`` for its best above ``above``. Never raises: failures are counted and logged."""
+    async def fetch(self, peer_id: str, above: float | None) -> tuple[Elite | None, str]:
+        """Ask ``peer_id`` for its best above ``above``: ``(elite or None, outcome)``, the outcome being
+        the counter it was counted under (``fetched``, ``answered_<err>``, ``failed_<reason>``).
+        Never raises: failures are counted and logged."""
         from libp2p.custom_types import TProtocol
         from libp2p.peer.id import ID
 
@@ -191,23 +193,23 @@ class EliteService:
                 await stream.close()
             got = decode_response(data, experiment_id=self.experiment_id, dim=self.dim)
         except RemoteProtocolError as e:
-            self.stats[f"failed_{e.reason}"] += 1
             log.warning("elite_fetch_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
-            return None
+            return None, self._count(f"failed_{e.reason}")
         except (Exception, trio.TooSlowError) as e:  # no such protocol (older node), reset, timeout
-            self.stats["failed_unreachable"] += 1
             log.debug("elite_fetch_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
             if stream is not None:
                 try:
                     await stream.reset()
                 except Exception:
                     pass
-            return None
+            return None, self._count("failed_unreachable")
         if isinstance(got, str):
-            self.stats[f"answered_{got}"] += 1
-            return None
-        self.stats["fetched"] += 1
-        return got
+            return None, self._count(f"answered_{got}")
+        return got, self._count("fetched")
+
+    def _count(self, outcome: str) -> str:
+        self.stats[outcome] += 1
+        return outcome
 
 
 def pick(peers: set[str] | frozenset[str], k: int, exclude: set[str]) -> list[str]:

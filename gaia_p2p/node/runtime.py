@@ -569,9 +569,8 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
         for peer, why in targets:
             tries[peer] = now
             above = _finite_or_none(isl.best_last) if isl.best_params is not None else None
-            before = node.elites.stats["answered_no_elite"] + node.elites.stats["failed_unreachable"]
-            elite = await node.elites.fetch(peer, above)
-            if why == "join" and node.elites.stats["answered_no_elite"] + node.elites.stats["failed_unreachable"] == before:
+            elite, outcome = await node.elites.fetch(peer, above)
+            if why == "join" and outcome not in ("answered_no_elite", "failed_unreachable"):
                 done.add(peer)  # it answered (with an elite, or "nothing better than yours")
             if elite is None:
                 continue

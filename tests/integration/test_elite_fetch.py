@@ -90,8 +90,8 @@ async def test_a_hostile_responder_is_rejected_with_a_reason_and_the_node_goes_o
                 addr = f"{evil.get_addrs()[0]}"
                 addr = addr if "/p2p/" in addr else f"{addr}/p2p/{evil_id}"
                 await b.p2p.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
-                assert await b.elites.fetch(evil_id, None) is None
-                assert await b.elites.fetch(evil_id, None) is None
+                assert await b.elites.fetch(evil_id, None) == (None, "failed_malformed")
+                assert await b.elites.fetch(evil_id, None) == (None, "failed_wrong_dimension")
                 assert b.island.experiment_id == small.experiment_id  # so dim is what fails
                 assert (b.elites.stats["failed_malformed"], b.elites.stats["failed_wrong_dimension"]) == (1, 1)
                 assert b.island.counters.received == 0
