@@ -168,6 +168,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--migration-entry", a.entry]
     if a.margin is not None:
         common += ["--accept-margin", str(a.margin)]
+    if a.topology:
+        common += ["--topology", a.topology]
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty)
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
@@ -349,6 +351,7 @@ def main() -> int:
     ap.add_argument("--reeval", type=int, default=None, help="--reeval-episodes for every node")
     ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="--migration-entry for every node")
     ap.add_argument("--margin", type=float, default=None, help="--accept-margin for every node")
+    ap.add_argument("--topology", choices=["full", "ring", "random"], default=None, help="--topology for every node")
     ap.add_argument("--final-episodes", type=int, default=100)
     ap.add_argument("--log-interval", type=float, default=0.0,
                     help="nodes' --log-interval: 0 logs every generation (exact curves; on fast problems the "
