@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,37 +25,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gaia_p2p.node.control import query_local_status  # noqa: E402
 
-GAIA = [sys.executable, "-m", "gaia_p2p"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_islands import Node  # noqa: E402  (a node process: start with --listen on 127.0.0.1, stop by PID)
 
 
-class Proc:
-    def __init__(self, base: Path, name: str, args: list[str]) -> None:
-        self.dir, self.log_path = base / name, base / f"{name}.log"
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([*GAIA, "start", "--data-dir", str(self.dir), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def status(self) -> dict | None:
-        try:
-            return query_local_status(self.dir / "control.sock", timeout_s=5)
-        except (OSError, ValueError):
-            return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.log.close()
+def status(p: Node) -> dict | None:
+    try:
+        return query_local_status(p.dir / "control.sock", timeout_s=5)
+    except (OSError, ValueError):
+        return None
 
 
-def wait_status(p: Proc, timeout: float) -> dict:
+def started(base: Path, name: str, args: list[str]) -> Node:
+    n = Node(base, name, args)
+    n.start()
+    return n
+
+
+def wait_status(p: Node, timeout: float) -> dict:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        st = p.status()
+        st = status(p)
         if st is not None:
             return st
         if p.proc.poll() is not None:
@@ -70,31 +57,31 @@ def wait_status(p: Proc, timeout: float) -> dict:
 def one_mode(a: argparse.Namespace, fetch: bool) -> list[dict]:
     base = Path(tempfile.mkdtemp(prefix="gaia-join-"))
     (base / "empty.toml").write_text("bootstrap = []\n")
-    common = ["--listen", "/ip4/127.0.0.1/tcp/0", "--problem", a.problem, "--dim", str(a.dim), "--workers", "0",
+    common = ["--problem", a.problem, "--dim", str(a.dim), "--workers", "0",
               "--duty-cycle", str(a.duty_cycle), "--log-format", "json", "--bootstrap-file", str(base / "empty.toml"),
               "--telemetry-interval", "5", "--checkpoint-interval", "3600"]
     if a.network_rate is not None:
         common += ["--network-rate", str(a.network_rate)]
-    procs: list[Proc] = []
+    procs: list[Node] = []
     out = []
     try:
-        procs.append(Proc(base, "n0", common + ["--seed", "0"]))
+        procs.append(started(base, "n0", common + ["--seed", "0"]))
         boot = wait_status(procs[0], 60)["addrs"][0]
         for i in range(1, a.nodes):
-            procs.append(Proc(base, f"n{i}", common + ["--seed", str(i), "--bootstrap", boot]))
+            procs.append(started(base, f"n{i}", common + ["--seed", str(i), "--bootstrap", boot]))
         for p in procs:
             wait_status(p, 60)
         time.sleep(a.mature)
         for t in range(a.trials):
-            sts = [p.status() for p in procs]
+            sts = [status(p) for p in procs]
             best = max(s["island"]["best_fitness"] for s in sts if s and s["island"]["best_fitness"] is not None)
-            j = Proc(base, f"join{t}", common + ["--seed", str(100 + t), "--bootstrap", boot]
+            j = started(base, f"join{t}", common + ["--seed", str(100 + t), "--bootstrap", boot]
                      + ([] if fetch else ["--no-fetch"]))
             t0 = time.monotonic()
             reached = first_peer = None
             st = None
             while time.monotonic() - t0 < a.watch:
-                st = j.status()
+                st = status(j)
                 if st is not None:
                     if first_peer is None and st["peers"]:
                         first_peer = time.monotonic() - t0

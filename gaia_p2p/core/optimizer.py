@@ -105,7 +105,9 @@ _STATE_VERSION = 1
 class Optimizer(Protocol):
     algorithm: str  # "cmaes" | "openai-es"
     dim: int
-    popsize: int
+    popsize: int  # the current one (IPOP restarts double it)
+    restart_count: int
+    last_stop: tuple[str, ...]
 
     def ask(self, rng: np.random.Generator) -> np.ndarray: ...
 
@@ -176,6 +178,10 @@ class CMAES:
     """pycma's CMAEvolutionStrategy (full covariance) behind the ask/tell interface."""
 
     algorithm = "cmaes"
+    # Class-level defaults: a checkpoint pickled before restarts existed loads with restarts off.
+    restarts = "off"
+    restart_count = 0
+    last_stop: tuple[str, ...] = ()  # pycma's flags that caused the latest restart
 
     def __init__(self, dim: int, *, sigma: float, popsize: int, seed: int, x0: np.ndarray,
                  restarts: str = "ipop") -> None:
@@ -187,8 +193,6 @@ class CMAES:
         self.sigma0 = float(sigma)
         self.seed = seed
         self.restarts = restarts
-        self.restart_count = 0
-        self.last_stop: tuple[str, ...] = ()  # pycma's flags that caused the latest restart
         self.x0 = np.array(x0, dtype=np.float64)
         self._randn = _Randn(np.random.default_rng(np.random.SeedSequence(seed)))
         self._es = self._new_es(popsize)
@@ -263,7 +267,7 @@ class CMAES:
         self._pending = None
         reset = restarted = 0.0
         flags = tuple(sorted(self._es.stop()))
-        if flags and getattr(self, "restarts", "off") == "ipop":
+        if flags and self.restarts == "ipop":
             self._restart(flags)
             restarted = 1.0
         elif not self._es.sigma >= SIGMA_FLOOR:  # also catches NaN
@@ -276,7 +280,7 @@ class CMAES:
             "sigma_reset": reset,
             "stop_flags": float(len(flags)),
             "restarted": restarted,
-            "restarts": float(getattr(self, "restart_count", 0)),
+            "restarts": float(self.restart_count),
             "popsize": float(self.popsize),
         }
 
@@ -300,7 +304,7 @@ class CMAES:
         return np.array(self._es.mean, dtype=np.float64)
 
     def settings(self) -> dict[str, float | int | str]:
-        return {"sigma0": self.sigma0, "popsize": self.popsize, "restarts": getattr(self, "restarts", "off")}
+        return {"sigma0": self.sigma0, "popsize": self.popsize, "restarts": self.restarts}
 
     def to_state(self) -> bytes:
         return _dump(self)
@@ -318,6 +322,8 @@ class OpenAIES:
     """
 
     algorithm = "openai-es"
+    restart_count = 0  # never restarted (the Optimizer protocol's restart fields)
+    last_stop: tuple[str, ...] = ()
     beta1 = 0.9
     beta2 = 0.999
     adam_eps = 1e-8

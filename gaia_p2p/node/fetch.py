@@ -93,7 +93,7 @@ def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | str
 
     Raises RemoteProtocolError with a gaia-migration-v1 reason code (``malformed``,
     ``bad_version``, ...) when the response or the elite inside it is bad."""
-    obj = _unpack(data, MAX_RESPONSE_BYTES, codec.MALFORMED)
+    obj = _unpack(data, MAX_RESPONSE_BYTES, codec.MALFORMED, oversize=codec.OVERSIZE)
     if obj.get("v") != VERSION or type(obj.get("v")) is not int:
         raise RemoteProtocolError(codec.BAD_VERSION, f"v = {obj.get('v')!r:.40}")
     if "elite" in obj:
@@ -107,9 +107,10 @@ def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | str
     return err
 
 
-def _unpack(data: bytes, limit: int, reason: str) -> dict[str, Any]:
+def _unpack(data: bytes, limit: int, reason: str, oversize: str | None = None) -> dict[str, Any]:
+    """One msgpack map of at most ``limit`` bytes; else RemoteProtocolError(``oversize`` or ``reason``)."""
     if len(data) > limit:
-        raise RemoteProtocolError(codec.OVERSIZE if reason == codec.MALFORMED else reason, f"{len(data)} bytes > {limit}")
+        raise RemoteProtocolError(oversize or reason, f"{len(data)} bytes > {limit}")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit,
                               max_array_len=64, max_map_len=64, max_ext_len=0)
@@ -120,21 +121,28 @@ def _unpack(data: bytes, limit: int, reason: str) -> dict[str, Any]:
     return obj
 
 
-def answer(req: bytes, *, experiment_id: str, best: Callable[[], tuple[bytes, float] | None]) -> bytes:
-    """The server's whole decision, pure: ``best()`` gives our encoded resident and its claim."""
+def decide(req: bytes, *, experiment_id: str, best: Callable[[], tuple[bytes, float] | None]) -> tuple[str | None, bytes | None]:
+    """The server's whole decision, pure: ``(err, None)`` or ``(None, our encoded elite)``;
+    ``best()`` gives our encoded resident and its claim."""
     try:
         exp, above = decode_request(req)
     except RemoteProtocolError as e:
-        return encode_response(err=e.reason)
+        return e.reason, None
     if exp != experiment_id:
-        return encode_response(err="wrong_experiment")
+        return "wrong_experiment", None
     mine = best()
     if mine is None:
-        return encode_response(err="no_elite")
+        return "no_elite", None
     data, claim = mine
     if above is not None and not claim > above:
-        return encode_response(err="not_better")
-    return encode_response(elite=data)
+        return "not_better", None
+    return None, data
+
+
+def answer(req: bytes, *, experiment_id: str, best: Callable[[], tuple[bytes, float] | None]) -> bytes:
+    """``decide``, encoded as the response."""
+    err, elite = decide(req, experiment_id=experiment_id, best=best)
+    return encode_response(elite=elite, err=err)
 
 
 # ------------------------------------------------------------------ shell: server and client
@@ -158,13 +166,13 @@ class EliteService:
             with trio.fail_after(STREAM_TIMEOUT_S):
                 req = await read_frame(stream, MAX_REQUEST_BYTES)
                 if not self.bucket.allow(peer, trio.current_time()):
-                    resp = encode_response(err="rate_limited")
+                    err, elite = "rate_limited", None
                 else:
-                    resp = answer(req, experiment_id=self.experiment_id, best=self.best)
-                kind = msgpack.unpackb(resp, raw=False).get("err") or "served"
-                self.stats["served" if kind == "served" else f"refused_{kind}"] += 1
-                if kind in ("bad_request", "unsupported_version"):
-                    log.warning("elite_request_rejected", peer_id=peer, reason=kind)
+                    err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
+                resp = encode_response(elite=elite, err=err)
+                self.stats["served" if err is None else f"refused_{err}"] += 1
+                if err in ("bad_request", "unsupported_version"):
+                    log.warning("elite_request_rejected", peer_id=peer, reason=err)
                 await stream.write(encode_uvarint(len(resp)) + resp)
                 await stream.close()
         except (Exception, trio.TooSlowError) as e:

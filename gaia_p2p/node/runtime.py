@@ -175,7 +175,7 @@ class Node:
                                                        "episodes": self.cfg.problem.episodes},
             "optimizer": {"algorithm": opt.algorithm, "popsize": opt.popsize, "dim": opt.dim,
                           "settings": opt.settings(), "seed": self.seed,
-                          "restarts": getattr(opt, "restart_count", 0)},
+                          "restarts": opt.restart_count},
             "migration": {"enabled": isl.policy.enabled, "interval": isl.policy.interval,
                           "topology": isl.policy.topology, "accept_only_better": isl.policy.accept_only_better},
             "island": {
@@ -460,8 +460,8 @@ async def _execute(node: Node, effect: Any) -> None:
         now = trio.current_time()
         if effect.metrics.get("restarted"):
             opt = node.island.opt
-            log.info(logs.OPTIMIZER_RESTARTED, generation=effect.generation, restarts=getattr(opt, "restart_count", 0),
-                     popsize=opt.popsize, stop=list(getattr(opt, "last_stop", ())),
+            log.info(logs.OPTIMIZER_RESTARTED, generation=effect.generation, restarts=opt.restart_count,
+                     popsize=opt.popsize, stop=list(opt.last_stop),
                      best_fitness=_finite_or_none(effect.best_fitness))
         bar = logs.progress()
         if bar is not None and now - node.last_bar_at >= 0.25:  # a terminal redraw at most 4 times a second
@@ -556,9 +556,10 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
         live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
         targets: list[tuple[str, str]] = []
         if isl.policy.topology == "full":
-            if len(done) < JOIN_PEERS and now - started < join_window_s:
-                ready = {p for p in live if now - tries.get(p, -math.inf) >= 10.0}
-                targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done)]
+            if len(done) >= JOIN_PEERS or now - started >= join_window_s:
+                return  # joined: from now on gossip carries the news
+            ready = {p for p in live if now - tries.get(p, -math.inf) >= 10.0}
+            targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done)]
         elif isl.generation >= next_pull and now >= next_pull_at and live:
             next_pull, next_pull_at = isl.generation + isl.policy.interval, now + PULL_MIN_S
             if isl.policy.topology == "ring":
@@ -567,7 +568,8 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
                 srcs = sorted(isl.random_sources & live)
             targets = [(p, isl.policy.topology) for p in srcs if p]
         for peer, why in targets:
-            tries[peer] = now
+            if why == "join":
+                tries[peer] = now
             above = _finite_or_none(isl.best_last) if isl.best_params is not None else None
             elite, outcome = await node.elites.fetch(peer, above)
             if why == "join" and outcome not in ("answered_no_elite", "failed_unreachable"):

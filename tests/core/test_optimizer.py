@@ -526,3 +526,16 @@ def test_module_imports_only_stdlib_numpy_cma_and_gaia():
     src = pathlib.Path(optmod.__file__).read_text()
     for banned in ("import time", "import random", "import logging", "np.random.seed", "np.random.rand("):
         assert banned not in src
+
+
+def test_a_checkpoint_from_before_restarts_loads_with_restarts_off():
+    """Pickles written before IPOP existed lack its fields: the class defaults stand in."""
+    opt = cmaes(restarts="ipop")
+    for name in ("restarts", "restart_count", "last_stop"):
+        opt.__dict__.pop(name, None)
+    old = from_state(opt.to_state())
+    assert isinstance(old, CMAES)
+    assert (old.restarts, old.restart_count, old.last_stop) == ("off", 0, ())
+    assert old.settings()["restarts"] == "off"
+    _, m = step(old, np.random.default_rng(0))
+    assert m["restarted"] == 0.0 and m["restarts"] == 0.0
