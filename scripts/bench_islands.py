@@ -65,14 +65,16 @@ def scale_arm(arm: str) -> int | None:
     return int(arm[1:]) if arm.startswith("n") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
 
 
-def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0) -> list[list[str]]:
+def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
+              presets: str = "mixed") -> list[list[str]]:
     """Per-node extra flags for an arm."""
     kk = scale_arm(arm)
     if kk is not None:
-        # node i: the i-th preset (node 0 = the default single CMA-ES), one worker, duty-cycled
+        # node i: the i-th preset (node 0 = the default single CMA-ES), one worker, duty-cycled;
+        # presets "default": every node as a user who sets nothing would run it (cmaes, sigma 0.5)
         out = []
         for i in range(kk):
-            algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS)]
+            algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
             flags = ["--optimizer", algo, "--sigma", sigma, "--duty-cycle", str(duty),
                      "--workers", "1" if problem == "lunarlander" else "0"]
             out.append(flags + (["--lr", "0.03"] if algo == "openai-es" else []))
@@ -170,7 +172,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--accept-margin", str(a.margin)]
     if a.topology:
         common += ["--topology", a.topology]
-    flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty)
+    flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets)
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
@@ -362,6 +364,9 @@ def main() -> int:
     ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG from a previous run's JSON")
     ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's --duty-cycle (one small "
                     "machine each: K nodes use about K x duty cores)")
+    ap.add_argument("--presets", choices=["mixed", "default"], default="mixed",
+                    help="n<K> arms: mixed = CMA-ES sigma 0.5/0.3/0.8/1.2 and one OpenAI-ES in turn; "
+                         "default = every node with the default settings (CMA-ES, sigma 0.5), own seed")
     ap.add_argument("--x", choices=["work", "wall"], default="work", help="plot against total work or wall time")
     a = ap.parse_args()
     if a.replot:
