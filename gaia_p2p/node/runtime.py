@@ -49,6 +49,7 @@ from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteSer
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
 from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
+from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
 from gaia_p2p.node.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
 from gaia_p2p.store import DataDir
 
@@ -112,6 +113,8 @@ class Node:
         self.rng = np.random.default_rng([seed, island.generation, 7])
         # /gaia/elite/1.0.0: our best to peers that ask, theirs to us (node/fetch.py)
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
+        # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
+        self.heartbeats = TelemetryService(self.exp_id, lambda: encode_telemetry(telemetry_of(self)))
 
     def best_for_fetch(self) -> tuple[bytes, float] | None:
         """Our resident as the elite protocol serves it (the same bytes a publish would carry)."""
@@ -199,6 +202,7 @@ class Node:
             "peer_scores": _lowest_scores(self.p2p.gossipsub),
             "pubsub_streams_rejected": self.bad_streams,
             "elite_fetch": dict(sorted(self.elites.stats.items())),
+            "telemetry_pull": dict(sorted(self.heartbeats.stats.items())),
             "traffic": traffic.snapshot(),
             "cpu": self.cpu.snapshot(self.evaluator.thread_cpu_s),
             "workers": self.cfg.evaluation.workers,
@@ -320,6 +324,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         tele_sub = await p2p.pubsub.subscribe(tele.topic)
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
+        p2p.host.set_stream_handler(TELEMETRY_PROTOCOL, node.heartbeats.handle)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections import Counter
+from functools import partial
 from typing import Any
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -25,6 +28,11 @@ def add_parser(sub: Any) -> None:
     w.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     w.add_argument("--listen", metavar="MULTIADDR", default="/ip4/0.0.0.0/tcp/0",
                    help="light peer listen address (default /ip4/0.0.0.0/tcp/0)")
+    w.add_argument("--pull-rate", type=float, default=1.0, metavar="PER_S",
+                   help="with --bootstrap: also ask connected islands for a heartbeat (/gaia/telemetry/1.0.0), "
+                        "at most this many per second in all (default 1; 0: gossip only)")
+    w.add_argument("--pull-age", type=float, default=10.0, metavar="SECONDS",
+                   help="pull an island only when nothing was heard from it for this long (default 10)")
     w.add_argument("--debug", action="store_true", help="show tracebacks")
     w.set_defaults(run=run)
 
@@ -75,8 +83,10 @@ def render(snapshot: dict[str, Any], source: str) -> Any:
     gpus = sum(1 for r in islands if r.get("gpu"))
     rate = sum(float(r.get("evals_per_s") or 0.0) for r in islands)
     total = sum(int(r.get("evaluations") or 0) for r in islands)
+    pulls = snapshot.get("pull")
     summary = Text(f"network best {_fmt(max(bests), 2) if bests else '-'}   islands {len(islands)}   "
-                   f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations")
+                   f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations"
+                   + (f"   pulled {pulls.get('pulled', 0)}/{sum(pulls.values())}" if pulls else ""))
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
         lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))
@@ -116,7 +126,14 @@ def run(a: argparse.Namespace) -> int:
     from gaia_p2p.cli import EXIT_OK
 
     if a.bootstrap:
+        from gaia_p2p.errors import ConfigError
         from gaia_p2p.node.addrs import check_listen_addr, check_peer_addr
+
+        if not (math.isfinite(a.pull_rate) and 0 <= a.pull_rate <= 100):
+            raise ConfigError(f"config error: --pull-rate = {a.pull_rate}, must be between 0 and 100 pulls/s "
+                              f"(0: gossip only)")
+        if not (math.isfinite(a.pull_age) and a.pull_age >= 1):
+            raise ConfigError(f"config error: --pull-age = {a.pull_age}, must be at least 1 second")
 
         for addr in a.bootstrap:
             check_peer_addr(addr, "--bootstrap", "pass a node's full address /ip4/HOST/tcp/PORT/p2p/PEER_ID")
@@ -152,6 +169,7 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
     from gaia_p2p.node.gossip import TelemetryTopic
     from gaia_p2p.node.host import open_p2p
     from gaia_p2p.node.netview import NetView
+    from gaia_p2p.node.pull import pull_loop
 
     status = None
     for addr in a.bootstrap:
@@ -175,22 +193,33 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(run_discovery, p2p, net.bootstrap, net)
 
+                pulls: Counter[str] = Counter()
+
                 async def refresher() -> None:
                     while True:
-                        out.refresh(view.snapshot())
+                        out.refresh(view.snapshot() | ({"pull": dict(pulls)} if a.pull_rate > 0 else {}))
                         await trio.sleep(0.5)
 
+                def record(peer: str, t: Any, via: str) -> None:
+                    rec, migrations = view.add(peer, t)
+                    out.event(rec | {"via": via})
+                    for m in migrations:
+                        out.event(m)
+
                 nursery.start_soon(refresher)
+                if a.pull_rate > 0:
+                    nursery.start_soon(partial(
+                        pull_loop, p2p.host, exp, peers=p2p.connected_peers,
+                        last_seen=lambda: {p: r["time"] for p, r in view.islands.items()},
+                        on_pulled=lambda peer, t: record(peer, t, "pull"),
+                        rate=a.pull_rate, max_age=a.pull_age, stats=pulls))
                 while True:
                     msg = await sub.get()
                     try:
                         t = topic.decode(msg.data)
                     except Exception:
                         continue
-                    rec, migrations = view.add(str(ID(msg.from_id)), t)
-                    out.event(rec)
-                    for m in migrations:
-                        out.event(m)
+                    record(str(ID(msg.from_id)), t, "gossip")
 
 
 def _watch_local(a: argparse.Namespace) -> int:

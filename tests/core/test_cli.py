@@ -50,6 +50,19 @@ def test_bad_start_input_exits_2_with_one_line(tmp_path, args, expected):
     assert expected in line, line
 
 
+PEER = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWN6tyKye2UVWbWansfKMpKEz2hSfQh4UKUBRo4YFg2Pmu"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--pull-rate", "-1"], "--pull-rate"),
+    (["--pull-rate", "nan"], "--pull-rate"),
+    (["--pull-age", "0.1"], "--pull-age"),
+])
+def test_bad_watch_input_exits_2_with_one_line_before_dialing(tmp_path, args, expected):
+    line = one_line_error(gaia("watch", "--bootstrap", PEER, *args, cwd=tmp_path), 2)
+    assert line.startswith("gaia-node watch: ") and expected in line, line
+
+
 def test_status_without_a_running_node_exits_1(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -58,3 +58,50 @@ def test_watch_sees_every_island_and_a_migration(tmp_path):
             watcher.wait(timeout=10)
         for n in nodes:
             n.kill()
+
+
+def test_watch_pulls_heartbeats_from_islands_that_do_not_gossip_them_yet(tmp_path):
+    """With the default network-wide telemetry budget an island heartbeats once per n / 0.05 s; here
+    not at all within the test (first heartbeat >= 1800 s away). The watcher still shows every island
+    within seconds: it pulls them over /gaia/telemetry/1.0.0."""
+    common = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--telemetry-interval", "3600")
+    nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1")]
+    watcher = None
+    try:
+        nodes[0].start()
+        boot = nodes[0].wait_event("node_started", 60)["addrs"][0]
+        nodes.append(NodeProc(tmp_path, "n1", *common, "--seed", "2", "--bootstrap", boot).start())
+        ids = {n.wait_event("node_started", 60)["peer_id"] for n in nodes}
+        watcher = subprocess.Popen([*GAIA, "watch", "--bootstrap", boot, "--json", "--duration", "60",
+                                    "--pull-age", "2", "--listen", "/ip4/127.0.0.1/tcp/0"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        events: list[dict] = []
+
+        def read() -> None:
+            for line in watcher.stdout:
+                events.append(json.loads(line))
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 60
+
+        def pulled() -> dict[str, list[dict]]:
+            out: dict[str, list[dict]] = {}
+            for e in list(events):
+                if e.get("event") == "telemetry":
+                    out.setdefault(e["peer_id"], []).append(e)
+            return out
+
+        while time.monotonic() < deadline and not (set(pulled()) >= ids and
+                                                   all(len(v) >= 2 for v in pulled().values())):
+            time.sleep(0.5)
+        got = pulled()
+        assert set(got) >= ids, f"heartbeats from {len(set(got) & ids)} of 2 islands"
+        assert all(e["via"] == "pull" for v in got.values() for e in v)
+        # pulled again once stale: the generation moves on in the view
+        assert all(v[-1]["generation"] > v[0]["generation"] for k, v in got.items() if k in ids)
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+        for n in nodes:
+            n.kill()

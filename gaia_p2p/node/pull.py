@@ -1,0 +1,181 @@
+"""``/gaia/telemetry/1.0.0``: ask one peer for its heartbeat now (protocols/gaia-telemetry-v1.md, "Pull").
+
+The telemetry topic is budgeted network-wide (``telemetry_rate``): each island heartbeats once per
+network_size / 0.05 s, 800 s with 40 nodes. A node's own view can live with that; a person looking
+at ``gaia-node watch`` cannot. So the watcher also pulls: it asks the islands it is connected to for
+a heartbeat, the stalest first, at a bounded pace (``--pull-rate`` in all, each island at most every
+``--pull-age`` seconds). The answer is the very heartbeat the island would gossip, checked by the
+same decoder; the responder is the peer Noise authenticated on the stream, so no signature is needed.
+The islands pay one small answer per watcher per ``--pull-age``, nothing per network member.
+
+Framing: unsigned-varint length + msgpack map, one request and one response per stream.
+Request ``{"v": 1, "exp": <experiment id>}``; response: the heartbeat map, or ``{"v": 1, "err": ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import structlog
+import trio
+
+from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, decode_telemetry
+from gaia_p2p.errors import RemoteProtocolError
+from gaia_p2p.node.control import encode_uvarint, read_frame
+from gaia_p2p.node.gossip import TokenBucket
+
+log = structlog.get_logger("gaia.pull")
+
+TELEMETRY_PROTOCOL = "/gaia/telemetry/1.0.0"
+VERSION = 1
+MAX_REQUEST_BYTES = 128
+STREAM_TIMEOUT_S = 10.0
+#: per asking peer: a watcher pulls each island every --pull-age (10 s default); a burst of 3 covers
+#: a restart of the watcher
+SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
+ERRORS = ("bad_request", "unsupported_version", "wrong_experiment", "rate_limited")
+#: after these outcomes a peer is not asked again for this long (an older node without the
+#: protocol, a node of another experiment); other failures wait --pull-age like a success
+BACKOFF_S = {"failed_unreachable": 60.0, "refused_wrong_experiment": 600.0, "refused_unsupported_version": 600.0}
+
+
+def encode_request(experiment_id: str) -> bytes:
+    return msgpack.packb({"v": VERSION, "exp": experiment_id}, use_bin_type=True)
+
+
+def decide(req: bytes, *, experiment_id: str) -> str | None:
+    """Why a request is refused (an ERRORS code), or None to answer it."""
+    try:
+        obj = msgpack.unpackb(req, raw=False, strict_map_key=True, max_bin_len=0, max_array_len=0,
+                              max_map_len=8, max_str_len=MAX_REQUEST_BYTES)
+    except Exception:
+        return "bad_request"
+    if not isinstance(obj, dict) or not isinstance(obj.get("v"), int) or isinstance(obj.get("v"), bool):
+        return "bad_request"
+    if obj["v"] != VERSION:
+        return "unsupported_version"
+    if obj.get("exp") != experiment_id:
+        return "wrong_experiment"
+    return None
+
+
+def encode_refusal(err: str) -> bytes:
+    return msgpack.packb({"v": VERSION, "err": err}, use_bin_type=True)
+
+
+def decode_response(data: bytes, *, experiment_id: str) -> Telemetry | str:
+    """A heartbeat (checked like a gossiped one), or the responder's refusal code.
+    Raises RemoteProtocolError for anything else."""
+    if len(data) > MAX_TELEMETRY_BYTES:
+        raise RemoteProtocolError("oversize", f"{len(data)} bytes")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=32)
+    except Exception as e:
+        raise RemoteProtocolError("malformed", f"{type(e).__name__}: {e}") from None
+    if isinstance(obj, dict) and "err" in obj:
+        err = obj["err"]
+        if obj.get("v") != VERSION or len(obj) != 2 or err not in ERRORS:
+            raise RemoteProtocolError("malformed", "bad refusal")
+        return str(err)
+    return decode_telemetry(data, experiment_id=experiment_id)
+
+
+class TelemetryService:
+    """Answers pulls with our current heartbeat; counters for status."""
+
+    def __init__(self, experiment_id: str, heartbeat: Callable[[], bytes]) -> None:
+        self.experiment_id, self.heartbeat = experiment_id, heartbeat
+        self.bucket = TokenBucket(SERVE_RATE_PER_S, SERVE_BURST)
+        self.stats: Counter[str] = Counter()  # served, refused_<err>
+
+    async def handle(self, stream: Any) -> None:
+        try:
+            peer = str(stream.muxed_conn.peer_id)
+        except Exception:
+            peer = "?"
+        try:
+            with trio.fail_after(STREAM_TIMEOUT_S):
+                req = await read_frame(stream, MAX_REQUEST_BYTES)
+                err = "rate_limited" if not self.bucket.allow(peer, trio.current_time()) else \
+                    decide(req, experiment_id=self.experiment_id)
+                resp = self.heartbeat() if err is None else encode_refusal(err)
+                self.stats["served" if err is None else f"refused_{err}"] += 1
+                if err in ("bad_request", "unsupported_version"):
+                    log.warning("telemetry_request_rejected", peer_id=peer, reason=err)
+                await stream.write(encode_uvarint(len(resp)) + resp)
+                await stream.close()
+        except (Exception, trio.TooSlowError) as e:
+            self.stats["refused_stream_error"] += 1
+            log.warning("telemetry_request_rejected", peer_id=peer, reason="stream_error",
+                        error=f"{type(e).__name__}: {e}"[:200])
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+
+async def pull(host: Any, peer_id: str, experiment_id: str) -> tuple[Telemetry | None, str]:
+    """Ask ``peer_id`` for its heartbeat: ``(telemetry or None, outcome)``; outcome is ``pulled``,
+    ``refused_<err>``, ``failed_<reason>`` or ``failed_unreachable``. Never raises."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    stream = None
+    try:
+        with trio.fail_after(STREAM_TIMEOUT_S):
+            stream = await host.new_stream(ID.from_base58(peer_id), [TProtocol(TELEMETRY_PROTOCOL)])
+            req = encode_request(experiment_id)
+            await stream.write(encode_uvarint(len(req)) + req)
+            data = await read_frame(stream, MAX_TELEMETRY_BYTES)
+            await stream.close()
+        got = decode_response(data, experiment_id=experiment_id)
+    except RemoteProtocolError as e:
+        log.warning("telemetry_pull_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
+        return None, f"failed_{e.reason}"
+    except (Exception, trio.TooSlowError) as e:  # no such protocol (an older node), reset, timeout
+        log.debug("telemetry_pull_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
+        if stream is not None:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+        return None, "failed_unreachable"
+    if isinstance(got, str):
+        return None, f"refused_{got}"
+    return got, "pulled"
+
+
+def next_due(peers: list[str], last_seen: dict[str, float], not_before: dict[str, float], *, now: float,
+             wall_now: float, max_age: float) -> str | None:
+    """The peer to pull next: among those not backed off and not heard from for ``max_age``
+    seconds (by gossip or pull), the one heard from longest ago (never heard from: first)."""
+    due = [p for p in peers if not_before.get(p, -math.inf) <= now
+           and wall_now - last_seen.get(p, -math.inf) >= max_age]
+    if not due:
+        return None
+    oldest = min(last_seen.get(p, -math.inf) for p in due)
+    return random.choice([p for p in due if last_seen.get(p, -math.inf) == oldest])
+
+
+async def pull_loop(host: Any, experiment_id: str, *, peers: Callable[[], list[str]],
+                    last_seen: Callable[[], dict[str, float]], on_pulled: Callable[[str, Telemetry], None],
+                    rate: float, max_age: float, stats: Counter[str]) -> None:
+    """Pull the stalest connected island, at most ``rate`` pulls per second in all."""
+    not_before: dict[str, float] = {}
+    while True:
+        await trio.sleep(1.0 / rate)
+        now = trio.current_time()
+        peer = next_due(peers(), last_seen(), not_before, now=now, wall_now=time.time(), max_age=max_age)
+        if peer is None:
+            continue
+        t, outcome = await pull(host, peer, experiment_id)
+        stats[outcome] += 1
+        not_before[peer] = trio.current_time() + BACKOFF_S.get(outcome, max_age)
+        if t is not None:
+            on_pulled(peer, t)
