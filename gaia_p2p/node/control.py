@@ -61,6 +61,59 @@ async def read_frame(stream: Any, max_bytes: int) -> bytes:
     return await read_exactly(stream, n)
 
 
+# ------------------------------------------------------------------ one request, one response
+
+
+async def serve_request(stream: Any, *, max_request: int, respond: Callable[[str, bytes], tuple[bytes, str | None]],
+                        stats: Any, event: str, logger: Any) -> None:
+    """Server side of a request/response stream protocol (gaia-elite-v1, gaia-telemetry-v1 pull): one
+    framed request, one framed response, close. ``respond(peer, request)`` gives the response and a
+    refusal code or None; counted in ``stats`` as ``served`` or ``refused_<code>``. Malformed
+    requests and broken streams are logged under ``event`` with the peer and reason; never raises."""
+    try:
+        peer = str(stream.muxed_conn.peer_id)
+    except Exception:
+        peer = "?"
+    try:
+        with trio.fail_after(STREAM_TIMEOUT_S):
+            resp, err = respond(peer, await read_frame(stream, max_request))
+            stats["served" if err is None else f"refused_{err}"] += 1
+            if err in ("bad_request", "unsupported_version"):
+                logger.warning(event, peer_id=peer, reason=err)
+            await stream.write(encode_uvarint(len(resp)) + resp)
+            await stream.close()
+    except (Exception, trio.TooSlowError) as e:
+        stats["refused_stream_error"] += 1
+        logger.warning(event, peer_id=peer, reason="stream_error", error=f"{type(e).__name__}: {e}"[:200])
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def request(host: Any, peer_id: str, protocol: str, req: bytes, max_response: int) -> bytes:
+    """Client side: open ``protocol`` to ``peer_id``, send one framed request, return the framed
+    response. Raises on any failure (no such protocol, reset, timeout), the stream reset first."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    stream = None
+    try:
+        with trio.fail_after(STREAM_TIMEOUT_S):
+            stream = await host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+            await stream.write(encode_uvarint(len(req)) + req)
+            data = await read_frame(stream, max_response)
+            await stream.close()
+            return data
+    except Exception:  # trio.TooSlowError included
+        if stream is not None:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+        raise
+
+
 # ------------------------------------------------------------------ libp2p status protocol
 
 

@@ -33,7 +33,7 @@ import trio
 from gaia_p2p.core import codec
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
-from gaia_p2p.node.control import encode_uvarint, read_frame
+from gaia_p2p.node.control import request, serve_request
 from gaia_p2p.node.gossip import TokenBucket
 
 log = structlog.get_logger("gaia.fetch")
@@ -42,7 +42,6 @@ ELITE_PROTOCOL = "/gaia/elite/1.0.0"
 VERSION = 1
 MAX_REQUEST_BYTES = 256
 MAX_RESPONSE_BYTES = codec.MAX_ELITE_BYTES + 64
-STREAM_TIMEOUT_S = 10.0
 #: Peers a joining island asks (once each) for their best.
 JOIN_PEERS = 3
 #: Ring and random topologies ask their source(s) at most this often (seconds).
@@ -158,58 +157,29 @@ class EliteService:
         self.stats: Counter[str] = Counter()  # served, refused_<err>, fetched, answered_<err>, failed_<reason>
 
     async def handle(self, stream: Any) -> None:
-        try:
-            peer = str(stream.muxed_conn.peer_id)
-        except Exception:
-            peer = "?"
-        try:
-            with trio.fail_after(STREAM_TIMEOUT_S):
-                req = await read_frame(stream, MAX_REQUEST_BYTES)
-                if not self.bucket.allow(peer, trio.current_time()):
-                    err, elite = "rate_limited", None
-                else:
-                    err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
-                resp = encode_response(elite=elite, err=err)
-                self.stats["served" if err is None else f"refused_{err}"] += 1
-                if err in ("bad_request", "unsupported_version"):
-                    log.warning("elite_request_rejected", peer_id=peer, reason=err)
-                await stream.write(encode_uvarint(len(resp)) + resp)
-                await stream.close()
-        except (Exception, trio.TooSlowError) as e:
-            self.stats["refused_stream_error"] += 1
-            log.warning("elite_request_rejected", peer_id=peer, reason="stream_error",
-                        error=f"{type(e).__name__}: {e}"[:200])
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+        def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
+            if not self.bucket.allow(peer, trio.current_time()):
+                err, elite = "rate_limited", None
+            else:
+                err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
+            return encode_response(elite=elite, err=err), err
+
+        await serve_request(stream, max_request=MAX_REQUEST_BYTES, respond=respond, stats=self.stats,
+                            event="elite_request_rejected", logger=log)
 
     async def fetch(self, peer_id: str, above: float | None) -> tuple[Elite | None, str]:
         """Ask ``peer_id`` for its best above ``above``: ``(elite or None, outcome)``, the outcome being
         the counter it was counted under (``fetched``, ``answered_<err>``, ``failed_<reason>``).
         Never raises: failures are counted and logged."""
-        from libp2p.custom_types import TProtocol
-        from libp2p.peer.id import ID
-
-        stream = None
         try:
-            with trio.fail_after(STREAM_TIMEOUT_S):
-                stream = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(ELITE_PROTOCOL)])
-                req = encode_request(self.experiment_id, above)
-                await stream.write(encode_uvarint(len(req)) + req)
-                data = await read_frame(stream, MAX_RESPONSE_BYTES)
-                await stream.close()
+            data = await request(self.host, peer_id, ELITE_PROTOCOL, encode_request(self.experiment_id, above),
+                                 MAX_RESPONSE_BYTES)
             got = decode_response(data, experiment_id=self.experiment_id, dim=self.dim)
         except RemoteProtocolError as e:
             log.warning("elite_fetch_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
             return None, self._count(f"failed_{e.reason}")
-        except (Exception, trio.TooSlowError) as e:  # no such protocol (older node), reset, timeout
+        except Exception as e:  # no such protocol (older node), reset, timeout
             log.debug("elite_fetch_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
-            if stream is not None:
-                try:
-                    await stream.reset()
-                except Exception:
-                    pass
             return None, self._count("failed_unreachable")
         if isinstance(got, str):
             return None, self._count(f"answered_{got}")

@@ -27,7 +27,7 @@ import trio
 
 from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, decode_telemetry
 from gaia_p2p.errors import RemoteProtocolError
-from gaia_p2p.node.control import encode_uvarint, read_frame
+from gaia_p2p.node.control import request, serve_request
 from gaia_p2p.node.gossip import TokenBucket
 
 log = structlog.get_logger("gaia.pull")
@@ -35,7 +35,6 @@ log = structlog.get_logger("gaia.pull")
 TELEMETRY_PROTOCOL = "/gaia/telemetry/1.0.0"
 VERSION = 1
 MAX_REQUEST_BYTES = 128
-STREAM_TIMEOUT_S = 10.0
 #: per asking peer: a watcher pulls each island every --pull-age (10 s default); a burst of 3 covers
 #: a restart of the watcher
 SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
@@ -95,56 +94,26 @@ class TelemetryService:
         self.stats: Counter[str] = Counter()  # served, refused_<err>
 
     async def handle(self, stream: Any) -> None:
-        try:
-            peer = str(stream.muxed_conn.peer_id)
-        except Exception:
-            peer = "?"
-        try:
-            with trio.fail_after(STREAM_TIMEOUT_S):
-                req = await read_frame(stream, MAX_REQUEST_BYTES)
-                err = "rate_limited" if not self.bucket.allow(peer, trio.current_time()) else \
-                    decide(req, experiment_id=self.experiment_id)
-                resp = self.heartbeat() if err is None else encode_refusal(err)
-                self.stats["served" if err is None else f"refused_{err}"] += 1
-                if err in ("bad_request", "unsupported_version"):
-                    log.warning("telemetry_request_rejected", peer_id=peer, reason=err)
-                await stream.write(encode_uvarint(len(resp)) + resp)
-                await stream.close()
-        except (Exception, trio.TooSlowError) as e:
-            self.stats["refused_stream_error"] += 1
-            log.warning("telemetry_request_rejected", peer_id=peer, reason="stream_error",
-                        error=f"{type(e).__name__}: {e}"[:200])
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+        def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
+            err = "rate_limited" if not self.bucket.allow(peer, trio.current_time()) else \
+                decide(req, experiment_id=self.experiment_id)
+            return (self.heartbeat() if err is None else encode_refusal(err)), err
+
+        await serve_request(stream, max_request=MAX_REQUEST_BYTES, respond=respond, stats=self.stats,
+                            event="telemetry_request_rejected", logger=log)
 
 
 async def pull(host: Any, peer_id: str, experiment_id: str) -> tuple[Telemetry | None, str]:
     """Ask ``peer_id`` for its heartbeat: ``(telemetry or None, outcome)``; outcome is ``pulled``,
     ``refused_<err>``, ``failed_<reason>`` or ``failed_unreachable``. Never raises."""
-    from libp2p.custom_types import TProtocol
-    from libp2p.peer.id import ID
-
-    stream = None
     try:
-        with trio.fail_after(STREAM_TIMEOUT_S):
-            stream = await host.new_stream(ID.from_base58(peer_id), [TProtocol(TELEMETRY_PROTOCOL)])
-            req = encode_request(experiment_id)
-            await stream.write(encode_uvarint(len(req)) + req)
-            data = await read_frame(stream, MAX_TELEMETRY_BYTES)
-            await stream.close()
+        data = await request(host, peer_id, TELEMETRY_PROTOCOL, encode_request(experiment_id), MAX_TELEMETRY_BYTES)
         got = decode_response(data, experiment_id=experiment_id)
     except RemoteProtocolError as e:
         log.warning("telemetry_pull_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
         return None, f"failed_{e.reason}"
-    except (Exception, trio.TooSlowError) as e:  # no such protocol (an older node), reset, timeout
+    except Exception as e:  # no such protocol (an older node), reset, timeout
         log.debug("telemetry_pull_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
-        if stream is not None:
-            try:
-                await stream.reset()
-            except Exception:
-                pass
         return None, "failed_unreachable"
     if isinstance(got, str):
         return None, f"refused_{got}"

@@ -14,6 +14,28 @@ from cli_helpers import GAIA, NodeProc
 pytestmark = pytest.mark.e2e
 
 
+def _watch(boot: str, *args: str) -> tuple[subprocess.Popen, list[dict]]:
+    """`gaia-node watch --json` as a light peer; its events are collected by a reader thread."""
+    watcher = subprocess.Popen([*GAIA, "watch", "--bootstrap", boot, "--json", "--listen", "/ip4/127.0.0.1/tcp/0",
+                                *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[dict] = []
+
+    def read() -> None:
+        for line in watcher.stdout:
+            events.append(json.loads(line))  # stdout must be pure NDJSON
+
+    threading.Thread(target=read, daemon=True).start()
+    return watcher, events
+
+
+def _stop(watcher: subprocess.Popen | None, nodes: list[NodeProc]) -> None:
+    if watcher is not None and watcher.poll() is None:
+        watcher.kill()
+        watcher.wait(timeout=10)
+    for n in nodes:
+        n.kill()
+
+
 def test_watch_sees_every_island_and_a_migration(tmp_path):
     common = ("--problem", "rastrigin", "--dim", "10", "--migration-interval", "5", "--workers", "0",
               "--telemetry-interval", "1", "--telemetry-rate", "100")
@@ -26,17 +48,7 @@ def test_watch_sees_every_island_and_a_migration(tmp_path):
             nodes.append(NodeProc(tmp_path, f"n{i}", *common, "--seed", str(i + 1), "--sigma", sigma,
                                   "--bootstrap", boot).start())
         ids = {n.wait_event("node_started", 60)["peer_id"] for n in nodes}
-        watcher = subprocess.Popen([*GAIA, "watch", "--bootstrap", boot, "--json", "--duration", "90",
-                                    "--listen", "/ip4/127.0.0.1/tcp/0"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        events: list[dict] = []
-
-        def read() -> None:
-            for line in watcher.stdout:
-                events.append(json.loads(line))  # stdout must be pure NDJSON
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
+        watcher, events = _watch(boot, "--duration", "90")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             seen = {e["peer_id"] for e in events if e.get("event") == "telemetry"}
@@ -53,11 +65,7 @@ def test_watch_sees_every_island_and_a_migration(tmp_path):
         assert {"generation", "evaluations", "best_fitness", "evals_per_s", "cpus", "algorithm"} <= set(tele)
         assert events[0]["event"] == "watch_started"
     finally:
-        if watcher is not None and watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=10)
-        for n in nodes:
-            n.kill()
+        _stop(watcher, nodes)
 
 
 def test_watch_pulls_heartbeats_from_islands_that_do_not_gossip_them_yet(tmp_path):
@@ -72,16 +80,7 @@ def test_watch_pulls_heartbeats_from_islands_that_do_not_gossip_them_yet(tmp_pat
         boot = nodes[0].wait_event("node_started", 60)["addrs"][0]
         nodes.append(NodeProc(tmp_path, "n1", *common, "--seed", "2", "--bootstrap", boot).start())
         ids = {n.wait_event("node_started", 60)["peer_id"] for n in nodes}
-        watcher = subprocess.Popen([*GAIA, "watch", "--bootstrap", boot, "--json", "--duration", "60",
-                                    "--pull-age", "2", "--listen", "/ip4/127.0.0.1/tcp/0"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        events: list[dict] = []
-
-        def read() -> None:
-            for line in watcher.stdout:
-                events.append(json.loads(line))
-
-        threading.Thread(target=read, daemon=True).start()
+        watcher, events = _watch(boot, "--duration", "60", "--pull-age", "2")
         deadline = time.monotonic() + 60
 
         def pulled() -> dict[str, list[dict]]:
@@ -100,8 +99,4 @@ def test_watch_pulls_heartbeats_from_islands_that_do_not_gossip_them_yet(tmp_pat
         # pulled again once stale: the generation moves on in the view
         assert all(v[-1]["generation"] > v[0]["generation"] for k, v in got.items() if k in ids)
     finally:
-        if watcher is not None and watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=10)
-        for n in nodes:
-            n.kill()
+        _stop(watcher, nodes)
