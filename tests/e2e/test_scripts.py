@@ -61,3 +61,22 @@ def test_join_script_runs_both_modes(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [row["fetch"] for row in rows] == [True, False]
     assert rows[1]["elite_fetch"].get("fetched", 0) == 0  # --no-fetch asked nobody
+
+
+def test_bench_islands_presets():
+    """n<K> arms: "mixed" cycles the presets, "default" gives every node the default CMA-ES settings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_islands", REPO / "scripts" / "bench_islands.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_islands"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+
+    def opts(flags: list[str]) -> tuple[str, str, str]:
+        return flags[flags.index("--optimizer") + 1], flags[flags.index("--sigma") + 1], flags[flags.index("--duty-cycle") + 1]
+
+    mixed = [opts(f) for f in bench.arm_nodes("n8", 4, "lunarlander", 2, 0.12)]
+    default = [opts(f) for f in bench.arm_nodes("n8", 4, "lunarlander", 2, 0.12, "default")]
+    assert len(mixed) == len(default) == 8
+    assert set(default) == {("cmaes", "0.5", "0.12")}
+    assert mixed[0] == ("cmaes", "0.5", "0.12") and {m[0] for m in mixed} == {"cmaes", "openai-es"}
