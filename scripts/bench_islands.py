@@ -55,6 +55,9 @@ class Run:
     final_score: dict | None = None
     curve: list[tuple[float, int, float]] = field(default_factory=list)  # (wall s, total episodes, net best)
     accepted: int = 0
+    # node 0 (the same seed in every arm: alone it is the n1 run): (generation, seconds since its
+    # node_started) until its first accepted migrant, while its trajectory is still n1's
+    node0: list[tuple[int, float]] = field(default_factory=list)
 
 
 SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes", "1.2"), ("openai-es", "0.1")]
@@ -111,6 +114,7 @@ class Node:
         self.accepted = 0
         self.target: dict | None = None
         self.started: dict | None = None
+        self.gen_times: list[tuple[int, float]] = []  # (generation, log time) before the first acceptance
 
     def start(self) -> None:
         self.log = open(self.log_path, "wb")
@@ -133,6 +137,8 @@ class Node:
                 continue
             name = ev.get("event")
             if name == "generation_completed":
+                if not self.accepted and "timestamp" in ev:
+                    self.gen_times.append((int(ev["generation"]), _iso(ev["timestamp"])))
                 self.episodes = int(ev.get("episodes", ev.get("evaluations", 0)))
                 if ev.get("best_fitness") is not None:
                     self.best = float(ev["best_fitness"])
@@ -142,6 +148,8 @@ class Node:
                 self.target = ev
             elif name == "node_started":
                 self.started = ev
+                if "timestamp" in ev:
+                    self.gen_times.append((0, _iso(ev["timestamp"])))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,6 +160,12 @@ class Node:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.log.close()
+
+
+def _iso(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
@@ -217,6 +231,9 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     bests = [n.best for n in nodes if n.best is not None]
     run.best_estimate = max(bests) if bests else None
     run.accepted = sum(n.accepted for n in nodes)
+    if nodes[0].gen_times:
+        start = nodes[0].gen_times[0][1]
+        run.node0 = [(g, round(t - start, 3)) for g, t in nodes[0].gen_times]
     run.final_score = final_score(nodes, a)
     return run
 
@@ -252,6 +269,35 @@ def med(xs: list[float]) -> str:
         return "-"
     m = statistics.median(xs)
     return f"{m:.0f} ({min(xs):.0f}-{max(xs):.0f})" if abs(m) >= 100 else f"{m:.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def node0_speed(runs: list[Run]) -> str:
+    """Is the emulation fair? Node 0 has the same seed in every n<K> arm, so until it accepts a
+    migrant it runs exactly the n1 trajectory: its seconds to the same generation compare the
+    machines that N nodes emulate (ratio 1.00 = as fast as a node alone)."""
+    lines = []
+    for seed in sorted({r.seed for r in runs}):
+        rs = [r for r in runs if r.seed == seed and scale_arm(r.arm) and len(r.node0) >= 2]
+        base = next((r for r in rs if r.arm == "n1"), None)
+        if base is None or len(rs) < 2:
+            continue
+        g = min(r.node0[-1][0] for r in rs)
+        if g < 5:
+            continue
+
+        def at(r: Run) -> float:  # seconds to generation g, interpolated between logged generations
+            pts = r.node0
+            for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
+                if g0 <= g <= g1:
+                    return t0 + (t1 - t0) * (g - g0) / max(1, g1 - g0)
+            return pts[-1][1]
+
+        ref = at(base)
+        lines.append(f"seed {seed}, generation {g}: " + ", ".join(f"{r.arm} {at(r):.1f} s ({at(r) / ref:.2f})" for r in rs))
+    if not lines:
+        return ""
+    return ("Node 0 (the n1 trajectory until its first accepted migrant), seconds to the same generation "
+            "(ratio to n1):\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
 
 
 def table(runs: list[Run], a: argparse.Namespace) -> str:
@@ -362,6 +408,8 @@ def main() -> int:
     ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (tests)")
     ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG from a previous run's JSON")
+    ap.add_argument("--logs", type=Path, default=None, help="with --replot: that run's log directory (printed "
+                    "as '# logs under'), to print node 0's speed per arm from its logs")
     ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's --duty-cycle (one small "
                     "machine each: K nodes use about K x duty cores)")
     ap.add_argument("--presets", choices=["mixed", "default"], default="mixed",
@@ -373,6 +421,13 @@ def main() -> int:
         runs = [Run(**{k: v for k, v in d.items()}) for d in json.loads(a.replot.read_text())]
         plot(runs, a.replot.with_suffix(".png"), a)
         print(f"wrote {a.replot.with_suffix('.png')}")
+        if a.logs:
+            for r in runs:
+                n = Node(a.logs, f"{r.arm}-s{r.seed}-n0", [])
+                if n.log_path.exists():
+                    n.poll_log()
+                    r.node0 = [(g, t - n.gen_times[0][1]) for g, t in n.gen_times] if n.gen_times else []
+            print(node0_speed(runs))
         return 0
     if a.budget is None:
         a.budget = 20_000 if a.problem == "lunarlander" else 200_000
@@ -398,6 +453,9 @@ def main() -> int:
                   f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
                   f"accepted={r.accepted}", flush=True)
     md = table(runs, a)
+    speed = node0_speed(runs)
+    if speed:
+        md += "\n\n" + speed
     print("\n" + md)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.tag or (a.problem + ("-quick" if a.quick else ""))
