@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, help="worker processes (default: the machine's cores; 0 = a thread)")
     g.add_argument("--backend", choices=["numpy", "torch"])
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch backend device (default auto)")
-    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of wall time spent computing, 0.01..1; "
-                   "the island sleeps the rest (default 1)")
+    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of the workers' CPU the island uses, "
+                   "0.01..1, measured in CPU time; the island sleeps the rest (default 1)")
     g = s.add_argument_group("run")
     g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
     g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")

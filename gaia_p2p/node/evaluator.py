@@ -24,6 +24,13 @@ from gaia_p2p.errors import EvaluationError
 from gaia_p2p.problems.evaluate import BACKENDS, evaluate_batch, pin_blas_threads
 
 
+def _cpu_timed(fn, *args):  # type: ignore[no-untyped-def]
+    """Worker side: ``fn(*args)`` and the CPU seconds this process spent on it (all its threads)."""
+    t0 = time.process_time()
+    out = fn(*args)
+    return out, time.process_time() - t0
+
+
 def _evaluate_torch(problem: ProblemConfig, X: np.ndarray, seeds: tuple[int, ...], device: str,
                     threads: int) -> np.ndarray:
     """Worker-side torch evaluation; ``threads > 0`` sets torch's CPU intra-op threads first."""
@@ -51,6 +58,7 @@ class Evaluator:
             self.device = resolve_device(device)  # "cpu" or "cuda"; fails here, at start, with the fix
         self.limiter = trio.CapacityLimiter(max(1, workers))
         self.thread_cpu_s = 0.0  # CPU spent evaluating in threads (workers = 0), for the node's CPU split
+        self.cpu_s = 0.0  # CPU spent evaluating, in worker processes and threads (the duty cycle's measure)
         if workers > 0:
             pin_blas_threads()  # before the first worker process is spawned: they inherit the env
 
@@ -59,26 +67,31 @@ class Evaluator:
         try:
             return fn(*args)
         finally:
-            self.thread_cpu_s += time.thread_time() - t0
+            dt = time.thread_time() - t0
+            self.thread_cpu_s += dt
+            self.cpu_s += dt
+
+    async def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """``fn(*args)`` (a module-level function) off the event loop: in a worker process, or in a
+        thread with ``workers = 0``; its CPU time counts in ``cpu_s``."""
+        if self.workers == 0:
+            return await trio.to_thread.run_sync(self._timed, fn, *args)
+        out, cpu = await trio_parallel.run_sync(_cpu_timed, fn, *args, kill_on_cancel=True, limiter=self.limiter)
+        self.cpu_s += cpu
+        return out
 
     async def evaluate(self, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
         if self.backend == "torch":
-            if self.workers == 0:
-                return await trio.to_thread.run_sync(self._timed, _evaluate_torch, self.problem, X, seeds,
-                                                     self.device, 0)
-            return await trio_parallel.run_sync(
-                _evaluate_torch, self.problem, X, seeds, self.device, self.workers,
-                kill_on_cancel=True, limiter=self.limiter)
+            return await self.call(_evaluate_torch, self.problem, X, seeds, self.device, self.workers)
         if self.workers == 0:
-            return await trio.to_thread.run_sync(self._timed, evaluate_batch, self.problem, X, seeds)
+            return await self.call(evaluate_batch, self.problem, X, seeds)
         chunks = np.array_split(X, min(self.workers, len(X)))
         results: list[np.ndarray | None] = [None] * len(chunks)
 
         async def one(i: int, chunk: np.ndarray) -> None:
-            results[i] = await trio_parallel.run_sync(
-                evaluate_batch, self.problem, chunk, seeds, kill_on_cancel=True, limiter=self.limiter)
+            results[i] = await self.call(evaluate_batch, self.problem, chunk, seeds)
 
         async with trio.open_nursery() as nursery:
             for i, chunk in enumerate(chunks):

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import structlog
 import trio
-import trio_parallel
 
 from gaia_p2p import __version__, logs
 from gaia_p2p.config import Config, load_bootstrap_file
@@ -385,7 +384,7 @@ async def _island_loop(node: Node, seed: int) -> None:
                     live = peers
                     with node.cpu:
                         effects.extend(isl.handle(PeersChanged(peers, size), now=trio.current_time(), rng=rng))
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), node.evaluator.cpu_s + node.cpu.island_s
                 fit, extra_fit = await _evaluate(node, effect)
                 dt = time.perf_counter() - t0
                 n_evals = len(effect.candidates) + len(effect.extras)
@@ -397,12 +396,31 @@ async def _island_loop(node: Node, seed: int) -> None:
                     log.info(logs.NODE_STOPPING, reason="target_reached")
                     return
                 duty = node.cfg.evaluation.duty_cycle
-                if duty < 1.0 and not first:  # compute for dt, rest for dt * (1 - duty) / duty
-                    await trio.sleep((time.perf_counter() - t0) * (1.0 - duty) / duty)
+                if duty < 1.0 and not first:
+                    cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0
+                    if node.evaluator.backend == "torch" and node.evaluator.device == "cuda":
+                        cpu = 0.0  # GPU work is not CPU time: the wall-time rule
+                    await trio.sleep(duty_sleep(cpu_s=cpu, wall_s=time.perf_counter() - t0, duty=duty,
+                                                cores=max(1, node.cfg.evaluation.workers)))
                 first = False  # the first generation also started the workers: not a measure of work
             else:
                 await _execute(node, effect)
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
+
+
+def duty_sleep(*, cpu_s: float, wall_s: float, duty: float, cores: int) -> float:
+    """Seconds to rest after a generation so that the island uses ``duty`` of its ``cores``' CPU.
+
+    By CPU time, not wall time: the generation cost ``cpu_s`` CPU seconds (evaluation in workers or
+    threads, plus the island's own ask/tell) over ``wall_s``; the cycle lasts ``cpu_s / (duty x
+    cores)``. Alone on a machine (CPU ~ wall x cores) this is the wall-time rule ``wall x (1 - duty) /
+    duty``; when other processes slow the computation down, the rest shrinks instead of growing with
+    it, so a node keeps its share (a duty-cycled node sharing a box with others stays the same small
+    machine). Without a CPU measure (0: also on a GPU, whose work is not CPU time), the wall-time
+    rule."""
+    if cpu_s <= 0.0:
+        return wall_s * (1.0 - duty) / duty
+    return max(0.0, cpu_s / (duty * cores) - wall_s)
 
 
 async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray]:
@@ -442,12 +460,8 @@ async def _maybe_test(node: Node) -> bool:
     else:
         from gaia_p2p.tools.evaluate import evaluate_policy
 
-        args = (isl.best_params, node.cfg.problem.hidden, node.cfg.test_episodes)
-        if node.cfg.evaluation.workers > 0:
-            result = await trio_parallel.run_sync(evaluate_policy, *args, kill_on_cancel=True,
-                                                  limiter=node.evaluator.limiter)
-        else:
-            result = await trio.to_thread.run_sync(evaluate_policy, *args)
+        result = await node.evaluator.call(evaluate_policy, isl.best_params, node.cfg.problem.hidden,
+                                           node.cfg.test_episodes)
         node.test_episodes_used += int(result["episodes"])
     passed = result["mean"] >= target
     node.last_test = {"generation": isl.generation, "episodes": isl.episodes_used, "mean": result["mean"],
