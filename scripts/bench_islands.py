@@ -390,6 +390,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=30)
     ap.add_argument("--arms", default="central,swarm,control")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=1, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--nodes", type=int, default=4, help="K for swarm and control")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="central arm's worker processes")
     ap.add_argument("--budget", type=int, default=None, help="total episodes (lunarlander) / evaluations")
@@ -444,7 +445,7 @@ def main() -> int:
     cmd = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__, REPO), *sys.argv[1:]])
     print(f"# {cmd}\n# logs under {base}", flush=True)
     runs: list[Run] = []
-    for seed in range(1, a.seeds + 1):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for arm in arms:  # interleaved, so load drift hits every arm alike
             r = one_run(arm, seed, a, base)
             runs.append(r)
