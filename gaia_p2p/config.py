@@ -89,8 +89,9 @@ class EvaluationConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: evaluate in a thread
     backend: str = "numpy"
     device: str = "auto"  # torch backend: auto (cuda if available) | cpu | cuda
-    # Share of wall time the island computes; it sleeps the rest (1.0: flat out). A volunteer's
-    # "use at most 20 % of my machine", or one small machine among many emulated on one box.
+    # Share of the workers' CPU the island uses, measured in CPU time; it sleeps the rest (1.0: flat
+    # out). A volunteer's "use at most 20 % of my machine", or one small machine among many emulated
+    # on one box (node/runtime.py duty_sleep).
     duty_cycle: float = 1.0
 
 
