@@ -100,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, help="worker processes (default: the machine's cores; 0 = a thread)")
     g.add_argument("--backend", choices=["numpy", "torch"])
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch backend device (default auto)")
-    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of the workers' CPU the island uses, "
-                   "0.01..1, measured in CPU time; the island sleeps the rest (default 1)")
+    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of its workers' capacity the island "
+                   "uses, 0.01..1; it sleeps the rest (default 1)")
+    g.add_argument("--duty-clock", choices=["wall", "cpu"], help="measure the duty cycle in wall time "
+                   "(default) or in the CPU time the island used (fair when nodes share a box that has room)")
     g = s.add_argument_group("run")
     g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
     g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")
@@ -167,7 +169,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
                     "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
                     "bootstrap_file": a.bootstrap_file},
         "evaluation": {"workers": a.workers, "backend": a.backend, "device": a.device,
-                       "duty_cycle": a.duty_cycle},
+                       "duty_cycle": a.duty_cycle, "duty_clock": a.duty_clock},
     }
 
 

@@ -89,10 +89,13 @@ class EvaluationConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: evaluate in a thread
     backend: str = "numpy"
     device: str = "auto"  # torch backend: auto (cuda if available) | cpu | cuda
-    # Share of the workers' CPU the island uses, measured in CPU time; it sleeps the rest (1.0: flat
-    # out). A volunteer's "use at most 20 % of my machine", or one small machine among many emulated
-    # on one box (node/runtime.py duty_sleep).
+    # Share of its workers' capacity the island uses; it sleeps the rest (1.0: flat out). A
+    # volunteer's "use at most 20 % of my machine", or one small machine among many emulated on one
+    # box. duty_clock: "wall" (the compute phase's wall time) or "cpu" (the CPU time the island and
+    # its workers used; keeps each node's share when a box is shared but not overloaded). See
+    # node/runtime.py duty_sleep and docs/BENCHMARKS.md section 4.
     duty_cycle: float = 1.0
+    duty_clock: str = "wall"
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,8 @@ def validate(cfg: Config) -> None:
         raise _bad("evaluation.workers", e.workers, "must be in 0..1024 (0 = evaluate in a thread)", "pass --workers")
     if not 0.01 <= e.duty_cycle <= 1.0:
         raise _bad("evaluation.duty_cycle", e.duty_cycle, "must be in 0.01..1", "pass --duty-cycle 0.5")
+    if e.duty_clock not in ("wall", "cpu"):
+        raise _bad("evaluation.duty_clock", e.duty_clock, "must be wall or cpu", "pass --duty-clock wall")
     if e.backend not in ("numpy", "torch"):
         raise _bad("evaluation.backend", e.backend, "must be numpy or torch", "pass --backend numpy")
     if cfg.log_format not in LOG_FORMATS:

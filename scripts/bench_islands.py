@@ -187,6 +187,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     if a.topology:
         common += ["--topology", a.topology]
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets)
+    if scale_arm(arm) is not None:
+        flags = [f + ["--duty-clock", a.duty_clock] for f in flags]
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
@@ -413,6 +415,9 @@ def main() -> int:
                     "as '# logs under'), to print node 0's speed per arm from its logs")
     ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's --duty-cycle (one small "
                     "machine each: K nodes use about K x duty cores)")
+    ap.add_argument("--duty-clock", choices=["wall", "cpu"], default="wall",
+                    help="n<K> arms: the nodes' --duty-clock (cpu: each node keeps its share while the box "
+                         "has room; see docs/BENCHMARKS.md section 4)")
     ap.add_argument("--presets", choices=["mixed", "default"], default="mixed",
                     help="n<K> arms: mixed = CMA-ES sigma 0.5/0.3/0.8/1.2 and one OpenAI-ES in turn; "
                          "default = every node with the default settings (CMA-ES, sigma 0.5), own seed")

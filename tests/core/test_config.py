@@ -151,6 +151,7 @@ INVALID = [
     ("network", "keepalive_rate", -1.0, "network.keepalive_rate"),
     ("evaluation", "duty_cycle", 0.0, "evaluation.duty_cycle"),
     ("evaluation", "duty_cycle", 1.5, "evaluation.duty_cycle"),
+    ("evaluation", "duty_clock", "sundial", "evaluation.duty_clock"),
     ("", "telemetry_rate", -1.0, "telemetry_rate"),
     ("network", "listen", (), "network.listen"),
     ("network", "heartbeat_s", 0.0, "network.heartbeat_s"),
