@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,6 +152,13 @@ class Node:
                 if "timestamp" in ev:
                     self.gen_times.append((0, _iso(ev["timestamp"])))
 
+    def node0_times(self) -> list[tuple[int, float]]:
+        """``gen_times`` as seconds since this node's ``node_started`` (``Run.node0``)."""
+        if not self.gen_times:
+            return []
+        start = self.gen_times[0][1]
+        return [(g, round(t - start, 3)) for g, t in self.gen_times]
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -163,8 +171,6 @@ class Node:
 
 
 def _iso(stamp: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
@@ -233,9 +239,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     bests = [n.best for n in nodes if n.best is not None]
     run.best_estimate = max(bests) if bests else None
     run.accepted = sum(n.accepted for n in nodes)
-    if nodes[0].gen_times:
-        start = nodes[0].gen_times[0][1]
-        run.node0 = [(g, round(t - start, 3)) for g, t in nodes[0].gen_times]
+    run.node0 = nodes[0].node0_times()
     run.final_score = final_score(nodes, a)
     return run
 
@@ -294,8 +298,9 @@ def node0_speed(runs: list[Run]) -> str:
                     return t0 + (t1 - t0) * (g - g0) / max(1, g1 - g0)
             return pts[-1][1]
 
-        ref = at(base)
-        lines.append(f"seed {seed}, generation {g}: " + ", ".join(f"{r.arm} {at(r):.1f} s ({at(r) / ref:.2f})" for r in rs))
+        secs = {r.arm: at(r) for r in rs}
+        lines.append(f"seed {seed}, generation {g}: " + ", ".join(
+            f"{arm} {t:.1f} s ({t / secs['n1']:.2f})" for arm, t in secs.items()))
     if not lines:
         return ""
     return ("Node 0 (the n1 trajectory until its first accepted migrant), seconds to the same generation "
@@ -432,7 +437,7 @@ def main() -> int:
                 n = Node(a.logs, f"{r.arm}-s{r.seed}-n0", [])
                 if n.log_path.exists():
                     n.poll_log()
-                    r.node0 = [(g, t - n.gen_times[0][1]) for g, t in n.gen_times] if n.gen_times else []
+                    r.node0 = n.node0_times()
             print(node0_speed(runs))
         return 0
     if a.budget is None:

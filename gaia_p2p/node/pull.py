@@ -140,6 +140,7 @@ async def pull_loop(host: Any, experiment_id: str, *, peers: Callable[[], list[s
     while True:
         await trio.sleep(1.0 / rate)
         now = trio.current_time()
+        not_before = {p: t for p, t in not_before.items() if t > now}  # bounded by live backoffs
         peer = next_due(peers(), last_seen(), not_before, now=now, wall_now=time.time(), max_age=max_age)
         if peer is None:
             continue

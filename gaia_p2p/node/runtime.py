@@ -368,6 +368,10 @@ async def _island_loop(node: Node, seed: int) -> None:
         effects = isl.start(now=trio.current_time(), rng=rng)
     live: frozenset[str] = frozenset()
     max_gen = node.cfg.max_generations
+    duty = node.cfg.evaluation.duty_cycle
+    # the CPU clock, unless asked for the wall clock or on a GPU (whose work is not CPU time)
+    cpu_clock = node.cfg.evaluation.duty_clock == "cpu" and not (
+        node.evaluator.backend == "torch" and node.evaluator.device == "cuda")
     first = True
     while effects:
         pending = effects
@@ -395,12 +399,8 @@ async def _island_loop(node: Node, seed: int) -> None:
                 if await _maybe_test(node) and node.cfg.stop_at_target:
                     log.info(logs.NODE_STOPPING, reason="target_reached")
                     return
-                duty = node.cfg.evaluation.duty_cycle
                 if duty < 1.0 and not first:
-                    cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0
-                    if node.cfg.evaluation.duty_clock == "wall" or (
-                            node.evaluator.backend == "torch" and node.evaluator.device == "cuda"):
-                        cpu = 0.0  # the wall-time rule (GPU work is not CPU time)
+                    cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0 if cpu_clock else 0.0
                     await trio.sleep(duty_sleep(cpu_s=cpu, wall_s=time.perf_counter() - t0, duty=duty,
                                                 cores=max(1, node.cfg.evaluation.workers)))
                 first = False  # the first generation also started the workers: not a measure of work
