@@ -32,7 +32,7 @@ from gaia_p2p.core.events import (
 from gaia_p2p.core.experiment import ProblemConfig, experiment_id
 from gaia_p2p.core.island import CLAIM_TOLERANCE, Island, MigrationPolicy
 from gaia_p2p.core.migration import TOPOLOGIES
-from gaia_p2p.core.optimizer import make_optimizer
+from gaia_p2p.core.optimizer import MAX_IPOP_DOUBLINGS, make_optimizer
 from gaia_p2p.core.types import Elite
 
 DIM = 5
@@ -217,9 +217,11 @@ class IslandMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ invariants
 
     @invariant()
-    def population_size_is_fixed(self):
-        assert self.req.candidates.shape == (self.popsize, DIM)
-        assert self.island.opt.popsize == self.popsize
+    def population_size_changes_only_by_ipop_restarts(self):
+        # fixed but for IPOP: each restart (pycma's own stop criteria) doubles it, nothing else does
+        opt = self.island.opt
+        assert opt.popsize == self.popsize * 2 ** min(opt.restart_count, MAX_IPOP_DOUBLINGS)
+        assert self.req.candidates.shape == (opt.popsize, DIM)
 
     @invariant()
     def best_never_worse_when_only_better_migrants_are_taken(self):
