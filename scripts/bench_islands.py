@@ -307,6 +307,66 @@ def node0_speed(runs: list[Run]) -> str:
             "(ratio to n1):\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
 
 
+def best_at(r: Run, t: float) -> float | None:
+    """The network best at ``t`` wall seconds into the run (its last logged value by then)."""
+    ys = [c[2] for c in r.curve if c[0] <= t and c[2] == c[2]]
+    return max(ys) if ys else None
+
+
+def scaling_summary(runs: list[Run], a: argparse.Namespace, checkpoints: int = 6) -> str:
+    """n<K> arms only: is the result better at every doubling, in the median and the mean, at
+    several moments of the run, not only at its end? Lunarlander: wall seconds to solve (an unsolved
+    run counts as the cap) and how many had solved by each moment; test functions: the network best."""
+    scaled = sorted({(scale_arm(r.arm), r.arm) for r in runs if scale_arm(r.arm)})
+    if len(scaled) < 2:
+        return ""
+    arms = [arm for _, arm in scaled]
+    seeds = sorted({r.seed for r in runs})
+    by = {(r.arm, r.seed): r for r in runs}
+
+    def mono(vals: list[float], lower_better: bool) -> str:
+        pairs = list(zip(vals, vals[1:]))
+        ok = all(y < x for x, y in pairs) if lower_better else all(y > x for x, y in pairs)
+        ties = all(y <= x for x, y in pairs) if lower_better else all(y >= x for x, y in pairs)
+        return "yes" if ok else ("with ties" if ties else "**no**")
+
+    head = "| | " + " | ".join(arms) + " | monotone |\n|---|" + "---|" * (len(arms) + 1)
+    lines = [head]
+    if a.problem == "lunarlander":
+        per = {arm: [by[(arm, s)].wall_to_solve_s if by[(arm, s)].solved else a.max_wall
+                     for s in seeds if (arm, s) in by] for arm in arms}
+        for s in seeds:
+            lines.append(f"| seed {s} | " + " | ".join(
+                (f"{by[(arm, s)].wall_to_solve_s:.1f}" if by[(arm, s)].solved else f"{a.max_wall:.0f}*")
+                if (arm, s) in by else "-" for arm in arms) + " | |")
+        for name, f in (("median", statistics.median), ("mean", statistics.mean)):
+            vals = [f(per[arm]) for arm in arms]
+            lines.append(f"| **{name}** | " + " | ".join(f"{v:.0f}" for v in vals) + f" | {mono(vals, True)} |")
+        for k in range(1, checkpoints + 1):
+            t = a.max_wall * k / checkpoints
+            vals = [sum(1 for x in per[arm] if x <= t and x < a.max_wall) for arm in arms]
+            lines.append(f"| solved by {t:.0f} s | " + " | ".join(f"{v} of {len(per[arm])}" for v, arm in zip(vals, arms))
+                         + f" | {mono(vals, False)} |")
+        return ("Wall seconds to solve per seed (* = unsolved, counted as the cap), and how many runs had "
+                "solved by each moment:\n\n" + "\n".join(lines) + "\n")
+    for s in seeds:
+        lines.append(f"| seed {s}, end | " + " | ".join(
+            f"{by[(arm, s)].best_estimate:.2f}" if (arm, s) in by and by[(arm, s)].best_estimate is not None
+            else "-" for arm in arms) + " | |")
+    for k in range(1, checkpoints + 1):
+        t = a.max_wall * k / checkpoints
+        at = {arm: [v for v in (best_at(by[(arm, s)], t) for s in seeds if (arm, s) in by) if v is not None]
+              for arm in arms}
+        if not all(at.values()):
+            continue
+        for name, f in (("median", statistics.median), ("mean", statistics.mean)):
+            vals = [f(at[arm]) for arm in arms]
+            lines.append(f"| {name} at {t:.0f} s | " + " | ".join(f"{v:.2f}" for v in vals)
+                         + f" | {mono(vals, False)} |")
+    return ("Network best per seed at the end, and its median and mean over seeds at several moments "
+            "(higher is better):\n\n" + "\n".join(lines) + "\n")
+
+
 def table(runs: list[Run], a: argparse.Namespace) -> str:
     arms = list(dict.fromkeys(r.arm for r in runs))
     if a.problem == "lunarlander":
@@ -431,7 +491,7 @@ def main() -> int:
     if a.replot:
         runs = [Run(**{k: v for k, v in d.items()}) for d in json.loads(a.replot.read_text())]
         plot(runs, a.replot.with_suffix(".png"), a)
-        print(f"wrote {a.replot.with_suffix('.png')}")
+        print(f"wrote {a.replot.with_suffix('.png')}\n\n{table(runs, a)}\n\n{scaling_summary(runs, a)}")
         if a.logs:
             for r in runs:
                 n = Node(a.logs, f"{r.arm}-s{r.seed}-n0", [])
@@ -464,9 +524,9 @@ def main() -> int:
                   f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
                   f"accepted={r.accepted}", flush=True)
     md = table(runs, a)
-    speed = node0_speed(runs)
-    if speed:
-        md += "\n\n" + speed
+    for extra in (scaling_summary(runs, a), node0_speed(runs)):
+        if extra:
+            md += "\n\n" + extra
     print("\n" + md)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.tag or (a.problem + ("-quick" if a.quick else ""))

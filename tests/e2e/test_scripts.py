@@ -63,14 +63,44 @@ def test_join_script_runs_both_modes(tmp_path):
     assert rows[1]["elite_fetch"].get("fetched", 0) == 0  # --no-fetch asked nobody
 
 
-def test_bench_islands_presets():
-    """n<K> arms: "mixed" cycles the presets, "default" gives every node the default CMA-ES settings."""
+def _bench_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_islands", REPO / "scripts" / "bench_islands.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench_islands"] = bench  # its dataclasses look their module up
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_islands_scaling_summary():
+    """The monotone verdicts: strict, with ties, or not; an unsolved run counts as the cap."""
+    import argparse
+
+    bench = _bench_module()
+    Run = bench.Run
+    solve = {"n1": [None, 200.0, 300.0], "n2": [150.0, 200.0, None], "n4": [100.0, 120.0, 90.0]}
+    runs = [Run(arm=arm, seed=s + 1, nodes=bench.scale_arm(arm), solved=t is not None, wall_to_solve_s=t)
+            for arm, ts in solve.items() for s, t in enumerate(ts)]
+    md = bench.scaling_summary(runs, argparse.Namespace(problem="lunarlander", max_wall=360.0), checkpoints=2)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+            if line.startswith("| ") and not line.startswith("| |")}
+    assert rows["seed 1"] == ["360*", "150.0", "100.0", ""]
+    assert rows["**median**"] == ["300", "200", "100", "yes"]  # n1: 200, 300, 360 (cap)
+    assert rows["solved by 180 s"] == ["0 of 3", "1 of 3", "3 of 3", "yes"]
+    assert rows["solved by 360 s"] == ["2 of 3", "2 of 3", "3 of 3", "with ties"]
+
+    curves = {"n1": [(10.0, 1, -50.0), (20.0, 2, -5.0)], "n2": [(10.0, 1, -40.0), (20.0, 2, -9.0)]}
+    runs = [Run(arm=arm, seed=1, nodes=bench.scale_arm(arm), best_estimate=c[-1][2], curve=c) for arm, c in curves.items()]
+    md = bench.scaling_summary(runs, argparse.Namespace(problem="rastrigin", max_wall=20.0), checkpoints=2)
+    assert "| median at 10 s | -50.00 | -40.00 | yes |" in md
+    assert "| median at 20 s | -5.00 | -9.00 | **no** |" in md
+    assert bench.scaling_summary(runs[:1], argparse.Namespace(problem="rastrigin", max_wall=20.0)) == ""
+
+
+def test_bench_islands_presets():
+    """n<K> arms: "mixed" cycles the presets, "default" gives every node the default CMA-ES settings."""
+    bench = _bench_module()
 
     def opts(flags: list[str]) -> tuple[str, str, str]:
         return flags[flags.index("--optimizer") + 1], flags[flags.index("--sigma") + 1], flags[flags.index("--duty-cycle") + 1]
