@@ -194,7 +194,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--topology", a.topology]
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets)
     if scale_arm(arm) is not None:
-        flags = [f + ["--duty-clock", a.duty_clock] for f in flags]
+        flags = [f + ["--duty-clock", a.duty_clock] + (["--no-migration"] if a.isolated else []) for f in flags]
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
@@ -486,6 +486,8 @@ def main() -> int:
     ap.add_argument("--presets", choices=["mixed", "default"], default="mixed",
                     help="n<K> arms: mixed = CMA-ES sigma 0.5/0.3/0.8/1.2 and one OpenAI-ES in turn; "
                          "default = every node with the default settings (CMA-ES, sigma 0.5), own seed")
+    ap.add_argument("--isolated", action="store_true",
+                    help="n<K> arms: migration off (each island alone; the network best is the best island's)")
     ap.add_argument("--x", choices=["work", "wall"], default="work", help="plot against total work or wall time")
     a = ap.parse_args()
     if a.replot:
