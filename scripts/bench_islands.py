@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import signal
@@ -70,17 +71,22 @@ def scale_arm(arm: str) -> int | None:
 
 
 def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
-              presets: str = "mixed") -> list[list[str]]:
+              presets: str = "mixed", popsize0: int = 32) -> list[list[str]]:
     """Per-node extra flags for an arm."""
     kk = scale_arm(arm)
     if kk is not None:
         # node i: the i-th preset (node 0 = the default single CMA-ES), one worker, duty-cycled;
         # presets "default": every node as a user who sets nothing would run it (cmaes, sigma 0.5)
+        # presets "ladder": default settings, but node i starts on the i-th rung of the IPOP ladder
+        # (popsize0 x 2^i, at most the 6 doublings IPOP itself allows), so that N islands run the
+        # population sizes one island would only reach after i restarts
         out = []
         for i in range(kk):
             algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
             flags = ["--optimizer", algo, "--sigma", sigma, "--duty-cycle", str(duty),
                      "--workers", "1" if problem == "lunarlander" else "0"]
+            if presets == "ladder":
+                flags += ["--popsize", str(popsize0 * 2 ** min(i, 6))]
             out.append(flags + (["--lr", "0.03"] if algo == "openai-es" else []))
         return out
     if arm in ("central", "single1"):
@@ -192,7 +198,10 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--accept-margin", str(a.margin)]
     if a.topology:
         common += ["--topology", a.topology]
-    flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets)
+    # the ladder's first rung: what a node that sets nothing runs (32 on lunarlander, pycma's default
+    # 4 + 3 ln(dim) on the test functions)
+    popsize0 = a.popsize if a.problem == "lunarlander" else 4 + int(3 * math.log(a.dim))
+    flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets, popsize0)
     if scale_arm(arm) is not None:
         flags = [f + ["--duty-clock", a.duty_clock] + (["--no-migration"] if a.isolated else []) for f in flags]
     run = Run(arm, seed, len(flags))
@@ -483,9 +492,10 @@ def main() -> int:
     ap.add_argument("--duty-clock", choices=["wall", "cpu"], default="wall",
                     help="n<K> arms: the nodes' --duty-clock (cpu: each node keeps its share while the box "
                          "has room; see docs/BENCHMARKS.md section 4)")
-    ap.add_argument("--presets", choices=["mixed", "default"], default="mixed",
+    ap.add_argument("--presets", choices=["mixed", "default", "ladder"], default="mixed",
                     help="n<K> arms: mixed = CMA-ES sigma 0.5/0.3/0.8/1.2 and one OpenAI-ES in turn; "
-                         "default = every node with the default settings (CMA-ES, sigma 0.5), own seed")
+                         "default = every node with the default settings (CMA-ES, sigma 0.5), own seed; "
+                         "ladder = default settings, node i with popsize0 x 2^min(i, 6) (IPOP's rungs)")
     ap.add_argument("--isolated", action="store_true",
                     help="n<K> arms: migration off (each island alone; the network best is the best island's)")
     ap.add_argument("--x", choices=["work", "wall"], default="work", help="plot against total work or wall time")

@@ -109,4 +109,7 @@ def test_bench_islands_presets():
     default = [opts(f) for f in bench.arm_nodes("n8", 4, "lunarlander", 2, 0.12, "default")]
     assert len(mixed) == len(default) == 8
     assert set(default) == {("cmaes", "0.5", "0.12")}
+    ladder = bench.arm_nodes("n8", 4, "rastrigin", 2, 0.1, "ladder", 14)
+    assert [f[f.index("--popsize") + 1] for f in ladder] == ["14", "28", "56", "112", "224", "448", "896", "896"]
+    assert {opts(f)[:2] for f in ladder} == {("cmaes", "0.5")}
     assert mixed[0] == ("cmaes", "0.5", "0.12") and {m[0] for m in mixed} == {"cmaes", "openai-es"}
