@@ -362,15 +362,16 @@ def scaling_summary(runs: list[Run], a: argparse.Namespace, checkpoints: int = 6
         lines.append(f"| seed {s}, end | " + " | ".join(
             f"{by[(arm, s)].best_estimate:.2f}" if (arm, s) in by and by[(arm, s)].best_estimate is not None
             else "-" for arm in arms) + " | |")
+    horizon = min(a.max_wall, max(r.wall_s for r in runs) or a.max_wall)  # a budget may end runs early
     for k in range(1, checkpoints + 1):
-        t = a.max_wall * k / checkpoints
+        t = horizon * k / checkpoints
         at = {arm: [v for v in (best_at(by[(arm, s)], t) for s in seeds if (arm, s) in by) if v is not None]
               for arm in arms}
         if not all(at.values()):
             continue
         for name, f in (("median", statistics.median), ("mean", statistics.mean)):
             vals = [f(at[arm]) for arm in arms]
-            lines.append(f"| {name} at {t:.0f} s | " + " | ".join(f"{v:.2f}" for v in vals)
+            lines.append(f"| {name} at {t:.3g} s | " + " | ".join(f"{v:.2f}" for v in vals)
                          + f" | {mono(vals, False)} |")
     return ("Network best per seed at the end, and its median and mean over seeds at several moments "
             "(higher is better):\n\n" + "\n".join(lines) + "\n")
