@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import signal
@@ -86,7 +85,9 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
             flags = ["--optimizer", algo, "--sigma", sigma, "--duty-cycle", str(duty),
                      "--workers", "1" if problem == "lunarlander" else "0"]
             if presets == "ladder":
-                flags += ["--popsize", str(popsize0 * 2 ** min(i, 6))]
+                from gaia_p2p.core.optimizer import MAX_IPOP_DOUBLINGS
+
+                flags += ["--popsize", str(popsize0 * 2 ** min(i, MAX_IPOP_DOUBLINGS))]
             out.append(flags + (["--lr", "0.03"] if algo == "openai-es" else []))
         return out
     if arm in ("central", "single1"):
@@ -199,8 +200,10 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     if a.topology:
         common += ["--topology", a.topology]
     # the ladder's first rung: what a node that sets nothing runs (32 on lunarlander, pycma's default
-    # 4 + 3 ln(dim) on the test functions)
-    popsize0 = a.popsize if a.problem == "lunarlander" else 4 + int(3 * math.log(a.dim))
+    # on the test functions)
+    from gaia_p2p.core.optimizer import default_popsize
+
+    popsize0 = a.popsize if a.problem == "lunarlander" else default_popsize(a.dim)
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets, popsize0)
     if scale_arm(arm) is not None:
         flags = [f + ["--duty-clock", a.duty_clock] + (["--no-migration"] if a.isolated else []) for f in flags]

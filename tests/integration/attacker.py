@@ -155,13 +155,6 @@ async def open_attacker(*, heartbeat_s: float = 0.5) -> AsyncIterator[Attacker]:
                             await s.close()
                         except Exception:
                             pass
-                # Hang up before our Pubsub stops, so that nothing more arrives for it to handle.
-                for peer in list(host.get_network().connections):
-                    with trio.move_on_after(1):
-                        try:
-                            await host.disconnect(peer)
-                        except Exception:
-                            pass
 
 
 # --------------------------------------------------------------------------------------------------
