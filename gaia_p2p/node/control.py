@@ -155,11 +155,16 @@ async def query_peer_status(addr: str, *, timeout_s: float = 15.0) -> dict[str, 
     with trio.fail_after(timeout_s):
         async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             await host.connect(info)
-            stream = await host.new_stream(info.peer_id, [TProtocol(STATUS_PROTOCOL)])
-            req = json.dumps({"v": 1}).encode()
-            await stream.write(encode_uvarint(len(req)) + req)
-            data = await read_frame(stream, MAX_RESPONSE_BYTES)
-            await stream.close()
+            try:
+                stream = await host.new_stream(info.peer_id, [TProtocol(STATUS_PROTOCOL)])
+                req = json.dumps({"v": 1}).encode()
+                await stream.write(encode_uvarint(len(req)) + req)
+                data = await read_frame(stream, MAX_RESPONSE_BYTES)
+                await stream.close()
+            finally:
+                # hang up: leaving host.run() does not close its connections, and a caller that
+                # stays alive (watch, tests) would keep the node's connection open
+                await host.disconnect(info.peer_id)
             return json.loads(data)
 
 

@@ -159,6 +159,8 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     from libp2p.tools.anyio_service import background_trio_service
 
     quiet_libp2p_logging()  # again: the imports above created more loggers
+    libp2p_fixes.return_inbound_slots()
+    libp2p_fixes.teardown_without_race()
     listen = [multiaddr.Multiaddr(a) for a in net.listen]
     # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it
     # ever heard of. DHT lookups connect to the peers they query anyway (LIBP2P_NOTES "Scale").

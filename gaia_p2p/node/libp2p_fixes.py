@@ -461,3 +461,112 @@ def strip_inlined_keys(pubsub: Any) -> None:
         return await original(stream, rpc_msg)
 
     pubsub.write_msg = write_msg
+
+
+# --------------------------------------------------------------------------------------------------
+# Class-level patches: installed once per process, the upstream function kept for the tests that
+# show the bug on the pinned py-libp2p.
+
+_UPSTREAM: dict[tuple[type, str], Any] = {}
+
+
+def _patch_class(cls: type, name: str, fn: Any) -> None:
+    if (cls, name) not in _UPSTREAM:
+        _UPSTREAM[(cls, name)] = getattr(cls, name)
+        setattr(cls, name, fn)
+
+
+def upstream(cls: type, name: str) -> Any:
+    """py-libp2p's own ``cls.name``, patched or not."""
+    return _UPSTREAM.get((cls, name), getattr(cls, name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Q. inbound connection slots that come back
+
+class _InboundConn:
+    """The connection one inbound handler upgraded, handed from ``upgrade_inbound_raw_conn`` (same
+    task) to the watcher that ends the handler when that connection closes."""
+
+    def __init__(self) -> None:
+        self.upgraded = trio.Event()
+        self.conn: Any = None
+
+
+_INBOUND: contextvars.ContextVar[_InboundConn | None] = contextvars.ContextVar("gaia_inbound_conn", default=None)
+
+
+def return_inbound_slots() -> None:
+    """Q: ``Swarm._handle_inbound_connection`` takes a slot of ``_inbound_limiter``
+    (``max_connections - min_connections`` of them) and gives it back when
+    ``_do_handle_inbound_connection`` returns; that handler keeps the connection's socket open by
+    waiting on ``self.manager.wait_finished()``, the end of the *swarm*, not of the connection. Every
+    inbound connection ever accepted keeps its slot (and its handler task) until shutdown: after
+    ``max_connections`` of them (128 with our settings) the node refuses every inbound connection
+    for good. The handler now ends when its own connection closes, which returns the slot.
+
+    Class-level and idempotent: every Swarm of the process gets it."""
+    from libp2p.abc import IMuxedConn
+    from libp2p.network.swarm import Swarm
+
+    original_do_handle = upstream(Swarm, "_do_handle_inbound_connection")
+    original_upgrade = upstream(Swarm, "upgrade_inbound_raw_conn")
+
+    async def upgrade_inbound_raw_conn(self: Any, raw_conn: Any, maddr: Any) -> Any:
+        muxed = await original_upgrade(self, raw_conn, maddr)
+        holder = _INBOUND.get()
+        if holder is not None:
+            holder.conn = muxed
+            holder.upgraded.set()
+        return muxed
+
+    async def do_handle_inbound_connection(self: Any, read_write_closer: Any, maddr: Any,
+                                           failure_event: Any) -> None:
+        holder = _InboundConn()
+        if isinstance(read_write_closer, IMuxedConn):  # QUIC and the like: no upgrade step
+            holder.conn = read_write_closer
+            holder.upgraded.set()
+        token = _INBOUND.set(holder)
+        try:
+            async with trio.open_nursery() as nursery:
+                async def end_with_connection() -> None:
+                    await holder.upgraded.wait()
+                    await holder.conn.event_closed.wait()
+                    nursery.cancel_scope.cancel()  # ends the handler's wait for the swarm's end
+
+                nursery.start_soon(end_with_connection)
+                await original_do_handle(self, read_write_closer, maddr, failure_event)
+                nursery.cancel_scope.cancel()  # the upgrade failed: nothing to wait for
+        finally:
+            _INBOUND.reset(token)
+
+    _patch_class(Swarm, "upgrade_inbound_raw_conn", upgrade_inbound_raw_conn)
+    _patch_class(Swarm, "_do_handle_inbound_connection", do_handle_inbound_connection)
+
+
+# --------------------------------------------------------------------------------------------------
+# R. a ban that cannot crash the host
+
+def teardown_without_race() -> None:
+    """R: ``Pubsub.add_to_blacklist`` runs ``_teardown_if_connected``, which awaits the reset of the
+    peer's stream and then does ``del self.peers[peer_id]``; if the peer's stream died meanwhile
+    (its writer failed on the reset stream, or the peer hung up), ``_handle_dead_peer`` has deleted
+    it already, the ``KeyError`` escapes a task of the Pubsub service and ends ``host.run()``: 29
+    lying identities banned in a burst while gossip flows crashed the node. Here the peer is taken
+    out of ``peers`` before the await, and the rest of its state (outbound queue, router) is dropped
+    as ``_handle_dead_peer`` does; what runs later finds nothing left to delete.
+
+    Class-level and idempotent."""
+    from libp2p.pubsub.pubsub import Pubsub
+
+    async def _teardown_if_connected(self: Any, peer_id: Any) -> None:
+        stream = self.peers.pop(peer_id, None)
+        if stream is not None:
+            queue = self.peer_queues.pop(peer_id, None)
+            if queue is not None:
+                queue.close()
+            self.router.remove_peer(peer_id)
+            await stream.reset()  # NetStream.reset swallows the errors of a stream that is gone already
+        self._forget_all_subscriptions(peer_id)
+
+    _patch_class(Pubsub, "_teardown_if_connected", _teardown_if_connected)

@@ -390,3 +390,147 @@ async def test_bug_m_messages_go_without_the_inlined_key_and_still_verify():
     assert signature_validator(wire)
     wire.data = b"elitE"
     assert not signature_validator(wire)
+
+
+# ---------------------------------------------------------------- Q: inbound slots come back
+
+def _bare_host(max_connections: int):
+    from libp2p.network.config import ConnectionConfig
+
+    kp = create_new_key_pair()
+    return new_host(key_pair=kp, muxer_opt=create_yamux_muxer_option(), sec_opt=libp2p_fixes.noise_only_security(kp),
+                    connection_config=ConnectionConfig(max_connections=max_connections, min_connections=0,
+                                                       low_watermark=0, high_watermark=max_connections))
+
+
+async def _connect_and_hang_up(server, n: int) -> int:
+    """``n`` clients in a row, each a fresh identity that connects to ``server`` and hangs up (as
+    ``gaia-node status --peer`` does); returns how many connected."""
+    info = info_from_p2p_addr(multiaddr.Multiaddr(f"{server.get_addrs()[0]}"))
+    ok = 0
+    for _ in range(n):
+        client = _host()
+        async with client.run(listen_addrs=[LOOPBACK]):
+            try:
+                with trio.fail_after(5):
+                    await client.connect(info)
+                    await client.new_stream(info.peer_id, [TProtocol("/ipfs/id/1.0.0")])
+                ok += 1
+            except Exception:
+                pass
+            await client.disconnect(info.peer_id)
+    return ok
+
+
+async def _wait_slots_returned(server, want_borrowed: int) -> None:
+    limiter = server.get_network()._inbound_limiter
+    await wait_until(lambda: limiter.borrowed_tokens <= want_borrowed, f"<= {want_borrowed} inbound slots held", 10)
+
+
+async def test_bug_q_upstream_inbound_slots_never_come_back(monkeypatch):
+    """Upstream behaviour: each inbound connection keeps its slot after it closed (if this starts
+    failing, py-libp2p returns the slot itself and fix Q may go)."""
+    from libp2p.network.swarm import Swarm
+
+    for name in ("_do_handle_inbound_connection", "upgrade_inbound_raw_conn"):
+        monkeypatch.setattr(Swarm, name, libp2p_fixes.upstream(Swarm, name))
+    server = _bare_host(max_connections=6)
+    with trio.fail_after(90):
+        async with server.run(listen_addrs=[LOOPBACK]):
+            assert await _connect_and_hang_up(server, 6) == 6
+            await wait_until(lambda: not server.get_connected_peers(), "every client gone", 10)
+            assert server.get_network()._inbound_limiter.borrowed_tokens == 6  # 0 peers, 6 slots held
+            assert await _connect_and_hang_up(server, 2) == 0  # deaf for good
+
+
+async def test_bug_q_inbound_slots_come_back_when_connections_close():
+    from libp2p.network.swarm import Swarm
+
+    libp2p_fixes.return_inbound_slots()
+    assert Swarm._do_handle_inbound_connection is not libp2p_fixes.upstream(Swarm, "_do_handle_inbound_connection")
+    server = _bare_host(max_connections=6)
+    with trio.fail_after(120):
+        async with server.run(listen_addrs=[LOOPBACK]):
+            assert await _connect_and_hang_up(server, 18) == 18  # three times the cap, in a row
+            await _wait_slots_returned(server, 0)
+
+
+async def test_node_answers_status_after_more_queries_than_it_has_inbound_slots(tmp_path):
+    """Defect 1 end to end on a node: more than its inbound capacity (32) of ``status --peer`` queries (each a
+    fresh identity, as the CLI makes), then an honest peer still connects and the last query answers."""
+    import dataclasses
+
+    from gaia_p2p.node.control import query_peer_status
+
+    cfg = node_config(tmp_path, 0)
+    cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, max_peers=4))  # 32 inbound slots
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run, cfg)
+            addr = node.addrs()[0]
+            for i in range(40):
+                status = await query_peer_status(addr, timeout_s=10)
+                assert status["peer_id"] == node.peer_id, i
+            peer = _host()
+            async with peer.run(listen_addrs=[LOOPBACK]):
+                with trio.fail_after(10):
+                    await peer.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+            await _wait_slots_returned(node.p2p.host, 1)
+            nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- R: a burst of bans
+
+def _pubsub_host():
+    h = _host()
+    gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], **libp2p_fixes.gossipsub_options(
+        heartbeat_s=1.0, degree=3, degree_low=2, degree_high=4, eclipse_protection=False))
+    return h, gs, Pubsub(h, gs)
+
+
+async def _ban_burst_while_publishing(n_banned: int) -> int:
+    """A victim publishing steadily to ``n_banned`` subscribed peers bans them all at once (as the
+    island does after a burst of lies); returns the victim's pubsub peers 2 s later."""
+    from contextlib import AsyncExitStack
+
+    victim, banned = _pubsub_host(), [_pubsub_host() for _ in range(n_banned)]
+    async with AsyncExitStack() as stack:
+        for h, gs, ps in (victim, *banned):
+            await stack.enter_async_context(h.run(listen_addrs=[LOOPBACK]))
+            await stack.enter_async_context(background_trio_service(ps))
+            await stack.enter_async_context(background_trio_service(gs))
+            await ps.wait_until_ready()
+            await ps.subscribe("t")
+        info = info_from_p2p_addr(multiaddr.Multiaddr(f"{victim[0].get_addrs()[0]}"))
+        for h, _, _ in banned:
+            await h.connect(info)
+        vps = victim[2]
+        await wait_until(lambda: len(vps.peers) == n_banned, "every peer on pubsub", 20)
+        async with trio.open_nursery() as nursery:
+            async def publish_steadily() -> None:
+                for i in range(100_000):
+                    await vps.publish("t", b"x" * 2000 + str(i).encode())
+                    await trio.sleep(0.001)
+
+            nursery.start_soon(publish_steadily)
+            await trio.sleep(0.5)  # traffic flowing (the race needs writers on the streams being reset)
+            for h, _, _ in banned:
+                vps.add_to_blacklist(h.get_id())
+            await trio.sleep(2)  # a crash ends the whole service tree within this
+            nursery.cancel_scope.cancel()
+        return len(vps.peers)
+
+
+async def test_bug_r_upstream_ban_burst_crashes_pubsub(monkeypatch):
+    """Upstream behaviour (if this starts failing, _teardown_if_connected was fixed and R may go)."""
+    monkeypatch.setattr(Pubsub, "_teardown_if_connected", libp2p_fixes.upstream(Pubsub, "_teardown_if_connected"))
+    with trio.fail_after(60):
+        with pytest.raises(BaseException) as excinfo:
+            await _ban_burst_while_publishing(8)
+    assert "KeyError" in repr(excinfo.value), excinfo.value
+
+
+async def test_bug_r_ban_burst_leaves_pubsub_running():
+    libp2p_fixes.teardown_without_race()
+    with trio.fail_after(60):
+        assert await _ban_burst_while_publishing(8) == 0
