@@ -231,6 +231,14 @@ def fix_hint(key: str, example: Any = None) -> str:
     return f"pass --set {key}={value} or set {where}"
 
 
+def _example(section: str, name: str) -> Any:
+    """The field's default when it is a plain number or word, else None (the hint says VALUE)."""
+    default = _fields(section)[name].default
+    if isinstance(default, bool):
+        return "false" if default else "true"
+    return default if isinstance(default, (int, float, str)) else None
+
+
 def _unknown(key: str) -> ConfigError:
     section, _, name = key.rpartition(".")
     if section and section not in SECTIONS:
@@ -277,7 +285,7 @@ def _coerce(section: str, name: str, typ: Any, value: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(
             f"config error: {label} = {value!r} is not a valid {t.replace('<class ', '').rstrip('>')}; "
-            f"{fix_hint(label)}"
+            f"{fix_hint(label, _example(section, name))}"
         ) from None
 
 

@@ -393,9 +393,9 @@ def test_a_bad_value_in_the_toml_file_names_a_flag_and_key_that_exist(tmp_path, 
         assert msg.startswith("config error:") and "\n" not in msg, msg
         named_flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", msg))
         assert named_flags <= flags, (named_flags - flags, msg)
-        named_keys = set(re.findall(r"--set ([a-z_.]+)=", msg))
-        named_keys |= {f"{s}.{n}" for s, n in re.findall(r"\[([a-z]+)\] ([a-z_]+) in the config file", msg)}
-        named_keys |= set(re.findall(r"(?<![\w.-])([a-z_]+) at the top of the config file", msg))
+        named_keys = set(re.findall(r"--set ([a-z0-9_.]+)=", msg))
+        named_keys |= {f"{s}.{n}" for s, n in re.findall(r"\[([a-z]+)\] ([a-z0-9_]+) in the config file", msg)}
+        named_keys |= set(re.findall(r"(?<![\w.-])([a-z0-9_]+) at the top of the config file", msg))
         assert named_keys <= keys, (named_keys - keys, msg)
         assert named_flags - {"--config"} or named_keys, f"names no flag or key: {msg}"
         assert name in msg, msg
@@ -423,3 +423,11 @@ def test_set_sits_at_flag_level(tmp_path):
     cfg = build_config(toml_path=toml, env=env, overrides=parse_set(["migration.interval=7"]))
     assert cfg.migration.interval == 7
     assert build_config(toml_path=toml, env=env).migration.interval == 6
+
+
+def test_docs_config_lists_every_setting_with_its_flag():
+    """docs/CONFIG.md is the reference of every key: a new setting without a row there fails here."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z0-9_.]+)` \|[^|]*\| (`--[a-z-]+`)? *\|", text, re.M)}
+    assert set(rows) == set(KEYS), sorted(set(rows) ^ set(KEYS))
+    assert {k: f.strip("`") for k, f in rows.items() if f} == FLAGS
