@@ -5,8 +5,9 @@ Exit codes: 0 ok, 1 runtime failure (no node running, peer unreachable), 2 usage
 
 from __future__ import annotations
 
-# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process too (its
-# numpy work is small; threaded BLAS only spun against the evaluation workers). A user value wins.
+# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process too. Its
+# numpy work is small, and BLAS threads would compete with the evaluation workers for the same
+# cores. A value the user set wins.
 from gaia_p2p.threads import single_thread_env
 
 single_thread_env()
@@ -363,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
 def console_main() -> None:
     """Entry point of the ``gaia-node`` script.
 
-    After a clean stop (checkpoint written, sockets closed) the interpreter's own teardown of
-    py-libp2p objects took ~3 s here; we flush and leave at once so SIGTERM -> exit stays well
-    under 5 s.
+    By the time main() returns, the checkpoint is written and the sockets are closed; what is left
+    is the interpreter's teardown of py-libp2p's objects, which takes seconds and does nothing we
+    need. Flushing and leaving at once keeps SIGTERM -> exit within the 5 s a supervisor expects.
     """
     rc = main()
     sys.stdout.flush()

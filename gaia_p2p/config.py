@@ -23,11 +23,12 @@ from gaia_p2p.core.experiment import PROBLEMS, ProblemConfig
 from gaia_p2p.core.migration import TOPOLOGIES
 from gaia_p2p.errors import ConfigError
 
-# Equal to core.optimizer's ALGORITHMS and RESTARTS, which are not imported here because importing
-# core.optimizer loads pycma, and a bad flag must be reported before anything heavy is loaded.
+# Equal to core.optimizer's ALGORITHMS and RESTARTS, which are not imported here: importing
+# core.optimizer loads pycma, and the CLI parser, built for every command and for --help, takes its
+# choices from this module.
 ALGORITHMS = ("cmaes", "openai-es")
 RESTARTS = ("ipop", "off")
-ENTRIES = ("inject", "adopt")  # = what core.island's IslandPolicy.entry accepts
+ENTRIES = ("inject", "adopt")  # = what core.island's MigrationPolicy.entry accepts
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
