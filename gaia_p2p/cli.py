@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", help="run a node (a solo LunarLander island when given no flags)",
                        description="Run a node. Settings come from defaults < the TOML file (--config) < "
                        "GAIA_<SECTION>_<KEY> environment variables < these flags and --set. Only everyday "
-                       "settings have a flag; every setting (README, 'Configuration') can be given as --set "
-                       "KEY=VALUE or in the TOML file.")
+                       "settings have a flag; every setting (docs/CONFIG.md) can be given as --set KEY=VALUE "
+                       "or in the TOML file.")
     add_start_flags(s)
 
     st = sub.add_parser("status", help="show what a node is doing")

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,6 +310,7 @@ def build_config(*, toml_path: str | None = None, env: dict[str, str] | None = N
                  overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Merge defaults < TOML < env < overrides (``{"island": {"sigma": 0.3}, "": {"data_dir": ...}}``)."""
     merged: dict[str, dict[str, Any]] = {"": {}, **{s: {} for s in SECTIONS}}
+    origin: dict[str, str] = {}  # key -> where its value came from, for the error message
 
     if toml_path:
         try:
@@ -324,8 +326,10 @@ def build_config(*, toml_path: str | None = None, env: dict[str, str] | None = N
                 if not isinstance(value, dict):
                     raise ConfigError(f"config error: [{key}] in {toml_path} must be a table")
                 merged[key].update(value)
+                origin.update({f"{key}.{name}": toml_path for name in value})
             else:
                 merged[""][key] = value
+                origin[key] = toml_path
 
     env = dict(os.environ if env is None else env)
     for var, value in env.items():
@@ -335,14 +339,27 @@ def build_config(*, toml_path: str | None = None, env: dict[str, str] | None = N
         for section in SECTIONS:
             if rest.startswith(section + "_"):
                 merged[section][rest[len(section) + 1:]] = value
+                origin[f"{section}.{rest[len(section) + 1:]}"] = var
                 break
         else:
             if rest in TOP_LEVEL:
                 merged[""][rest] = value
+                origin[rest] = var
 
     for section, values in (overrides or {}).items():
-        merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        given = {k: v for k, v in values.items() if v is not None}
+        merged.setdefault(section, {}).update(given)
+        origin.update({f"{section}.{k}" if section else k: "the command line" for k in given})
+    try:
+        return _build(merged)
+    except ConfigError as e:
+        key = re.match(r"config error: ([a-z0-9_.]+) = ", str(e))
+        if key and key.group(1) in origin:
+            raise ConfigError(f"{e} (value from {origin[key.group(1)]})") from None
+        raise
 
+
+def _build(merged: dict[str, dict[str, Any]]) -> Config:
     built: dict[str, Any] = {}
     for section in ("", *SECTIONS):
         known = _fields(section)

@@ -82,6 +82,7 @@ def test_a_bad_value_in_gaia_toml_names_its_key_and_a_flag_that_exists(tmp_path)
     (tmp_path / "gaia.toml").write_text("[island]\nsigma = -1\n[migration]\ninterval = 10\n")
     line = one_line_error(gaia("start", "--config", "gaia.toml", cwd=tmp_path), 2)
     assert "island.sigma = -1.0" in line and "pass --sigma 0.5 or set [island] sigma in the config file" in line
+    assert line.endswith("(value from gaia.toml)"), line
     (tmp_path / "gaia.toml").write_text("[migration]\ninterval = 0\n")
     line = one_line_error(gaia("start", "--config", "gaia.toml", cwd=tmp_path), 2)
     assert "migration.interval = 0" in line and "--set migration.interval=10" in line, line

@@ -431,3 +431,12 @@ def test_docs_config_lists_every_setting_with_its_flag():
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z0-9_.]+)` \|[^|]*\| (`--[a-z-]+`)? *\|", text, re.M)}
     assert set(rows) == set(KEYS), sorted(set(rows) ^ set(KEYS))
     assert {k: f.strip("`") for k, f in rows.items() if f} == FLAGS
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    toml = write(tmp_path, "[network]\nheartbeat_s = 0\n")
+    assert config_error("network.heartbeat_s", toml_path=toml).endswith(f"(value from {toml})")
+    msg = config_error("migration.interval", env={"GAIA_MIGRATION_INTERVAL": "x"})
+    assert msg.endswith("(value from GAIA_MIGRATION_INTERVAL)"), msg
+    msg = config_error("island.sigma", toml_path=toml, overrides={"island": {"sigma": -1.0}})
+    assert msg.endswith("(value from the command line)"), msg
