@@ -5,8 +5,9 @@ Exit codes: 0 ok, 1 runtime failure (no node running, peer unreachable), 2 usage
 
 from __future__ import annotations
 
-# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process too (its
-# numpy work is small; threaded BLAS only spun against the evaluation workers). A user value wins.
+# Before numpy is imported anywhere: one BLAS/OpenMP thread in the daemon's own process too. Its
+# numpy work is small, and BLAS threads would compete with the evaluation workers for the same
+# cores. A value the user set wins.
 from gaia_p2p.threads import single_thread_env
 
 single_thread_env()
@@ -44,90 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"gaia-node {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    s = sub.add_parser("start", help="run a node (a solo LunarLander island when given no flags)")
-    s.add_argument("--config", metavar="FILE", help="TOML config file (sections [problem] [island] [migration] "
-                   "[network] [evaluation]); flags override it")
-    s.add_argument("--data-dir", metavar="DIR", help="identity key, checkpoint, control socket "
-                   "(default: a per-user data dir)")
-    g = s.add_argument_group("network")
-    g.add_argument("--listen", metavar="MULTIADDR", action="append",
-                   help="listen address, repeatable (default /ip4/0.0.0.0/tcp/4001; port 0 picks a free port)")
-    g.add_argument("--bootstrap", metavar="MULTIADDR", action="append",
-                   help="a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID, repeatable; added to bootstrap_nodes.toml")
-    g.add_argument("--bootstrap-file", metavar="FILE", help="bootstrap list (default ./bootstrap_nodes.toml, "
-                   "else the one at the project top)")
-    g = s.add_argument_group("problem (defines the experiment: nodes only mix with the same problem)")
-    g.add_argument("--problem", choices=["lunarlander", "sphere", "rastrigin", "rosenbrock", "spirals"],
-                   help="lunarlander (default), a test function, or spirals (an MLP classifier, scored for the "
-                        "whole population at once; where the torch backend and a GPU pay)")
-    g.add_argument("--dim", type=int, help="parameters of a test function (default 30)")
-    g.add_argument("--hidden", type=_positive_int_list, metavar="N[,N...]",
-                   help="hidden layer sizes of the MLP (lunarlander policy, spirals classifier; default 16)")
-    g.add_argument("--episodes", type=int, help="episodes per candidate per generation (default 1)")
-    g = s.add_argument_group("island (per node: heterogeneous islands are the point)")
-    g.add_argument("--optimizer", choices=["cmaes", "openai-es"])
-    g.add_argument("--sigma", type=float, help="initial step size (default 0.5)")
-    g.add_argument("--popsize", type=int, help="population per generation (default 32 on lunarlander)")
-    g.add_argument("--seed", type=int, help="random seed (default: drawn once, then kept in the checkpoint)")
-    g.add_argument("--lr", type=float, help="openai-es Adam learning rate (default 0.03)")
-    g.add_argument("--restarts", choices=["ipop", "off"],
-                   help="cmaes: when pycma's stop criteria fire, restart from x0 with twice the population "
-                        "(ipop, default) or just go on (off)")
-    g = s.add_argument_group("migration")
-    g.add_argument("--migration-interval", type=int, metavar="GENS", help="emit the best every GENS generations "
-                   "(default 10)")
-    g.add_argument("--topology", choices=["full", "ring", "random"], help="whose migrants to consider "
-                   "(default full)")
-    g.add_argument("--random-k", type=int, metavar="K", help="random topology: peers drawn per interval")
-    g.add_argument("--no-migration", action="store_true", help="run an isolated island (control experiments)")
-    g.add_argument("--accept-any", action="store_true", help="take migrants even when not better than our best")
-    g.add_argument("--migration-entry", choices=["inject", "adopt"],
-                   help="an accepted migrant is injected as one sample (default) or adopted as the new mean")
-    g.add_argument("--network-rate", type=float, metavar="R", help="elites per second the whole network may "
-                   "carry; each node publishes at most every (nodes / R) s (default 0.5; 0: no network budget)")
-    g.add_argument("--no-fetch", action="store_true",
-                   help="never ask peers for their best over /gaia/elite/1.0.0 (on joining; ring/random sources); "
-                        "we still answer others")
-    g.add_argument("--publish-always", action="store_true", help="publish the best every interval even when it is "
-                   "unchanged or a migrant's copy (default: only news)")
-    g.add_argument("--accept-margin", type=float, metavar="F",
-                   help="noisy problems: a migrant must beat the resident by more than F (default 0)")
-    g.add_argument("--reeval-episodes", type=int, metavar="N",
-                   help="episodes on which the resident best, the generation's champion and each migrant are "
-                        "re-scored (same fresh seeds for all) before one replaces another (default 3 on "
-                        "lunarlander)")
-    g = s.add_argument_group("evaluation")
-    g.add_argument("--workers", type=int, help="worker processes (default: the machine's cores; 0 = a thread)")
-    g.add_argument("--backend", choices=["numpy", "torch"])
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch backend device (default auto)")
-    g.add_argument("--duty-cycle", type=float, metavar="F", help="share of its workers' capacity the island "
-                   "uses, 0.01..1; it sleeps the rest (default 1)")
-    g.add_argument("--duty-clock", choices=["wall", "cpu"], help="measure the duty cycle in wall time "
-                   "(default) or in the CPU time the island used (fair when nodes share a box that has room)")
-    g = s.add_argument_group("run")
-    g.add_argument("--max-generations", type=int, help="stop after this many generations (default: run forever)")
-    g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS", help="periodic checkpoint (default 10)")
-    g.add_argument("--target-fitness", type=float, metavar="F",
-                   help="test the resident on fresh episodes once its estimate reaches F and log "
-                        "target_reached when the test passes (default 200 on lunarlander)")
-    g.add_argument("--test-episodes", type=int, metavar="N", help="episodes of that test (default 100)")
-    g.add_argument("--test-interval", type=float, metavar="SECONDS",
-                   help="at most one such test per SECONDS (default 20; 0 = at every new resident)")
-    g.add_argument("--stop-at-target", action="store_true", help="stop (exit 0) once the target is reached")
-    g.add_argument("--fresh", action="store_true", help="move an existing checkpoint aside and start a new island")
-    g.add_argument("--log-format", choices=["auto", "console", "json"])
-    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    g.add_argument("--log-interval", type=float, metavar="SECONDS",
-                   help="at most one generation_completed line per SECONDS (default 1; 0 = every generation)")
-    g.add_argument("--libp2p-log-level", default="error", choices=["debug", "info", "warning", "error", "critical"],
-                   help="level of py-libp2p's own logs (default error)")
-    g.add_argument("--telemetry-interval", type=float, metavar="SECONDS",
-                   help="heartbeat period on the experiment's telemetry topic (default 5)")
-    g.add_argument("--telemetry-rate", type=float, metavar="R", help="heartbeats per second for the whole "
-                   "network; each node sends one every max(--telemetry-interval, nodes / R) s (default 0.05)")
-    g.add_argument("--metrics-port", type=int, metavar="PORT",
-                   help="serve Prometheus metrics on 127.0.0.1:PORT (default off)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    s = sub.add_parser("start", help="run a node (a solo LunarLander island when given no flags)",
+                       description="Run a node. Settings come from defaults < the TOML file (--config) < "
+                       "GAIA_<SECTION>_<KEY> environment variables < these flags and --set. Only everyday "
+                       "settings have a flag; every setting (docs/CONFIG.md) can be given as --set KEY=VALUE "
+                       "or in the TOML file.")
+    add_start_flags(s)
 
     st = sub.add_parser("status", help="show what a node is doing")
     st.add_argument("--data-dir", metavar="DIR", help="data dir of the local node (default: the per-user one)")
@@ -146,31 +69,86 @@ EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch", "gaia_p2p.tools.plot",
                                    "gaia_p2p.tools.evaluate")
 
 
+# The flags of `gaia-node start`, by argument group: (config key, argparse keywords). The flag's
+# name comes from config.FLAGS and its choices from config.CHOICES, so that config errors, which name
+# the same table, always name a flag that exists.
+START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
+    ("problem (defines the experiment: nodes only mix with the same problem)", (
+        ("problem.name", {"help": "lunarlander (default), a test function, or spirals (an MLP classifier scored "
+                                  "for the whole population at once: where --backend torch and a GPU pay)"}),
+        ("problem.dim", {"type": int, "metavar": "N", "help": "parameters of a test function (default 30)"}),
+        ("problem.hidden", {"type": "int_list", "metavar": "N[,N...]",
+                            "help": "hidden layer sizes of the MLP (lunarlander policy, spirals; default 16)"}),
+    )),
+    ("island (per node: heterogeneous islands are the point)", (
+        ("island.optimizer", {"help": "default cmaes"}),
+        ("island.sigma", {"type": float, "metavar": "F", "help": "initial step size (default 0.5)"}),
+        ("island.popsize", {"type": int, "metavar": "N", "help": "population per generation (default 32 on "
+                                                                 "lunarlander and for openai-es, pycma's otherwise)"}),
+        ("island.seed", {"type": int, "metavar": "N", "help": "random seed (default: drawn once, then kept in the "
+                                                              "checkpoint)"}),
+    )),
+    ("network", (
+        ("network.listen", {"action": "append", "metavar": "MULTIADDR",
+                            "help": "listen address, repeatable (default /ip4/0.0.0.0/tcp/4001; port 0 picks a "
+                                    "free port)"}),
+        ("network.bootstrap", {"action": "append", "metavar": "MULTIADDR",
+                               "help": "a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID, repeatable; added to "
+                                       "bootstrap_nodes.toml"}),
+        ("migration.topology", {"help": "whose migrants to consider: everyone's (full, default), the ring "
+                                        "predecessor's, or a few random peers'"}),
+    )),
+    ("evaluation", (
+        ("evaluation.workers", {"type": int, "metavar": "N",
+                                "help": "worker processes (default: the machine's cores; 0 = a thread)"}),
+        ("evaluation.backend", {"help": "numpy (default) or torch (whole population in batched passes)"}),
+        ("evaluation.device", {"help": "torch backend device (default auto: cuda when available)"}),
+    )),
+    ("data and output", (
+        ("data_dir", {"metavar": "DIR", "help": "identity key, checkpoint, control socket (default: a per-user "
+                                                "data dir)"}),
+        ("fresh", {"action": "store_true", "help": "move an existing checkpoint aside and start a new island"}),
+        ("log_format", {"help": "auto (default: console on a terminal, else json)"}),
+        ("log_level", {"help": "default info"}),
+        ("metrics_port", {"type": int, "metavar": "PORT",
+                          "help": "serve Prometheus metrics on 127.0.0.1:PORT (default off)"}),
+    )),
+)
+
+
+def add_start_flags(s: argparse.ArgumentParser) -> None:
+    from gaia_p2p.config import CHOICES, FLAGS
+
+    s.add_argument("--config", metavar="FILE", help="TOML config file (top-level keys and sections [problem] "
+                   "[island] [migration] [network] [evaluation])")
+    s.add_argument("--set", metavar="KEY=VALUE", action="append", dest="set_items",
+                   help="any setting, e.g. --set migration.interval=5 or --set log_interval_s=0; repeatable")
+    s.add_argument("--debug", action="store_true", help="show tracebacks")
+    for title, flags in START_GROUPS:
+        g = s.add_argument_group(title)
+        for key, kwargs in flags:
+            kw = dict(kwargs)
+            if kw.get("type") == "int_list":
+                kw["type"] = _positive_int_list
+            if key in CHOICES:
+                kw["choices"] = CHOICES[key]
+            g.add_argument(FLAGS[key], dest=key, **kw)
+
+
 def _overrides(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {
-        "": {"data_dir": a.data_dir, "log_format": a.log_format, "log_level": a.log_level,
-             "max_generations": a.max_generations, "checkpoint_interval_s": a.checkpoint_interval,
-             "log_interval_s": a.log_interval, "metrics_port": a.metrics_port,
-             "telemetry_interval_s": a.telemetry_interval, "telemetry_rate": a.telemetry_rate,
-             "target_fitness": a.target_fitness,
-             "test_episodes": a.test_episodes, "test_interval_s": a.test_interval, "stop_at_target": True if a.stop_at_target else None,
-             "fresh": True if a.fresh else None},
-        "problem": {"name": a.problem, "dim": a.dim, "hidden": a.hidden, "episodes": a.episodes},
-        "island": {"optimizer": a.optimizer, "sigma": a.sigma, "popsize": a.popsize, "seed": a.seed, "lr": a.lr,
-                   "restarts": a.restarts},
-        "migration": {"interval": a.migration_interval, "topology": a.topology, "random_k": a.random_k,
-                      "enabled": False if a.no_migration else None,
-                      "accept_only_better": False if a.accept_any else None,
-                      "reeval_episodes": a.reeval_episodes, "entry": a.migration_entry,
-                      "accept_margin": a.accept_margin, "network_rate": a.network_rate,
-                      "publish_only_new": False if a.publish_always else None,
-                      "fetch": False if a.no_fetch else None},
-        "network": {"listen": tuple(a.listen) if a.listen else None,
-                    "bootstrap": tuple(a.bootstrap) if a.bootstrap else None,
-                    "bootstrap_file": a.bootstrap_file},
-        "evaluation": {"workers": a.workers, "backend": a.backend, "device": a.device,
-                       "duty_cycle": a.duty_cycle, "duty_clock": a.duty_clock},
-    }
+    """The flags given and --set, as build_config overrides; one key given by both is an error."""
+    from gaia_p2p.config import FLAGS, parse_set
+
+    out = parse_set(a.set_items)
+    for key, flag in FLAGS.items():
+        value = getattr(a, key)
+        if value is None or value is False:  # not given (a store_true flag not given is False)
+            continue
+        section, _, name = key.rpartition(".")
+        if name in out.get(section, {}):
+            raise ConfigError(f"config error: {key} is given both by {flag} and by --set; pass one of them")
+        out.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def cmd_start(a: argparse.Namespace) -> int:
@@ -186,7 +164,7 @@ def cmd_start(a: argparse.Namespace) -> int:
     from gaia_p2p.node.host import quiet_libp2p_logging
     from gaia_p2p.node.shutdown import serve
 
-    quiet_libp2p_logging(a.libp2p_log_level)
+    quiet_libp2p_logging(cfg.libp2p_log_level)
     try:
         trio.run(serve, cfg)
     except BaseExceptionGroup as group:
@@ -326,9 +304,35 @@ def cmd_status(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Switches that `gaia-node start` no longer has, with the setting each one set.
+_OLD_SWITCHES = {"--no-migration": "migration.enabled=false", "--accept-any": "migration.accept_only_better=false",
+                 "--publish-always": "migration.publish_only_new=false", "--no-fetch": "migration.fetch=false",
+                 "--stop-at-target": "stop_at_target=true"}
+
+
+def _set_for(flag: str) -> str | None:
+    """The --set item for a flag `gaia-node start` does not have, when its name says which setting it meant."""
+    from gaia_p2p.config import all_keys
+
+    if flag in _OLD_SWITCHES:
+        return _OLD_SWITCHES[flag]
+    name = flag.lstrip("-").partition("=")[0].replace("-", "_")
+    for key in all_keys():
+        if name in (key.replace(".", "_"), key.rpartition(".")[2]) or name + "_s" == key.rpartition(".")[2]:
+            return f"{key}=VALUE"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        prog = f"gaia-node {a.command}" if a.command else "gaia-node"
+        hints = [f"{x} -> --set {_set_for(x)}" for x in extra
+                 if a.command == "start" and x.startswith("--") and _set_for(x)]
+        parser.exit(EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extra)}; "
+                    + (f"settings without a flag of their own: {', '.join(hints)}" if hints else
+                       f"see '{prog} --help'") + "\n")
     if a.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -360,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
 def console_main() -> None:
     """Entry point of the ``gaia-node`` script.
 
-    After a clean stop (checkpoint written, sockets closed) the interpreter's own teardown of
-    py-libp2p objects took ~3 s here; we flush and leave at once so SIGTERM -> exit stays well
-    under 5 s.
+    By the time main() returns, the checkpoint is written and the sockets are closed; what is left
+    is the interpreter's teardown of py-libp2p's objects, which takes seconds and does nothing we
+    need. Flushing and leaving at once keeps SIGTERM -> exit within the 5 s a supervisor expects.
     """
     rc = main()
     sys.stdout.flush()

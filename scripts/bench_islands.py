@@ -82,13 +82,13 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
         out = []
         for i in range(kk):
             algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
-            flags = ["--optimizer", algo, "--sigma", sigma, "--duty-cycle", str(duty),
+            flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                      "--workers", "1" if problem == "lunarlander" else "0"]
             if presets == "ladder":
                 from gaia_p2p.core.optimizer import MAX_IPOP_DOUBLINGS
 
                 flags += ["--popsize", str(popsize0 * 2 ** min(i, MAX_IPOP_DOUBLINGS))]
-            out.append(flags + (["--lr", "0.03"] if algo == "openai-es" else []))
+            out.append(flags + (["--set", "island.lr=0.03"] if algo == "openai-es" else []))
         return out
     if arm in ("central", "single1"):
         return [["--optimizer", "cmaes", "--sigma", "0.5",
@@ -100,9 +100,9 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
         algo, sigma = SWARM_PRESETS[i % len(SWARM_PRESETS)] if n >= 5 else SWARM_PRESETS[i % 4]
         flags = ["--optimizer", algo, "--sigma", sigma, "--workers", per_node_workers]
         if algo == "openai-es":
-            flags += ["--lr", "0.03"]
+            flags += ["--set", "island.lr=0.03"]
         if arm == "control":
-            flags += ["--no-migration"]
+            flags += ["--set", "migration.enabled=false"]
         out.append(flags)
     if problem != "lunarlander" and arm in ("central", "single1"):
         out[0][out[0].index("--workers") + 1] = "0"
@@ -182,21 +182,22 @@ def _iso(stamp: str) -> float:
 
 
 def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
-    common = ["--problem", a.problem, "--log-format", "json", "--log-interval", str(a.log_interval), "--bootstrap-file",
-              str(base / "no_bootstrap.toml"), "--telemetry-interval", "5", "--checkpoint-interval", "3600"]
+    common = ["--problem", a.problem, "--log-format", "json", "--set", f"log_interval_s={a.log_interval}",
+              "--set", f"network.bootstrap_file={base / 'no_bootstrap.toml'}", "--set", "telemetry_interval_s=5",
+              "--set", "checkpoint_interval_s=3600"]
     if a.problem == "lunarlander":
-        common += ["--target-fitness", "200", "--stop-at-target", "--popsize", str(a.popsize),
-                   "--test-interval", "0"]  # test every new resident: detection must not depend on speed
+        common += ["--set", "target_fitness=200", "--set", "stop_at_target=true", "--popsize", str(a.popsize),
+                   "--set", "test_interval_s=0"]  # test every new resident: detection must not depend on speed
     else:
         common += ["--dim", str(a.dim)]
     if a.interval:
-        common += ["--migration-interval", str(a.interval)]
+        common += ["--set", f"migration.interval={a.interval}"]
     if a.reeval is not None:
-        common += ["--reeval-episodes", str(a.reeval)]
+        common += ["--set", f"migration.reeval_episodes={a.reeval}"]
     if a.entry:
-        common += ["--migration-entry", a.entry]
+        common += ["--set", f"migration.entry={a.entry}"]
     if a.margin is not None:
-        common += ["--accept-margin", str(a.margin)]
+        common += ["--set", f"migration.accept_margin={a.margin}"]
     if a.topology:
         common += ["--topology", a.topology]
     # the ladder's first rung: what a node that sets nothing runs (32 on lunarlander, pycma's default
@@ -206,7 +207,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     popsize0 = a.popsize if a.problem == "lunarlander" else default_popsize(a.dim)
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets, popsize0)
     if scale_arm(arm) is not None:
-        flags = [f + ["--duty-clock", a.duty_clock] + (["--no-migration"] if a.isolated else []) for f in flags]
+        flags = [f + ["--set", f"evaluation.duty_clock={a.duty_clock}"]
+                 + (["--set", "migration.enabled=false"] if a.isolated else []) for f in flags]
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
@@ -476,14 +478,14 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=None, help="total episodes (lunarlander) / evaluations")
     ap.add_argument("--max-wall", type=float, default=600.0, help="seconds per run at most")
     ap.add_argument("--popsize", type=int, default=32)
-    ap.add_argument("--interval", type=int, default=None, help="--migration-interval for every node")
-    ap.add_argument("--reeval", type=int, default=None, help="--reeval-episodes for every node")
-    ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="--migration-entry for every node")
-    ap.add_argument("--margin", type=float, default=None, help="--accept-margin for every node")
+    ap.add_argument("--interval", type=int, default=None, help="migration.interval of every node")
+    ap.add_argument("--reeval", type=int, default=None, help="migration.reeval_episodes of every node")
+    ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="migration.entry of every node")
+    ap.add_argument("--margin", type=float, default=None, help="migration.accept_margin of every node")
     ap.add_argument("--topology", choices=["full", "ring", "random"], default=None, help="--topology for every node")
     ap.add_argument("--final-episodes", type=int, default=100)
     ap.add_argument("--log-interval", type=float, default=0.0,
-                    help="nodes' --log-interval: 0 logs every generation (exact curves; on fast problems the "
+                    help="nodes' log_interval_s: 0 logs every generation (exact curves; on fast problems the "
                          "JSON lines cost more CPU than the duty cycle lets the island use), 0.5 for scaling runs")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     ap.add_argument("--tag", default=None, help="file name stem (default: problem)")
@@ -491,10 +493,10 @@ def main() -> int:
     ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG from a previous run's JSON")
     ap.add_argument("--logs", type=Path, default=None, help="with --replot: that run's log directory (printed "
                     "as '# logs under'), to print node 0's speed per arm from its logs")
-    ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's --duty-cycle (one small "
+    ap.add_argument("--duty", type=float, default=0.2, help="n<K> arms: each node's evaluation.duty_cycle (one small "
                     "machine each: K nodes use about K x duty cores)")
     ap.add_argument("--duty-clock", choices=["wall", "cpu"], default="wall",
-                    help="n<K> arms: the nodes' --duty-clock (cpu: each node keeps its share while the box "
+                    help="n<K> arms: the nodes' evaluation.duty_clock (cpu: each node keeps its share while the box "
                          "has room; see docs/BENCHMARKS.md section 4)")
     ap.add_argument("--presets", choices=["mixed", "default", "ladder"], default="mixed",
                     help="n<K> arms: mixed = CMA-ES sigma 0.5/0.3/0.8/1.2 and one OpenAI-ES in turn; "

@@ -71,7 +71,7 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=15, help="seconds between kills")
     ap.add_argument("--down", type=float, default=3, help="seconds a killed node stays down")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--duty-cycle", type=float, default=None, help="each node's --duty-cycle (long soaks)")
+    ap.add_argument("--duty-cycle", type=float, default=None, help="each node's evaluation.duty_cycle (long soaks)")
     ap.add_argument("--out", type=Path, default=None, help="write the RSS series (JSON) here")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
@@ -79,9 +79,9 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="gaia-churn-"))
     (base / "empty.toml").write_text("bootstrap = []\n")
     common = ["--listen", "/ip4/127.0.0.1/tcp/0", "--problem", "rastrigin", "--dim", "10", "--workers", "0",
-              "--migration-interval", "5", "--telemetry-interval", "2", "--checkpoint-interval", "2",
-              "--log-format", "json", "--log-interval", "5", "--bootstrap-file", str(base / "empty.toml"),
-              *(["--duty-cycle", str(a.duty_cycle)] if a.duty_cycle else [])]
+              "--set", "migration.interval=5", "--set", "telemetry_interval_s=2", "--set", "checkpoint_interval_s=2",
+              "--log-format", "json", "--set", "log_interval_s=5", "--set", f"network.bootstrap_file={base / 'empty.toml'}",
+              *(["--set", f"evaluation.duty_cycle={a.duty_cycle}"] if a.duty_cycle else [])]
     nodes = [Node(base, i, [*common, "--seed", str(i + 1), "--sigma", str(0.5 + 0.5 * i)]) for i in range(a.nodes)]
     print(f"# python scripts/churn.py --nodes {a.nodes} --duration {a.duration} --every {a.every} "
           f"--down {a.down} --seed {seed}" + (f" --duty-cycle {a.duty_cycle}" if a.duty_cycle else "")

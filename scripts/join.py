@@ -7,7 +7,7 @@ Starts N real `gaia-node` processes (node 0 the bootstrap), lets them run `--mat
 `--trials` times: reads the network's best from the nodes' status, starts one fresh node (new data
 dir, new identity) bootstrapped to node 0, and polls its status until its resident is at least that
 good (`--watch` s at most), then stops it. Done twice: with the elite protocol (`/gaia/elite/1.0.0`,
-the default: a joiner asks 3 peers for their best) and with `--no-fetch` (the joiner waits for
+the default: a joiner asks 3 peers for their best) and without (`migration.fetch=false`: the joiner waits for
 publishes on gossip, which the network-wide budget spaces out and which "news only" suppresses
 while nothing improves). Every process is ended by PID on exit.
 """
@@ -58,10 +58,11 @@ def one_mode(a: argparse.Namespace, fetch: bool) -> list[dict]:
     base = Path(tempfile.mkdtemp(prefix="gaia-join-"))
     (base / "empty.toml").write_text("bootstrap = []\n")
     common = ["--problem", a.problem, "--dim", str(a.dim), "--workers", "0",
-              "--duty-cycle", str(a.duty_cycle), "--log-format", "json", "--bootstrap-file", str(base / "empty.toml"),
-              "--telemetry-interval", "5", "--checkpoint-interval", "3600"]
+              "--set", f"evaluation.duty_cycle={a.duty_cycle}", "--log-format", "json",
+              "--set", f"network.bootstrap_file={base / 'empty.toml'}", "--set", "telemetry_interval_s=5",
+              "--set", "checkpoint_interval_s=3600"]
     if a.network_rate is not None:
-        common += ["--network-rate", str(a.network_rate)]
+        common += ["--set", f"migration.network_rate={a.network_rate}"]
     procs: list[Node] = []
     out = []
     try:
@@ -76,7 +77,7 @@ def one_mode(a: argparse.Namespace, fetch: bool) -> list[dict]:
             sts = [status(p) for p in procs]
             best = max(s["island"]["best_fitness"] for s in sts if s and s["island"]["best_fitness"] is not None)
             j = started(base, f"join{t}", common + ["--seed", str(100 + t), "--bootstrap", boot]
-                     + ([] if fetch else ["--no-fetch"]))
+                     + ([] if fetch else ["--set", "migration.fetch=false"]))
             t0 = time.monotonic()
             reached = first_peer = None
             st = None
@@ -114,7 +115,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=30)
     ap.add_argument("--duty-cycle", type=float, default=0.1)
     ap.add_argument("--network-rate", type=float, default=None,
-                    help="every node's --network-rate: 0.05 with 4 nodes gives each the 80 s publish gap of "
+                    help="every node's migration.network_rate: 0.05 with 4 nodes gives each the 80 s publish gap of "
                          "40 nodes at the default 0.5")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
@@ -123,7 +124,7 @@ def main() -> int:
     for fetch in (True, False):
         rs = [r["reached_s"] for r in rows if r["fetch"] is fetch]
         ok = [x for x in rs if x is not None]
-        print(f"# {'with fetch' if fetch else '--no-fetch'}: reached the network's best in {len(ok)} of {len(rs)}"
+        print(f"# {'with fetch' if fetch else 'without fetch'}: reached the network's best in {len(ok)} of {len(rs)}"
               f" trials; seconds {', '.join('-' if x is None else f'{x:.1f}' for x in rs)}"
               f"{'; median ' + format(statistics.median(ok), '.1f') if ok else ''}")
     if a.out:

@@ -204,9 +204,10 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="gaia-scale-"))
     (base / "empty.toml").write_text("bootstrap = []\n")
     port0 = free_port()
-    common = ["--problem", "rastrigin", "--dim", "30", "--workers", "0", "--duty-cycle", f"{duty:.4f}",
-              "--log-format", "json", "--log-level", "debug", "--log-interval", "10",
-              "--checkpoint-interval", "30", "--bootstrap-file", str(base / "empty.toml"), *a.node_args]
+    common = ["--problem", "rastrigin", "--dim", "30", "--workers", "0", "--set", f"evaluation.duty_cycle={duty:.4f}",
+              "--log-format", "json", "--log-level", "debug", "--set", "log_interval_s=10",
+              "--set", "checkpoint_interval_s=30", "--set", f"network.bootstrap_file={base / 'empty.toml'}",
+              *a.node_args]
     cmd = " ".join(["python scripts/scale.py", f"--nodes {a.nodes}", f"--duration {a.duration:g}",
                     f"--join-interval {a.join_interval:g}", *(["--", *a.node_args] if a.node_args else [])])
     print(f"# {cmd}\n# duty cycle {duty:.4f} per node; logs under {base}", flush=True)

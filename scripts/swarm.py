@@ -27,7 +27,7 @@ PRESETS = [
     ("cmaes", "0.3", ()),
     ("cmaes", "0.5", ()),
     ("cmaes", "0.8", ()),
-    ("openai-es", "0.1", ("--lr", "0.03")),
+    ("openai-es", "0.1", ("--set", "island.lr=0.03")),
 ]
 SHOWN = {"node_started", "generation_completed", "migrant_published", "migrant_accepted", "migrant_rejected",
          "peer_connected", "peer_disconnected", "peer_discovered", "message_rejected", "node_stopped",
@@ -113,7 +113,7 @@ def main() -> int:
     def spawn(i: int, bootstrap: str | None) -> subprocess.Popen:
         algo, sigma, more = PRESETS[i % len(PRESETS)]
         cmd = [sys.executable, "-m", "gaia_p2p", "start", "--data-dir", str(base / f"n{i}"),
-               "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap-file", str(empty), "--log-format", "json",
+               "--listen", "/ip4/127.0.0.1/tcp/0", "--set", f"network.bootstrap_file={empty}", "--log-format", "json",
                "--problem", a.problem, "--optimizer", algo, "--sigma", sigma, *more,
                "--workers", str(a.workers), "--topology", a.topology, "--seed", str(1000 + i)]
         if a.dim:

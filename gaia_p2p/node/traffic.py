@@ -7,7 +7,7 @@ process; in-process test swarms see the sum of their nodes.
 
 ``count_pubsub_copies(pubsub)`` counts every pubsub message copy a node receives, duplicates
 included, before the seen-cache drops them: the "hops" whose CPU cost (~1-2 ms each here, whatever
-the size, ../shared/LIBP2P_NOTES.md "Scale") dominates a node's networking CPU.
+the size, docs/LIBP2P.md "What it costs") dominates a node's networking CPU.
 """
 
 from __future__ import annotations

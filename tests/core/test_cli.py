@@ -40,9 +40,17 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
         (["start", "--bootstrap", "garbage"], "network.bootstrap"),
         (["start", "--config", "/nonexistent.toml"], "/nonexistent.toml"),
         (["start", "--listen", "/ip4/127.0.0.1/udp/1"], "network.listen"),
+        (["start", "--set", "network.heartbeat_s=0"], "pass --set network.heartbeat_s=1.0"),
+        (["start", "--set", "island.sigmaa=1"], "did you mean island.sigma?"),
+        (["start", "--set", "island.sigma"], "KEY=VALUE"),
+        (["start", "--sigma", "1", "--set", "island.sigma=2"], "both by --sigma and by --set"),
+        (["start", "--duty-cycle", "0.5"], "--duty-cycle -> --set evaluation.duty_cycle=VALUE"),
+        (["start", "--no-migration"], "--set migration.enabled=false"),
+        (["start", "--no-such-flag"], "see 'gaia-node start --help'"),
     ],
     ids=["sigma-negative", "sigma-not-a-number", "unknown-topology", "bad-bootstrap", "missing-config",
-         "udp-listen"],
+         "udp-listen", "set-out-of-range", "set-unknown-key", "set-no-value", "flag-and-set", "removed-flag",
+         "removed-switch", "unknown-flag"],
 )
 def test_bad_start_input_exits_2_with_one_line(tmp_path, args, expected):
     line = one_line_error(gaia(*args, cwd=tmp_path), 2)
@@ -68,6 +76,26 @@ def test_status_without_a_running_node_exits_1(tmp_path):
     data.mkdir()
     line = one_line_error(gaia("status", "--data-dir", str(data), cwd=tmp_path), 1)
     assert line.startswith("gaia-node status: ") and str(data) in line, line
+
+
+def test_a_bad_value_in_gaia_toml_names_its_key_and_a_flag_that_exists(tmp_path):
+    (tmp_path / "gaia.toml").write_text("[island]\nsigma = -1\n[migration]\ninterval = 10\n")
+    line = one_line_error(gaia("start", "--config", "gaia.toml", cwd=tmp_path), 2)
+    assert "island.sigma = -1.0" in line and "pass --sigma 0.5 or set [island] sigma in the config file" in line
+    assert line.endswith("(value from gaia.toml)"), line
+    (tmp_path / "gaia.toml").write_text("[migration]\ninterval = 0\n")
+    line = one_line_error(gaia("start", "--config", "gaia.toml", cwd=tmp_path), 2)
+    assert "migration.interval = 0" in line and "--set migration.interval=10" in line, line
+
+
+def test_start_help_reads_in_one_screen_per_group(tmp_path):
+    proc = gaia("start", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    groups = proc.stdout.split("\n\n")
+    titles = [g.splitlines()[0] for g in groups[2:]]
+    for title in ("problem", "island", "network", "evaluation", "data and output"):
+        assert any(t.startswith(title) for t in titles), titles
+    assert all(len(g.splitlines()) <= 24 for g in groups), [len(g.splitlines()) for g in groups]
 
 
 def test_help_exits_0(tmp_path):

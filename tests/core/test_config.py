@@ -5,19 +5,28 @@ Every test passes ``env=`` explicitly, so the developer's own GAIA_* variables n
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gaia_p2p.cli import build_parser
 from gaia_p2p.config import (
+    CHOICES,
     DEFAULT_LISTEN,
+    FLAGS,
+    SECTIONS,
     Config,
     IslandConfig,
     MigrationConfig,
+    all_keys,
     build_config,
     load_bootstrap_file,
+    parse_set,
 )
 from gaia_p2p.core.experiment import ProblemConfig
 from gaia_p2p.errors import ConfigError
@@ -307,3 +316,127 @@ def test_bootstrap_file_given_but_missing(tmp_path):
         load_bootstrap_file(with_bootstrap_file(missing))
     msg = str(info.value)
     assert msg.startswith("config error: network.bootstrap_file") and missing in msg and "does not exist" in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# every config error names a flag or a key that exists
+
+
+def start_flags() -> set[str]:
+    """Every option string of the real `gaia-node start` parser."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {opt for action in sub.choices["start"]._actions for opt in action.option_strings}
+
+
+def toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return '"' + str(value) + '"'
+
+
+def bad_values(key: str) -> list[Any]:
+    """Values of the wrong type and far out of any range for the setting's type."""
+    section, _, name = key.rpartition(".")
+    cls = SECTIONS[section] if section else Config
+    typ = str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+    if "tuple" in typ:
+        return [5, ["x"], [], [0], ["garbage"]]
+    if "bool" in typ:
+        return ["maybe", 3]
+    if "float" in typ:
+        return ["wide", math.nan, -1e12, 1e12, 0.0, 0.011]
+    if "int" in typ:
+        return ["many", 2.5, -10**12, 10**12, 0, 1, 2]
+    if "Path" in typ:
+        return [5]
+    return ["not-a-choice", 5]
+
+
+KEYS = all_keys()
+
+
+def test_the_schema_is_every_field():
+    assert set(KEYS) == ({f.name for f in dataclasses.fields(Config)} - set(SECTIONS)) | {
+        f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    assert set(FLAGS) <= set(KEYS) and set(CHOICES) <= set(KEYS)
+
+
+def test_every_flag_of_the_table_is_in_the_parser():
+    flags = start_flags()
+    assert set(FLAGS.values()) <= flags
+    assert {"--set", "--config"} <= flags
+    assert len(flags - {"-h", "--help"}) <= 21  # a page a person reads, not every knob
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_bad_value_in_the_toml_file_names_a_flag_and_key_that_exist(tmp_path, key):
+    flags, keys = start_flags(), set(KEYS)
+    section, _, name = key.rpartition(".")
+    messages = []
+    for i, value in enumerate(bad_values(key)):
+        line = f"{name} = {toml_literal(value)}\n"
+        path = write(tmp_path, f"[{section}]\n{line}" if section else line, f"bad{i}.toml")
+        overrides = {"": {"stop_at_target": True}} if key == "target_fitness" else None  # no bad float alone
+        try:
+            load_bootstrap_file(build_config(toml_path=path, env={}, overrides=overrides))
+        except ConfigError as e:
+            messages.append(str(e))
+    assert messages, f"no bad value of {key} was rejected"
+    for msg in messages:
+        assert msg.startswith("config error:") and "\n" not in msg, msg
+        named_flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", msg))
+        assert named_flags <= flags, (named_flags - flags, msg)
+        named_keys = set(re.findall(r"--set ([a-z0-9_.]+)=", msg))
+        named_keys |= {f"{s}.{n}" for s, n in re.findall(r"\[([a-z]+)\] ([a-z0-9_]+) in the config file", msg)}
+        named_keys |= set(re.findall(r"(?<![\w.-])([a-z0-9_]+) at the top of the config file", msg))
+        assert named_keys <= keys, (named_keys - keys, msg)
+        assert named_flags - {"--config"} or named_keys, f"names no flag or key: {msg}"
+        assert name in msg, msg
+
+
+def test_set_items_are_validated_like_every_other_source():
+    assert parse_set(["migration.interval=5", "log_interval_s=0", "network.listen=/ip4/127.0.0.1/tcp/0"]) == {
+        "migration": {"interval": "5"}, "": {"log_interval_s": "0"}, "network": {"listen": "/ip4/127.0.0.1/tcp/0"}}
+    cfg = build_config(env={}, overrides=parse_set(["migration.interval=5", "migration.fetch=false",
+                                                    "evaluation.duty_cycle=0.25", "problem.hidden=8,8"]))
+    assert (cfg.migration.interval, cfg.migration.fetch, cfg.evaluation.duty_cycle, cfg.problem.hidden) == (
+        5, False, 0.25, (8, 8))
+    for items, field in ((["migration.intervall=5"], "did you mean migration.interval?"),
+                         (["islands.sigma=1"], "unknown section [islands]"), (["island.sigma"], "KEY=VALUE")):
+        with pytest.raises(ConfigError, match=re.escape(field)) as info:
+            parse_set(items)
+        assert str(info.value).startswith("config error:")
+    msg = config_error("migration.interval", overrides=parse_set(["migration.interval=0"]))
+    assert "--set migration.interval=10" in msg
+
+
+def test_set_sits_at_flag_level(tmp_path):
+    toml = write(tmp_path, "[migration]\ninterval = 4\n")
+    env = {"GAIA_MIGRATION_INTERVAL": "6"}
+    cfg = build_config(toml_path=toml, env=env, overrides=parse_set(["migration.interval=7"]))
+    assert cfg.migration.interval == 7
+    assert build_config(toml_path=toml, env=env).migration.interval == 6
+
+
+def test_docs_config_lists_every_setting_with_its_flag():
+    """docs/CONFIG.md is the reference of every key: a new setting without a row there fails here."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z0-9_.]+)` \|[^|]*\| (`--[a-z-]+`)? *\|", text, re.M)}
+    assert set(rows) == set(KEYS), sorted(set(rows) ^ set(KEYS))
+    assert {k: f.strip("`") for k, f in rows.items() if f} == FLAGS
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    toml = write(tmp_path, "[network]\nheartbeat_s = 0\n")
+    assert config_error("network.heartbeat_s", toml_path=toml).endswith(f"(value from {toml})")
+    msg = config_error("migration.interval", env={"GAIA_MIGRATION_INTERVAL": "x"})
+    assert msg.endswith("(value from GAIA_MIGRATION_INTERVAL)"), msg
+    msg = config_error("island.sigma", toml_path=toml, overrides={"island": {"sigma": -1.0}})
+    assert msg.endswith("(value from the command line)"), msg

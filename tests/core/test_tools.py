@@ -68,7 +68,7 @@ def start_node(tmp: Path, name: str, *args: str) -> tuple[Path, Path]:
     with open(log, "w") as f:
         proc = subprocess.run(
             [sys.executable, "-m", "gaia_p2p", "start", "--workers", "0", "--listen", "/ip4/127.0.0.1/tcp/0",
-             "--data-dir", str(data), "--log-format", "json", "--log-interval", "0", "--bootstrap-file", str(empty),
+             "--data-dir", str(data), "--log-format", "json", "--set", "log_interval_s=0", "--set", f"network.bootstrap_file={empty}",
              *args], stdout=subprocess.DEVNULL, stderr=f, env=env, timeout=START_TIMEOUT_S)
     assert proc.returncode == 0, log.read_text()[-2000:]
     return data, log
@@ -76,14 +76,14 @@ def start_node(tmp: Path, name: str, *args: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def sphere_run(tmp_path_factory) -> tuple[Path, Path]:
-    return start_node(tmp_path_factory.mktemp("sphere"), "node", "--problem", "sphere", "--max-generations", "30")
+    return start_node(tmp_path_factory.mktemp("sphere"), "node", "--problem", "sphere", "--set", "max_generations=30")
 
 
 @pytest.fixture(scope="module")
 def lunar_run(tmp_path_factory) -> tuple[Path, Path]:
-    # --migration-interval 1: a noisy island picks its resident in assessment rounds, one per interval
-    return start_node(tmp_path_factory.mktemp("lunar"), "node", "--problem", "lunarlander", "--max-generations", "2",
-                      "--popsize", "8", "--migration-interval", "1")
+    # migration.interval 1: a noisy island picks its resident in assessment rounds, one per interval
+    return start_node(tmp_path_factory.mktemp("lunar"), "node", "--problem", "lunarlander", "--set", "max_generations=2",
+                      "--popsize", "8", "--set", "migration.interval=1")
 
 
 # ------------------------------------------------------------------------------------------- plot
@@ -191,7 +191,7 @@ def test_plot_real_log(sphere_run, tmp_path):
     _, log = sphere_run
     summary = plot_logs([log], tmp_path / "sphere.png")
     assert summary["n_series"] == 1
-    assert summary["n_points"] == 30  # --log-interval 0: every generation logged
+    assert summary["n_points"] == 30  # log_interval_s 0: every generation logged
     assert summary["problems"] == ["sphere"] and summary["solved"] is None
 
 

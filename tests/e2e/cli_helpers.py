@@ -27,7 +27,7 @@ class NodeProc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [*GAIA, "start", "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
-             "--bootstrap-file", str(empty), "--log-format", "json", *self.args, *extra],
+             "--set", f"network.bootstrap_file={empty}", "--log-format", "json", *self.args, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return self
 

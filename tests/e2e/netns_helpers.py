@@ -132,7 +132,7 @@ class NsNodeProc(NodeProc):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, *GAIA, "start", "--data-dir", str(self.data_dir),
-             "--listen", self.listen, "--bootstrap-file", str(empty), "--log-format", "json",
+             "--listen", self.listen, "--set", f"network.bootstrap_file={empty}", "--log-format", "json",
              *self.args, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return self

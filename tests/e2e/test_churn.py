@@ -24,11 +24,11 @@ def test_churn_kill_and_restart(tmp_path):
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)
     print(f"churn schedule from seed {seed}")
-    common = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migration-interval", "5",
-              "--telemetry-interval", "1", "--telemetry-rate", "100", "--checkpoint-interval", "1",
+    common = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "migration.interval=5",
+              "--set", "telemetry_interval_s=1", "--set", "telemetry_rate=100", "--set", "checkpoint_interval_s=1",
               # measured: how soon a restarted node gets migrants when peers publish every interval
               # (with the default "news only" budget a converged swarm may stay quiet for minutes)
-              "--network-rate", "0", "--publish-always")
+              "--set", "migration.network_rate=0", "--set", "migration.publish_only_new=false")
     nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1")]
     try:
         nodes[0].start()

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_three_processes_find_each_other_migrate_stop_and_resume(tmp_path):
-    common = ("--problem", "rastrigin", "--dim", "10", "--migration-interval", "5")
+    common = ("--problem", "rastrigin", "--dim", "10", "--set", "migration.interval=5")
     nodes = [NodeProc(tmp_path, "n0", *common, "--workers", "1", "--seed", "1", "--sigma", "0.3")]
     try:
         nodes[0].start()

@@ -20,7 +20,7 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint_and_restart_resumes(tmp_path)
     print(f"random kill times from seed {seed}")
     rnd = random.Random(seed)
     node = NodeProc(tmp_path, "n0", "--problem", "rastrigin", "--dim", "10", "--workers", "0",
-                    "--checkpoint-interval", "0.2", "--seed", "3")
+                    "--set", "checkpoint_interval_s=0.2", "--seed", "3")
     data = DataDir(node.data_dir)
     generations = []
     try:

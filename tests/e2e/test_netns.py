@@ -26,9 +26,9 @@ pytestmark = pytest.mark.e2e
 
 PORT = 4001
 # no network budget and no "news only": the test watches migrants cross (or not cross) the cut
-COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--migration-interval", "5",
-          "--network-rate", "0", "--publish-always",
-          "--telemetry-interval", "1")
+COMMON = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "migration.interval=5",
+          "--set", "migration.network_rate=0", "--set", "migration.publish_only_new=false",
+          "--set", "telemetry_interval_s=1")
 # Longest the partition is held while waiting for both sides to notice it. Without our keepalive,
 # py-libp2p (no pings on idle streams; TCP retransmits for ~15 min) noticed nothing within 60 s;
 # with kernel keepalive (probes after 10 s idle, every 5 s, 3 misses; unacknowledged data: 25 s)

@@ -57,10 +57,10 @@ def test_join_script_runs_both_modes(tmp_path):
                         "--trials", "1", "--watch", "15", "--dim", "5", "--out", str(out)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "# with fetch:" in r.stdout and "# --no-fetch:" in r.stdout
+    assert "# with fetch:" in r.stdout and "# without fetch:" in r.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [row["fetch"] for row in rows] == [True, False]
-    assert rows[1]["elite_fetch"].get("fetched", 0) == 0  # --no-fetch asked nobody
+    assert rows[1]["elite_fetch"].get("fetched", 0) == 0  # migration.fetch=false asked nobody
 
 
 def _bench_module():
@@ -103,7 +103,8 @@ def test_bench_islands_presets():
     bench = _bench_module()
 
     def opts(flags: list[str]) -> tuple[str, str, str]:
-        return flags[flags.index("--optimizer") + 1], flags[flags.index("--sigma") + 1], flags[flags.index("--duty-cycle") + 1]
+        duty = next(f.partition("=")[2] for f in flags if f.startswith("evaluation.duty_cycle="))
+        return flags[flags.index("--optimizer") + 1], flags[flags.index("--sigma") + 1], duty
 
     mixed = [opts(f) for f in bench.arm_nodes("n8", 4, "lunarlander", 2, 0.12)]
     default = [opts(f) for f in bench.arm_nodes("n8", 4, "lunarlander", 2, 0.12, "default")]

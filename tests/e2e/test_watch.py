@@ -37,8 +37,8 @@ def _stop(watcher: subprocess.Popen | None, nodes: list[NodeProc]) -> None:
 
 
 def test_watch_sees_every_island_and_a_migration(tmp_path):
-    common = ("--problem", "rastrigin", "--dim", "10", "--migration-interval", "5", "--workers", "0",
-              "--telemetry-interval", "1", "--telemetry-rate", "100")
+    common = ("--problem", "rastrigin", "--dim", "10", "--set", "migration.interval=5", "--workers", "0",
+              "--set", "telemetry_interval_s=1", "--set", "telemetry_rate=100")
     nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1", "--sigma", "0.3")]
     watcher = None
     try:
@@ -72,7 +72,7 @@ def test_watch_pulls_heartbeats_from_islands_that_do_not_gossip_them_yet(tmp_pat
     """With the default network-wide telemetry budget an island heartbeats once per n / 0.05 s; here
     not at all within the test (first heartbeat >= 1800 s away). The watcher still shows every island
     within seconds: it pulls them over /gaia/telemetry/1.0.0."""
-    common = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--telemetry-interval", "3600")
+    common = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "telemetry_interval_s=3600")
     nodes = [NodeProc(tmp_path, "n0", *common, "--seed", "1")]
     watcher = None
     try:
