@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -118,12 +119,25 @@ class P2P:
     def topic_peers(self, topic: str) -> list[str]:
         return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))
 
+    def connection_stats(self) -> dict[str, int]:
+        """Connections opened since start and open now, by direction, and the inbound slots held:
+        an operator's view of fix Q (held slots follow open inbound connections, never the total)."""
+        network = self.host.get_network()
+        now = Counter(str(c.direction)
+                      for conns in network.connections.values() for c in conns)
+        notifee = next(n for n in network.notifees if isinstance(n, _ConnectionNotifee))
+        limiter = network._inbound_limiter
+        return {"opened_inbound": notifee.opened["inbound"], "opened_outbound": notifee.opened["outbound"],
+                "open_inbound": now["inbound"], "open_outbound": now["outbound"],
+                "inbound_slots_held": int(limiter.borrowed_tokens), "inbound_slots": int(limiter.total_tokens)}
+
 
 class _ConnectionNotifee:
     """Logs peer_connected / peer_disconnected (first connection / last connection)."""
 
     def __init__(self, host: Any) -> None:
         self.host = host
+        self.opened: Counter[str] = Counter()
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
         pass
@@ -132,6 +146,7 @@ class _ConnectionNotifee:
         pass
 
     async def connected(self, network: Any, conn: Any) -> None:
+        self.opened[str(conn.direction)] += 1  # "inbound" | "outbound" | "unknown"
         peer = conn.muxed_conn.peer_id
         if len(network.get_connections(peer)) <= 1:
             log.info("peer_connected", peer_id=str(peer), n_peers=len(network.connections))

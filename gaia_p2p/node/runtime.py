@@ -166,6 +166,7 @@ class Node:
             "peer_id": self.peer_id,
             "addrs": self.addrs(),
             "peers": self.p2p.connected_peers(),
+            "connections": self.p2p.connection_stats(),
             "topic_peers": self.p2p.topic_peers(self.topic.topic),
             # gossipsub mesh peers per topic: each message arrives about once per mesh peer
             "mesh": {t: len(self.p2p.gossipsub.mesh.get(t, ())) for t in (self.topic.topic, self.telemetry.topic)},

@@ -476,6 +476,8 @@ async def test_node_answers_status_after_more_queries_than_it_has_inbound_slots(
                 with trio.fail_after(10):
                     await peer.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
             await _wait_slots_returned(node.p2p.host, 1)
+            conns = node.status()["connections"]
+            assert conns["opened_inbound"] >= 41 > conns["inbound_slots"] == 32, conns
             nursery.cancel_scope.cancel()
 
 
