@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -130,6 +131,10 @@ class NetworkConfig:
     refresh_min_s: float = 2.0  # DHT refresh period while the routing table is small
     refresh_max_s: float = 300.0  # backed off to this once it is stable
     max_peers: int = 64  # dial at most this many discovered peers
+    # inbound connections (handshaking or open) one IP address may hold: peer ids cost nothing, so
+    # the per-peer cap alone lets one machine with many identities take every inbound slot
+    max_inbound_per_ip: int = 8
+    limits_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # CIDRs the per-IP limit skips (one machine's swarm)
     keepalive_s: float = 5.0  # ping every connected peer this often; silent for 4x this -> disconnect (0: off)
     meshsub: str = "1.1"  # gossipsub version offered first: "1.1" (1.2 and 1.0 accepted) or "1.2"
     keepalive_rate: float = 0.25  # at most this many pings/s in all: many peers stretch the period (0: no cap)
@@ -458,6 +463,14 @@ def validate(cfg: Config) -> None:
         raise _bad("network.keepalive_rate", n.keepalive_rate, "must be in 0..1000 (0: no cap)", 0.25)
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", 64)
+    if not 1 <= n.max_inbound_per_ip <= 4096:
+        raise _bad("network.max_inbound_per_ip", n.max_inbound_per_ip, "must be in 1..4096", 8)
+    for cidr in n.limits_exempt:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise _bad("network.limits_exempt", list(n.limits_exempt), f"{cidr!r} is not an IP network",
+                       '["127.0.0.0/8"]') from None
     if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
         raise _bad("metrics_port", cfg.metrics_port, "must be in 1..65535", 9100)
     if not 0 <= e.workers <= 1024:

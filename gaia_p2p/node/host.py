@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from gaia_p2p.config import NetworkConfig
+from gaia_p2p.core.limits import InboundLimits
 from gaia_p2p.errors import CheckpointError
 from gaia_p2p.node import libp2p_fixes, scoring, traffic
 
@@ -129,7 +130,8 @@ class P2P:
         limiter = network._inbound_limiter
         return {"opened_inbound": notifee.opened["inbound"], "opened_outbound": notifee.opened["outbound"],
                 "open_inbound": now["inbound"], "open_outbound": now["outbound"],
-                "inbound_slots_held": int(limiter.borrowed_tokens), "inbound_slots": int(limiter.total_tokens)}
+                "inbound_slots_held": int(limiter.borrowed_tokens), "inbound_slots": int(limiter.total_tokens),
+                "refused_per_ip": network.gaia_inbound_limits.refused["per_ip"]}
 
 
 class _ConnectionNotifee:
@@ -216,6 +218,8 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     traffic.count_pubsub(pubsub)
     libp2p_fixes.strip_inlined_keys(pubsub)
     libp2p_fixes.strip_sender_records(pubsub)  # outermost: counted as sent, without record or key
+    host.get_network().gaia_inbound_limits = InboundLimits(per_ip=net.max_inbound_per_ip,
+                                                           exempt=net.limits_exempt)  # fix Q applies it
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
     host.get_network().register_notifee(_ConnectionNotifee(host))
 

@@ -504,10 +504,13 @@ def return_inbound_slots() -> None:
     inbound connection ever accepted keeps its slot (and its handler task) until shutdown: after
     ``max_connections`` of them (128 with our settings) the node refuses every inbound connection
     for good. The handler now ends when its own connection closes, which returns the slot.
+    The same wrapper applies the per-IP admission limit a Swarm carries as ``gaia_inbound_limits``
+    (core/limits.py), for the whole life of each inbound connection, handshake included.
 
     Class-level and idempotent: every Swarm of the process gets it."""
     from libp2p.abc import IMuxedConn
     from libp2p.network.swarm import Swarm
+    from multiaddr.exceptions import ProtocolLookupError
 
     original_do_handle = upstream(Swarm, "_do_handle_inbound_connection")
     original_upgrade = upstream(Swarm, "upgrade_inbound_raw_conn")
@@ -520,8 +523,16 @@ def return_inbound_slots() -> None:
             holder.upgraded.set()
         return muxed
 
-    async def do_handle_inbound_connection(self: Any, read_write_closer: Any, maddr: Any,
-                                           failure_event: Any) -> None:
+    def remote_ip(swarm: Any, read_write_closer: Any) -> str | None:
+        remote = swarm._build_remote_multiaddr(read_write_closer)
+        for proto in ("ip4", "ip6"):
+            try:
+                return str(remote.value_for_protocol(proto)) if remote is not None else None
+            except ProtocolLookupError:
+                continue
+        return None
+
+    async def serve_until_closed(swarm: Any, read_write_closer: Any, maddr: Any, failure_event: Any) -> None:
         holder = _InboundConn()
         if isinstance(read_write_closer, IMuxedConn):  # QUIC and the like: no upgrade step
             holder.conn = read_write_closer
@@ -535,10 +546,24 @@ def return_inbound_slots() -> None:
                     nursery.cancel_scope.cancel()  # ends the handler's wait for the swarm's end
 
                 nursery.start_soon(end_with_connection)
-                await original_do_handle(self, read_write_closer, maddr, failure_event)
+                await original_do_handle(swarm, read_write_closer, maddr, failure_event)
                 nursery.cancel_scope.cancel()  # the upgrade failed: nothing to wait for
         finally:
             _INBOUND.reset(token)
+
+    async def do_handle_inbound_connection(self: Any, read_write_closer: Any, maddr: Any,
+                                           failure_event: Any) -> None:
+        limits = getattr(self, "gaia_inbound_limits", None)  # set by node/host.py
+        ip = remote_ip(self, read_write_closer)
+        if limits is not None and not limits.admit(ip):
+            log.debug("inbound_refused", ip=ip, reason="per_ip")
+            await read_write_closer.close()
+            return
+        try:
+            await serve_until_closed(self, read_write_closer, maddr, failure_event)
+        finally:
+            if limits is not None:
+                limits.release(ip)
 
     _patch_class(Swarm, "upgrade_inbound_raw_conn", upgrade_inbound_raw_conn)
     _patch_class(Swarm, "_do_handle_inbound_connection", do_handle_inbound_connection)
