@@ -297,10 +297,13 @@ class Island:
 
     def publish_gap(self) -> float:
         """Seconds between two publishes of this node: the local floor, and its share of the
-        network-wide budget (every live peer plus us publishing at that pace = network_rate)."""
+        network-wide budget (every node publishing at that pace = network_rate). The nodes are the
+        shell's estimate (core/netsize.py) when it gave one, not the live peers: identities that cost
+        nothing would stretch the gap of every honest node; without one, the live peers plus us."""
         gap = self.policy.min_publish_interval_s
         if self.policy.network_rate > 0:
-            gap = max(gap, max(len(self.live_peers) + 1, self.network_size) / self.policy.network_rate)
+            n = self.network_size if self.network_size > 0 else len(self.live_peers) + 1
+            gap = max(gap, n / self.policy.network_rate)
         return gap
 
     def _is_news(self, now: float, gap: float) -> bool:

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from functools import partial
 from typing import Any
 
@@ -39,6 +39,7 @@ from gaia_p2p.core.events import (
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
 from gaia_p2p.errors import CheckpointError
 from gaia_p2p.node import control, traffic
@@ -67,6 +68,22 @@ def _local_ipv4s() -> list[str]:
         ips = []
     ips = sorted(set(ips), key=lambda ip: (not ip.startswith("127."), ip))
     return ips or ["0.0.0.0"]
+
+
+#: Peers (topic, routing table) and islands (telemetry) network_size() keeps a first-seen time for.
+MAX_TRACKED = 4096
+MAX_HEARD = 1024  # the network view's bound (node/netview.py)
+
+
+def _first_seen(prev: dict[str, float], now_seen: Any, now: float) -> dict[str, float]:
+    """``prev`` for the peers still there, ``now`` for the new ones; a peer that left is forgotten (it
+    starts over if it comes back). At most MAX_TRACKED peers (the rest are not counted)."""
+    out: dict[str, float] = {}
+    for p in now_seen:
+        if len(out) >= MAX_TRACKED:
+            break
+        out[p] = prev.get(p, now)
+    return out
 
 
 def _short(x: float | None) -> str:
@@ -99,7 +116,13 @@ class Node:
         self.bad_streams = 0
         self.cpu = traffic.CpuClock()
         self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
-        self._size, self._size_at = 1, -math.inf  # network_size(), cached for a second
+        # network_size(): what the node has seen (peer -> first seen, island -> first and last heard,
+        # trio's clock), the estimate (core/netsize.py), recounted at most once a second
+        self.size_started_at = trio.current_time()
+        self._topic_seen: dict[str, float] = {}
+        self._routing_seen: dict[str, float] = {}
+        self.heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._size: SizeEstimate | None = None
         self.evals_per_s = 0.0
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
@@ -127,20 +150,27 @@ class Node:
         return self.p2p.peer_id
 
     def network_size(self) -> int:
-        """Nodes in the experiment, us included, as far as we can tell: the most of the peers we see on
-        the topic, the DHT routing table and the islands heard on telemetry in the last 10 minutes.
-        A node connects to a few dozen peers at most, so the topic alone undercounts a large network;
-        the routing table may count nodes of other experiments, which only errs on the quiet side."""
-        now = time.time()
-        if now - self._size_at < 1.0:  # asked before every generation: recount at most once a second
-            return self._size
-        # islands heard within 2.5 heartbeat periods (at least 10 min): with every node on the same
-        # period that is each of them; a fixed window would undercount once periods exceed it
-        window = max(600.0, 2.5 * self.telemetry_period_s)
-        heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < window)
-        self._size = 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
-        self._size_at = now
-        return self._size
+        """Nodes in the experiment, us included, as far as we can tell, Sybil-resistant: peers on the
+        topic and in the DHT routing table count once they have been there a minute, islands heard on
+        telemetry once first heard a minute ago, and the estimate rises at most about x2 a minute
+        (gaia_p2p/core/netsize.py). Only collects what it needs; the estimate decides."""
+        now = trio.current_time()
+        if self._size is not None and now - self._size.at < 1.0:  # asked before every generation
+            return self._size.nodes
+        topic = [p for p in self.p2p.topic_peers(self.topic.topic) if p not in self.island.banned]
+        self._topic_seen = _first_seen(self._topic_seen, topic, now)
+        self._routing_seen = _first_seen(self._routing_seen, map(str, self.p2p.routing_table_peers()), now)
+        self._size = estimate_size(now=now, started_at=self.size_started_at, topic_peers=self._topic_seen,
+                                   routing_peers=self._routing_seen, heard=self.heard, prev=self._size,
+                                   heard_window_s=window_for(self.telemetry_period_s))
+        return self._size.nodes
+
+    def heard_island(self, peer: str, now: float) -> None:
+        """A heartbeat of ``peer`` arrived (for network_size); the oldest-heard beyond MAX_HEARD go."""
+        first, _ = self.heard.pop(peer, (now, now))
+        self.heard[peer] = (first, now)
+        while len(self.heard) > MAX_HEARD:
+            self.heard.popitem(last=False)
 
     def addrs(self) -> list[str]:
         """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
@@ -632,11 +662,11 @@ def told_accepts(recent: Any) -> tuple[Migration, ...]:
 
 def telemetry_period(node: Node) -> float:
     """telemetry_interval_s, stretched so the whole network sends about telemetry_rate heartbeats/s
-    (every peer on the topic plus us at the same pace): bytes per node stay flat in N."""
+    (every node of network_size(), at the same pace): bytes per node stay flat in N. Not the raw
+    topic peers: fresh identities on the topic would stretch it (core/netsize.py)."""
     period = node.cfg.telemetry_interval_s
     if node.cfg.telemetry_rate > 0:
-        n = max(node.network_size(), len(node.p2p.topic_peers(node.telemetry.topic)) + 1)
-        period = max(period, n / node.cfg.telemetry_rate)
+        period = max(period, node.network_size() / node.cfg.telemetry_rate)
     return period
 
 
@@ -665,6 +695,8 @@ async def _receive_telemetry(node: Node, sub: Any) -> None:
             node.telemetry.reject("malformed", src, str(e))
             continue
         node.netview.add(src, t)
+        if src != node.peer_id:
+            node.heard_island(src, trio.current_time())
 
 
 async def _checkpoint_loop(node: Node) -> None:

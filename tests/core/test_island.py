@@ -967,6 +967,17 @@ def test_network_budget_spaces_publishes_by_live_peers():
     assert len(publish_generations(d2.run(40))) == 40  # budget off: the local floor only
 
 
+def test_the_size_estimate_not_the_live_peers_sets_the_budget():
+    """Sybils on the topic are live peers; the shell's estimate (core/netsize.py) does not count
+    them yet: the gap follows the estimate, else any cheap identity would stretch it."""
+    d = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=0.5, publish_only_new=False),
+               dt=1.0)
+    d.island.handle(PeersChanged(frozenset(PEER_IDS[1:10]), network_size=3), now=d.now, rng=d.rng)
+    assert d.island.publish_gap() == 6.0  # 3 nodes / 0.5, not 10 / 0.5
+    d.island.handle(PeersChanged(frozenset(PEER_IDS[1:10])), now=d.now, rng=d.rng)
+    assert d.island.publish_gap() == 20.0  # no estimate (0): the live peers plus us
+
+
 def test_publish_only_new_skips_repeats_and_migrant_copies():
     flat = lambda X: np.zeros(len(X))  # nothing ever improves on the first resident  # noqa: E731
     d = Driver(make_island(interval=1, min_publish_interval_s=1.0, network_rate=0.0), dt=1.0, peers={B})
