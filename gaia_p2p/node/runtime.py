@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from gaia_p2p import __version__, logs
 from gaia_p2p.config import Config, load_bootstrap_file
 from gaia_p2p.core import codec, migration
 from gaia_p2p.core.events import (
+    ClaimRefuted,
     Evaluate,
     EvaluationDone,
     GenerationCompleted,
@@ -41,12 +42,12 @@ from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
-from gaia_p2p.errors import CheckpointError
+from gaia_p2p.errors import CheckpointError, RemoteProtocolError
 from gaia_p2p.node import control, traffic
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService, pick
-from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
+from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
@@ -114,6 +115,7 @@ class Node:
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.bad_streams = 0
+        self.forwarders_penalized: Counter[str] = Counter()  # P4 charged after delivery, by reason
         self.cpu = traffic.CpuClock()
         self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
         # network_size(): what the node has seen (peer -> first seen, island -> first and last heard,
@@ -230,6 +232,7 @@ class Node:
             "banned_peers": sorted(isl.banned),
             "peer_scores": _lowest_scores(self.p2p.gossipsub),
             "pubsub_streams_rejected": self.bad_streams,
+            "forwarders_penalized": dict(self.forwarders_penalized),
             "elite_fetch": dict(sorted(self.elites.stats.items())),
             "telemetry_pull": dict(sorted(self.heartbeats.stats.items())),
             "traffic": traffic.snapshot(),
@@ -328,11 +331,17 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
     island, seed = _make_island(cfg, data, self_id)
     exp = island.experiment_id
     topic_name = migrants_topic(exp)
-    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id)
+    node_box: list[Node] = []
+
+    def on_lie(src: str) -> None:  # the validator refuted a claim of src (deterministic problems)
+        if node_box:
+            _refuted(node_box[0], src)
+
+    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id, measure=claim_checker(cfg.problem),
+                         on_lie=on_lie)
     tele = TelemetryTopic(telemetry_topic(exp), exp, self_id)
     evaluator = Evaluator(cfg.problem, cfg.evaluation.workers, backend=cfg.evaluation.backend,
                           device=cfg.evaluation.device)
-    node_box: list[Node] = []
 
     def on_bad_stream(peer: str, error: str) -> None:
         if node_box:
@@ -549,19 +558,35 @@ async def _execute(node: Node, effect: Any) -> None:
                  replaced_fitness=_finite_or_none(effect.replaced_fitness), claimed_fitness=effect.claimed_fitness,
                  gain=_finite_or_none(effect.fitness - effect.replaced_fitness))
     elif isinstance(effect, MigrantRejected):
-        level = log.warning if effect.reason in ("claim_mismatch",) else log.info
+        level = log.warning if effect.reason in ("claim_mismatch", "claim_short") else log.info
         level(logs.MIGRANT_REJECTED, src=effect.src, reason=effect.reason, claimed_fitness=effect.claimed_fitness,
-              fitness=effect.fitness)
+              fitness=effect.fitness, forwarder=effect.forwarder or None)
+        # it passed on a lie it could not check: charged as if our validator had rejected it
+        if effect.forwarder and effect.forwarder != node.peer_id and penalize(
+                node.p2p.gossipsub, effect.forwarder, node.topic.topic):
+            node.forwarders_penalized[effect.reason] += 1
     elif isinstance(effect, PeerBanned):
-        log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
-        try:
-            from libp2p.peer.id import ID
-
-            node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
-        except Exception as e:  # a bad id string cannot come from a verified signature, but never crash
-            log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
+        _ban(node, effect)
     else:
         raise AssertionError(f"unhandled effect {effect!r}")
+
+
+def _ban(node: Node, effect: PeerBanned) -> None:
+    log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
+    try:
+        from libp2p.peer.id import ID
+
+        node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
+    except ValueError as e:  # a bad id string cannot come from a verified signature, but never crash
+        log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
+
+
+def _refuted(node: Node, src: str) -> None:
+    """The gossipsub validator refuted a claim of ``src``: a lie, counted (and banned) by the island.
+    Runs inside the sync validator, so the ban's blacklist applies before the next message."""
+    for effect in node.island.handle(ClaimRefuted(src), now=trio.current_time(), rng=node.rng):
+        if isinstance(effect, PeerBanned):
+            _ban(node, effect)
 
 
 async def _receive_migrants(node: Node, sub: Any) -> None:
@@ -574,13 +599,13 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
         if src == node.peer_id:
             continue  # our own publish, echoed by the local pubsub
         try:
-            elite = node.topic.decode(msg.data)  # validated already; decode is cheap
-        except Exception as e:  # cannot happen after validation, but never let a peer kill us
-            node.topic.reject("malformed", src, str(e))
+            elite, via = node.topic.take(msg)  # decoded by the validator, with who forwarded it
+        except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
+            node.topic.reject(e.reason, src, e.detail)
             continue
-        log.debug("migrant_received", src=src, generation=elite.generation, claimed_fitness=elite.fitness)
+        log.debug("migrant_received", src=src, via=via, generation=elite.generation, claimed_fitness=elite.fitness)
         with node.cpu:
-            effects = node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng)
+            effects = node.island.handle(MigrantReceived(src, elite, via=via), now=trio.current_time(), rng=rng)
         for effect in effects:
             await _execute(node, effect)
 
@@ -690,9 +715,9 @@ async def _receive_telemetry(node: Node, sub: Any) -> None:
         msg = await sub.get()
         src = str(ID(msg.from_id))
         try:
-            t = node.telemetry.decode(msg.data)
-        except Exception as e:  # validated already; never let a peer kill us
-            node.telemetry.reject("malformed", src, str(e))
+            t, _ = node.telemetry.take(msg)
+        except RemoteProtocolError as e:  # validated already; never let a peer kill us
+            node.telemetry.reject(e.reason, src, e.detail)
             continue
         node.netview.add(src, t)
         if src != node.peer_id:
