@@ -185,3 +185,21 @@ def test_a_short_claim_charges_the_forwarder_only_once_its_source_is_found_out()
     assert rej[HONEST].reason == rej[SYBILS[0]].reason == "claim_short"  # 220 below a claim of 200
     assert rej[HONEST].forwarder == ""  # held twice before: still trusted, its relay is not charged
     assert rej[SYBILS[0]].forwarder == f"relay-of-{SYBILS[0]}"  # found out at its first: charged
+
+
+def test_lie_counts_and_bans_are_bounded():
+    """5000 identities, each caught lying (in the validator: ClaimRefuted) until banned."""
+    from gaia_p2p.core.events import ClaimRefuted, PeerBanned
+
+    isl = make_island(max_lies=2, max_records=100, max_banned=300)
+    rng = np.random.default_rng(0)
+    banned = 0
+    for i in range(5000):
+        for _ in range(2):
+            banned += len(of_type(isl.handle(ClaimRefuted(f"liar{i}"), now=0.0, rng=rng), PeerBanned))
+    assert banned == 5000  # each was banned when caught
+    assert len(isl.lies) == 100 and len(isl.intake.records) == 100
+    assert len(isl.banned) == 300 and isl.banned == {f"liar{i}" for i in range(4700, 5000)}  # the latest
+    restored = type(isl).from_checkpoint(isl.to_checkpoint(), self_id=isl.self_id, policy=isl.policy,
+                                         episodes=1, deterministic=True)
+    assert restored.banned == isl.banned

@@ -102,3 +102,12 @@ def test_routing_table_and_telemetry_count_when_the_topic_undercounts():
 def test_window_grows_with_the_heartbeat_period():
     assert window_for(5.0) == 600.0
     assert window_for(800.0) == 2000.0
+
+
+def test_the_shell_tracks_a_bounded_number_of_peers():
+    from gaia_p2p.node.runtime import MAX_TRACKED, _first_seen
+
+    seen = _first_seen({}, (f"p{i}" for i in range(3 * MAX_TRACKED)), now=5.0)
+    assert len(seen) == MAX_TRACKED
+    again = _first_seen(seen, ["p0", "new"], now=9.0)
+    assert again == {"p0": 5.0, "new": 9.0}  # kept its first-seen time; who left is forgotten

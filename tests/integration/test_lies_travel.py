@@ -102,3 +102,34 @@ async def test_lies_found_after_delivery_charge_the_forwarder(tmp_path):
                 assert score <= -10 * authors + 1
                 assert victim.status()["forwarders_penalized"] == {"claim_mismatch": authors}
             nursery.cancel_scope.cancel()
+
+
+async def test_decoded_messages_kept_for_the_receiver_are_bounded():
+    """The validator keeps each decoded elite (and its forwarder) for the receiver: at most
+    MAX_DECODED; an evicted one is decoded again, a hostile one raises only RemoteProtocolError."""
+    import pytest
+
+    from gaia_p2p.core.experiment import ProblemConfig, experiment_id
+    from gaia_p2p.errors import RemoteProtocolError
+    from gaia_p2p.node.gossip import MAX_DECODED, MigrantTopic, claim_checker
+
+    from attacker import honest_elite
+
+    problem = ProblemConfig(name=PROBLEM, dim=10)
+    exp = experiment_id(problem)
+    topic = MigrantTopic("t", exp, 10, "12D3KooWself", rate_per_s=1e9, burst=1e9, measure=claim_checker(problem))
+    keys = [create_new_key_pair() for _ in range(3)]
+    forwarder = ID.from_pubkey(keys[0].public_key)
+    msgs = [signed_by(keys[1], "t", honest_elite(exp, PROBLEM, 10, generation=i), seqno=i + 1)
+            for i in range(3 * MAX_DECODED)]
+    assert all(topic.validator(forwarder, m) for m in msgs)
+    assert len(topic.decoded) == MAX_DECODED
+    elite, via = topic.take(msgs[-1])
+    assert via == str(forwarder) and elite.generation == len(msgs) - 1
+    elite, via = topic.take(msgs[0])  # evicted: decoded again, forwarder unknown
+    assert via == "" and elite.generation == 0
+    lie = signed_by(keys[2], "t", lie_elite(exp, 10), seqno=1)
+    assert not topic.validator(forwarder, lie) and topic.rejected["claim_mismatch"] == 1
+    bad = signed_by(keys[2], "t", b"\x00junk", seqno=2)
+    with pytest.raises(RemoteProtocolError):
+        topic.take(bad)
