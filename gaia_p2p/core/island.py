@@ -13,7 +13,10 @@ Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Receiver: acceptance
   migrant: by more than rounding noise on deterministic problems, by ``accept_margin`` on noisy
   ones; the rule is switchable); on deterministic problems the champion competes directly;
 - deterministic problems also check a migrant's claim: one that does not reproduce is a lie and
-  is rejected as ``claim_mismatch``;
+  is rejected as ``claim_mismatch`` (the shell's gossip validator may have refuted it already:
+  ``ClaimRefuted``); on noisy problems a migrant measuring ``claim_slack`` below its claim falls short;
+- queued migrants wait in a fair intake (core/migration.py ``Intake``): one per source, sources whose
+  claims held served first, found-out liars at most ``suspect_slots`` a round;
 - the resident best's fitness is the running mean of its re-scores, not its luckiest draw;
 - an accepted migrant enters the running optimizer (``inject``: one clipped sample, or ``adopt``:
   the mean moves to it); accepting never restarts the optimizer (only pycma's own stop
@@ -29,13 +32,13 @@ import numpy as np
 
 from gaia_p2p.core import migration
 from gaia_p2p.core.events import (
+    ClaimRefuted,
     Effect,
     Evaluate,
     EvaluationDone,
     GenerationCompleted,
     Input,
     MigrantAccepted,
-    ClaimRefuted,
     MigrantReceived,
     MigrantRejected,
     PeerBanned,
@@ -63,14 +66,14 @@ class MigrationPolicy:
     suspect_slots: int = 1  # migrants per round from sources whose claims failed more than held
     max_records: int = 1024  # sources whose claim record (and deterministic lie count) is kept
     max_banned: int = 4096  # banned peers kept (the oldest ban is forgotten first)
-    # Noisy problems: a migrant measuring more than this below its claim "falls short" (fitness units;
-    # LunarLander returns: a random policy claiming 300 measures ~ -150, an honest elite's 3-episode
-    # re-score differs from its claim by tens). Only a source whose claims fall short more often than
-    # they hold loses priority, and only then does the forwarder of a short claim pay.
+    # Noisy problems: a migrant measuring more than this below its claim "falls short" (fitness units,
+    # LunarLander returns, where "solved" is 200 and a random policy scores below 0). An honest claim
+    # may fall short by chance (a fresh 3-episode re-score; not measured here), so only a source whose
+    # claims fall short more often than they hold loses priority, and only then does its forwarder pay.
     claim_slack: float = 100.0
     min_publish_interval_s: float = 1.0  # never publish more often than this, whatever the speed
     # Elites per second the whole network should carry: each node waits at least
-    # (live peers + 1) / network_rate between its publishes, so bytes per node stay flat in N
+    # network_size / network_rate between its publishes, so bytes per node stay flat in N
     # (docs/BENCHMARKS.md, scaling). 0: no network-wide budget.
     network_rate: float = 0.5
     # Publish only news: not a resident that arrived as a migrant (every peer heard it already), not
