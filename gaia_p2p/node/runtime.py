@@ -153,15 +153,19 @@ class Node:
 
     def network_size(self) -> int:
         """Nodes in the experiment, us included, as far as we can tell, Sybil-resistant: peers on the
-        topic and in the DHT routing table count once they have been there a minute, islands heard on
-        telemetry once first heard a minute ago, and the estimate rises at most about x2 a minute
-        (gaia_p2p/core/netsize.py). Only collects what it needs; the estimate decides."""
+        topic and connected peers in the DHT routing table count once they have been there a minute,
+        islands heard on telemetry once first heard a minute ago, and the estimate rises at most about
+        x2 a minute (gaia_p2p/core/netsize.py). Only collects what it needs; the estimate decides."""
         now = trio.current_time()
         if self._size is not None and now - self._size.at < 1.0:  # asked before every generation
             return self._size.nodes
         topic = [p for p in self.p2p.topic_peers(self.topic.topic) if p not in self.island.banned]
         self._topic_seen = _first_seen(self._topic_seen, topic, now)
-        self._routing_seen = _first_seen(self._routing_seen, map(str, self.p2p.routing_table_peers()), now)
+        # routing-table peers while connected: py-libp2p keeps a peer that left in the table until a
+        # full bucket or an hour evicts it, so an identity that visited once would count for good
+        connected = set(self.p2p.connected_peers())
+        routing = (p for p in map(str, self.p2p.routing_table_peers()) if p in connected)
+        self._routing_seen = _first_seen(self._routing_seen, routing, now)
         self._size = estimate_size(now=now, started_at=self.size_started_at, topic_peers=self._topic_seen,
                                    routing_peers=self._routing_seen, heard=self.heard, prev=self._size,
                                    heard_window_s=window_for(self.telemetry_period_s))
