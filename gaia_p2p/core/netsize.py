@@ -46,10 +46,12 @@ def estimate_size(*, now: float, started_at: float, topic_peers: Mapping[str, fl
     peers and the islands heard on telemetry (first heard settled, last heard within
     ``heard_window_s``), its rise capped since ``prev``.
 
-    ``topic_peers`` / ``routing_peers``: peer id -> when first seen (without a break); ``heard``:
-    island id -> (first, last) heartbeat. A node connects to a few dozen peers at most, so the topic
-    alone undercounts a large network; the routing table may count nodes of other experiments, which
-    only errs on the quiet side."""
+    ``topic_peers`` / ``routing_peers`` (the shell passes routing-table peers while connected):
+    peer id -> when first seen (without a break); ``heard``: island id -> (first, last) heartbeat. A
+    node connects to a few dozen peers at most, so the topic alone undercounts a large network, which
+    telemetry makes up for; the routing table may count nodes of other experiments, which only errs
+    on the quiet side. Islands heard count for the whole window after their last heartbeat: one
+    heartbeat per fake identity stretches the estimate (within the cap) for that long."""
     heard_live = [first for first, last in heard.values() if now - last < heard_window_s]
     kw = dict(now=now, started_at=started_at, settle_s=settle_s)
     target = 1.0 + max(settled(topic_peers.values(), **kw), settled(routing_peers.values(), **kw),
