@@ -26,6 +26,15 @@ class MigrantReceived:
 
     src: str
     elite: Elite
+    via: str = ""  # the peer that forwarded it to us ("" when fetched from ``src`` itself or unknown)
+
+
+@dataclass(frozen=True)
+class ClaimRefuted:
+    """The shell re-evaluated an elite of ``src`` before forwarding it (deterministic problems, in the
+    gossipsub validator) and its claim did not reproduce: a lie, counted as one found by the island."""
+
+    src: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class MigrantRejected:
     reason: str
     claimed_fitness: float
     fitness: float | None = None  # measured here, when it got that far
+    forwarder: str = ""  # a peer that passed on a lie: the shell charges it a gossipsub penalty
 
 
 @dataclass(frozen=True)
@@ -95,5 +105,5 @@ class GenerationCompleted:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-Input = EvaluationDone | MigrantReceived | PeersChanged
+Input = EvaluationDone | MigrantReceived | PeersChanged | ClaimRefuted
 Effect = Evaluate | PublishMigrant | MigrantAccepted | MigrantRejected | GenerationCompleted | PeerBanned

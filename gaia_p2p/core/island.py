@@ -13,7 +13,10 @@ Noise-aware rules (see ``protocols/gaia-migration-v1.md``, "Receiver: acceptance
   migrant: by more than rounding noise on deterministic problems, by ``accept_margin`` on noisy
   ones; the rule is switchable); on deterministic problems the champion competes directly;
 - deterministic problems also check a migrant's claim: one that does not reproduce is a lie and
-  is rejected as ``claim_mismatch``;
+  is rejected as ``claim_mismatch`` (the shell's gossip validator may have refuted it already:
+  ``ClaimRefuted``); on noisy problems a migrant measuring ``claim_slack`` below its claim falls short;
+- queued migrants wait in a fair intake (core/migration.py ``Intake``): one per source, sources whose
+  claims held served first, found-out liars at most ``suspect_slots`` a round;
 - the resident best's fitness is the running mean of its re-scores, not its luckiest draw;
 - an accepted migrant enters the running optimizer (``inject``: one clipped sample, or ``adopt``:
   the mean moves to it); accepting never restarts the optimizer (only pycma's own stop
@@ -29,6 +32,7 @@ import numpy as np
 
 from gaia_p2p.core import migration
 from gaia_p2p.core.events import (
+    ClaimRefuted,
     Effect,
     Evaluate,
     EvaluationDone,
@@ -55,10 +59,21 @@ class MigrationPolicy:
     accept_only_better: bool = True
     topology: str = "full"
     random_k: int = 2
-    max_pending: int = 8  # migrants awaiting evaluation; more are rejected as queue_full
+    max_pending: int = 8  # migrants evaluated per assessment round (the rest wait for the next)
+    # Fair intake (core/migration.py Intake): sources with a migrant waiting, at most; beyond, a
+    # newcomer takes a worse-ranked source's slot or is rejected as queue_full.
+    max_sources: int = 64
+    suspect_slots: int = 1  # migrants per round from sources whose claims failed more than held
+    max_records: int = 1024  # sources whose claim record (and deterministic lie count) is kept
+    max_banned: int = 4096  # banned peers kept (the oldest ban is forgotten first)
+    # Noisy problems: a migrant measuring more than this below its claim "falls short" (fitness units,
+    # LunarLander returns, where "solved" is 200 and a random policy scores below 0). An honest claim
+    # may fall short by chance (a fresh 3-episode re-score; not measured here), so only a source whose
+    # claims fall short more often than they hold loses priority, and only then does its forwarder pay.
+    claim_slack: float = 100.0
     min_publish_interval_s: float = 1.0  # never publish more often than this, whatever the speed
     # Elites per second the whole network should carry: each node waits at least
-    # (live peers + 1) / network_rate between its publishes, so bytes per node stay flat in N
+    # network_size / network_rate between its publishes, so bytes per node stay flat in N
     # (docs/BENCHMARKS.md, scaling). 0: no network-wide budget.
     network_rate: float = 0.5
     # Publish only news: not a resident that arrived as a migrant (every peer heard it already), not
@@ -101,7 +116,7 @@ class Island:
         self.generation = 0
         self.evaluations = 0  # individuals scored (candidates + re-evaluations)
         self.episodes_used = 0  # episodes spent (lunarlander); equals evaluations on deterministic problems
-        self._round: list[tuple[str, np.ndarray, tuple[str, Elite] | None]] = []  # extras in flight
+        self._round: list[tuple[str, np.ndarray, tuple[str, Elite, str] | None]] = []  # extras in flight
         self.best_params: np.ndarray | None = None
         self.best_fitness = -math.inf  # running mean of the resident's evaluations
         self.best_n = 0
@@ -115,13 +130,15 @@ class Island:
         self.network_size = 0  # estimated nodes in the experiment, us included (0: unknown)
         self.lies: dict[str, int] = {}  # claim_mismatch count per peer
         self.banned: set[str] = set()
+        self._ban_order: list[str] = []  # oldest first: forgotten first beyond max_banned
         self.random_sources: frozenset[str] = frozenset()
         self.last_publish_at = -math.inf
         self._publish_due = False
         self._published: bytes | None = None  # params of our last publish
         self.skipped_publishes = 0  # due but nothing new to say
 
-        self._pending: list[tuple[str, Elite]] = []  # waiting for the next generation
+        self.intake = migration.Intake(max_sources=policy.max_sources, per_round=policy.max_pending,
+                                       suspect_slots=policy.suspect_slots, max_records=policy.max_records)
         self._in_flight: Evaluate | None = None
         self._asked = np.zeros((0, optimizer.dim))
 
@@ -139,6 +156,8 @@ class Island:
             return self._on_evaluation_done(event, now, rng)
         if isinstance(event, MigrantReceived):
             return self._on_migrant(event)
+        if isinstance(event, ClaimRefuted):
+            return self._lied(event.src)
         if isinstance(event, PeersChanged):
             self.live_peers = frozenset(event.peers) - {self.self_id}
             self.network_size = max(0, int(event.network_size))
@@ -179,8 +198,8 @@ class Island:
             if self.best_params is not None:
                 self._round.append(("resident", self.best_params, None))
             self._round.append(("centroid", _f32(self.opt.mean), None))
-            self._round.extend(("migrant", e.params.astype(np.float64), (src, e)) for src, e in self._pending)
-            self._pending = []
+            self._round.extend(("migrant", e.params.astype(np.float64), (src, e, via))
+                               for src, (e, via) in self.intake.take())
             extras = [x for _, x, _ in self._round]
         extras_arr = np.array(extras, dtype=np.float64).reshape(len(extras), self.opt.dim)
         self._in_flight = Evaluate(self.generation, candidates, extras_arr, seeds, extra_seeds)
@@ -217,20 +236,23 @@ class Island:
                     self._set_best(params, f, xseeds, "local")
                     ref = f
             else:
-                src, elite = migrant
-                if self.deterministic and not _claim_holds(elite.fitness, f):
+                src, elite, via = migrant
+                if self.deterministic and not claim_holds(elite.fitness, f):
                     self.counters.reject("claim_mismatch")
-                    effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f))
-                    self.lies[src] = self.lies.get(src, 0) + 1
-                    if self.policy.max_lies and self.lies[src] >= self.policy.max_lies and src not in self.banned:
-                        self.banned.add(src)
-                        effects.append(PeerBanned(src, "claim_mismatch", self.lies[src]))
+                    effects.append(MigrantRejected(src, "claim_mismatch", elite.fitness, f, forwarder=via))
+                    effects.extend(self._lied(src))
                     continue
+                held = self.deterministic or f >= elite.fitness - self.policy.claim_slack
+                standing = self.intake.outcome(src, held).standing
                 if self.policy.accept_only_better and not _better(f, ref + (0.0 if self.deterministic else
                                                                            self.policy.accept_margin),
                                                                    self.deterministic):
-                    self.counters.reject("not_better")
-                    effects.append(MigrantRejected(src, "not_better", elite.fitness, f))
+                    # a short claim of a source found out (more short claims than held ones) costs its
+                    # forwarder too: it passed on what it could not check (protocols/gaia-migration-v1.md)
+                    reason = "not_better" if held else "claim_short"
+                    self.counters.reject(reason)
+                    effects.append(MigrantRejected(src, reason, elite.fitness, f, forwarder=via if (
+                        not held and standing == migration.SUSPECT) else ""))
                     continue
                 self.counters.accepted += 1
                 effects.append(MigrantAccepted(src, self.generation, f, ref, elite.fitness))
@@ -278,10 +300,13 @@ class Island:
 
     def publish_gap(self) -> float:
         """Seconds between two publishes of this node: the local floor, and its share of the
-        network-wide budget (every live peer plus us publishing at that pace = network_rate)."""
+        network-wide budget (every node publishing at that pace = network_rate). The nodes are the
+        shell's estimate (core/netsize.py) when it gave one, not the live peers: identities that cost
+        nothing would stretch the gap of every honest node; without one, the live peers plus us."""
         gap = self.policy.min_publish_interval_s
         if self.policy.network_rate > 0:
-            gap = max(gap, max(len(self.live_peers) + 1, self.network_size) / self.policy.network_rate)
+            n = self.network_size if self.network_size > 0 else len(self.live_peers) + 1
+            gap = max(gap, n / self.policy.network_rate)
         return gap
 
     def _is_news(self, now: float, gap: float) -> bool:
@@ -318,6 +343,23 @@ class Island:
 
     # ------------------------------------------------------------ immigration
 
+    def _lied(self, src: str) -> list[Effect]:
+        """A deterministic claim of ``src`` did not reproduce (here or in the shell's gossip validator)."""
+        self.intake.outcome(src, held=False)
+        self.lies[src] = self.lies.pop(src, 0) + 1  # re-inserted: the dict is oldest-updated first
+        while len(self.lies) > self.policy.max_records:
+            del self.lies[next(iter(self.lies))]
+        if self.policy.max_lies and self.lies[src] >= self.policy.max_lies and src not in self.banned:
+            self._ban(src)
+            return [PeerBanned(src, "claim_mismatch", self.lies[src])]
+        return []
+
+    def _ban(self, src: str) -> None:
+        self.banned.add(src)
+        self._ban_order.append(src)
+        while len(self._ban_order) > self.policy.max_banned:
+            self.banned.discard(self._ban_order.pop(0))
+
     def _on_migrant(self, ev: MigrantReceived) -> list[Effect]:
         src, elite = ev.src, ev.elite
         self.counters.received += 1
@@ -342,17 +384,16 @@ class Island:
         # The sender's own claim says it is not better than what we hold: not worth an evaluation.
         if self.policy.accept_only_better and self.best_params is not None and not elite.fitness > self.best_fitness:
             return reject("not_better")
-        # One pending migrant per source: a newer one replaces the older, which is counted as
-        # rejected ("superseded") so that received == accepted + rejected once nothing is pending.
+        # Fair intake: one pending migrant per source; what it displaces (the source's older one,
+        # or a worse-ranked source's) is counted as rejected, so that received == accepted + rejected
+        # once nothing is pending.
+        queued, displaced = self.intake.offer(src, (elite, ev.via))
         effects: list[Effect] = []
-        for s, old in self._pending:
-            if s == src:
-                self.counters.reject("superseded")
-                effects.append(MigrantRejected(src, "superseded", old.fitness))
-        self._pending = [(s, e) for s, e in self._pending if s != src]
-        if len(self._pending) >= self.policy.max_pending:
+        for s, (old, _), reason in displaced:
+            self.counters.reject(reason)
+            effects.append(MigrantRejected(s, reason, old.fitness))
+        if not queued:
             return reject("queue_full")
-        self._pending.append((src, elite))
         return effects
 
     # ------------------------------------------------------------ persistence
@@ -373,11 +414,11 @@ class Island:
             # Pending and in-flight migrants are not checkpointed: not counted as received either,
             # so a restored island's counters still add up.
             "counters": {"sent": self.counters.sent,
-                         "received": self.counters.received - len(self._pending)
+                         "received": self.counters.received - len(self.intake)
                          - sum(1 for kind, _, _ in self._round if kind == "migrant"),
                          "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
             "optimizer": self.opt.to_state(),
-            "banned": sorted(self.banned),
+            "banned": list(self._ban_order),
             "lies": dict(self.lies),
         }
 
@@ -388,7 +429,8 @@ class Island:
         isl = cls(optimizer=opt, experiment_id=str(data["experiment_id"]), self_id=self_id, policy=policy,
                   episodes=episodes, deterministic=deterministic, reeval_episodes=reeval_episodes)
         isl.episodes_used = int(data.get("episodes_used", 0))  # type: ignore[call-overload]
-        isl.banned = {str(p) for p in data.get("banned", ())}  # type: ignore[attr-defined]
+        isl._ban_order = [str(p) for p in data.get("banned", ())]  # type: ignore[attr-defined]
+        isl.banned = set(isl._ban_order)
         isl.lies = {str(k): int(v) for k, v in dict(data.get("lies", {})).items()}  # type: ignore[call-overload]
         isl.generation = int(data["generation"])  # type: ignore[arg-type]
         isl.evaluations = int(data["evaluations"])  # type: ignore[arg-type]
@@ -418,5 +460,6 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32).astype(np.float64)
 
 
-def _claim_holds(claimed: float, measured: float) -> bool:
+def claim_holds(claimed: float, measured: float) -> bool:
+    """A deterministic claim reproduces, up to float32-on-the-wire rounding."""
     return abs(claimed - measured) <= CLAIM_TOLERANCE * max(1.0, abs(claimed), abs(measured))

@@ -4,18 +4,30 @@ Rejections are counted by reason and logged at WARNING with the originator's pee
 message is neither delivered nor forwarded, and the validator's rejection feeds gossipsub's
 invalid-message penalty for the forwarding peer (node/scoring.py), except for ``IGNORED_REASONS``,
 gossipsub IGNOREs that are not the forwarder's fault.
+
+On deterministic problems cheap to evaluate (``claim_checker``) the validator also re-evaluates the
+elite and rejects a claim that does not reproduce (``claim_mismatch``), so that a lie is not
+forwarded and its forwarder pays; elsewhere the island judges the claim after delivery and the
+shell charges the forwarder (``penalize``) when it says so. Each message is decoded once: the
+receiver takes the validator's result (``take``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 import structlog
 import trio
 
 from gaia_p2p import logs
 from gaia_p2p.core import codec
+from gaia_p2p.core.experiment import SPIRALS_N_POINTS, TEST_FUNCTIONS, ProblemConfig
+from gaia_p2p.core.island import claim_holds
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
@@ -26,6 +38,11 @@ log = structlog.get_logger("gaia.gossip")
 #: Rejected without a score penalty: a rate limit (an honest relay can pass on a burst that our own
 #: bucket for its origin has just refused) and our own bug.
 IGNORED_REASONS = frozenset({"rate_limited", "internal_error"})
+#: Decoded messages kept for the receiver, at most (the oldest go; the receiver then decodes again).
+MAX_DECODED = 256
+#: spirals: multiply-adds of one elite's evaluation (points x parameters) checked inside the validator
+#: at most (~2 ms of numpy); test functions cost O(dim) and are always checked there.
+INLINE_CHECK_MAX_MACS = 2**21
 
 
 class TokenBucket:
@@ -55,9 +72,19 @@ class ValidatedTopic:
         self.rejected: Counter[str] = Counter()
         self.valid = 0
         self.bucket = TokenBucket(rate_per_s, burst)
+        self.decoded: OrderedDict[bytes, tuple[Any, str]] = OrderedDict()  # message key -> (value, forwarder)
 
     def decode(self, data: bytes) -> Any:
         raise NotImplementedError
+
+    def check(self, origin: str, value: Any) -> None:
+        """Further checks of a decoded message from a peer; raises ``RemoteProtocolError``."""
+
+    def take(self, msg: Any) -> tuple[Any, str]:
+        """The validator's decoding of a delivered message and the peer that forwarded it ("" when the
+        entry is gone: decoded again). Raises ``RemoteProtocolError`` like ``decode``."""
+        hit = self.decoded.pop(_key(msg), None)
+        return hit if hit is not None else (self.decode(msg.data), "")
 
     def reject(self, reason: str, origin: str, detail: str = "") -> None:
         self.rejected[reason] += 1
@@ -73,7 +100,12 @@ class ValidatedTopic:
             if origin != self.self_id and not self.bucket.allow(origin, trio.current_time()):
                 self.reject("rate_limited", origin)
                 return False
-            self.decode(msg.data)
+            value = self.decode(msg.data)
+            if origin != self.self_id:  # our own publishes are not delivered to us: nothing to keep
+                self.check(origin, value)
+                self.decoded[_key(msg)] = (value, str(msg_forwarder))
+                while len(self.decoded) > MAX_DECODED:
+                    self.decoded.popitem(last=False)
             self.valid += 1
             return True
         except RemoteProtocolError as e:
@@ -88,12 +120,59 @@ class MigrantTopic(ValidatedTopic):
     """``/gaia/<experiment-id>/migrants/1`` (protocols/gaia-migration-v1.md)."""
 
     def __init__(self, topic: str, experiment_id: str, dim: int, self_id: str,
-                 rate_per_s: float = 2.0, burst: float = 10.0) -> None:
+                 rate_per_s: float = 2.0, burst: float = 10.0, *,
+                 measure: Callable[[Elite], float] | None = None,
+                 on_lie: Callable[[str], None] | None = None) -> None:
         super().__init__(topic, experiment_id, self_id, rate_per_s, burst)
         self.dim = dim
+        self.measure = measure  # claim_checker(problem): re-evaluates an elite here, before forwarding
+        self.on_lie = on_lie  # told the author of each claim the validator refuted
 
     def decode(self, data: bytes) -> Elite:
         return codec.decode_elite(data, experiment_id=self.experiment_id, dim=self.dim)
+
+    def check(self, origin: str, value: Any) -> None:
+        if self.measure is None:
+            return
+        measured = self.measure(value)
+        if not claim_holds(value.fitness, measured):
+            if self.on_lie is not None:
+                self.on_lie(origin)
+            raise RemoteProtocolError("claim_mismatch", f"claimed {value.fitness!r}, measured {measured!r}")
+
+
+def claim_checker(problem: ProblemConfig) -> Callable[[Elite], float] | None:
+    """The fitness of one elite, computed inside the validator, for deterministic problems where that
+    is cheap (microseconds for test functions); None elsewhere (LunarLander: episodes, in workers)."""
+    if not problem.deterministic:
+        return None
+    if problem.name not in TEST_FUNCTIONS and problem.param_dim * SPIRALS_N_POINTS > INLINE_CHECK_MAX_MACS:
+        return None
+    return partial(_measure, problem)
+
+
+def _measure(problem: ProblemConfig, elite: Elite) -> float:
+    from gaia_p2p.problems.evaluate import evaluate_batch
+
+    # the params as the island scores them: float32 off the wire, evaluated in float64
+    return float(evaluate_batch(problem, elite.params.astype(np.float64)[None, :], ())[0])
+
+
+def penalize(gossipsub: Any, peer: str, topic: str) -> bool:
+    """Charge ``peer`` one invalid message on ``topic`` (gossipsub's P4, node/scoring.py), as if the
+    validator had rejected what it forwarded: for a lie found only after delivery. False when the
+    peer id does not parse or the router keeps no scores."""
+    from libp2p.peer.id import ID
+
+    scorer = getattr(gossipsub, "scorer", None)
+    if scorer is None:
+        return False
+    try:
+        pid = ID.from_base58(peer)
+    except ValueError:
+        return False
+    scorer.on_invalid_message(pid, topic)
+    return True
 
 
 class TelemetryTopic(ValidatedTopic):
@@ -105,6 +184,11 @@ class TelemetryTopic(ValidatedTopic):
 
     def decode(self, data: bytes) -> Telemetry:
         return decode_telemetry(data, experiment_id=self.experiment_id)
+
+
+def _key(msg: Any) -> bytes:
+    """The message's author and sequence number (gossipsub's default message id)."""
+    return bytes(msg.from_id) + bytes(msg.seqno)
 
 
 def _origin(msg: Any) -> str:

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from gaia_p2p import __version__, logs
 from gaia_p2p.config import Config, load_bootstrap_file
 from gaia_p2p.core import codec, migration
 from gaia_p2p.core.events import (
+    ClaimRefuted,
     Evaluate,
     EvaluationDone,
     GenerationCompleted,
@@ -39,13 +40,14 @@ from gaia_p2p.core.events import (
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
-from gaia_p2p.errors import CheckpointError
+from gaia_p2p.errors import CheckpointError, RemoteProtocolError
 from gaia_p2p.node import control, traffic
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService, pick
-from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic
+from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
@@ -67,6 +69,22 @@ def _local_ipv4s() -> list[str]:
         ips = []
     ips = sorted(set(ips), key=lambda ip: (not ip.startswith("127."), ip))
     return ips or ["0.0.0.0"]
+
+
+#: Peers (topic, routing table) and islands (telemetry) network_size() keeps a first-seen time for.
+MAX_TRACKED = 4096
+MAX_HEARD = 1024  # the network view's bound (node/netview.py)
+
+
+def _first_seen(prev: dict[str, float], now_seen: Any, now: float) -> dict[str, float]:
+    """``prev`` for the peers still there, ``now`` for the new ones; a peer that left is forgotten (it
+    starts over if it comes back). At most MAX_TRACKED peers (the rest are not counted)."""
+    out: dict[str, float] = {}
+    for p in now_seen:
+        if len(out) >= MAX_TRACKED:
+            break
+        out[p] = prev.get(p, now)
+    return out
 
 
 def _short(x: float | None) -> str:
@@ -97,9 +115,16 @@ class Node:
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.bad_streams = 0
+        self.forwarders_penalized: Counter[str] = Counter()  # P4 charged after delivery, by reason
         self.cpu = traffic.CpuClock()
         self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
-        self._size, self._size_at = 1, -math.inf  # network_size(), cached for a second
+        # network_size(): what the node has seen (peer -> first seen, island -> first and last heard,
+        # trio's clock), the estimate (core/netsize.py), recounted at most once a second
+        self.size_started_at = trio.current_time()
+        self._topic_seen: dict[str, float] = {}
+        self._routing_seen: dict[str, float] = {}
+        self.heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._size: SizeEstimate | None = None
         self.evals_per_s = 0.0
         self.last_gen_log_at = -math.inf
         self.last_bar_at = -math.inf
@@ -127,20 +152,31 @@ class Node:
         return self.p2p.peer_id
 
     def network_size(self) -> int:
-        """Nodes in the experiment, us included, as far as we can tell: the most of the peers we see on
-        the topic, the DHT routing table and the islands heard on telemetry in the last 10 minutes.
-        A node connects to a few dozen peers at most, so the topic alone undercounts a large network;
-        the routing table may count nodes of other experiments, which only errs on the quiet side."""
-        now = time.time()
-        if now - self._size_at < 1.0:  # asked before every generation: recount at most once a second
-            return self._size
-        # islands heard within 2.5 heartbeat periods (at least 10 min): with every node on the same
-        # period that is each of them; a fixed window would undercount once periods exceed it
-        window = max(600.0, 2.5 * self.telemetry_period_s)
-        heard = sum(1 for r in self.netview.islands.values() if now - float(r.get("time", 0)) < window)
-        self._size = 1 + max(len(self.p2p.topic_peers(self.topic.topic)), self.p2p.routing_table_size(), heard)
-        self._size_at = now
-        return self._size
+        """Nodes in the experiment, us included, as far as we can tell, Sybil-resistant: peers on the
+        topic and connected peers in the DHT routing table count once they have been there a minute,
+        islands heard on telemetry once first heard a minute ago, and the estimate rises at most about
+        x2 a minute (gaia_p2p/core/netsize.py). Only collects what it needs; the estimate decides."""
+        now = trio.current_time()
+        if self._size is not None and now - self._size.at < 1.0:  # asked before every generation
+            return self._size.nodes
+        topic = [p for p in self.p2p.topic_peers(self.topic.topic) if p not in self.island.banned]
+        self._topic_seen = _first_seen(self._topic_seen, topic, now)
+        # routing-table peers while connected: py-libp2p keeps a peer that left in the table until a
+        # full bucket or an hour evicts it, so an identity that visited once would count for good
+        connected = set(self.p2p.connected_peers())
+        routing = (p for p in map(str, self.p2p.routing_table_peers()) if p in connected)
+        self._routing_seen = _first_seen(self._routing_seen, routing, now)
+        self._size = estimate_size(now=now, started_at=self.size_started_at, topic_peers=self._topic_seen,
+                                   routing_peers=self._routing_seen, heard=self.heard, prev=self._size,
+                                   heard_window_s=window_for(self.telemetry_period_s))
+        return self._size.nodes
+
+    def heard_island(self, peer: str, now: float) -> None:
+        """A heartbeat of ``peer`` arrived (for network_size); the oldest-heard beyond MAX_HEARD go."""
+        first, _ = self.heard.pop(peer, (now, now))
+        self.heard[peer] = (first, now)
+        while len(self.heard) > MAX_HEARD:
+            self.heard.popitem(last=False)
 
     def addrs(self) -> list[str]:
         """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
@@ -201,6 +237,7 @@ class Node:
             "banned_peers": sorted(isl.banned),
             "peer_scores": _lowest_scores(self.p2p.gossipsub),
             "pubsub_streams_rejected": self.bad_streams,
+            "forwarders_penalized": dict(self.forwarders_penalized),
             "elite_fetch": dict(sorted(self.elites.stats.items())),
             "telemetry_pull": dict(sorted(self.heartbeats.stats.items())),
             "traffic": traffic.snapshot(),
@@ -299,11 +336,17 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
     island, seed = _make_island(cfg, data, self_id)
     exp = island.experiment_id
     topic_name = migrants_topic(exp)
-    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id)
+    node_box: list[Node] = []
+
+    def on_lie(src: str) -> None:  # the validator refuted a claim of src (deterministic problems)
+        if node_box:
+            _refuted(node_box[0], src)
+
+    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id, measure=claim_checker(cfg.problem),
+                         on_lie=on_lie)
     tele = TelemetryTopic(telemetry_topic(exp), exp, self_id)
     evaluator = Evaluator(cfg.problem, cfg.evaluation.workers, backend=cfg.evaluation.backend,
                           device=cfg.evaluation.device)
-    node_box: list[Node] = []
 
     def on_bad_stream(peer: str, error: str) -> None:
         if node_box:
@@ -520,19 +563,35 @@ async def _execute(node: Node, effect: Any) -> None:
                  replaced_fitness=_finite_or_none(effect.replaced_fitness), claimed_fitness=effect.claimed_fitness,
                  gain=_finite_or_none(effect.fitness - effect.replaced_fitness))
     elif isinstance(effect, MigrantRejected):
-        level = log.warning if effect.reason in ("claim_mismatch",) else log.info
+        level = log.warning if effect.reason in ("claim_mismatch", "claim_short") else log.info
         level(logs.MIGRANT_REJECTED, src=effect.src, reason=effect.reason, claimed_fitness=effect.claimed_fitness,
-              fitness=effect.fitness)
+              fitness=effect.fitness, forwarder=effect.forwarder or None)
+        # it passed on a lie it could not check: charged as if our validator had rejected it
+        if effect.forwarder and effect.forwarder != node.peer_id and penalize(
+                node.p2p.gossipsub, effect.forwarder, node.topic.topic):
+            node.forwarders_penalized[effect.reason] += 1
     elif isinstance(effect, PeerBanned):
-        log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
-        try:
-            from libp2p.peer.id import ID
-
-            node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
-        except Exception as e:  # a bad id string cannot come from a verified signature, but never crash
-            log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
+        _ban(node, effect)
     else:
         raise AssertionError(f"unhandled effect {effect!r}")
+
+
+def _ban(node: Node, effect: PeerBanned) -> None:
+    log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
+    try:
+        from libp2p.peer.id import ID
+
+        node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
+    except ValueError as e:  # a bad id string cannot come from a verified signature, but never crash
+        log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
+
+
+def _refuted(node: Node, src: str) -> None:
+    """The gossipsub validator refuted a claim of ``src``: a lie, counted (and banned) by the island.
+    Runs inside the sync validator, so the ban's blacklist applies before the next message."""
+    for effect in node.island.handle(ClaimRefuted(src), now=trio.current_time(), rng=node.rng):
+        if isinstance(effect, PeerBanned):
+            _ban(node, effect)
 
 
 async def _receive_migrants(node: Node, sub: Any) -> None:
@@ -545,13 +604,13 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
         if src == node.peer_id:
             continue  # our own publish, echoed by the local pubsub
         try:
-            elite = node.topic.decode(msg.data)  # validated already; decode is cheap
-        except Exception as e:  # cannot happen after validation, but never let a peer kill us
-            node.topic.reject("malformed", src, str(e))
+            elite, via = node.topic.take(msg)  # decoded by the validator, with who forwarded it
+        except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
+            node.topic.reject(e.reason, src, e.detail)
             continue
-        log.debug("migrant_received", src=src, generation=elite.generation, claimed_fitness=elite.fitness)
+        log.debug("migrant_received", src=src, via=via, generation=elite.generation, claimed_fitness=elite.fitness)
         with node.cpu:
-            effects = node.island.handle(MigrantReceived(src, elite), now=trio.current_time(), rng=rng)
+            effects = node.island.handle(MigrantReceived(src, elite, via=via), now=trio.current_time(), rng=rng)
         for effect in effects:
             await _execute(node, effect)
 
@@ -633,11 +692,11 @@ def told_accepts(recent: Any) -> tuple[Migration, ...]:
 
 def telemetry_period(node: Node) -> float:
     """telemetry_interval_s, stretched so the whole network sends about telemetry_rate heartbeats/s
-    (every peer on the topic plus us at the same pace): bytes per node stay flat in N."""
+    (every node of network_size(), at the same pace): bytes per node stay flat in N. Not the raw
+    topic peers: fresh identities on the topic would stretch it (core/netsize.py)."""
     period = node.cfg.telemetry_interval_s
     if node.cfg.telemetry_rate > 0:
-        n = max(node.network_size(), len(node.p2p.topic_peers(node.telemetry.topic)) + 1)
-        period = max(period, n / node.cfg.telemetry_rate)
+        period = max(period, node.network_size() / node.cfg.telemetry_rate)
     return period
 
 
@@ -661,11 +720,13 @@ async def _receive_telemetry(node: Node, sub: Any) -> None:
         msg = await sub.get()
         src = str(ID(msg.from_id))
         try:
-            t = node.telemetry.decode(msg.data)
-        except Exception as e:  # validated already; never let a peer kill us
-            node.telemetry.reject("malformed", src, str(e))
+            t, _ = node.telemetry.take(msg)
+        except RemoteProtocolError as e:  # validated already; never let a peer kill us
+            node.telemetry.reject(e.reason, src, e.detail)
             continue
         node.netview.add(src, t)
+        if src != node.peer_id:
+            node.heard_island(src, trio.current_time())
 
 
 async def _checkpoint_loop(node: Node) -> None:

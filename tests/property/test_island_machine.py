@@ -41,7 +41,7 @@ SELF = "12D3KooWCCC"
 OTHERS = ("12D3KooWAAA", "12D3KooWBBB", "12D3KooWDDD", "12D3KooWEEE")
 SOURCES = (SELF, *OTHERS)
 RECEIPT_REASONS = {"own_message", "topology", "not_better", "queue_full"}
-OUTCOME_REASONS = {"claim_mismatch", "not_better"}
+OUTCOME_REASONS = {"claim_mismatch", "not_better", "claim_short"}
 REEVAL = 2  # reeval_episodes in noisy mode
 
 
@@ -71,14 +71,16 @@ class IslandMachine(RuleBasedStateMachine):
         topology=st.sampled_from(TOPOLOGIES),
         accept_only_better=st.booleans(),
         max_pending=st.integers(1, 3),
+        max_sources=st.integers(1, 5),
         interval=st.integers(1, 3),
         random_k=st.integers(1, 3),
         seed=st.integers(0, 2**32 - 1),
         deterministic=st.booleans(),
     )
-    def start(self, topology, accept_only_better, max_pending, interval, random_k, seed, deterministic):
+    def start(self, topology, accept_only_better, max_pending, max_sources, interval, random_k, seed, deterministic):
         self.policy = MigrationPolicy(interval=interval, accept_only_better=accept_only_better, topology=topology,
-                                      random_k=random_k, max_pending=max_pending, min_publish_interval_s=0.0,
+                                      random_k=random_k, max_pending=max_pending, max_sources=max_sources,
+                                      min_publish_interval_s=0.0,
                                       max_lies=0)  # bans are out of this model (tests/core/test_island.py)
         opt = make_optimizer("cmaes", DIM, sigma=0.5, popsize=None, seed=seed, x0=np.full(DIM, 1.5))
         self.popsize = opt.popsize
@@ -87,7 +89,9 @@ class IslandMachine(RuleBasedStateMachine):
                              deterministic=deterministic, reeval_episodes=REEVAL)
         self.rng = np.random.default_rng(seed)
         self.now = 0.0
-        self.queued: dict[str, Elite] = {}  # model of the pending queue, in order
+        self.queued: dict[str, Elite] = {}  # model of the pending queue, in arrival order
+        self.records: dict[str, list[int]] = {}  # model of the intake records: [held, failed, served round]
+        self.intake_round = 0
         self.in_flight: list[tuple[str, Elite]] = []  # model: migrants in the Evaluate now pending
         self.round_has_resident = False  # model: whether the Evaluate now pending re-scores a resident
         self.last_best = -math.inf
@@ -97,9 +101,49 @@ class IslandMachine(RuleBasedStateMachine):
     def assessing(self, generation: int) -> bool:
         return self.deterministic or (generation + 1) % self.policy.interval == 0
 
+    def rank(self, src, arrival):
+        return self.standing(src), self.records.get(src, (0, 0, -1))[2], arrival
+
+    def offer(self, src, elite):
+        """The fair intake's receipt: (source, reason) of what the migrant displaced or of itself."""
+        out = []
+        if src in self.queued:
+            out.append((src, "superseded"))
+            del self.queued[src]
+        elif len(self.queued) >= self.policy.max_sources:
+            worst = max(self.queued, key=lambda s: self.rank(s, list(self.queued).index(s)))
+            if self.rank(worst, list(self.queued).index(worst)) <= self.rank(src, math.inf):
+                return [(src, "queue_full")]
+            out.append((worst, "queue_full"))
+            del self.queued[worst]
+        self.queued[src] = elite
+        return out
+
+    def standing(self, src):
+        held, failed, _ = self.records.get(src, (0, 0, -1))
+        return 2 if failed > held else 0 if held else 1  # suspect, trusted, unknown
+
+    def take(self):
+        """The fair intake's pick: up to max_pending sources, trusted before unknown before at most one
+        suspect, then the source served longest ago, then arrival order (dicts keep insertion order)."""
+        order = sorted(enumerate(self.queued), key=lambda ia: (self.standing(ia[1]),
+                                                               self.records.get(ia[1], (0, 0, -1))[2], ia[0]))
+        chosen, suspects = [], 0
+        for _, src in order:
+            if len(chosen) == self.policy.max_pending:
+                break
+            if self.standing(src) == 2:
+                if suspects:
+                    continue
+                suspects += 1
+            chosen.append((src, self.queued.pop(src)))
+            self.records.setdefault(src, [0, 0, -1])[2] = self.intake_round
+        self.intake_round += 1
+        return chosen
+
     def check_request(self):
         """The ``Evaluate`` just asked for, against the model. In an assessment round: the resident
-        (if any), the centroid, then the queued migrants in arrival order, on the candidates' seeds
+        (if any), the centroid, then the migrants the fair intake picks, on the candidates' seeds
         (deterministic) or on fresh ones (noisy); otherwise no extras, and the queue keeps waiting."""
         req, isl = self.req, self.island
         assert isinstance(req, Evaluate) and req.generation == isl.generation
@@ -107,7 +151,7 @@ class IslandMachine(RuleBasedStateMachine):
             assert req.extras.shape == (0, DIM)
             self.in_flight, self.round_has_resident = [], False
             return
-        self.in_flight, self.queued = list(self.queued.items()), {}
+        self.in_flight = self.take()
         self.round_has_resident = isl.best_params is not None
         expected = [*([isl.best_params] if self.round_has_resident else []), f32(isl.opt.mean),
                     *(e.params.astype(np.float64) for _, e in self.in_flight)]
@@ -137,12 +181,16 @@ class IslandMachine(RuleBasedStateMachine):
             ref = float(extra[0]) if self.round_has_resident else -math.inf  # the resident's score
             if extra[k] > ref:  # the centroid, strictly better
                 ref = float(extra[k])
-            for e, (_, elite), f_m in zip(outcomes, self.in_flight, extra[k + 1:]):
+            for e, (src, elite), f_m in zip(outcomes, self.in_flight, extra[k + 1:]):
                 event(f"outcome: {e.reason if isinstance(e, MigrantRejected) else 'accepted'}")
-                if self.deterministic and not claim_holds(elite.fitness, f_m):
+                held = (claim_holds(elite.fitness, f_m) if self.deterministic
+                        else f_m >= elite.fitness - self.policy.claim_slack)
+                self.records[src][0 if held else 1] += 1
+                if self.deterministic and not held:
                     assert isinstance(e, MigrantRejected) and e.reason == "claim_mismatch"
                 elif self.policy.accept_only_better and not better(f_m, ref, self.deterministic):
-                    assert isinstance(e, MigrantRejected) and e.reason == "not_better" and e.fitness == f_m
+                    assert isinstance(e, MigrantRejected) and e.fitness == f_m
+                    assert e.reason == ("not_better" if held else "claim_short")
                 else:
                     assert isinstance(e, MigrantAccepted) and e.fitness == f_m and e.replaced_fitness == ref
                     ref = f_m
@@ -189,15 +237,13 @@ class IslandMachine(RuleBasedStateMachine):
         effects = self.island.handle(MigrantReceived(src, elite), now=self.now, rng=self.rng)
         reasons = [e.reason for e in effects]
         event(f"receipt: {reasons[0] if reasons else 'queued'}")
-        assert all(isinstance(e, MigrantRejected) and e.src == src for e in effects)
+        assert all(isinstance(e, MigrantRejected) for e in effects)
         if src == SELF:
-            assert reasons == ["own_message"]
-        elif reasons in ([], ["superseded"]):  # queued; latest per sender wins
-            assert (src in self.queued) == (reasons == ["superseded"])
-            self.queued.pop(src, None)
-            self.queued[src] = elite
-        else:
-            assert len(reasons) == 1 and reasons[0] in RECEIPT_REASONS, reasons
+            assert reasons == ["own_message"] and effects[0].src == src
+        elif len(effects) == 1 and effects[0].src == src and reasons[0] in RECEIPT_REASONS - {"queue_full"}:
+            pass  # turned away before the intake
+        else:  # the intake: latest per sender wins, a full table takes only a better-ranked newcomer
+            assert [(e.src, e.reason) for e in effects] == self.offer(src, elite)
 
     @rule(peers=st.frozensets(st.sampled_from(SOURCES)))
     def peers_changed(self, peers):
@@ -206,9 +252,11 @@ class IslandMachine(RuleBasedStateMachine):
 
     @rule()
     def drain(self):
-        """Generations with nothing arriving until the next assessment round is done (two when every
-        generation is one, interval + 1 at most in noisy mode): every migrant has an outcome."""
-        for _ in range(2 if self.deterministic else self.policy.interval + 1):
+        """Generations with nothing arriving until every migrant has an outcome: the one in flight,
+        then one assessment round per queued migrant at most (one per generation when every
+        generation is one, every interval in noisy mode)."""
+        rounds = len(self.queued) + 2
+        for _ in range(rounds if self.deterministic else rounds * self.policy.interval):
             self.complete_generation()
         assert not self.queued and not self.in_flight
         c = self.island.counters
@@ -241,7 +289,8 @@ class IslandMachine(RuleBasedStateMachine):
 
     @invariant()
     def queue_is_bounded(self):
-        assert len(self.queued) <= self.policy.max_pending
+        assert len(self.island.intake) == len(self.queued) <= self.policy.max_sources
+        assert len(self.island.intake.records) <= self.policy.max_records
 
     @invariant()
     def counters_are_consistent(self):
