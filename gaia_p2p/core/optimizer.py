@@ -4,7 +4,7 @@ Pure: stdlib, numpy, cma and gaia_p2p only. No clocks, no logging, no global ran
 
 Fitness is HIGHER IS BETTER at this interface; the CMA-ES adapter negates it for pycma.
 
-One optimizer lives as long as its island (ISLAND_NOTES.md, cause 1): migrants enter through
+One optimizer lives as long as its island (docs/ISLANDS.md, cause 1): migrants enter through
 :meth:`inject`, they never restart it (only pycma's own stop criteria do, below). ``to_state``/``from_state`` carry the *full* state (pycma
 object, its private sampler, Adam moments, a population asked but not yet told, queued migrants)
 for local checkpoints.
@@ -24,7 +24,7 @@ Choices worth knowing (checked against pycma 4.5.0):
   sample the same basin forever. With ``restarts="ipop"`` (the default) it is then restarted
   IPOP-style (Auger & Hansen 2005): a fresh CMA-ES from the original ``x0`` and ``sigma0`` with
   *twice* the population, up to ``MAX_IPOP_DOUBLINGS`` doublings (then the size is kept). This
-  is not the "restart at every migration" that ISLAND_NOTES.md (cause 1) warns against: it
+  is not the "restart at every migration" that docs/ISLANDS.md (cause 1) warns against: it
   happens only when pycma itself says the run is over, and the island's resident best is kept
   (it lives in the island, not here). Measured offline on rastrigin-30 (x0 ~ U(-3, 3), sigma0
   0.5, popsize 32, 5 seeds): best after 90k / 600k evaluations -26.9 / -26.9 without restarts,

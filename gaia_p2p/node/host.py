@@ -180,7 +180,7 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     libp2p_fixes.teardown_without_race()
     listen = [multiaddr.Multiaddr(a) for a in net.listen]
     # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it
-    # ever heard of. DHT lookups connect to the peers they query anyway (LIBP2P_NOTES "Scale").
+    # ever heard of. DHT lookups connect to the peers they query anyway (docs/LIBP2P.md, "What it costs").
     conn_cfg = ConnectionConfig(
         max_connections=max(net.max_peers * 2, 32),
         min_connections=0,

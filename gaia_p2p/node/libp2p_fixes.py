@@ -1,6 +1,6 @@
 """Every workaround for py-libp2p 0.8.1 lives here, each named after the bug it guards against.
 
-See ../shared/LIBP2P_NOTES.md for how each was reproduced on this machine; A-G and I have a test in
+See docs/LIBP2P.md for how each was found and what it cost; A-G and I have a test in
 tests/integration/test_libp2p_fixes.py that reproduces the bug they guard against, H is exercised
 by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
 
@@ -47,6 +47,12 @@ K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per to
 L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
 M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
    key is inlined in the ``from`` peer id (where receivers look first).
+Q. ``return_inbound_slots``: the inbound handler held its connection slot until the swarm ended,
+   not the connection: after 128 inbound connections since start the node refused every new one.
+   It now ends with its connection; the same wrapper applies the per-IP limit (core/limits.py).
+R. ``teardown_without_race``: ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``) deleted
+   a peer after an await during which ``_handle_dead_peer`` may have deleted it: the KeyError ended
+   the host. A burst of bans (29 liars) crashed the node.
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).

@@ -47,10 +47,10 @@ cost nothing. Why each number:
 - P1 (time in mesh), P2 (first deliveries), P3 (mesh deliveries): weight 0. py-libp2p's mesh
   upkeep (opportunistic grafting, peer replacement, pruning above ``degree_high``) compares honest
   peers' scores with each other; with every honest peer at 0 it behaves exactly as before scoring
-  was on (see LIBP2P_NOTES bug E for how fragile that is). py-libp2p's P3 is a reward that nothing
+  was on (see docs/LIBP2P.md bug E for how fragile that is). py-libp2p's P3 is a reward that nothing
   feeds (``on_mesh_delivery`` is never called), not the spec's delivery-deficit penalty.
 - P5 (behaviour penalties): weight 0. py-libp2p feeds them from its GRAFT-flood rule (which fires on
-  honest peers after a prune, LIBP2P_NOTES bug E), its equivocation check (a restarted node reuses
+  honest peers after a prune, docs/LIBP2P.md bug E), its equivocation check (a restarted node reuses
   seqnos: they start at the wall-clock second), its IHAVE/IWANT rate limits and its spam protection
   (off, bug C).
 - P6 (application-specific): off. A liar is banned and blacklisted by the island outright

@@ -1,6 +1,6 @@
 """gaia_p2p.core stays pure: no trio, libp2p, structlog, gymnasium or torch; no clocks, no global RNG.
 
-Two checks, as trio keeps ``trio._core`` apart from the rest (STYLE.md sections 1 and 2):
+Two checks, as trio keeps ``trio._core`` apart from the rest (docs/ARCHITECTURE.md, "Packages and what may import what"):
 - dynamic: import every core module in a fresh interpreter and look at ``sys.modules``;
 - static: read every core file's AST for forbidden imports and global-RNG calls. (Dynamic alone
   cannot do that part: ``cma`` itself pulls in ``multiprocessing`` and so ``socket`` and ``time``.)
