@@ -131,7 +131,8 @@ class P2P:
         return {"opened_inbound": notifee.opened["inbound"], "opened_outbound": notifee.opened["outbound"],
                 "open_inbound": now["inbound"], "open_outbound": now["outbound"],
                 "inbound_slots_held": int(limiter.borrowed_tokens), "inbound_slots": int(limiter.total_tokens),
-                "refused_per_ip": network.gaia_inbound_limits.refused["per_ip"]}
+                "refused_per_ip": network.gaia_inbound_limits.refused["per_ip"],
+                "refused_per_peer": network.gaia_inbound_limits.refused["per_peer"]}
 
 
 class _ConnectionNotifee:

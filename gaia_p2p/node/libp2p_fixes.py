@@ -511,7 +511,8 @@ def return_inbound_slots() -> None:
     ``max_connections`` of them (128 with our settings) the node refuses every inbound connection
     for good. The handler now ends when its own connection closes, which returns the slot.
     The same wrapper applies the per-IP admission limit a Swarm carries as ``gaia_inbound_limits``
-    (core/limits.py), for the whole life of each inbound connection, handshake included.
+    (core/limits.py), for the whole life of each inbound connection, handshake included, and
+    closes an inbound connection beyond ``max_connections_per_peer`` right after the handshake.
 
     Class-level and idempotent: every Swarm of the process gets it."""
     from libp2p.abc import IMuxedConn
@@ -523,6 +524,17 @@ def return_inbound_slots() -> None:
 
     async def upgrade_inbound_raw_conn(self: Any, raw_conn: Any, maddr: Any) -> Any:
         muxed = await original_upgrade(self, raw_conn, maddr)
+        # py-libp2p trims a peer's extra connections only when they are older than its grace
+        # period, and only while adding another: a burst of connections from one identity stays.
+        # An inbound connection beyond max_connections_per_peer is closed at once.
+        mine = self.connections.get(muxed.peer_id, [])
+        if len(mine) > self.connection_config.max_connections_per_peer:
+            limits = getattr(self, "gaia_inbound_limits", None)
+            if limits is not None:
+                limits.refused["per_peer"] += 1
+            log.debug("inbound_refused", peer_id=str(muxed.peer_id), reason="per_peer")
+            for conn in [c for c in mine if c.muxed_conn is muxed]:
+                await conn.close()
         holder = _INBOUND.get()
         if holder is not None:
             holder.conn = muxed

@@ -69,3 +69,25 @@ async def test_loopback_is_exempt_by_default(tmp_path):
                     await stack.enter_async_context(c.run(listen_addrs=[LOOPBACK]))
                 assert [await _try_connect(c, info) for c in clients] == [True] * 3
             nursery.cancel_scope.cancel()
+
+
+async def test_one_peer_holds_at_most_three_connections(tmp_path):
+    """Five dials from one identity leave the victim with three (``max_connections_per_peer``,
+    host.py); py-libp2p alone kept all five (its trim spares connections younger than its grace period)."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run, node_config(tmp_path, 0))
+            info = info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0]))
+            client = _client()
+            async with client.run(listen_addrs=[LOOPBACK]):
+                for _ in range(5):
+                    with trio.fail_after(5):
+                        try:
+                            await client.get_network().dial_addr(info.addrs[0], info.peer_id)
+                        except Exception:  # the victim may close an extra one while we set it up
+                            pass
+                network = node.p2p.host.get_network()
+                await wait_until(lambda: len(network.get_connections(client.get_id())) <= 3,
+                                 "the victim to hold at most 3 connections of the client", 10)
+                assert node.status()["connections"]["refused_per_peer"] == 2
+            nursery.cancel_scope.cancel()
