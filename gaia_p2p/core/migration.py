@@ -31,14 +31,6 @@ def ring_predecessor(self_id: str, live_peers: Iterable[str]) -> str | None:
     return ring[i - 1]
 
 
-def ring_successor(self_id: str, live_peers: Iterable[str]) -> str | None:
-    ring = sorted(set(live_peers) | {self_id})
-    if len(ring) < 2:
-        return None
-    i = ring.index(self_id)
-    return ring[(i + 1) % len(ring)]
-
-
 def draw_random_sources(live_peers: Iterable[str], k: int, rng: np.random.Generator) -> frozenset[str]:
     """``k`` distinct live peers drawn uniformly (all of them when fewer than ``k``)."""
     peers = sorted(set(live_peers))

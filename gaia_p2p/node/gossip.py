@@ -70,7 +70,6 @@ class ValidatedTopic:
         self.experiment_id = experiment_id
         self.self_id = self_id
         self.rejected: Counter[str] = Counter()
-        self.valid = 0
         self.bucket = TokenBucket(rate_per_s, burst)
         self.decoded: OrderedDict[bytes, tuple[Any, str]] = OrderedDict()  # message key -> (value, forwarder)
 
@@ -106,7 +105,6 @@ class ValidatedTopic:
                 self.decoded[_key(msg)] = (value, str(msg_forwarder))
                 while len(self.decoded) > MAX_DECODED:
                     self.decoded.popitem(last=False)
-            self.valid += 1
             return True
         except RemoteProtocolError as e:
             self.reject(e.reason, _origin(msg), e.detail)

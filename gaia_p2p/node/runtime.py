@@ -393,7 +393,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
                 task_status.started(node)
-                await _island_loop(node, seed)
+                await _island_loop(node)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(GRACEFUL_TIMEOUT_S):
@@ -405,7 +405,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                          evaluations=node.island.evaluations, best_fitness=_finite_or_none(node.island.best_fitness))
 
 
-async def _island_loop(node: Node, seed: int) -> None:
+async def _island_loop(node: Node) -> None:
     isl = node.island
     rng = node.rng
     with node.cpu:
