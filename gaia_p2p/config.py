@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia_p2p.core.experiment import PROBLEMS, ProblemConfig
-from gaia_p2p.core.migration import TOPOLOGIES
+from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
 from gaia_p2p.errors import ConfigError
 
 # Equal to core.optimizer's ALGORITHMS and RESTARTS, which are not imported here: importing
@@ -30,7 +30,6 @@ from gaia_p2p.errors import ConfigError
 # choices from this module.
 ALGORITHMS = ("cmaes", "openai-es")
 RESTARTS = ("ipop", "off")
-ENTRIES = ("inject", "adopt")  # = what core.island's MigrationPolicy.entry accepts
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"

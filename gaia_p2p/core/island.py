@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from gaia_p2p.core.events import (
     PeersChanged,
     PublishMigrant,
 )
+from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.optimizer import Optimizer, from_state
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import LocalProtocolError
@@ -53,11 +55,18 @@ REPUBLISH_GAPS = 4
 CLAIM_TOLERANCE = 1e-6  # relative, for deterministic problems (float32 wire params vs float64 search)
 
 
+class Round(StrEnum):
+    """What an assessment round scores next to the candidates, on the same seeds."""
+    RESIDENT = "resident"
+    CENTROID = "centroid"
+    MIGRANT = "migrant"
+
+
 @dataclass(frozen=True)
 class MigrationPolicy:
     interval: int = 10  # generations between emissions
     accept_only_better: bool = True
-    topology: str = "full"
+    topology: Topology = Topology.FULL
     random_k: int = 2
     max_pending: int = 8  # migrants evaluated per assessment round (the rest wait for the next)
     # Fair intake (core/migration.py Intake): sources with a migrant waiting, at most; beyond, a
@@ -80,9 +89,9 @@ class MigrationPolicy:
     # the one we published last (except every REPUBLISH_GAPS gaps, for peers that joined since).
     publish_only_new: bool = True
     enabled: bool = True
-    # How an accepted migrant enters the optimizer: "inject" (one clipped sample of the next
+    # How an accepted migrant enters the optimizer (migration.Entry): "inject" (one clipped sample of the next
     # population, pycma inject) or "adopt" (the search mean moves to it; sigma and covariance kept).
-    entry: str = "inject"
+    entry: Entry = Entry.INJECT
     accept_margin: float = 0.0  # noisy problems: a migrant must beat the resident by more than this
     max_lies: int = 3  # claims that did not reproduce before a peer is banned (0: never ban)
 
@@ -105,6 +114,8 @@ class Island:
                  policy: MigrationPolicy, episodes: int, deterministic: bool, reeval_episodes: int = 3) -> None:
         if policy.topology not in migration.TOPOLOGIES:
             raise LocalProtocolError(f"unknown topology {policy.topology!r}")
+        if policy.entry not in migration.ENTRIES:
+            raise LocalProtocolError(f"unknown migrant entry {policy.entry!r}")
         self.opt = optimizer
         self.experiment_id = experiment_id
         self.self_id = self_id
@@ -147,7 +158,7 @@ class Island:
     def start(self, *, now: float, rng: np.random.Generator) -> list[Effect]:
         if self._in_flight is not None:
             raise LocalProtocolError("island already started")
-        if self.policy.topology == "random":
+        if self.policy.topology == Topology.RANDOM:
             self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
         return [self._next_generation(rng)]
 
@@ -163,7 +174,7 @@ class Island:
             self.network_size = max(0, int(event.network_size))
             # Redraw when a drawn source left, or when we hold fewer than k and more are live now
             # (at start nobody is live yet: without this, nothing would be drawn until the next round).
-            if self.policy.topology == "random" and (
+            if self.policy.topology == Topology.RANDOM and (
                     not self.random_sources <= self.live_peers
                     or len(self.random_sources) < min(self.policy.random_k, len(self.live_peers))):
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
@@ -196,9 +207,9 @@ class Island:
             if not self.deterministic:
                 extra_seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.reeval_episodes))
             if self.best_params is not None:
-                self._round.append(("resident", self.best_params, None))
-            self._round.append(("centroid", _f32(self.opt.mean), None))
-            self._round.extend(("migrant", e.params.astype(np.float64), (src, e, via))
+                self._round.append((Round.RESIDENT, self.best_params, None))
+            self._round.append((Round.CENTROID, _f32(self.opt.mean), None))
+            self._round.extend((Round.MIGRANT, e.params.astype(np.float64), (src, e, via))
                                for src, (e, via) in self.intake.take())
             extras = [x for _, x, _ in self._round]
         extras_arr = np.array(extras, dtype=np.float64).reshape(len(extras), self.opt.dim)
@@ -225,13 +236,13 @@ class Island:
 
         for (kind, params, migrant), f in zip(self._round, extra):
             f = float(f)
-            if kind == "resident":
+            if kind == Round.RESIDENT:
                 # its fitness is the running mean of its re-scores; the wire claim is the latest one
                 self.best_n += 1
                 self.best_fitness += (f - self.best_fitness) / self.best_n
                 self.best_last, self.best_last_seeds = f, xseeds
                 ref = f
-            elif kind == "centroid":
+            elif kind == Round.CENTROID:
                 if f > ref:
                     self._set_best(params, f, xseeds, "local")
                     ref = f
@@ -256,7 +267,7 @@ class Island:
                     continue
                 self.counters.accepted += 1
                 effects.append(MigrantAccepted(src, self.generation, f, ref, elite.fitness))
-                if self.policy.entry == "adopt":
+                if self.policy.entry == Entry.ADOPT:
                     self.opt.adopt(params)
                 else:
                     self.opt.inject(params)
@@ -281,7 +292,7 @@ class Island:
         #    (a late emission is not skipped, it goes out at the next chance)
         if self.policy.enabled and self.generation % self.policy.interval == 0:
             self._publish_due = True
-            if self.policy.topology == "random":
+            if self.policy.topology == Topology.RANDOM:
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
         gap = self.publish_gap()
         if (self._publish_due and self.best_params is not None and self.live_peers
@@ -312,7 +323,7 @@ class Island:
     def _is_news(self, now: float, gap: float) -> bool:
         if not self.policy.publish_only_new or self.best_params is None:
             return True
-        if self.best_source != "local" and self.policy.topology == "full":
+        if self.best_source != "local" and self.policy.topology == Topology.FULL:
             return False  # a migrant's copy: its author published it to everyone already (in a ring
             # or random topology our successors only listen to us, so we pass it on)
         if self._published != self.best_params.tobytes():
@@ -415,7 +426,7 @@ class Island:
             # so a restored island's counters still add up.
             "counters": {"sent": self.counters.sent,
                          "received": self.counters.received - len(self.intake)
-                         - sum(1 for kind, _, _ in self._round if kind == "migrant"),
+                         - sum(1 for kind, _, _ in self._round if kind == Round.MIGRANT),
                          "accepted": self.counters.accepted, "rejected": dict(self.counters.rejected)},
             "optimizer": self.opt.to_state(),
             "banned": list(self._ban_order),

@@ -11,11 +11,27 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-TOPOLOGIES = ("full", "ring", "random")
+class Topology(StrEnum):
+    """Whose migrants an island considers: everyone's, its ring predecessor's, or ``random_k`` live peers'."""
+    FULL = "full"
+    RING = "ring"
+    RANDOM = "random"
+
+
+class Entry(StrEnum):
+    """How an accepted migrant enters the optimizer: one clipped sample of the next population
+    (pycma ``inject``), or the search mean moves to it (sigma and covariance kept)."""
+    INJECT = "inject"
+    ADOPT = "adopt"
+
+
+TOPOLOGIES = tuple(t.value for t in Topology)
+ENTRIES = tuple(e.value for e in Entry)
 
 
 def ring_predecessor(self_id: str, live_peers: Iterable[str]) -> str | None:
@@ -43,11 +59,11 @@ def draw_random_sources(live_peers: Iterable[str], k: int, rng: np.random.Genera
 def source_allowed(topology: str, src: str, self_id: str, live_peers: frozenset[str],
                    random_sources: frozenset[str]) -> bool:
     """Receiver-side topology filter."""
-    if topology == "full":
+    if topology == Topology.FULL:
         return True
-    if topology == "ring":
+    if topology == Topology.RING:
         return src == ring_predecessor(self_id, live_peers | {src} if src not in live_peers else live_peers)
-    if topology == "random":
+    if topology == Topology.RANDOM:
         return src in random_sources
     raise ValueError(f"unknown topology {topology!r}")
 

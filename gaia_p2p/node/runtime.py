@@ -40,6 +40,7 @@ from gaia_p2p.core.events import (
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
 from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
 from gaia_p2p.errors import CheckpointError, RemoteProtocolError
@@ -273,10 +274,10 @@ def _lowest_scores(gossipsub: Any, n: int = 16) -> dict[str, float]:
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]:
     policy = MigrationPolicy(
         interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
-        topology=cfg.migration.topology, random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
+        topology=Topology(cfg.migration.topology), random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
         min_publish_interval_s=cfg.migration.min_publish_interval_s, network_rate=cfg.migration.network_rate,
         publish_only_new=cfg.migration.publish_only_new, enabled=cfg.migration.enabled,
-        entry=cfg.migration.entry, accept_margin=cfg.migration.accept_margin, max_lies=cfg.migration.max_lies)
+        entry=Entry(cfg.migration.entry), accept_margin=cfg.migration.accept_margin, max_lies=cfg.migration.max_lies)
     exp = experiment_id(cfg.problem)
     if cfg.fresh:
         moved = data.move_checkpoint_aside()
@@ -637,14 +638,14 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
         now = trio.current_time()
         live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
         targets: list[tuple[str, str]] = []
-        if isl.policy.topology == "full":
+        if isl.policy.topology == Topology.FULL:
             if len(done) >= JOIN_PEERS or now - started >= join_window_s:
                 return  # joined: from now on gossip carries the news
             ready = {p for p in live if now - tries.get(p, -math.inf) >= 10.0}
             targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done)]
         elif isl.generation >= next_pull and now >= next_pull_at and live:
             next_pull, next_pull_at = isl.generation + isl.policy.interval, now + PULL_MIN_S
-            if isl.policy.topology == "ring":
+            if isl.policy.topology == Topology.RING:
                 srcs = [migration.ring_predecessor(node.peer_id, live)]
             else:
                 srcs = sorted(isl.random_sources & live)
