@@ -21,7 +21,6 @@ Framing: unsigned-varint length + msgpack map, one request and one response per 
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -31,10 +30,10 @@ import structlog
 import trio
 
 from gaia_p2p.core import codec
+from gaia_p2p.core.schedule import TokenBucket
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
-from gaia_p2p.node.gossip import TokenBucket
 
 log = structlog.get_logger("gaia.fetch")
 
@@ -188,9 +187,3 @@ class EliteService:
     def _count(self, outcome: str) -> str:
         self.stats[outcome] += 1
         return outcome
-
-
-def pick(peers: set[str] | frozenset[str], k: int, exclude: set[str]) -> list[str]:
-    """Up to ``k`` random peers not in ``exclude``."""
-    pool = sorted(set(peers) - exclude)
-    return random.sample(pool, min(k, len(pool)))

@@ -28,6 +28,7 @@ from gaia_p2p import logs
 from gaia_p2p.core import codec
 from gaia_p2p.core.experiment import SPIRALS_N_POINTS, TEST_FUNCTIONS, ProblemConfig
 from gaia_p2p.core.island import claim_holds
+from gaia_p2p.core.schedule import TokenBucket
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
@@ -43,23 +44,6 @@ MAX_DECODED = 256
 #: spirals: multiply-adds of one elite's evaluation (points x parameters) checked inside the validator
 #: at most (~2 ms of numpy); test functions cost O(dim) and are always checked there.
 INLINE_CHECK_MAX_MACS = 2**21
-
-
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: float) -> None:
-        self.rate, self.burst = rate_per_s, burst
-        self.tokens: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        tokens, last = self.tokens.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self.tokens[key] = (tokens, now)
-            return False
-        self.tokens[key] = (tokens - 1.0, now)
-        if len(self.tokens) > 4096:  # bound memory under a sybil flood
-            self.tokens.pop(next(iter(self.tokens)))
-        return True
 
 
 class ValidatedTopic:

@@ -12,9 +12,9 @@ loop dials it again once it answers (it stays in the routing table).
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
+import numpy as np
 import structlog
 import trio
 
@@ -35,7 +35,7 @@ def probe_period(interval_s: float, n_peers: int, rate_per_s: float) -> float:
 
 
 async def keep_alive(p2p: Any, *, interval_s: float, timeout_s: float, dead_after_s: float,
-                     rate_per_s: float = 0.0) -> None:
+                     rate_per_s: float = 0.0, rng: np.random.Generator) -> None:
     """Ping every connected peer each ``probe_period`` (>= interval_s); a peer silent for
     ``dead_after_s`` scaled by the same stretch is dropped."""
     from libp2p.host.ping import PingService
@@ -84,7 +84,7 @@ async def keep_alive(p2p: Any, *, interval_s: float, timeout_s: float, dead_afte
             due = []
             for peer in peers:
                 last_ok.setdefault(peer, now)  # newly seen: give it a full grace period
-                last_probe.setdefault(peer, now - period * random.random())  # spread first probes
+                last_probe.setdefault(peer, now - period * rng.random())  # spread first probes
                 if now - last_ok[peer] > dead_after:
                     nursery.start_soon(drop, peer)
                 elif peer not in in_flight and now - last_probe[peer] >= period - 1e-3:

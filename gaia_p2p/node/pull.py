@@ -15,20 +15,20 @@ Request ``{"v": 1, "exp": <experiment id>}``; response: the heartbeat map, or ``
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import numpy as np
 import structlog
 import trio
 
+from gaia_p2p.core.schedule import TokenBucket, next_due
 from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, decode_telemetry
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
-from gaia_p2p.node.gossip import TokenBucket
 
 log = structlog.get_logger("gaia.pull")
 
@@ -120,28 +120,17 @@ async def pull(host: Any, peer_id: str, experiment_id: str) -> tuple[Telemetry |
     return got, "pulled"
 
 
-def next_due(peers: list[str], last_seen: dict[str, float], not_before: dict[str, float], *, now: float,
-             wall_now: float, max_age: float) -> str | None:
-    """The peer to pull next: among those not backed off and not heard from for ``max_age``
-    seconds (by gossip or pull), the one heard from longest ago (never heard from: first)."""
-    due = [p for p in peers if not_before.get(p, -math.inf) <= now
-           and wall_now - last_seen.get(p, -math.inf) >= max_age]
-    if not due:
-        return None
-    oldest = min(last_seen.get(p, -math.inf) for p in due)
-    return random.choice([p for p in due if last_seen.get(p, -math.inf) == oldest])
-
-
 async def pull_loop(host: Any, experiment_id: str, *, peers: Callable[[], list[str]],
                     last_seen: Callable[[], dict[str, float]], on_pulled: Callable[[str, Telemetry], None],
-                    rate: float, max_age: float, stats: Counter[str]) -> None:
+                    rate: float, max_age: float, stats: Counter[str], rng: np.random.Generator) -> None:
     """Pull the stalest connected island, at most ``rate`` pulls per second in all."""
     not_before: dict[str, float] = {}
     while True:
         await trio.sleep(1.0 / rate)
         now = trio.current_time()
         not_before = {p: t for p, t in not_before.items() if t > now}  # bounded by live backoffs
-        peer = next_due(peers(), last_seen(), not_before, now=now, wall_now=time.time(), max_age=max_age)
+        peer = next_due(peers(), last_seen(), not_before, now=now, wall_now=time.time(), max_age=max_age,
+                        rng=rng)
         if peer is None:
             continue
         t, outcome = await pull(host, peer, experiment_id)

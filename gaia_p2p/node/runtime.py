@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections import Counter, OrderedDict, deque
 from functools import partial
@@ -43,11 +42,12 @@ from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
+from gaia_p2p.core.schedule import duty_sleep, pick
 from gaia_p2p.errors import CheckpointError, RemoteProtocolError
 from gaia_p2p.node import control, traffic
 from gaia_p2p.node.discovery import run_discovery
 from gaia_p2p.node.evaluator import Evaluator
-from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService, pick
+from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
@@ -136,6 +136,8 @@ class Node:
         self.test_episodes_used = 0
         # One seeded generator for every input the island gets; a resumed node continues a new stream.
         self.rng = np.random.default_rng([seed, island.generation, 7])
+        # the shell's own draws (jitter, whom to ask), apart so that network timing never shifts the island's stream
+        self.net_rng = np.random.default_rng([seed, island.generation, 11])
         # /gaia/elite/1.0.0: our best to peers that ask, theirs to us (node/fetch.py)
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
@@ -387,7 +389,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                     nursery.start_soon(partial(keep_alive, p2p, interval_s=cfg.network.keepalive_s,
                                                timeout_s=2 * cfg.network.keepalive_s,
                                                dead_after_s=4 * cfg.network.keepalive_s,
-                                               rate_per_s=cfg.network.keepalive_rate))
+                                               rate_per_s=cfg.network.keepalive_rate, rng=node.net_rng))
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_fetch_elites, node)
                 nursery.start_soon(_checkpoint_loop, node)
@@ -452,23 +454,6 @@ async def _island_loop(node: Node) -> None:
             else:
                 await _execute(node, effect)
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
-
-
-def duty_sleep(*, cpu_s: float, wall_s: float, duty: float, cores: int) -> float:
-    """Seconds to rest after a generation so that the island uses ``duty`` of its ``cores``.
-
-    ``duty_clock = "cpu"``: the generation cost ``cpu_s`` CPU seconds (evaluation in workers or
-    threads, the test, the island's ask/tell) over ``wall_s``; the cycle lasts ``cpu_s / (duty x
-    cores)``. Alone on a machine (CPU ~ wall x cores) this is the wall-time rule ``wall x (1 - duty) /
-    duty``; when other processes slow the computation down, the rest shrinks instead of growing with
-    it, so a node keeps its share (N nodes emulated on a box with room stay N equal machines: node 0
-    of 8 ran 0.99x as fast as alone, 1.3-1.9x slower with the wall clock). Not the default: on an
-    overloaded box nobody yields (40 nodes starting on 2 cores took 67 s instead of 27 s to fill
-    their routing tables), and CPU spent outside these measures (thread hand-offs on cheap
-    problems) is not counted. ``cpu_s = 0`` (the wall clock, or a GPU): ``wall x (1 - duty) / duty``."""
-    if cpu_s <= 0.0:
-        return wall_s * (1.0 - duty) / duty
-    return max(0.0, cpu_s / (duty * cores) - wall_s)
 
 
 async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray]:
@@ -642,7 +627,7 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
             if len(done) >= JOIN_PEERS or now - started >= join_window_s:
                 return  # joined: from now on gossip carries the news
             ready = {p for p in live if now - tries.get(p, -math.inf) >= 10.0}
-            targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done)]
+            targets = [(p, "join") for p in pick(ready, JOIN_PEERS - len(done), done, node.net_rng)]
         elif isl.generation >= next_pull and now >= next_pull_at and live:
             next_pull, next_pull_at = isl.generation + isl.policy.interval, now + PULL_MIN_S
             if isl.policy.topology == Topology.RING:
@@ -704,14 +689,14 @@ def telemetry_period(node: Node) -> float:
 async def _publish_telemetry(node: Node) -> None:
     """A small signed heartbeat every telemetry_period (protocols/gaia-telemetry-v1.md); the first
     one at a random phase so that nodes started together do not heartbeat together."""
-    await trio.sleep(node.cfg.telemetry_interval_s * random.uniform(0.5, 1.5))
+    await trio.sleep(node.cfg.telemetry_interval_s * node.net_rng.uniform(0.5, 1.5))
     while True:
         data = encode_telemetry(telemetry_of(node))
         node.recent_accepts.clear()  # each acceptance is told once (receivers keep their own history)
         await node.p2p.pubsub.publish(node.telemetry.topic, data)
         log.debug("telemetry_published", size_bytes=len(data))
         node.telemetry_period_s = telemetry_period(node)
-        await trio.sleep(node.telemetry_period_s * random.uniform(0.9, 1.1))
+        await trio.sleep(node.telemetry_period_s * node.net_rng.uniform(0.9, 1.1))
 
 
 async def _receive_telemetry(node: Node, sub: Any) -> None:

@@ -16,6 +16,8 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -212,7 +214,7 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
                         pull_loop, p2p.host, exp, peers=p2p.connected_peers,
                         last_seen=lambda: {p: r["time"] for p, r in view.islands.items()},
                         on_pulled=lambda peer, t: record(peer, t, "pull"),
-                        rate=a.pull_rate, max_age=a.pull_age, stats=pulls))
+                        rate=a.pull_rate, max_age=a.pull_age, stats=pulls, rng=np.random.default_rng()))
                 while True:
                     msg = await sub.get()
                     try:

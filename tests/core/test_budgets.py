@@ -43,7 +43,7 @@ def test_a_heartbeat_tells_the_three_largest_gains_oldest_first():
 
 
 def test_duty_cycle_alone_on_a_machine_is_the_wall_time_rule():
-    from gaia_p2p.node.runtime import duty_sleep
+    from gaia_p2p.core.schedule import duty_sleep
 
     # one worker that got a whole core: CPU = wall
     assert duty_sleep(cpu_s=0.3, wall_s=0.3, duty=0.2, cores=1) == pytest.approx(0.3 * 0.8 / 0.2)
@@ -55,7 +55,7 @@ def test_duty_cycle_keeps_a_slowed_node_at_its_share():
     """Another process took half the core during the generation: the work (CPU) was the same, the
     wall time doubled. The wall-time rule would rest twice as long, halving the node's share; by
     CPU the whole cycle stays cpu / duty."""
-    from gaia_p2p.node.runtime import duty_sleep
+    from gaia_p2p.core.schedule import duty_sleep
 
     rest = duty_sleep(cpu_s=0.3, wall_s=0.6, duty=0.2, cores=1)
     assert rest == pytest.approx(0.3 / 0.2 - 0.6)
@@ -65,7 +65,7 @@ def test_duty_cycle_keeps_a_slowed_node_at_its_share():
 
 
 def test_duty_cycle_without_a_cpu_measure_falls_back_to_wall_time():
-    from gaia_p2p.node.runtime import duty_sleep
+    from gaia_p2p.core.schedule import duty_sleep
 
     assert duty_sleep(cpu_s=0.0, wall_s=0.5, duty=0.5, cores=4) == pytest.approx(0.5)
 

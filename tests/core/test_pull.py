@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from gaia_p2p.core.schedule import next_due
 from gaia_p2p.core.telemetry import Telemetry, encode_telemetry
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node import pull
+
+RNG = np.random.default_rng(0)
 
 EXP = "a" * 32
 
@@ -83,12 +87,12 @@ def test_any_request_bytes_get_a_decision(data):
 def test_the_stalest_island_is_pulled_first_and_fresh_or_backed_off_ones_not_at_all():
     peers = ["a", "b", "c", "d"]
     seen = {"a": 100.0, "b": 50.0, "c": 95.0}  # d: never heard from
-    assert pull.next_due(peers, seen, {}, now=0.0, wall_now=105.0, max_age=10.0) == "d"
-    assert pull.next_due(peers, seen, {"d": 5.0}, now=0.0, wall_now=105.0, max_age=10.0) == "b"
+    assert next_due(peers, seen, {}, now=0.0, wall_now=105.0, max_age=10.0, rng=RNG) == "d"
+    assert next_due(peers, seen, {"d": 5.0}, now=0.0, wall_now=105.0, max_age=10.0, rng=RNG) == "b"
     # c (10 s) is due, a (5 s) is not; b backed off
-    assert pull.next_due(peers, seen, {"d": 5.0, "b": 5.0}, now=0.0, wall_now=105.0, max_age=10.0) == "c"
-    assert pull.next_due(peers, seen, {"d": 5.0, "b": 5.0, "c": 1.0}, now=0.0, wall_now=105.0, max_age=10.0) is None
-    assert pull.next_due([], {}, {}, now=0.0, wall_now=0.0, max_age=10.0) is None
+    assert next_due(peers, seen, {"d": 5.0, "b": 5.0}, now=0.0, wall_now=105.0, max_age=10.0, rng=RNG) == "c"
+    assert next_due(peers, seen, {"d": 5.0, "b": 5.0, "c": 1.0}, now=0.0, wall_now=105.0, max_age=10.0, rng=RNG) is None
+    assert next_due([], {}, {}, now=0.0, wall_now=0.0, max_age=10.0, rng=RNG) is None
 
 
 def test_older_nodes_and_other_experiments_are_asked_again_only_much_later():

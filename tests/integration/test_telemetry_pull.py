@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import multiaddr
+import numpy as np
 import trio
 from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -78,7 +79,7 @@ async def test_the_pull_loop_fills_a_view_from_every_connected_island_without_go
                 nursery.start_soon(lambda: pull.pull_loop(
                     client, nodes[0].exp_id, peers=peers,
                     last_seen=lambda: {p: r["time"] for p, r in view.islands.items()},
-                    on_pulled=view.add, rate=10.0, max_age=1.0, stats=stats))
+                    on_pulled=view.add, rate=10.0, max_age=1.0, stats=stats, rng=np.random.default_rng(3)))
                 await wait_until(lambda: set(view.islands) == {n.peer_id for n in nodes}, "both islands pulled", 20)
                 # and again once they are max_age old: the view keeps up
                 await wait_until(lambda: stats["pulled"] >= 4, "a second round of pulls", 20)

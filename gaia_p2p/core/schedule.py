@@ -1,0 +1,73 @@
+"""Scheduling and rate-limit policy of the shell: pure, with ``now`` and an explicit rng as inputs.
+
+- ``TokenBucket``: per-key rate limit (the gossipsub validators' per-sender limit);
+- ``pick``: which peers a joiner asks for their best (/gaia/elite/1.0.0);
+- ``next_due``: which island a watcher pulls a heartbeat from next (/gaia/telemetry/1.0.0);
+- ``duty_sleep``: how long an island rests after a generation to use its share of the machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+#: keys a TokenBucket remembers at most (the oldest go first): a Sybil flood cannot grow it
+MAX_BUCKET_KEYS = 4096
+
+
+class TokenBucket:
+    """``burst`` tokens per key, refilled at ``rate_per_s``; one token per allowed event."""
+
+    def __init__(self, rate_per_s: float, burst: float, *, max_keys: int = MAX_BUCKET_KEYS) -> None:
+        self.rate, self.burst, self.max_keys = rate_per_s, burst, max_keys
+        self.tokens: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        tokens, last = self.tokens.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self.tokens[key] = (tokens, now)
+            return False
+        self.tokens[key] = (tokens - 1.0, now)
+        if len(self.tokens) > self.max_keys:
+            self.tokens.pop(next(iter(self.tokens)))
+        return True
+
+
+def pick(peers: Iterable[str], k: int, exclude: set[str], rng: np.random.Generator) -> list[str]:
+    """Up to ``k`` random peers not in ``exclude``."""
+    pool = sorted(set(peers) - exclude)
+    if len(pool) <= k:
+        return [pool[int(i)] for i in rng.permutation(len(pool))]
+    return [pool[int(i)] for i in rng.choice(len(pool), size=k, replace=False)]
+
+
+def next_due(peers: list[str], last_seen: dict[str, float], not_before: dict[str, float], *, now: float,
+             wall_now: float, max_age: float, rng: np.random.Generator) -> str | None:
+    """The peer to pull next: among those not backed off (``not_before``, on the ``now`` clock) and
+    not heard from for ``max_age`` seconds (``last_seen``, on the ``wall_now`` clock: heartbeats
+    carry wall time), the one heard from longest ago (never heard from: first); ties drawn at random."""
+    due = [p for p in peers if not_before.get(p, -math.inf) <= now
+           and wall_now - last_seen.get(p, -math.inf) >= max_age]
+    if not due:
+        return None
+    oldest = min(last_seen.get(p, -math.inf) for p in due)
+    tied = [p for p in due if last_seen.get(p, -math.inf) == oldest]
+    return tied[int(rng.integers(len(tied)))]
+
+
+def duty_sleep(*, cpu_s: float, wall_s: float, duty: float, cores: int) -> float:
+    """Seconds to rest after a generation so that the island uses ``duty`` of its ``cores``.
+
+    ``cpu_s > 0`` (``duty_clock = "cpu"``): the generation cost ``cpu_s`` CPU seconds (evaluation in
+    workers or threads, the test, the island's ask/tell) over ``wall_s``; the cycle lasts
+    ``cpu_s / (duty x cores)``. Alone on a machine (CPU ~ wall x cores) this is the wall-time rule;
+    when other processes slow the computation down, the rest shrinks instead of growing with it, so
+    N nodes emulated on one box with room to spare stay N equal machines. On an overloaded box
+    nobody yields under this rule, which is why it is not the default. ``cpu_s = 0`` (the wall clock,
+    or a GPU, whose work is not CPU time): ``wall x (1 - duty) / duty``."""
+    if cpu_s <= 0.0:
+        return wall_s * (1.0 - duty) / duty
+    return max(0.0, cpu_s / (duty * cores) - wall_s)
