@@ -100,7 +100,8 @@ class Node:
     """Everything a running node owns. Built by ``run``; read by status and tests."""
 
     def __init__(self, cfg: Config, data: DataDir, island: Island, seed: int, p2p: P2P, topic: MigrantTopic,
-                 evaluator: Evaluator, telemetry: TelemetryTopic) -> None:
+                 evaluator: Evaluator, telemetry: TelemetryTopic,
+                 bad_streams: list[int]) -> None:
         self.cfg = cfg
         self.data = data
         self.island = island
@@ -115,7 +116,7 @@ class Node:
         self.exp_id = island.experiment_id
         self.started_at = time.time()
         self.started_mono = time.monotonic()
-        self.bad_streams = 0
+        self._bad_streams = bad_streams  # pubsub streams reset for an undecodable RPC (fix A)
         self.forwarders_penalized: Counter[str] = Counter()  # P4 charged after delivery, by reason
         self.cpu = traffic.CpuClock()
         self.telemetry_period_s = cfg.telemetry_interval_s  # the current one (telemetry_period)
@@ -149,6 +150,10 @@ class Node:
             return None
         elite = self.island.best_elite()
         return codec.encode_elite(elite), elite.fitness
+
+    @property
+    def bad_streams(self) -> int:
+        return self._bad_streams[0]
 
     @property
     def peer_id(self) -> str:
@@ -339,26 +344,20 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
     island, seed = _make_island(cfg, data, self_id)
     exp = island.experiment_id
     topic_name = migrants_topic(exp)
-    node_box: list[Node] = []
-
-    def on_lie(src: str) -> None:  # the validator refuted a claim of src (deterministic problems)
-        if node_box:
-            _refuted(node_box[0], src)
-
-    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id, measure=claim_checker(cfg.problem),
-                         on_lie=on_lie)
+    topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id, measure=claim_checker(cfg.problem))
     tele = TelemetryTopic(telemetry_topic(exp), exp, self_id)
     evaluator = Evaluator(cfg.problem, cfg.evaluation.workers, backend=cfg.evaluation.backend,
                           device=cfg.evaluation.device)
 
+    bad_streams = [0]  # counted from the first stream, before the Node exists
+
     def on_bad_stream(peer: str, error: str) -> None:
-        if node_box:
-            node_box[0].bad_streams += 1
+        bad_streams[0] += 1
         log.warning(logs.PUBSUB_STREAM_REJECTED, peer_id=peer, reason="undecodable_rpc", error=error)
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
-        node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele)
-        node_box.append(node)
+        node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams)
+        topic.on_lie = partial(_refuted, node)  # before the validator is installed, just below
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         for banned in island.banned:  # bans survive restarts (kept in the checkpoint)
             try:
