@@ -181,3 +181,19 @@ async def running(*hosts: Any) -> AsyncIterator[None]:
 
 def yamux_conn(host: Any, peer: ID) -> Any:
     return host.get_network().get_connections(peer)[0]
+
+
+async def open_raw_streams(attacker: Any, victim: Any, n: int) -> tuple[int, Any]:
+    """``n`` yamux streams from ``attacker`` to ``victim`` (hosts, connected) that never start
+    multistream-select, opened as fast as the muxer takes them. Returns the most stream objects the
+    victim's muxer held for that connection at once (sampled), and that connection."""
+    vconn = yamux_conn(victim, attacker.get_id())
+    aconn = yamux_conn(attacker, victim.get_id())
+    aconn.muxed_conn.stream_backlog_semaphore = trio.Semaphore(10 ** 6)  # a hostile muxer has no backlog
+    peak = 0
+    for i in range(n):
+        await aconn.muxed_conn.open_stream()
+        if i % 50 == 0:
+            await trio.sleep(0)
+            peak = max(peak, len(vconn.muxed_conn.streams))
+    return peak, vconn

@@ -25,7 +25,7 @@ from gaia_p2p.node.control import encode_uvarint
 from gaia_p2p.node.runtime import run
 
 from kad_attacker import (DialCounter, addr_of, add_provider_msg, bare_host, connect, fake_peers, find_node,
-                          hold_kad_streams, kad_request, poisoning_handler, put_value_msg, running, streams_dead,
+                          hold_kad_streams, kad_request, open_raw_streams, poisoning_handler, put_value_msg, running, streams_dead,
                           yamux_conn)
 from swarm_helpers import node_config, wait_until
 
@@ -515,19 +515,10 @@ async def test_bug_p_unnegotiated_yamux_streams_pile_up(fixed):
         libp2p_fixes.cap_inbound_streams(victim)
     with trio.fail_after(90):
         async with running(victim, attacker):
-            vid = await connect(attacker, addr_of(victim))
+            await connect(attacker, addr_of(victim))
             await trio.sleep(0.5)
-            vconn = yamux_conn(victim, attacker.get_id())
-            aconn = yamux_conn(attacker, vid)
-            aconn.muxed_conn.stream_backlog_semaphore = trio.Semaphore(10 ** 6)  # a hostile muxer has no backlog
-            base = len(vconn.muxed_conn.streams)
-            peak = 0
-            held = []
-            for i in range(RAW_OPENS):
-                held.append(await aconn.muxed_conn.open_stream())
-                if i % 50 == 0:
-                    await trio.sleep(0)
-                    peak = max(peak, len(vconn.muxed_conn.streams))
+            base = len(yamux_conn(victim, attacker.get_id()).muxed_conn.streams)
+            peak, vconn = await open_raw_streams(attacker, victim, RAW_OPENS)
             t_end = trio.current_time()
             while trio.current_time() - t_end < 1.0:
                 peak = max(peak, len(vconn.muxed_conn.streams))
