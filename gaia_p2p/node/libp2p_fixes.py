@@ -47,6 +47,20 @@ K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per to
 L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
 M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
    key is inlined in the ``from`` peer id (where receivers look first).
+N. ``admit_only_answering_peers``: kad-dht adds to its routing table every peer a FIND_NODE answer
+   names (with the addresses the answer claims), every peer it is about to query and every peer that
+   opens a kad stream: one answer of 200 made-up peers filled a table from 0 to 202, served to every
+   later asker. Only connected peers that identify lists as DHT servers get in; answers beyond k (20)
+   peers are cut to the k closest (node/discovery.py dials the named ones as bounded candidates).
+O. ``bound_kad_streams``: kad-dht serves 12 inbound streams at once and its reads have no deadline:
+   12 idle (or 1 byte/s) streams from one peer refuse every honest FIND_NODE for as long as they stay.
+   Each request gets ``KAD_IDLE_S`` (5 s), each peer ``KAD_STREAMS_PER_PEER`` (3) streams.
+P. ``cap_inbound_streams``: every yamux SYN lives as a stream and a task until its 10 s negotiation
+   timeout, without a per-peer limit (rcmgr counts streams globally only): one peer kept 2000 alive at
+   once. ``INBOUND_STREAMS_PER_PEER`` (64) and ``INBOUND_STREAMS_TOTAL`` (1024), negotiation 5 s.
+P1. ``refuse_dht_records``: the default validator stores and echoes PUT_VALUE of any key without a
+   namespace (50,000 records of up to 1 MiB) and ADD_PROVIDER for any key; gaia uses neither: refused.
+N, O, P, P1: tests/integration/test_libp2p_fixes.py (bug and fix) and test_dht_hostile.py (a node).
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
