@@ -73,8 +73,15 @@ async def self_lookup(p2p: P2P) -> None:
 async def sync_connected_into_table(p2p: P2P) -> None:
     """Every connected peer that serves the DHT into the routing table. py-libp2p fills the table
     only from lookups and inbound queries: a peer that dialled us for gossip, or that a lookup's
-    dial met, may never get in. Identify told us whether it serves the DHT; the gate (libp2p_fixes
-    N) checks that, and that it is connected."""
+    dial met, may never get in. The gate (libp2p_fixes N) admits connected peers, before identify
+    too (as kad-dht does); one that identify then shows not to serve the DHT is taken out here."""
+    from libp2p.kad_dht.common import PROTOCOL_ID
+
+    peerstore = p2p.host.get_peerstore()
+    for pid in p2p.routing_table_peers():  # admitted before identify ran, and identify said no DHT
+        protocols = peerstore.get_protocols(pid) if peerstore.has_peer(pid) else []
+        if protocols and str(PROTOCOL_ID) not in protocols:
+            p2p.dht.routing_table.remove_peer(pid)
     in_table = {str(pid) for pid in p2p.routing_table_peers()}
     for pid in p2p.host.get_connected_peers():
         p2p.candidates.discard(str(pid))

@@ -488,6 +488,13 @@ def _peer_of(stream: Any) -> Any:
         return None
 
 
+def _log_refusal(event: str, n: int, **fields: Any) -> None:
+    """Log the 1st, 2nd, 4th, 8th... refusal of a kind (``n`` counts them): a flood of refused streams
+    must not become a flood of log lines."""
+    if n & (n - 1) == 0:
+        log.warning(event, refused_so_far=n, **fields)
+
+
 async def _reset_quietly(stream: Any) -> None:
     """Reset a stream we refuse; it may already be gone, which is what we wanted anyway."""
     try:
@@ -503,8 +510,9 @@ def admit_only_answering_peers(dht: Any, on_named: Callable[[Any, list[Any]], No
     lookup result (``refresh_routing_table``) and every peer that opens a kad stream (without the
     server-mode check). One peer that answers with 200 made-up ids fills the table with them, and the
     table serves them to the next asker. Now a peer enters (or is refreshed in) the table only while it
-    is connected to us and identify listed /ipfs/kad/1.0.0 among its protocols: it answered us on an
-    authenticated connection and serves the DHT. An answer naming more than k (20) peers, which no
+    is connected to us (it answered on an authenticated connection) and, once identify has run, only
+    if identify listed /ipfs/kad/1.0.0 (node/discovery.py drops connected peers that turn out not to
+    serve the DHT). An answer naming more than k (20) peers, which no
     honest one does, is cut to the k closest to the key (the lookup would query every one of them:
     ~190 dials for one answer of 200), and the addresses only the cut ones had leave the peerstore.
     ``on_named(source, named_ids)`` sees each answer's peers (node/discovery.py makes them bounded
@@ -527,7 +535,7 @@ def admit_only_answering_peers(dht: Any, on_named: Callable[[Any, list[Any]], No
             protocols = host.get_peerstore().get_protocols(pid) or []
         except PeerStoreError:
             protocols = []
-        if str(PROTOCOL_ID) not in protocols:
+        if protocols and str(PROTOCOL_ID) not in protocols:  # before identify: in, as kad-dht's own check does
             stats["refused_not_dht_server"] += 1
             return False
         # the peer id only: the peerstore's addresses, not the ones a third peer claimed for it
@@ -613,7 +621,8 @@ def bound_kad_streams(host: Any, dht: Any, *, idle_s: float = KAD_IDLE_S,
         peer = _peer_of(stream)
         if live.get(peer, 0) >= per_peer:
             stats["refused_per_peer"] += 1
-            log.info("kad_stream_refused", peer_id=str(peer), reason="per_peer_cap", cap=per_peer)
+            _log_refusal("kad_stream_refused", stats["refused_per_peer"], peer_id=str(peer), reason="per_peer_cap",
+                         cap=per_peer)
             await _reset_quietly(stream)
             return
         live[peer] = live.get(peer, 0) + 1
@@ -627,7 +636,7 @@ def bound_kad_streams(host: Any, dht: Any, *, idle_s: float = KAD_IDLE_S,
                 del live[peer]
             if guarded.timed_out:
                 stats["idle_reset"] += 1
-                log.info("kad_stream_refused", peer_id=str(peer), reason="idle", idle_s=idle_s)
+                _log_refusal("kad_stream_refused", stats["idle_reset"], peer_id=str(peer), reason="idle", idle_s=idle_s)
 
     dht.handle_stream = handle_stream
     host.set_stream_handler(PROTOCOL_ID, handle_stream)
@@ -663,9 +672,10 @@ def cap_inbound_streams(host: Any, *, per_peer: int = INBOUND_STREAMS_PER_PEER,
         peer = _peer_of(net_stream)
         n = live.get(peer, 0)
         if n >= per_peer or stats["live"] >= total:
-            reason = "per_peer_cap" if n >= per_peer else "total_cap"
-            stats["refused_per_peer" if n >= per_peer else "refused_total"] += 1
-            log.debug("inbound_stream_refused", peer_id=str(peer), reason=reason)
+            key = "refused_per_peer" if n >= per_peer else "refused_total"
+            stats[key] += 1
+            _log_refusal("inbound_stream_refused", stats[key], peer_id=str(peer),
+                         reason="per_peer_cap" if n >= per_peer else "total_cap")
             await _reset_quietly(net_stream)
             return
         live[peer] = n + 1
@@ -697,7 +707,7 @@ class _RejectEveryRecord:
         from libp2p.records.utils import InvalidRecordType
 
         self._stats["records_refused"] += 1
-        log.debug("dht_record_refused", key=key[:64], size=len(value))
+        _log_refusal("dht_record_refused", self._stats["records_refused"], key=key[:64], size=len(value))
         raise InvalidRecordType("this node stores no DHT records")
 
     def select(self, key: str, values: list[bytes]) -> int:
@@ -716,7 +726,7 @@ def refuse_dht_records(dht: Any) -> dict[str, int]:
 
     def add_provider(key: bytes, provider: Any) -> None:
         stats["providers_refused"] += 1
-        log.debug("dht_provider_refused", key=bytes(key[:32]).hex())
+        _log_refusal("dht_provider_refused", stats["providers_refused"], key=bytes(key[:32]).hex())
 
     dht.provider_store.add_provider = add_provider
     dht.gaia_record_stats = stats

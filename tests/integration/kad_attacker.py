@@ -12,15 +12,19 @@ import multiaddr
 import trio
 from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.exceptions import StreamFailure
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
 
 from gaia_p2p.node import libp2p_fixes
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+#: What opening a stream raises when the peer resets it during multistream-select (a refusal).
+REFUSED = (StreamFailure, MuxedStreamError)
 
 
 def bare_host() -> Any:
@@ -89,12 +93,10 @@ def poisoning_handler(fakes: list[tuple[ID, list[bytes]]], answered: list[str]) 
 async def kad_request(host: Any, peer: ID, msg: Any, timeout_s: float = 10.0) -> Any:
     """One request on a fresh kad stream; the answer, or None when the peer reset or closed the
     stream without one."""
-    from libp2p.host.exceptions import StreamFailure
-
     with trio.fail_after(timeout_s):
         try:
             stream = await host.new_stream(peer, [KAD])
-        except StreamFailure:  # reset while multistream-select was still echoing: refused
+        except REFUSED:  # reset while multistream-select was still echoing: refused
             return None
         try:
             await stream.write(encode_varint_prefixed(msg.SerializeToString()))
@@ -131,13 +133,11 @@ async def hold_kad_streams(host: Any, peer: ID, n: int, drip: bool = False) -> l
     """``n`` kad streams to ``peer`` (negotiated), on which nothing (or, with ``drip``, the first byte
     of a length prefix that announces more) is sent. Those the peer refused while they were being
     opened are left out."""
-    from libp2p.host.exceptions import StreamFailure
-
     streams = []
     for _ in range(n):
         try:
             s = await host.new_stream(peer, [KAD])
-        except StreamFailure:
+        except REFUSED:
             continue
         if drip:
             await s.write(b"\x85")  # a varint that continues: the victim waits for the next byte
