@@ -5,15 +5,15 @@ refreshes every 600 s, so early joiners never learn of later ones. We refresh af
 ``refresh_min_s`` and back off (x2) while the table grows, straight to ``refresh_max_s`` after a
 round that added nothing; back to ``refresh_min_s`` when the table empties or we lost every
 connection. A lookup costs ~28 KB at 40 nodes (20 queries, each answer
-naming 20 peers with addresses), so lookups are few and the table fills another way: we dial
-every peer the table or a lookup's answers named (up to ``max_peers``), and every connected peer
-that serves the DHT goes into the table (lookups and inbound queries are py-libp2p's only other
-way in), at the pace of connections, for free.
+naming 20 peers with addresses), so lookups are few and the table fills another way: every peer a
+lookup's answers named is a dial candidate (node/candidates.py: a few attempts each, with backoff,
+at most 20 per naming peer), and every connected peer that serves the DHT goes into the table, at
+the pace of connections, for free. Nothing enters the table for being named (libp2p_fixes N): a
+peer that answers with made-up peers costs us a few failed dials, not the table.
 """
 
 from __future__ import annotations
 
-import math
 import random
 
 import structlog
@@ -43,51 +43,80 @@ async def dial_bootstrap(p2p: P2P, addr: str, *, attempts: int = 5, timeout_s: f
 # learns of the far half of the network, then every 8th round; the others look up our own id only.
 FULL_REFRESH_FIRST = 3
 FULL_REFRESH_EVERY = 8
-DIAL_BACKOFF_S = 120.0  # a peer we failed to dial is not tried again before this
+DIALS_PER_ROUND = 16  # candidates dialled per round at most (8 at a time)
+TABLE = "routing-table"  # the source of candidates that were in our table and are not connected now
 
 
-async def _dial(p2p: P2P, pid: object, limit: trio.CapacityLimiter, failed_at: dict[str, float]) -> None:
+async def _dial(p2p: P2P, pid: str, limit: trio.CapacityLimiter, results: dict[str, bool]) -> None:
+    from libp2p.peer.id import ID
+
     async with limit:
-        with trio.move_on_after(5) as scope:
+        ok = False
+        with trio.move_on_after(5):
             try:
-                await p2p.host.connect(p2p.host.get_peerstore().peer_info(pid))
-                failed_at.pop(str(pid), None)
-                return
-            except Exception as e:
-                log.debug("peer_dial_failed", peer_id=str(pid), error=f"{type(e).__name__}: {e}"[:200])
-        if scope.cancelled_caught:
-            log.debug("peer_dial_failed", peer_id=str(pid), error="timeout")
-        failed_at[str(pid)] = trio.current_time()
-        if len(failed_at) > 4096:
-            failed_at.pop(next(iter(failed_at)))
+                peer = ID.from_base58(pid)
+                await p2p.host.connect(p2p.host.get_peerstore().peer_info(peer))
+                ok = True
+            except Exception as e:  # dial errors come in many libp2p types
+                log.debug("peer_dial_failed", peer_id=pid, error=f"{type(e).__name__}: {e}"[:200])
+        results[pid] = ok
 
 
 async def self_lookup(p2p: P2P) -> None:
-    """One lookup of our own id: the peers closest to us, added to the table. py-libp2p's refresh
-    also looks up a random key in every non-empty bucket: ~5x the queries (each answer carries 20
-    peers with addresses, ~1.4 KB); measured with 40 nodes (scripts/scale.py), refreshing that way
-    every 2 s cost ~20 KB/s per node, more than all the gossip."""
-    from libp2p.peer.peerinfo import PeerInfo
-
-    closest = await p2p.dht.peer_routing.find_closest_peers_network(p2p.host.get_id().to_bytes())
-    for pid in closest:
-        addrs = p2p.host.get_peerstore().addrs(pid)
-        if addrs:
-            await p2p.dht.routing_table.add_peer(PeerInfo(pid, addrs))
+    """One lookup of our own id. py-libp2p's refresh also looks up a random key in every non-empty
+    bucket: ~5x the queries (each answer carries 20 peers with addresses, ~1.4 KB); measured with 40
+    nodes (scripts/scale.py), refreshing that way every 2 s cost ~20 KB/s per node, more than all
+    the gossip. What the answers name becomes dial candidates (libp2p_fixes N), not table entries."""
+    await p2p.dht.peer_routing.find_closest_peers_network(p2p.host.get_id().to_bytes())
 
 
 async def sync_connected_into_table(p2p: P2P) -> None:
     """Every connected peer that serves the DHT into the routing table. py-libp2p fills the table
     only from lookups and inbound queries: a peer that dialled us for gossip, or that a lookup's
-    dial met, may never get in. Identify told us whether it serves the DHT; add_peer checks that."""
+    dial met, may never get in. The gate (libp2p_fixes N) admits connected peers, before identify
+    too (as kad-dht does); one that identify then shows not to serve the DHT is taken out here."""
+    from libp2p.kad_dht.common import PROTOCOL_ID
+
+    peerstore = p2p.host.get_peerstore()
+    for pid in p2p.routing_table_peers():  # admitted before identify ran, and identify said no DHT
+        protocols = peerstore.get_protocols(pid) if peerstore.has_peer(pid) else []
+        if protocols and str(PROTOCOL_ID) not in protocols:
+            p2p.dht.routing_table.remove_peer(pid)
     in_table = {str(pid) for pid in p2p.routing_table_peers()}
     for pid in p2p.host.get_connected_peers():
+        p2p.candidates.discard(str(pid))
         if str(pid) not in in_table:
             with trio.move_on_after(2):
                 try:
                     await p2p.dht.add_peer(pid)
                 except Exception as e:
                     log.debug("dht_add_failed", peer_id=str(pid), error=f"{type(e).__name__}: {e}"[:200])
+
+
+async def dial_candidates(p2p: P2P, room: int) -> dict[str, bool]:
+    """Dial the candidates that are due (up to ``room`` and ``DIALS_PER_ROUND``): peers lookups
+    named, and table entries we lost the connection to. A table entry we cannot reach leaves the
+    table; it comes back once it is connected again."""
+    from libp2p.peer.id import ID
+
+    now = trio.current_time()
+    connected = set(p2p.connected_peers())
+    for pid in p2p.routing_table_peers():
+        if str(pid) not in connected:
+            p2p.candidates.offer(str(pid), TABLE, now, capped=False)  # bounded by the table
+    results: dict[str, bool] = {}
+    due = [p for p in p2p.candidates.due(now, min(room, DIALS_PER_ROUND)) if p not in connected]
+    async with trio.open_nursery() as dials:
+        limit = trio.CapacityLimiter(8)
+        for pid in due:
+            dials.start_soon(_dial, p2p, pid, limit, results)
+    now = trio.current_time()
+    for pid, ok in results.items():
+        p2p.candidates.dialled(pid, ok, now)
+        if not ok:
+            p2p.dht.routing_table.remove_peer(ID.from_base58(pid))
+    p2p.candidates.prune(now)
+    return results
 
 
 async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig) -> None:
@@ -98,7 +127,7 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
             for addr in boots:
                 nursery.start_soon(dial_bootstrap, p2p, addr)
     known: set[str] = set()
-    failed_at: dict[str, float] = {}
+    refused_seen = 0
     period = net.refresh_min_s
     last_size = 0
     rounds = 0
@@ -122,19 +151,15 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
             if spid != own and spid not in known:
                 known.add(spid)
                 log.info(logs.PEER_DISCOVERED, peer_id=spid, routing_table_size=p2p.routing_table_size())
-        # Dial what the table holds and what lookups told us of (every answer names 20 peers with
-        # their addresses, kept in the peerstore): in a small network one lookup names nearly
-        # everyone, so connections (and, through them, the table) fill without more lookups.
-        now = trio.current_time()
-        candidates = [pid for pid in dict.fromkeys([*p2p.routing_table_peers(),
-                                                    *p2p.host.get_peerstore().peers_with_addrs()])
-                      if str(pid) not in connected and str(pid) != own
-                      and now - failed_at.get(str(pid), -math.inf) > DIAL_BACKOFF_S]
-        room = max(0, net.max_peers - len(connected))
-        async with trio.open_nursery() as dials:
-            limit = trio.CapacityLimiter(8)
-            for pid in candidates[:room]:
-                dials.start_soon(_dial, p2p, pid, limit, failed_at)
+        # Dial what lookups told us of: in a small network one lookup names nearly everyone, so
+        # connections (and, through them, the table) fill without more lookups.
+        await dial_candidates(p2p, max(0, net.max_peers - len(connected)))
+        refused = p2p.dht.gaia_table_stats["refused_not_connected"] + p2p.candidates.stats["refused_per_source"]
+        if refused > refused_seen:
+            log.info("dht_peers_refused", refused_not_connected=p2p.dht.gaia_table_stats["refused_not_connected"],
+                     refused_not_dht_server=p2p.dht.gaia_table_stats["refused_not_dht_server"],
+                     candidates=len(p2p.candidates), **{f"candidates_{k}": v for k, v in p2p.candidates.stats.items()})
+            refused_seen = refused
         size = p2p.routing_table_size()
         if size == 0 or not connected:
             period = net.refresh_min_s

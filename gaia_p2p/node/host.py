@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from gaia_p2p.config import NetworkConfig
 from gaia_p2p.core.limits import InboundLimits
 from gaia_p2p.errors import CheckpointError
 from gaia_p2p.node import libp2p_fixes, scoring, traffic
+from gaia_p2p.node.candidates import DialCandidates
 
 log = structlog.get_logger("gaia.host")
 
@@ -100,6 +101,7 @@ class P2P:
     pubsub: Any
     gossipsub: Any
     dht: Any
+    candidates: DialCandidates = field(default_factory=DialCandidates)  # peers lookups named, not met yet
 
     @property
     def peer_id(self) -> str:
@@ -116,6 +118,13 @@ class P2P:
 
     def routing_table_peers(self) -> list[Any]:
         return list(self.dht.routing_table.get_peer_ids())
+
+    def dht_stats(self) -> dict[str, Any]:
+        """What the DHT and muxer guards (libp2p_fixes N, O, P, P1) refused, and the dial candidates."""
+        return {"table": dict(self.dht.gaia_table_stats), "kad_streams": dict(self.dht.gaia_stream_stats),
+                "records": dict(self.dht.gaia_record_stats),
+                "inbound_streams": dict(self.host.get_network().gaia_stream_stats),
+                "candidates": len(self.candidates), "candidate_stats": dict(self.candidates.stats)}
 
     def topic_peers(self, topic: str) -> list[str]:
         return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))
@@ -189,6 +198,7 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
         high_watermark=max(net.max_peers * 2, 32),
         max_connections_per_peer=3,
         dial_timeout=5.0,
+        inbound_stream_protocol_negotiation_timeout=libp2p_fixes.NEGOTIATE_S,  # P (default 10 s)
     )
     host = new_host(
         key_pair=key_pair,
@@ -221,14 +231,34 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     libp2p_fixes.strip_sender_records(pubsub)  # outermost: counted as sent, without record or key
     host.get_network().gaia_inbound_limits = InboundLimits(per_ip=net.max_inbound_per_ip,
                                                            exempt=net.limits_exempt)  # fix Q applies it
+    # One TCP attempt per dial (py-libp2p's swarm makes 4, 0.1-0.4 s apart): every loop that dials
+    # (bootstraps, discovery's candidates) retries with its own backoff, and a lookup that meets a
+    # made-up peer should pay one refused connect for it, not four.
+    from libp2p.network.config import RetryConfig
+
+    host.get_network().retry_config = RetryConfig(max_retries=0)
+    libp2p_fixes.cap_inbound_streams(host)
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+    candidates = DialCandidates()
+    own = host.get_id()
+
+    def on_named(source: Any, named: list[Any]) -> None:
+        now = trio.current_time()
+        network = host.get_network()
+        for pid in named:
+            if pid != own and not network.get_connections(pid):
+                candidates.offer(str(pid), str(source), now)
+
+    libp2p_fixes.admit_only_answering_peers(dht, on_named)
+    libp2p_fixes.bound_kad_streams(host, dht)
+    libp2p_fixes.refuse_dht_records(dht)
     host.get_network().register_notifee(_ConnectionNotifee(host))
 
     async with host.run(listen_addrs=listen):
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
             await pubsub.wait_until_ready()
             async with background_trio_service(dht):
-                yield P2P(host=host, pubsub=pubsub, gossipsub=gossipsub, dht=dht)
+                yield P2P(host=host, pubsub=pubsub, gossipsub=gossipsub, dht=dht, candidates=candidates)
 
 
 async def connect_to(p2p: P2P, addr: str, *, timeout_s: float = 10.0) -> str:

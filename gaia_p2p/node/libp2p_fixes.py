@@ -47,6 +47,20 @@ K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per to
 L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
 M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
    key is inlined in the ``from`` peer id (where receivers look first).
+N. ``admit_only_answering_peers``: kad-dht adds to its routing table every peer a FIND_NODE answer
+   names (with the addresses the answer claims), every peer it is about to query and every peer that
+   opens a kad stream: one answer of 200 made-up peers filled a table from 0 to 202, served to every
+   later asker. Only connected peers that identify lists as DHT servers get in; answers beyond k (20)
+   peers are cut to the k closest (node/discovery.py dials the named ones as bounded candidates).
+O. ``bound_kad_streams``: kad-dht serves 12 inbound streams at once and its reads have no deadline:
+   12 idle (or 1 byte/s) streams from one peer refuse every honest FIND_NODE for as long as they stay.
+   Each request gets ``KAD_IDLE_S`` (5 s), each peer ``KAD_STREAMS_PER_PEER`` (3) streams.
+P. ``cap_inbound_streams``: every yamux SYN lives as a stream and a task until its 10 s negotiation
+   timeout, without a per-peer limit (rcmgr counts streams globally only): one peer kept 2000 alive at
+   once. ``INBOUND_STREAMS_PER_PEER`` (64) and ``INBOUND_STREAMS_TOTAL`` (1024), negotiation 5 s.
+P1. ``refuse_dht_records``: the default validator stores and echoes PUT_VALUE of any key without a
+   namespace (50,000 records of up to 1 MiB) and ADD_PROVIDER for any key; gaia uses neither: refused.
+N, O, P, P1: tests/integration/test_libp2p_fixes.py (bug and fix) and test_dht_hostile.py (a node).
 Q. ``return_inbound_slots``: the inbound handler held its connection slot until the swarm ended,
    not the connection: after 128 inbound connections since start the node refused every new one.
    It now ends with its connection; the same wrapper applies the per-IP limit (core/limits.py).
@@ -613,3 +627,256 @@ def teardown_without_race() -> None:
         self._forget_all_subscriptions(peer_id)
 
     _patch_class(Pubsub, "_teardown_if_connected", _teardown_if_connected)
+# N, O, P, P1: the DHT and the muxer against a hostile peer
+
+
+def _peer_of(stream: Any) -> Any:
+    try:
+        return stream.muxed_conn.peer_id
+    except AttributeError:
+        return None
+
+
+def _log_refusal(event: str, n: int, **fields: Any) -> None:
+    """Log the 1st, 2nd, 4th, 8th... refusal of a kind (``n`` counts them): a flood of refused streams
+    must not become a flood of log lines."""
+    if n & (n - 1) == 0:
+        log.warning(event, refused_so_far=n, **fields)
+
+
+async def _reset_quietly(stream: Any) -> None:
+    """Reset a stream we refuse; it may already be gone, which is what we wanted anyway."""
+    try:
+        await stream.reset()
+    except Exception as e:  # libp2p's muxer errors share no base class below Exception
+        log.debug("stream_reset_failed", error=f"{type(e).__name__}: {e}"[:200])
+
+
+def admit_only_answering_peers(dht: Any, on_named: Callable[[Any, list[Any]], None] | None = None) -> dict[str, int]:
+    """N: kad-dht's ``RoutingTable.add_peer`` takes whatever it is given, and it is given every peer a
+    FIND_NODE answer names (``PeerRouting._query_peer_for_closest``, with the addresses the answer
+    claims), every peer it is about to query (before the query, "regardless of query outcome"), every
+    lookup result (``refresh_routing_table``) and every peer that opens a kad stream (without the
+    server-mode check). One peer that answers with 200 made-up ids fills the table with them, and the
+    table serves them to the next asker. Now a peer enters (or is refreshed in) the table only while it
+    is connected to us (it answered on an authenticated connection) and, once identify has run, only
+    if identify listed /ipfs/kad/1.0.0 (node/discovery.py drops connected peers that turn out not to
+    serve the DHT). An answer naming more than k (20) peers, which no
+    honest one does, is cut to the k closest to the key (the lookup would query every one of them:
+    ~190 dials for one answer of 200), and the addresses only the cut ones had leave the peerstore.
+    ``on_named(source, named_ids)`` sees each answer's peers (node/discovery.py makes them bounded
+    dial candidates). Returns live counters."""
+    from libp2p.kad_dht.common import BUCKET_SIZE, PROTOCOL_ID
+    from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+    from libp2p.peer.peerinfo import PeerInfo
+    from libp2p.peer.peerstore import PeerStoreError
+
+    table, host = dht.routing_table, dht.host
+    stats = {"admitted": 0, "refused_not_connected": 0, "refused_not_dht_server": 0, "answers_truncated": 0}
+    original_add = table.add_peer
+
+    async def add_peer(peer_obj: Any, *, skip_server_mode_check: bool = False) -> bool:
+        pid = peer_obj.peer_id if isinstance(peer_obj, PeerInfo) else peer_obj
+        if not host.get_network().get_connections(pid):
+            stats["refused_not_connected"] += 1
+            return False
+        try:
+            protocols = host.get_peerstore().get_protocols(pid) or []
+        except PeerStoreError:
+            protocols = []
+        if protocols and str(PROTOCOL_ID) not in protocols:  # before identify: in, as kad-dht's own check does
+            stats["refused_not_dht_server"] += 1
+            return False
+        # the peer id only: the peerstore's addresses, not the ones a third peer claimed for it
+        added = bool(await original_add(pid))
+        stats["admitted"] += int(added)
+        return added
+
+    table.add_peer = add_peer
+
+    routing = dht.peer_routing
+    original_query = routing._query_peer_for_closest
+
+    async def query_peer_for_closest(peer: Any, target_key: bytes) -> list[Any]:
+        peerstore = host.get_peerstore()
+        known = set(peerstore.peer_ids())
+        named = await original_query(peer, target_key)
+        if len(named) > BUCKET_SIZE:  # more than an honest answer holds: keep the k closest to the key
+            named = sort_peer_ids_by_distance(target_key, named)
+            stats["answers_truncated"] += 1
+            for pid in named[BUCKET_SIZE:]:
+                if pid not in known:  # the addresses only this answer claimed leave the peerstore too
+                    try:
+                        peerstore.clear_peerdata(pid)
+                    except PeerStoreError:
+                        pass  # already evicted: the peerstore keeps 1000 peers
+            named = named[:BUCKET_SIZE]
+        if on_named is not None:
+            on_named(peer, list(named))
+        return named
+
+    routing._query_peer_for_closest = query_peer_for_closest
+    dht.gaia_table_stats = stats
+    return stats
+
+
+class _IdleDeadlineStream:
+    """A kad stream as kad-dht's handler reads it: reads give up at a deadline that only an answer
+    (a write) moves on, so a whole request must arrive within ``idle_s`` of the stream's start or of
+    the previous answer, however it is dripped."""
+
+    def __init__(self, stream: Any, idle_s: float) -> None:
+        self._stream = stream
+        self._idle_s = idle_s
+        self._deadline = trio.current_time() + idle_s
+        self.timed_out = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        with trio.move_on_at(self._deadline):
+            return bytes(await self._stream.read(n))
+        self.timed_out = True
+        raise trio.TooSlowError(f"no complete kad request within {self._idle_s} s")
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+        self._deadline = trio.current_time() + self._idle_s
+
+
+#: O: a kad request must be complete this long after the stream opened or the last answer.
+KAD_IDLE_S = 5.0
+#: O: inbound kad streams one peer may have at once (kad-dht serves 12 in all).
+KAD_STREAMS_PER_PEER = 3
+
+
+def bound_kad_streams(host: Any, dht: Any, *, idle_s: float = KAD_IDLE_S,
+                      per_peer: int = KAD_STREAMS_PER_PEER) -> dict[str, int]:
+    """O: ``KadDHT.handle_stream`` serves at most 12 inbound streams at once (a ``CapacityLimiter``)
+    and resets every stream beyond that at once; its reads (``read_varint_prefixed_bytes_limited``)
+    have no deadline, so 12 streams that send nothing, or a byte a second, hold all 12 slots for as
+    long as they like and every honest FIND_NODE is reset. Each stream now gets ``idle_s`` per request
+    (``_IdleDeadlineStream``: reset when it runs out) and each peer at most ``per_peer`` streams in
+    the handler, so one peer holds at most ``per_peer`` of the 12 slots for at most ``idle_s``.
+    Returns live counters."""
+    from libp2p.kad_dht.common import PROTOCOL_ID
+
+    stats = {"streams": 0, "refused_per_peer": 0, "idle_reset": 0}
+    live: dict[Any, int] = {}  # peers with a stream in the handler now: at most 12 + refused ones in flight
+    original = dht.handle_stream
+
+    async def handle_stream(stream: Any) -> None:
+        peer = _peer_of(stream)
+        if live.get(peer, 0) >= per_peer:
+            stats["refused_per_peer"] += 1
+            _log_refusal("kad_stream_refused", stats["refused_per_peer"], peer_id=str(peer), reason="per_peer_cap",
+                         cap=per_peer)
+            await _reset_quietly(stream)
+            return
+        live[peer] = live.get(peer, 0) + 1
+        stats["streams"] += 1
+        guarded = _IdleDeadlineStream(stream, idle_s)
+        try:
+            await original(guarded)
+        finally:
+            live[peer] -= 1
+            if not live[peer]:
+                del live[peer]
+            if guarded.timed_out:
+                stats["idle_reset"] += 1
+                _log_refusal("kad_stream_refused", stats["idle_reset"], peer_id=str(peer), reason="idle", idle_s=idle_s)
+
+    dht.handle_stream = handle_stream
+    host.set_stream_handler(PROTOCOL_ID, handle_stream)
+    dht.gaia_stream_stats = stats
+    return stats
+
+
+#: P: inbound streams (negotiating or served) one peer may have at once, and all peers together.
+INBOUND_STREAMS_PER_PEER = 64
+INBOUND_STREAMS_TOTAL = 1024
+#: P: multistream-select on an inbound stream must be done within this (py-libp2p: 10 s).
+NEGOTIATE_S = 5.0
+
+
+def cap_inbound_streams(host: Any, *, per_peer: int = INBOUND_STREAMS_PER_PEER,
+                        total: int = INBOUND_STREAMS_TOTAL) -> dict[str, int]:
+    """P: every yamux SYN becomes a ``YamuxStream``, a ``NetStream`` and a task that waits up to the
+    negotiation timeout (10 s) for multistream-select, with no limit per peer: a peer that opens
+    streams as fast as it can and never negotiates keeps rate x 10 s of them alive (~600 at once from
+    one in-process peer here, each a few KB with its task). py-libp2p removes each one after the
+    timeout, but the process keeps the memory its peak took. The resource manager's stream limit is
+    one global count (``ResourceManager.acquire_stream``; the per-peer and per-protocol limits of
+    ``libp2p.rcmgr`` are not consulted by the swarm), so we count in the swarm's stream handler,
+    which runs before negotiation: a stream beyond ``per_peer`` for its peer, or ``total`` in all, is
+    reset at once. The negotiation deadline itself is ``NEGOTIATE_S`` (ConnectionConfig in host.py).
+    Returns live counters."""
+    swarm = host.get_network()
+    original = swarm.common_stream_handler
+    stats = {"refused_per_peer": 0, "refused_total": 0, "live": 0}
+    live: dict[Any, int] = {}  # one entry per peer with a live inbound stream: bounded by ``total``
+
+    async def handler(net_stream: Any) -> None:
+        peer = _peer_of(net_stream)
+        n = live.get(peer, 0)
+        if n >= per_peer or stats["live"] >= total:
+            key = "refused_per_peer" if n >= per_peer else "refused_total"
+            stats[key] += 1
+            _log_refusal("inbound_stream_refused", stats[key], peer_id=str(peer),
+                         reason="per_peer_cap" if n >= per_peer else "total_cap")
+            await _reset_quietly(net_stream)
+            return
+        live[peer] = n + 1
+        stats["live"] += 1
+        try:
+            await original(net_stream)
+        finally:
+            stats["live"] -= 1
+            live[peer] -= 1
+            if not live[peer]:
+                del live[peer]
+
+    swarm.set_stream_handler(handler)
+    swarm.gaia_stream_stats = stats
+    return stats
+
+
+class _RejectEveryRecord:
+    """A ``NamespacedValidator`` stand-in that knows no namespace (kad-dht's own ``put_value`` and
+    ``get_value`` call it too): every record is refused, and counted."""
+
+    strict_validation = True
+
+    def __init__(self, stats: dict[str, int]) -> None:
+        self._stats = stats
+        self._validators: dict[str, Any] = {}
+
+    def validate(self, key: str, value: bytes) -> None:
+        from libp2p.records.utils import InvalidRecordType
+
+        self._stats["records_refused"] += 1
+        _log_refusal("dht_record_refused", self._stats["records_refused"], key=key[:64], size=len(value))
+        raise InvalidRecordType("this node stores no DHT records")
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return 0
+
+
+def refuse_dht_records(dht: Any) -> dict[str, int]:
+    """P1: kad-dht's default validator is not strict: a PUT_VALUE of any key without a namespace is
+    stored (up to 50,000 records of up to 1 MiB each, ``MAX_VALUE_STORE_SIZE``, ``MAX_RECORD_SIZE``)
+    and echoed, and ADD_PROVIDER records are kept for any number of keys (20 providers each, 10
+    messages per 10 s per peer). gaia uses neither (no put_value/get_value/provide in gaia_p2p): every
+    record and provider announcement is refused and counted. Returns live counters."""
+    stats = {"records_refused": 0, "providers_refused": 0}
+    dht.validator = _RejectEveryRecord(stats)
+    dht.validator_changed = True
+
+    def add_provider(key: bytes, provider: Any) -> None:
+        stats["providers_refused"] += 1
+        _log_refusal("dht_provider_refused", stats["providers_refused"], key=bytes(key[:32]).hex())
+
+    dht.provider_store.add_provider = add_provider
+    dht.gaia_record_stats = stats
+    return stats

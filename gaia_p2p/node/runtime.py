@@ -215,6 +215,7 @@ class Node:
             # gossipsub mesh peers per topic: each message arrives about once per mesh peer
             "mesh": {t: len(self.p2p.gossipsub.mesh.get(t, ())) for t in (self.topic.topic, self.telemetry.topic)},
             "routing_table_size": self.p2p.routing_table_size(),
+            "dht": self.p2p.dht_stats(),
             "network_size": self.network_size(),
             "experiment_id": self.exp_id,
             "topics": [self.topic.topic, self.telemetry.topic],
