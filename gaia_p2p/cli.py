@@ -74,8 +74,9 @@ EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch", "gaia_p2p.tools.plot",
 # the same table, always name a flag that exists.
 START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
     ("problem (defines the experiment: nodes only mix with the same problem)", (
-        ("problem.name", {"help": "lunarlander (default), a test function, or spirals (an MLP classifier scored "
-                                  "for the whole population at once: where --backend torch and a GPU pay)"}),
+        ("problem.name", {"help": "lunarlander (default), a test function, spirals (an MLP classifier scored "
+                                  "for the whole population at once: where --backend torch and a GPU pay), gym:ENV_ID "
+                                  "(any gymnasium env) or your own Problem (package.module:name, docs/PROBLEMS.md)"}),
         ("problem.dim", {"type": int, "metavar": "N", "help": "parameters of a test function (default 30)"}),
         ("problem.hidden", {"type": "int_list", "metavar": "N[,N...]",
                             "help": "hidden layer sizes of the MLP (lunarlander policy, spirals; default 16)"}),

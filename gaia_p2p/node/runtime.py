@@ -507,8 +507,8 @@ async def _maybe_test(node: Node) -> bool:
     else:
         from gaia_p2p.tools.evaluate import evaluate_policy
 
-        result = await node.evaluator.call(evaluate_policy, isl.best_params, node.cfg.problem.hidden,
-                                           node.cfg.test_episodes)
+        result = await node.evaluator.call(partial(evaluate_policy, problem=node.cfg.problem), isl.best_params,
+                                           node.cfg.problem.hidden, node.cfg.test_episodes)
         node.test_episodes_used += int(result["episodes"])
     passed = result["mean"] >= target
     node.last_test = {"generation": isl.generation, "episodes": isl.episodes_used, "mean": result["mean"],
