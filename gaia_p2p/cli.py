@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
+from gaia_p2p.core.experiment import describe  # noqa: E402
 from gaia_p2p.errors import CheckpointError, ConfigError, GaiaError  # noqa: E402
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -220,6 +221,7 @@ def render_status(s: dict[str, Any]) -> str:
         *[f"                {p}" for p in s["peers"][:16]],
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
+        *([f"  made from     {describe(s['experiment']['made_from'])}"] if s.get("experiment") else []),
         f"topics          {', '.join(s['topics'])}",
         f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"
         f"{' restarted ' + str(opt['restarts']) + 'x' if opt.get('restarts') else ''}",

@@ -589,7 +589,8 @@ def _validate_problem(cfg: Config) -> None:
         raise _bad("evaluation.backend", "torch", f"runs lunarlander and spirals only, not {p.name}", "numpy")
     if not p.is_gym:
         if p.env_args:
-            raise _bad(ENV_ARGS_KEY, dict(p.env_args), f"applies to gym:<EnvId> problems only, not {p.name}")
+            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> problems "
+                              f"only, not {p.name}; remove [problem.env_args] and --set {ENV_ARGS_KEY}.KEY")
         if p.obs_norm != "none":
             raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> problems only, not {p.name}", "none")
     if not (math.isfinite(p.obs_clip) and 0 < p.obs_clip <= 1e6):

@@ -223,6 +223,30 @@ class ProblemConfig:
         }
 
 
+def describe(canonical: dict[str, Any]) -> str:
+    """One line saying what an experiment id was made from (``gaia-node status``)."""
+    c = canonical
+    policy = c.get("policy")
+    net = ""
+    if isinstance(policy, dict):
+        net = f", policy {policy.get('type')} {'-'.join(map(str, policy.get('sizes', [])))} {policy.get('output')}"
+    kind = c.get("problem")
+    if kind == "plugin":
+        made = f"{c.get('name')} {c.get('version')}"
+        return (f"plugin {made} from {c.get('dist') or 'a module outside any package'}"
+                f"{' ' + str(c.get('dist_version')) if c.get('dist_version') else ''}, "
+                f"{'deterministic' if c.get('deterministic') else 'noisy'}, config {c.get('config') or '{}'}, "
+                f"dim {c.get('dim')}")
+    if kind == "gym":
+        norm = c.get("obs_norm") or {}
+        norm_s = "none" if norm.get("type") == "none" else f"clip {norm.get('bound')}"
+        return (f"gym {c.get('env')}, env_args {c.get('env_args') or '{}'}, obs_norm {norm_s}{net}, "
+                f"max_steps {c.get('max_steps')}, dim {c.get('dim')}")
+    if kind == "lunarlander":
+        return f"{c.get('env')}{net}, max_steps {c.get('max_steps')}, dim {c.get('dim')}"
+    return f"{kind}{net}, dim {c.get('dim')}"
+
+
 def experiment_id(problem: ProblemConfig) -> str:
     """First 16 bytes (32 hex chars) of SHA-256 over the canonical JSON of the problem config."""
     blob = json.dumps(problem.canonical(), sort_keys=True, separators=(",", ":")).encode()

@@ -209,6 +209,8 @@ class Node:
             "routing_table_size": self.p2p.routing_table_size(),
             "network_size": self.network_size(),
             "experiment_id": self.exp_id,
+            # what the id is the hash of (protocols/gaia-migration-v1.md, "Experiment id and topic")
+            "experiment": {"id": self.exp_id, "made_from": self.cfg.problem.canonical()},
             "topics": [self.topic.topic, self.telemetry.topic],
             "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
                                                        "episodes": self.cfg.problem.episodes},

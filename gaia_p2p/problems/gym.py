@@ -218,16 +218,17 @@ def mlp_policy_factory(X: np.ndarray, sizes: Sequence[int], head: Head = Head(),
     box = head.action == "box"
     if box:
         assert head.low is not None and head.high is not None
-        low, half = head.low.astype(np.float32), ((head.high - head.low) / 2).astype(np.float32)
+        low, high = head.low, head.high
+        span = high - low
 
     def make(rows: np.ndarray) -> Callable[[np.ndarray], Any]:
         sel = [(W[rows], b[rows]) for W, b in layers]
         hidden_layers, (W_out, b_out) = sel[:-1], sel[-1]
 
         def act(obs: np.ndarray) -> Any:
-            if clip is not None:
-                obs = np.clip(obs, -clip, clip)
             h = obs.astype(dtype, copy=False)[:, None, :]  # (m, 1, in)
+            if clip is not None:  # in the policy's precision, so the bound is exactly obs_clip
+                h = np.clip(h, -clip, clip)
             for W, b in hidden_layers:
                 h = np.matmul(h, W)
                 h += b
@@ -236,8 +237,9 @@ def mlp_policy_factory(X: np.ndarray, sizes: Sequence[int], head: Head = Head(),
             logits += b_out
             if not box:
                 return logits[:, 0, :].argmax(axis=1).tolist()
-            a = (np.tanh(logits[:, 0, :]) + 1.0).astype(np.float32) * half + low
-            return np.clip(a, head.low, head.high).astype(np.float32)  # rounding never leaves the bounds
+            a = low + (np.tanh(logits[:, 0, :]) + 1.0) / 2.0 * span
+            np.clip(a, low, high, out=a)  # rounding never leaves the bounds
+            return a.astype(np.float32)  # Box actions are float32
 
         return act
 
@@ -294,7 +296,7 @@ def rollout_lockstep(key: EnvKey, obs_dim: int, n: int, seeds: Sequence[int], ma
             for i, (step, a) in enumerate(zip(steppers, actions)):
                 o, r, terminated, truncated, _ = step(a)
                 obs[i] = np.ravel(o) if flat else o
-                rets[i] += r
+                rets[i] += float(r)  # some envs return float32 rewards: sum in float64
                 if terminated or truncated:
                     ended.append(i)
             if t >= max_steps:  # our step limit: every running episode ends here
