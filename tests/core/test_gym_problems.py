@@ -233,3 +233,8 @@ def test_describe_says_what_the_id_is_made_from():
                  f"dim {p.param_dim}"):
         assert part in line, (part, line)
     assert describe(ProblemConfig().canonical()) == "LunarLander-v3, policy mlp 8-16-4 argmax, max_steps 1000, dim 212"
+
+
+def test_the_specs_worked_example_for_gym():
+    # protocols/gaia-migration-v1.md, "Worked examples"
+    assert experiment_id(gym_problem("gym:CartPole-v1")) == "cb4011681dcddbb94b89212a6566d5f2"
