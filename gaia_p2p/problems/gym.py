@@ -32,6 +32,10 @@ import numpy as np
 from gaia_p2p.core.experiment import EnvSpaces, ProblemConfig
 from gaia_p2p.errors import ConfigError
 
+# Largest flattened Box action: its bounds are part of the experiment id and of every status answer
+# (gaia-status-v1 caps a response at 256 KiB); far above any gymnasium env's (Humanoid: 17).
+MAX_ACTION_DIM = 1024
+
 # Upper bound on envs stepped together; larger batches run in consecutive chunks (bounds memory).
 MAX_LOCKSTEP_ENVS = 1024
 # Env configs (env id + kwargs) whose envs a process keeps; a worker only ever sees one, the bound
@@ -154,6 +158,9 @@ def probe(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> EnvSpaces:
             if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
                 raise ConfigError(f"config error: {key} = 'gym:{env_id}' has an unbounded Box action space; "
                                   f"only bounded Box actions are supported (the policy's tanh is scaled to them)")
+            if low.size > MAX_ACTION_DIM:
+                raise ConfigError(f"config error: {key} = 'gym:{env_id}' has {low.size} action dimensions, "
+                                  f"at most {MAX_ACTION_DIM} are supported")
             return EnvSpaces(env_id, obs_dim, "box", int(low.size), tuple(map(float, low)),
                              tuple(map(float, high)), **common)
         raise ConfigError(f"config error: {key} = 'gym:{env_id}' has a {type(act).__name__} action space; "

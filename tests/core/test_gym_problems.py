@@ -123,6 +123,7 @@ def test_env_args_from_toml_table_and_set(tmp_path):
     ("gym:CartPole-v1", {"obs_norm": "running"}, "problem.obs_norm"),
     ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> problems only"),
     ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> problems only"),
+    ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "more than 65536"),  # the wire format's MAX_DIM
 ])
 def test_bad_gym_problems_are_one_line_config_errors(name, problem, expected):
     with pytest.raises(ConfigError) as e:
@@ -150,7 +151,9 @@ class _Odd(gymnasium.Env):  # registered below with the spaces a test needs
 def odd_envs():
     ids = {"GaiaTestUnbounded-v0": {"act": spaces.Box(-np.inf, np.inf, (2,))},
            "GaiaTestDictObs-v0": {"obs": spaces.Dict({"a": spaces.Box(-1, 1, (2,))})},
-           "GaiaTestMultiBinary-v0": {"act": spaces.MultiBinary(3)}}
+           "GaiaTestMultiBinary-v0": {"act": spaces.MultiBinary(3)},
+           "GaiaTestWideAction-v0": {"act": spaces.Box(-1, 1, (gym.MAX_ACTION_DIM + 1,))},
+           "GaiaTestWidestAllowed-v0": {"act": spaces.Box(-1, 1, (gym.MAX_ACTION_DIM,))}}
     for env_id, kw in ids.items():
         gymnasium.register(env_id, entry_point=_Odd, kwargs=kw)
     yield
@@ -162,10 +165,16 @@ def odd_envs():
     ("GaiaTestUnbounded-v0", "unbounded Box action space"),
     ("GaiaTestDictObs-v0", "Dict observation space"),
     ("GaiaTestMultiBinary-v0", "MultiBinary action space"),
+    ("GaiaTestWideAction-v0", f"has {1025} action dimensions, at most 1024"),
 ])
 def test_unsupported_spaces_are_refused(odd_envs, env_id, expected):
     with pytest.raises(ConfigError, match=expected):
         gym_problem(f"gym:{env_id}")
+
+
+def test_the_widest_allowed_action_space_is_accepted(odd_envs):
+    p = gym_problem("gym:GaiaTestWidestAllowed-v0", hidden=(2,))
+    assert p.env_spaces.n_out == gym.MAX_ACTION_DIM and p.param_dim == 2 * 2 + 2 + 2 * 1024 + 1024
 
 
 def test_the_env_cache_is_bounded(monkeypatch):
