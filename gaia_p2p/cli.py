@@ -198,6 +198,11 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
+def _sig(x: Any) -> str:
+    """4 significant digits: a target of 200 or -0.02 and a return of 233.1 all read right."""
+    return "-" if x is None else f"{x:.4g}"
+
+
 def _bytes(n: float) -> str:
     if abs(n) < 1024:
         return f"{n:.0f} B"
@@ -256,12 +261,12 @@ def render_status(s: dict[str, Any]) -> str:
     if target.get("fitness") is not None:
         last = target.get("last_test")
         reached = target.get("reached")
-        text = f"target          {_fmt(target['fitness'], 1)}: "
+        text = f"target          {_sig(target['fitness'])}: "
         if reached:
             text += (f"REACHED at generation {reached['generation']} ({reached['episodes']} episodes), "
-                     f"{_fmt(reached['mean'], 1)} over {reached['test_episodes']} fresh episodes")
+                     f"{_sig(reached['mean'])} over {reached['test_episodes']} fresh episodes")
         elif last:
-            text += f"last test {_fmt(last['mean'], 1)} over {last['test_episodes']} episodes (not yet)"
+            text += f"last test {_sig(last['mean'])} over {last['test_episodes']} episodes (not yet)"
         else:
             text += "not tested yet (tests start when the best estimate reaches it)"
         lines.insert(-1, text)

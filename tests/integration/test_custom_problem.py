@@ -186,5 +186,6 @@ async def test_two_nodes_train_the_example_and_status_says_what_the_id_is_made_f
                 assert s["migrants"]["rejected"].get("wrong_experiment", 0) == 0
                 text = render_status(s)
                 assert "made from     plugin tiny-regression 1 from gaia-tiny-regression 0.1.0, noisy" in text, text
+                assert "target          -0.02: " in text, text  # not rounded to -0.0
                 assert np.isfinite(node.island.best_fitness)
             nursery.cancel_scope.cancel()
