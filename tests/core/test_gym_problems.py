@@ -104,6 +104,8 @@ def test_env_args_from_toml_table_and_set(tmp_path):
     assert p.env_args == (("g", 9.0),)
     p = build_config(toml_path=str(toml), env={}, overrides=parse_set(["problem.env_args.g=3.5"])).problem
     assert p.env_args == (("g", 3.5),)  # --set replaces that key of the table
+    p = build_config(env={"GAIA_PROBLEM_NAME": "gym:Pendulum-v1", "GAIA_PROBLEM_ENV_ARGS": "g=9.25, render_mode=rgb_array"}).problem
+    assert p.env_args == (("g", 9.25), ("render_mode", "rgb_array"))  # the environment: KEY=VALUE,...
     overrides = parse_set(["problem.env_args.continuous=true"])
     overrides["problem"]["name"] = "gym:LunarLander-v3"
     p = build_config(env={}, overrides=overrides).problem
@@ -247,3 +249,17 @@ def test_describe_says_what_the_id_is_made_from():
 def test_the_specs_worked_example_for_gym():
     # protocols/gaia-migration-v1.md, "Worked examples"
     assert experiment_id(gym_problem("gym:CartPole-v1")) == "cb4011681dcddbb94b89212a6566d5f2"
+
+
+def test_bench_eval_gym_quick_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_eval.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--env", "CartPole-v1", "--env", "Pendulum-v1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("CartPole-v1", "Pendulum-v1"))]
+    assert [r[0] for r in rows] == ["CartPole-v1", "Pendulum-v1"] and [r[1] for r in rows] == ["114", "81"]
+    assert all(float(r[4]) > 0 for r in rows)  # a ratio was measured
