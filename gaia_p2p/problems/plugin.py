@@ -12,6 +12,7 @@ which peers' vectors a node looks at.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.metadata
@@ -22,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gaia_p2p.core.experiment import PluginInfo
+from gaia_p2p.core.experiment import PROBLEMS, PluginInfo
 from gaia_p2p.errors import ConfigError, EvaluationError
 
 ENTRY_POINT_GROUP = "gaia_p2p.problems"
@@ -87,7 +88,9 @@ def _find(ref: str) -> tuple[Any, str, str]:
     matches = [ep for ep in _entry_points() if ep.name == ref]
     if not matches:
         known = sorted({ep.name for ep in _entry_points()})
-        raise _bad(ref, f"not a built-in problem and no installed package declares an entry point {ref!r} "
+        close = difflib.get_close_matches(ref, [*PROBLEMS, *known], n=1)
+        raise _bad(ref, f"{'did you mean ' + close[0] + '? ' if close else ''}not a built-in problem "
+                        f"({', '.join(PROBLEMS)}) and no installed package declares an entry point {ref!r} "
                         f"in [project.entry-points.{ENTRY_POINT_GROUP}] (installed: {', '.join(known) or 'none'})")
     ep = matches[0]
     try:
