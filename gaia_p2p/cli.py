@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
+from gaia_p2p.core.experiment import describe  # noqa: E402
 from gaia_p2p.errors import CheckpointError, ConfigError, GaiaError  # noqa: E402
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -74,8 +75,9 @@ EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch", "gaia_p2p.tools.plot",
 # the same table, always name a flag that exists.
 START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
     ("problem (defines the experiment: nodes only mix with the same problem)", (
-        ("problem.name", {"help": "lunarlander (default), a test function, or spirals (an MLP classifier scored "
-                                  "for the whole population at once: where --backend torch and a GPU pay)"}),
+        ("problem.name", {"help": "lunarlander (default), a test function, spirals (an MLP classifier scored "
+                                  "for the whole population at once: where --backend torch and a GPU pay), gym:ENV_ID "
+                                  "(any gymnasium env) or your own Problem (package.module:name, docs/PROBLEMS.md)"}),
         ("problem.dim", {"type": int, "metavar": "N", "help": "parameters of a test function (default 30)"}),
         ("problem.hidden", {"type": "int_list", "metavar": "N[,N...]",
                             "help": "hidden layer sizes of the MLP (lunarlander policy, spirals; default 16)"}),
@@ -196,6 +198,11 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
+def _sig(x: Any) -> str:
+    """4 significant digits: a target of 200 or -0.02 and a return of 233.1 all read right."""
+    return "-" if x is None else f"{x:.4g}"
+
+
 def _bytes(n: float) -> str:
     if abs(n) < 1024:
         return f"{n:.0f} B"
@@ -219,6 +226,7 @@ def render_status(s: dict[str, Any]) -> str:
         *[f"                {p}" for p in s["peers"][:16]],
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
+        *([f"  made from     {describe(s['experiment']['made_from'])}"] if s.get("experiment") else []),
         f"topics          {', '.join(s['topics'])}",
         f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"
         f"{' restarted ' + str(opt['restarts']) + 'x' if opt.get('restarts') else ''}",
@@ -253,12 +261,12 @@ def render_status(s: dict[str, Any]) -> str:
     if target.get("fitness") is not None:
         last = target.get("last_test")
         reached = target.get("reached")
-        text = f"target          {_fmt(target['fitness'], 1)}: "
+        text = f"target          {_sig(target['fitness'])}: "
         if reached:
             text += (f"REACHED at generation {reached['generation']} ({reached['episodes']} episodes), "
-                     f"{_fmt(reached['mean'], 1)} over {reached['test_episodes']} fresh episodes")
+                     f"{_sig(reached['mean'])} over {reached['test_episodes']} fresh episodes")
         elif last:
-            text += f"last test {_fmt(last['mean'], 1)} over {last['test_episodes']} episodes (not yet)"
+            text += f"last test {_sig(last['mean'])} over {last['test_episodes']} episodes (not yet)"
         else:
             text += "not tested yet (tests start when the best estimate reaches it)"
         lines.insert(-1, text)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaia_p2p.core.experiment import PROBLEMS, ProblemConfig
+from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, ProblemConfig
 from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
 from gaia_p2p.errors import ConfigError
 
@@ -37,7 +37,7 @@ DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
 # Every setting whose value is one of a fixed set, by key; validate() checks them all, and the CLI's
 # `choices=` come from here.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "problem.name": PROBLEMS,
+    "problem.obs_norm": OBS_NORMS,
     "island.optimizer": ALGORITHMS,
     "island.restarts": RESTARTS,
     "migration.topology": TOPOLOGIES,
@@ -185,7 +185,7 @@ class Config:
     def target(self) -> float | None:
         if self.target_fitness is not None:
             return self.target_fitness
-        return 200.0 if self.problem.name == "lunarlander" else None
+        return self.problem.default_target
 
     @property
     def reeval_episodes(self) -> int:
@@ -197,7 +197,7 @@ class Config:
     def popsize(self) -> int | None:
         if self.island.popsize is not None:
             return self.island.popsize
-        if self.island.optimizer == "openai-es" or self.problem.name == "lunarlander":
+        if self.island.optimizer == "openai-es" or self.problem.env_id is not None:
             return 32
         return None
 
@@ -215,8 +215,49 @@ TOP_LEVEL: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config) if
 
 
 def _fields(section: str) -> dict[str, dataclasses.Field[Any]]:
+    """The settable fields of a section (internal ones, filled in at config time, are not settings)."""
     cls = SECTIONS[section] if section else Config
-    return {f.name: f for f in dataclasses.fields(cls) if section or f.name not in SECTIONS}
+    return {f.name: f for f in dataclasses.fields(cls)
+            if (section or f.name not in SECTIONS) and not f.metadata.get("internal")}
+
+
+# problem.env_args: keyword arguments of gymnasium.make. Bounded, plain values only: they are hashed
+# into the experiment id and shown in status.
+ENV_ARGS_KEY = "problem.env_args"
+MAX_ENV_ARGS = 32
+MAX_ENV_ARG_STR = 256
+_ENV_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _env_arg_literal(text: str) -> Any:
+    """A --set / environment value as TOML would read it (true, 3, -9.8, "x"), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _coerce_env_args(value: Any) -> tuple[tuple[str, Any], ...]:
+    hint = f"fix [problem.env_args] in the config file or pass --set {ENV_ARGS_KEY}.KEY=VALUE"
+    if isinstance(value, str):
+        value = {k.strip(): _env_arg_literal(v.strip()) for k, _, v in
+                 (item.partition("=") for item in value.split(",") if item.strip())}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config error: {ENV_ARGS_KEY} = {value!r} must be a table of KEY = VALUE; {hint}")
+    if len(value) > MAX_ENV_ARGS:
+        raise ConfigError(f"config error: {ENV_ARGS_KEY} has {len(value)} entries, at most {MAX_ENV_ARGS}; {hint}")
+    out = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not _ENV_ARG_NAME.fullmatch(k):
+            raise ConfigError(f"config error: {ENV_ARGS_KEY}.{k} is not a keyword argument name "
+                              f"(letters, digits, _; at most 64); {hint}")
+        ok = (isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v))
+              or (isinstance(v, str) and len(v) <= MAX_ENV_ARG_STR))
+        if not ok:
+            raise ConfigError(f"config error: {ENV_ARGS_KEY}.{k} = {v!r} must be a bool, an int, a finite "
+                              f"float or a string of at most {MAX_ENV_ARG_STR} characters; {hint}")
+        out.append((k, v))
+    return tuple(sorted(out))
 
 
 def all_keys() -> tuple[str, ...]:
@@ -303,6 +344,10 @@ def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
         key = key.strip()
         if not eq or not key:
             raise ConfigError(f"config error: --set {item!r} is not KEY=VALUE; pass e.g. --set migration.interval=5")
+        if key.startswith(ENV_ARGS_KEY + "."):  # one keyword argument of the env per --set
+            args = out.setdefault("problem", {}).setdefault("env_args", {})
+            args[key[len(ENV_ARGS_KEY) + 1:]] = _env_arg_literal(value.strip())
+            continue
         if key not in all_keys():
             raise _unknown(key)
         section, _, name = key.rpartition(".")
@@ -352,6 +397,10 @@ def build_config(*, toml_path: str | None = None, env: dict[str, str] | None = N
 
     for section, values in (overrides or {}).items():
         given = {k: v for k, v in values.items() if v is not None}
+        if section == "problem" and isinstance(given.get("env_args"), dict):
+            # --set problem.env_args.KEY=VALUE adds to (or replaces one key of) the file's table
+            base = merged["problem"].get("env_args")
+            given["env_args"] = {**(base if isinstance(base, dict) else {}), **given["env_args"]}
         merged.setdefault(section, {}).update(given)
         origin.update({f"{section}.{k}" if section else k: "the command line" for k in given})
     try:
@@ -371,14 +420,44 @@ def _build(merged: dict[str, dict[str, Any]]) -> Config:
         for name, value in merged[section].items():
             if name not in known:
                 raise _unknown(f"{section}.{name}" if section else name)
-            kwargs[name] = _coerce(section, name, known[name].type, value)
+            if section == "problem" and name == "env_args":
+                kwargs[name] = _coerce_env_args(value)
+            else:
+                kwargs[name] = _coerce(section, name, known[name].type, value)
         if section:
             built[section] = SECTIONS[section](**kwargs)
         else:
             built.update(kwargs)
     cfg = Config(**built)
     validate(cfg)
+    resolved = resolve_problem(cfg.problem)
+    if resolved is not cfg.problem:
+        cfg = dataclasses.replace(cfg, problem=resolved)
+        validate_resolved(cfg)
     return cfg
+
+
+def resolve_problem(p: ProblemConfig) -> ProblemConfig:
+    """Fill in what a gym env or a user's Problem looks like (needs gymnasium or the user's package)."""
+    if p.is_gym and p.spaces is None:
+        from gaia_p2p.problems.gym import probe
+
+        return dataclasses.replace(p, spaces=probe(p.env_id or "", p.env_args))
+    if p.is_plugin and p.plugin is None:
+        from gaia_p2p.problems.plugin import load
+
+        return dataclasses.replace(p, plugin=load(p.name)[1])
+    return p
+
+
+def validate_resolved(cfg: Config) -> None:
+    """Checks that need the resolved problem (its dimension, its default target)."""
+    p = cfg.problem
+    if p.param_dim > 65536:  # the wire format's MAX_DIM
+        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
+                   f"gives {p.name} {p.param_dim} parameters, more than 65536", 16)
+    if cfg.stop_at_target and cfg.target is None:
+        raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
 
 
 def _bad(key: str, value: Any, rule: str, example: Any = None) -> ConfigError:
@@ -395,6 +474,7 @@ def validate(cfg: Config) -> None:
         if _value(cfg, key) not in choices:
             raise _bad(key, _value(cfg, key), f"must be one of {', '.join(choices)}", choices[0])
     p, i, m, n, e = cfg.problem, cfg.island, cfg.migration, cfg.network, cfg.evaluation
+    _validate_problem(cfg)
     if not 1 <= p.dim <= 65536:
         raise _bad("problem.dim", p.dim, "must be in 1..65536", 30)
     if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
@@ -405,7 +485,7 @@ def validate(cfg: Config) -> None:
                    f"gives the spirals MLP {p.param_dim} parameters, more than 65536", 16)
     if not 1 <= p.episodes <= 64:
         raise _bad("problem.episodes", p.episodes, "must be in 1..64", 1)
-    if not 1 <= p.max_steps <= 100_000:
+    if p.max_steps is not None and not 1 <= p.max_steps <= 100_000:
         raise _bad("problem.max_steps", p.max_steps, "must be in 1..100000", 1000)
     if not (math.isfinite(i.sigma) and i.sigma > 0):
         raise _bad("island.sigma", i.sigma, "must be a finite number > 0", 0.5)
@@ -488,12 +568,32 @@ def validate(cfg: Config) -> None:
         raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", 100)
     if not cfg.test_interval_s >= 0:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
-    if cfg.stop_at_target and cfg.target is None:
+    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_plugin):  # those: validate_resolved
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", 1)
     if not cfg.checkpoint_interval_s > 0:
         raise _bad("checkpoint_interval_s", cfg.checkpoint_interval_s, "must be > 0", 10)
+
+
+def _validate_problem(cfg: Config) -> None:
+    p = cfg.problem
+    if p.is_gym and not re.fullmatch(r"[A-Za-z0-9_.:/-]{1,128}", p.name[len(GYM_PREFIX):]):
+        raise _bad("problem.name", p.name, "needs a gymnasium env id after gym: (e.g. gym:CartPole-v1)",
+                   "gym:CartPole-v1")
+    if p.is_plugin and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", p.name):
+        raise _bad("problem.name", p.name, f"must be one of {', '.join(PROBLEMS)}, gym:<EnvId> (any gymnasium "
+                   f"env), package.module:name or an entry-point name (your own Problem)", PROBLEMS[0])
+    if (p.is_gym or p.is_plugin) and cfg.evaluation.backend == "torch":
+        raise _bad("evaluation.backend", "torch", f"runs lunarlander and spirals only, not {p.name}", "numpy")
+    if not p.is_gym:
+        if p.env_args:
+            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> problems "
+                              f"only, not {p.name}; remove [problem.env_args] and --set {ENV_ARGS_KEY}.KEY")
+        if p.obs_norm != "none":
+            raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> problems only, not {p.name}", "none")
+    if not (math.isfinite(p.obs_clip) and 0 < p.obs_clip <= 1e6):
+        raise _bad("problem.obs_clip", p.obs_clip, "must be in (0, 1e6]", 5.0)
 
 
 def load_bootstrap_file(cfg: Config) -> tuple[str, ...]:

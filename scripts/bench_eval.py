@@ -13,7 +13,7 @@ Env steps per second of wall time (resets included in the time), for:
                 much dearer the env is on those trajectories than on a constant-action free fall.
 
 (b) and (c) run on the evaluator's cached envs, whose action check is an equivalent fast
-Discrete.contains (gaia_p2p.problems.lunar.FAST_ACTION_CHECK; --no-fast-check turns it off);
+Discrete.contains (gaia_p2p.problems.gym.FAST_ACTION_CHECK; --no-fast-check turns it off);
 (a) and (a') use plain unwrapped envs, as any caller would get them from gymnasium.
 
 Every repeat measures the same fixed workloads, interleaved, so repeats differ only by machine
@@ -21,6 +21,13 @@ noise; the median and the best repeat are reported (on a shared machine the best
 
     python scripts/bench_eval.py                 # default: >= 100k steps per workload, 5 repeats
     python scripts/bench_eval.py --quick         # smoke test (a few seconds)
+
+With ``--env ENV_ID`` (repeatable) it measures those gymnasium envs instead, as ``gym:ENV_ID``
+problems: (a) raw: one unwrapped env stepped with a random action sequence drawn before the timing,
+reset with a new seed when an episode ends; (b) numpy: gaia_p2p.problems.gym.rollout_problem over
+generations of random MLP policies (max_steps: the env's registered limit).
+
+    python scripts/bench_eval.py --env CartPole-v1 --env Pendulum-v1 --env BipedalWalker-v3 --steps 30000 --repeats 3
 """
 
 from __future__ import annotations
@@ -132,6 +139,58 @@ def replay(episodes: Sequence[tuple[int, list[int]]]) -> None:
             step(a)
 
 
+def gym_raw_workload(env_id: str, actions: Sequence[Any], max_steps: int, seed0: int) -> int:
+    """(a) for a gym env: ``len(actions)`` steps of the given actions. Returns the number of episodes."""
+    import gymnasium
+
+    env = gymnasium.make(env_id).unwrapped
+    seed, t, episodes = seed0, 0, 1
+    env.reset(seed=seed)
+    step = env.step
+    for n, a in enumerate(actions, 1):
+        _, _, terminated, truncated, _ = step(a)
+        t += 1
+        if (terminated or truncated or t >= max_steps) and n < len(actions):
+            seed, t, episodes = seed + 1, 0, episodes + 1
+            env.reset(seed=seed)
+    return episodes
+
+
+def bench_gym(env_id: str, args: argparse.Namespace) -> tuple[str, int, float, float, float, float]:
+    """(env, dim, raw steps/s, lockstep steps/s, their ratio, lockstep mean episode length); best repeats."""
+    import gymnasium
+
+    from gaia_p2p.config import build_config
+    from gaia_p2p.problems import gym
+    from gaia_p2p.problems.evaluate import episode_seeds
+
+    problem = build_config(env={}, overrides={"problem": {"name": f"gym:{env_id}", "hidden": tuple(args.hidden)}}).problem
+    rng = np.random.default_rng(args.seed)
+    gens: list[Generation] = []
+    n = n_ep = 0
+    while n < args.steps:
+        X = args.sigma * rng.standard_normal((args.popsize, problem.param_dim))
+        seeds = episode_seeds(args.seed, len(gens), args.episodes)
+        res = gym.rollout_problem(problem, X, seeds)
+        n, n_ep = n + int(res.lengths.sum()), n_ep + res.lengths.size
+        gens.append((X, seeds))
+    space = gymnasium.make(env_id).action_space
+    space.seed(args.seed)
+    actions = [space.sample() for _ in range(args.steps)]
+    actions = [int(a) for a in actions] if np.ndim(actions[0]) == 0 else actions
+    raw, lock = [], []
+    for _ in range(args.repeats):  # interleaved, as in main()
+        t0 = time.perf_counter()
+        gym_raw_workload(env_id, actions, problem.steps, args.seed)
+        t1 = time.perf_counter()
+        for X, seeds in gens:
+            gym.rollout_problem(problem, X, seeds)
+        t2 = time.perf_counter()
+        raw.append(args.steps / (t1 - t0))
+        lock.append(n / (t2 - t1))
+    return env_id, problem.param_dim, max(raw), max(lock), max(lock) / max(raw), n / n_ep
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100_000, help="env steps per workload (default 100000)")
@@ -147,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-replay", action="store_true", help="skip the (a') diagnostic")
     ap.add_argument(
         "--no-fast-check", action="store_true",
-        help="diagnostic: give the evaluator's envs gymnasium's own Discrete.contains (lunar.FAST_ACTION_CHECK)",
+        help="diagnostic: give the evaluator's envs gymnasium's own Discrete.contains (gym.FAST_ACTION_CHECK)",
     )
     ap.add_argument("--quick", action="store_true", help="smoke test: 3000 steps, 1 repeat")
+    ap.add_argument("--env", action="append", default=[], metavar="ENV_ID",
+                    help="measure this gymnasium env as a gym:ENV_ID problem instead (repeatable)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps = min(args.steps, 3000)
@@ -159,9 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     print("affinity:", pin_to_one_core(args.cpu))
     import gymnasium
 
+    if args.env:
+        print(f"gymnasium {gymnasium.__version__}, >= {args.steps} steps per workload, best of {args.repeats}, "
+              f"popsize {args.popsize}, hidden {tuple(args.hidden)}, episodes {args.episodes}, sigma {args.sigma}")
+        print(f"{'env':<22} {'dim':>5} {'raw steps/s':>12} {'lockstep/s':>11} {'ratio':>6} {'mean ep':>8}")
+        for env_id in args.env:
+            name, dim, raw, lock, ratio, ep = bench_gym(env_id, args)
+            print(f"{name:<22} {dim:>5} {raw:>12,.0f} {lock:>11,.0f} {ratio:>6.2f} {ep:>8.1f}")
+        return 0
+    from gaia_p2p.problems import gym
+
     from gaia_p2p.problems import lunar
 
-    lunar.FAST_ACTION_CHECK = not args.no_fast_check
+    gym.FAST_ACTION_CHECK = not args.no_fast_check
     hidden = tuple(args.hidden)
     torch_note = "torch not measured (--no-torch)"
     rollouts: dict[str, Callable[..., Any]] = {"numpy": lunar.rollout_lunar}
@@ -178,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             torch_note = f"torch {torch.__version__} ({torch.get_num_threads()} thread, cpu, float64)"
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, gymnasium {gymnasium.__version__}, "
-        f"numpy policy {np.dtype(lunar.POLICY_DTYPE).name}, fast action check {lunar.FAST_ACTION_CHECK}; "
+        f"numpy policy {np.dtype(lunar.POLICY_DTYPE).name}, fast action check {gym.FAST_ACTION_CHECK}; "
         f"{torch_note}"
     )
     print(

@@ -126,7 +126,7 @@ class MigrantTopic(ValidatedTopic):
 def claim_checker(problem: ProblemConfig) -> Callable[[Elite], float] | None:
     """The fitness of one elite, computed inside the validator, for deterministic problems where that
     is cheap (microseconds for test functions); None elsewhere (LunarLander: episodes, in workers)."""
-    if not problem.deterministic:
+    if not problem.deterministic or problem.is_plugin:  # a user's code: its cost is unknown, keep it in workers
         return None
     if problem.name not in TEST_FUNCTIONS and problem.param_dim * SPIRALS_N_POINTS > INLINE_CHECK_MAX_MACS:
         return None

@@ -218,6 +218,8 @@ class Node:
             "dht": self.p2p.dht_stats(),
             "network_size": self.network_size(),
             "experiment_id": self.exp_id,
+            # what the id is the hash of (protocols/gaia-migration-v1.md, "Experiment id and topic")
+            "experiment": {"id": self.exp_id, "made_from": self.cfg.problem.canonical()},
             "topics": [self.topic.topic, self.telemetry.topic],
             "problem": self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
                                                        "episodes": self.cfg.problem.episodes},
@@ -493,8 +495,8 @@ async def _maybe_test(node: Node) -> bool:
     else:
         from gaia_p2p.tools.evaluate import evaluate_policy
 
-        result = await node.evaluator.call(evaluate_policy, isl.best_params, node.cfg.problem.hidden,
-                                           node.cfg.test_episodes)
+        result = await node.evaluator.call(partial(evaluate_policy, problem=node.cfg.problem), isl.best_params,
+                                           node.cfg.problem.hidden, node.cfg.test_episodes)
         node.test_episodes_used += int(result["episodes"])
     passed = result["mean"] >= target
     node.last_test = {"generation": isl.generation, "episodes": isl.episodes_used, "mean": result["mean"],

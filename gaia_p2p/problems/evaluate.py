@@ -18,7 +18,7 @@ import numpy as np
 
 from gaia_p2p.core.experiment import ProblemConfig
 from gaia_p2p.errors import ConfigError, EvaluationError
-from gaia_p2p.problems import functions, lunar, spirals
+from gaia_p2p.problems import functions, gym, lunar, plugin, spirals
 
 BACKENDS = ("numpy", "torch")
 
@@ -93,8 +93,10 @@ def evaluate_batch(
     non-finite parameters, missing seeds, torch missing, or ``device="cuda"`` without a GPU (the
     message names the fix).
     """
-    if problem.name not in functions.FUNCTIONS and problem.name not in ("lunarlander", "spirals"):
-        raise EvaluationError(f"unknown problem {problem.name!r}")
+    if problem.is_plugin and problem.plugin is None:
+        raise EvaluationError(f"unknown problem {problem.name!r} (a Problem of yours is resolved by gaia_p2p.config)")
+    if problem.is_gym and problem.spaces is None:
+        raise EvaluationError(f"problem {problem.name!r}: env spaces not resolved (build it with gaia_p2p.config)")
     if backend not in BACKENDS:
         raise EvaluationError(f"evaluation.backend = {backend!r} is not one of {', '.join(BACKENDS)}; "
                               f"pass --backend numpy or --backend torch")
@@ -112,11 +114,14 @@ def evaluate_batch(
     fn = functions.FUNCTIONS.get(problem.name)
     if fn is not None:
         return fn(X)
-    if problem.name == "lunarlander":
+    if problem.env_id is not None:
         if len(seeds) < 1:
-            raise EvaluationError("lunarlander needs at least one episode seed")
-        if problem.max_steps < 1:
-            raise EvaluationError(f"lunarlander: max_steps={problem.max_steps} must be >= 1")
+            raise EvaluationError(f"{problem.name} needs at least one episode seed")
+        if problem.steps < 1:
+            raise EvaluationError(f"{problem.name}: max_steps={problem.steps} must be >= 1")
+    if backend == "torch" and (problem.is_gym or problem.is_plugin):
+        raise EvaluationError(f"problem {problem.name!r}: the torch backend runs lunarlander and spirals "
+                              f"only; pass --backend numpy")
     torch_device = None
     if backend == "torch":
         from gaia_p2p.problems import torch_backend
@@ -128,6 +133,10 @@ def evaluate_batch(
         if torch_device is not None:
             return torch_backend.evaluate_spirals_torch(X, problem.hidden, device=torch_device)
         return spirals.evaluate_spirals(X, problem.hidden)
+    if problem.is_gym:
+        return gym.evaluate_gym(problem, X, seeds)
+    if problem.plugin is not None:
+        return plugin.evaluate(problem.plugin, X, seeds)
     if torch_device is not None:
-        return torch_backend.evaluate_lunar_torch(X, seeds, problem.hidden, problem.max_steps, device=torch_device)
-    return lunar.evaluate_lunar(X, seeds, problem.hidden, problem.max_steps)
+        return torch_backend.evaluate_lunar_torch(X, seeds, problem.hidden, problem.steps, device=torch_device)
+    return lunar.evaluate_lunar(X, seeds, problem.hidden, problem.steps)

@@ -47,10 +47,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
         (["start", "--duty-cycle", "0.5"], "--duty-cycle -> --set evaluation.duty_cycle=VALUE"),
         (["start", "--no-migration"], "--set migration.enabled=false"),
         (["start", "--no-such-flag"], "see 'gaia-node start --help'"),
+        (["start", "--problem", "gym:NoSuchEnv-v1"], "is not a registered gymnasium env"),
+        (["start", "--problem", "gym:FrozenLake-v1"], "only Box observations are supported"),
+        (["start", "--problem", "no_such_pkg.mod:Thing"], "cannot import no_such_pkg.mod"),
+        (["start", "--problem", "sphre"], "did you mean sphere?"),
     ],
     ids=["sigma-negative", "sigma-not-a-number", "unknown-topology", "bad-bootstrap", "missing-config",
          "udp-listen", "set-out-of-range", "set-unknown-key", "set-no-value", "flag-and-set", "removed-flag",
-         "removed-switch", "unknown-flag"],
+         "removed-switch", "unknown-flag", "unknown-gym-env", "unsupported-obs-space", "missing-problem-module",
+         "misspelt-problem"],
 )
 def test_bad_start_input_exits_2_with_one_line(tmp_path, args, expected):
     line = one_line_error(gaia(*args, cwd=tmp_path), 2)

@@ -13,7 +13,7 @@ import pytest
 
 from gaia_p2p.core.experiment import ProblemConfig
 from gaia_p2p.errors import EvaluationError, GaiaError
-from gaia_p2p.problems import functions, lunar
+from gaia_p2p.problems import functions, gym, lunar
 from gaia_p2p.problems.evaluate import (
     BLAS_THREAD_VARS,
     episode_seeds,
@@ -193,7 +193,7 @@ def test_chunked_lockstep_matches_single_batch(monkeypatch: pytest.MonkeyPatch) 
     X = 0.5 * rng.standard_normal((5, 212))
     seeds = (1, 2)
     whole = lunar.rollout_lunar(X, seeds, max_steps=150)
-    monkeypatch.setattr(lunar, "MAX_LOCKSTEP_ENVS", 3)
+    monkeypatch.setattr(gym, "MAX_LOCKSTEP_ENVS", 3)
     chunked = lunar.rollout_lunar(X, seeds, max_steps=150)
     np.testing.assert_array_equal(whole.returns, chunked.returns)
     np.testing.assert_array_equal(whole.lengths, chunked.lengths)
