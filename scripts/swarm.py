@@ -87,7 +87,8 @@ def pump(name: str, stream, out_lock: threading.Lock, color: bool, every: int, r
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=4)
-    ap.add_argument("--problem", default="lunarlander", choices=["lunarlander", "sphere", "rastrigin", "rosenbrock"])
+    ap.add_argument("--problem", default="lunarlander",
+                    help="any gaia-node --problem: a built-in, gym:ENV-ID or package.module:name (default lunarlander)")
     ap.add_argument("--dim", type=int, default=None, help="test functions: parameters")
     ap.add_argument("--workers", type=int, default=1, help="worker processes per node (default 1)")
     ap.add_argument("--base-dir", type=Path, default=None, help="data dirs go here (default: a new temp dir)")

@@ -14,8 +14,8 @@ peer that answers with made-up peers costs us a few failed dials, not the table.
 
 from __future__ import annotations
 
-import random
 
+import numpy as np
 import structlog
 import trio
 
@@ -25,7 +25,8 @@ from gaia_p2p.node.host import P2P, connect_to
 
 log = structlog.get_logger("gaia.discovery")
 
-async def dial_bootstrap(p2p: P2P, addr: str, *, attempts: int = 5, timeout_s: float = 10.0) -> bool:
+async def dial_bootstrap(p2p: P2P, addr: str, rng: np.random.Generator, *, attempts: int = 5,
+                         timeout_s: float = 10.0) -> bool:
     delay = 0.5
     for attempt in range(1, attempts + 1):
         try:
@@ -34,7 +35,7 @@ async def dial_bootstrap(p2p: P2P, addr: str, *, attempts: int = 5, timeout_s: f
             return True
         except (Exception, trio.TooSlowError) as e:  # dial errors come in many libp2p types
             log.warning(logs.BOOTSTRAP_FAILED, addr=addr, attempt=attempt, error=f"{type(e).__name__}: {e}"[:200])
-        await trio.sleep(delay * (0.5 + random.random()))
+        await trio.sleep(delay * (0.5 + rng.random()))
         delay = min(delay * 2, 10.0)
     return False
 
@@ -119,13 +120,14 @@ async def dial_candidates(p2p: P2P, room: int) -> dict[str, bool]:
     return results
 
 
-async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig) -> None:
+async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig,
+                        rng: np.random.Generator) -> None:
     own = p2p.peer_id
     boots = [a for a in bootstrap if not a.endswith("/p2p/" + own)]
     if boots:
         async with trio.open_nursery() as nursery:
             for addr in boots:
-                nursery.start_soon(dial_bootstrap, p2p, addr)
+                nursery.start_soon(dial_bootstrap, p2p, addr, rng)
     known: set[str] = set()
     refused_seen = 0
     period = net.refresh_min_s
@@ -134,7 +136,7 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
     while True:
         if boots and not p2p.connected_peers():
             for addr in boots:  # lost everyone: go back to the bootstraps
-                await dial_bootstrap(p2p, addr, attempts=1)
+                await dial_bootstrap(p2p, addr, rng, attempts=1)
         with trio.move_on_after(30):
             try:
                 if rounds < FULL_REFRESH_FIRST or rounds % FULL_REFRESH_EVERY == 0:
@@ -146,11 +148,10 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
         rounds += 1
         connected = set(p2p.connected_peers())
         await sync_connected_into_table(p2p)
-        for pid in p2p.routing_table_peers():
-            spid = str(pid)
-            if spid != own and spid not in known:
-                known.add(spid)
-                log.info(logs.PEER_DISCOVERED, peer_id=spid, routing_table_size=p2p.routing_table_size())
+        in_table = {str(pid) for pid in p2p.routing_table_peers()} - {own}
+        for spid in sorted(in_table - known):
+            log.info(logs.PEER_DISCOVERED, peer_id=spid, routing_table_size=len(in_table))
+        known = in_table  # as bounded as the table: a peer that left and comes back is logged again
         # Dial what lookups told us of: in a small network one lookup names nearly everyone, so
         # connections (and, through them, the table) fill without more lookups.
         await dial_candidates(p2p, max(0, net.max_peers - len(connected)))
@@ -170,7 +171,7 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
         last_size = size
         # sleep the period out, but wake at once when we lose every connection (a partition, a
         # restart of our only peers): then the bootstraps and the table are dialled again
-        with trio.move_on_after(period * (0.8 + 0.4 * random.random())):
+        with trio.move_on_after(period * (0.8 + 0.4 * rng.random())):
             await trio.sleep(net.refresh_min_s)  # never spin, even while alone
             while p2p.connected_peers():
                 await sync_connected_into_table(p2p)  # between lookups too: joiners dial us

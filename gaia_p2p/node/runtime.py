@@ -385,7 +385,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                          optimizer=island.opt.algorithm, settings=island.opt.settings(), popsize=island.opt.popsize,
                          seed=seed, workers=cfg.evaluation.workers, bootstrap=list(bootstrap),
                          data_dir=str(data.path), generation=island.generation, version=__version__)
-                nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network)
+                nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network, node.net_rng)
                 if cfg.network.keepalive_s > 0:
                     # silent for 4 periods (20 s by default) = dead: a busy machine is not a dead link
                     nursery.start_soon(partial(keep_alive, p2p, interval_s=cfg.network.keepalive_s,

@@ -125,3 +125,15 @@ def test_the_static_check_catches_what_it_should(tmp_path):
                      "default_rng() without a seed"):
         assert any(expected in v for v in found), (expected, found)
     assert len(found) == 10, found
+
+
+def test_shell_decisions_use_no_global_random():
+    """node/ draws from seeded generators it is given (runtime's net_rng), never from the global
+    ``random`` module: a decision of the shell is reproducible from the node's seed."""
+    import re
+    from pathlib import Path
+
+    node = Path(__file__).resolve().parents[2] / "gaia_p2p" / "node"
+    offenders = [p.name for p in node.glob("*.py")
+                 if re.search(r"^\s*(import random|from random import)", p.read_text(encoding="utf-8"), re.M)]
+    assert offenders == []
