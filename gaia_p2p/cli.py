@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.node.watch", "gaia_p2p.tools.plot", "gaia_p2p.tools.replay",
+EXTRA_COMMANDS: tuple[str, ...] = ("gaia_p2p.tools.watch", "gaia_p2p.tools.plot", "gaia_p2p.tools.replay",
                                    "gaia_p2p.tools.evaluate")
 
 
@@ -163,7 +163,7 @@ def cmd_start(a: argparse.Namespace) -> int:
     logs.configure(cfg.log_format, cfg.log_level, live_progress=True)
     import trio
 
-    from gaia_p2p.node.host import quiet_libp2p_logging
+    from gaia_p2p.net.host import quiet_libp2p_logging
     from gaia_p2p.node.shutdown import serve
 
     quiet_libp2p_logging(cfg.libp2p_log_level)
@@ -284,7 +284,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         import trio
 
         from gaia_p2p.node.control import query_peer_status
-        from gaia_p2p.node.host import quiet_libp2p_logging
+        from gaia_p2p.net.host import quiet_libp2p_logging
 
         quiet_libp2p_logging("critical")
         try:

@@ -163,7 +163,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     log_format: str = "auto"
     log_level: str = "info"
-    libp2p_log_level: str = "error"  # py-libp2p's own loggers (node/host.py quiet_libp2p_logging)
+    libp2p_log_level: str = "error"  # py-libp2p's own loggers (net/host.py quiet_libp2p_logging)
     max_generations: int | None = None  # stop (exit 0) after this many generations in total
     checkpoint_interval_s: float = 10.0
     log_interval_s: float = 1.0  # at most one generation_completed line per this many seconds (0: every one)

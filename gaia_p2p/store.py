@@ -1,4 +1,4 @@
-"""The data dir: an exclusive lock, the identity key (node/host.py) and atomic checkpoints."""
+"""The data dir: an exclusive lock, the identity key (net/host.py) and atomic checkpoints."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ reason, island counters) as differences before/after the attack; "dropped" is wh
 what the validator or the island counted. "crashes" is 0 when the victim's generation advanced
 after the attack and status() answered; a crash of the victim would end this script with its
 traceback instead of a table. "score" is the victim's gossipsub score for that attacker once the row
-is done (gaia_p2p/node/scoring.py). An honest node (migration off, so that it adds nothing to the
+is done (gaia_p2p/net/scoring.py). An honest node (migration off, so that it adds nothing to the
 victim's migrant counters) is connected to the victim throughout; its score in the victim's view, and
 the victim's in its view, are printed below the table.
 """
@@ -47,8 +47,8 @@ from attacker import (  # noqa: E402
 
 from gaia_p2p import logs  # noqa: E402
 from gaia_p2p.config import Config, build_config  # noqa: E402
+from gaia_p2p.net.scoring import GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD, peer_scores  # noqa: E402
 from gaia_p2p.node.runtime import Node, run  # noqa: E402
-from gaia_p2p.node.scoring import GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD, peer_scores  # noqa: E402
 
 PROBLEM, DIM = "rastrigin", 10
 PACE_S = 0.6
@@ -297,7 +297,7 @@ def cli() -> None:
     ap.add_argument("--seed", type=int, default=1000, help="the victim island's seed")
     args = ap.parse_args()
     logs.configure("json", "critical")  # the victim logs every rejection at WARNING: keep stdout a table
-    from gaia_p2p.node.host import quiet_libp2p_logging
+    from gaia_p2p.net.host import quiet_libp2p_logging
 
     quiet_libp2p_logging("critical")
     rows, summary = trio.run(main, args)

@@ -178,7 +178,7 @@ def _run_attack(kind: str, addr: str, exp_id: str, topic: str) -> None:
     import trio
 
     from gaia_p2p import logs
-    from gaia_p2p.node.host import quiet_libp2p_logging
+    from gaia_p2p.net.host import quiet_libp2p_logging
 
     logs.configure("json", "critical")
     quiet_libp2p_logging("critical")

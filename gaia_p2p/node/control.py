@@ -147,7 +147,7 @@ async def query_peer_status(addr: str, *, timeout_s: float = 15.0) -> dict[str, 
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
-    from gaia_p2p.node.libp2p_fixes import noise_only_security
+    from gaia_p2p.net.libp2p_fixes import noise_only_security
 
     kp = create_new_key_pair()
     host = new_host(key_pair=kp, muxer_opt=create_yamux_muxer_option(), sec_opt=noise_only_security(kp))

@@ -2,7 +2,7 @@
 
 Rejections are counted by reason and logged at WARNING with the originator's peer id; a rejected
 message is neither delivered nor forwarded, and the validator's rejection feeds gossipsub's
-invalid-message penalty for the forwarding peer (node/scoring.py), except for ``IGNORED_REASONS``,
+invalid-message penalty for the forwarding peer (net/scoring.py), except for ``IGNORED_REASONS``,
 gossipsub IGNOREs that are not the forwarder's fault.
 
 On deterministic problems cheap to evaluate (``claim_checker``) the validator also re-evaluates the
@@ -32,7 +32,7 @@ from gaia_p2p.core.schedule import TokenBucket
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import RemoteProtocolError
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
 
 log = structlog.get_logger("gaia.gossip")
 
@@ -141,7 +141,7 @@ def _measure(problem: ProblemConfig, elite: Elite) -> float:
 
 
 def penalize(gossipsub: Any, peer: str, topic: str) -> bool:
-    """Charge ``peer`` one invalid message on ``topic`` (gossipsub's P4, node/scoring.py), as if the
+    """Charge ``peer`` one invalid message on ``topic`` (gossipsub's P4, net/scoring.py), as if the
     validator had rejected what it forwarded: for a lie found only after delivery. False when the
     peer id does not parse or the router keeps no scores."""
     from libp2p.peer.id import ID

@@ -3,7 +3,7 @@
     run(config, task_status=...)   started with ``await nursery.start(run, cfg)``; hands back the
                                    ``Node`` once it listens (addresses with the real port).
 
-Tasks: host+pubsub+dht (node/host.py), discovery, migrants receiver, control socket, checkpoints,
+Tasks: host+pubsub+dht (net/host.py), discovery, migrants receiver, control socket, checkpoints,
 and the island loop (ask -> evaluate in workers -> tell -> publish). Cancelling the scope (SIGINT /
 SIGTERM via node/shutdown.py) stops everything and a final checkpoint is written, shielded.
 """
@@ -44,15 +44,16 @@ from gaia_p2p.core.netsize import SizeEstimate, estimate_size, window_for
 from gaia_p2p.core.optimizer import make_optimizer
 from gaia_p2p.core.schedule import duty_sleep, pick
 from gaia_p2p.errors import CheckpointError, RemoteProtocolError
-from gaia_p2p.node import control, traffic
-from gaia_p2p.node.discovery import run_discovery
+from gaia_p2p.net import traffic
+from gaia_p2p.net.discovery import run_discovery
+from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
+from gaia_p2p.net.liveness import keep_alive
+from gaia_p2p.node import control
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
-from gaia_p2p.node.liveness import keep_alive
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
-from gaia_p2p.node.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
 from gaia_p2p.store import DataDir
 
 log = structlog.get_logger("gaia.node")
@@ -272,8 +273,8 @@ class Node:
 
 
 def _lowest_scores(gossipsub: Any, n: int = 16) -> dict[str, float]:
-    """The n lowest gossipsub peer scores (node/scoring.py): honest peers sit at 0, offenders below."""
-    from gaia_p2p.node.scoring import peer_scores
+    """The n lowest gossipsub peer scores (net/scoring.py): honest peers sit at 0, offenders below."""
+    from gaia_p2p.net.scoring import peer_scores
 
     try:
         return dict(list(peer_scores(gossipsub).items())[:n])

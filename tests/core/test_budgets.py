@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gaia_p2p.config import build_config
-from gaia_p2p.node.liveness import probe_period
+from gaia_p2p.net.liveness import probe_period
 
 
 @pytest.mark.parametrize(("n_peers", "expected"), [(0, 5.0), (3, 5.0), (5, 5.0), (39, 39.0), (999, 999.0)])

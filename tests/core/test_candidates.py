@@ -1,8 +1,8 @@
-"""node/candidates.py: the bounds of the dial-candidate table (pure: the time is an argument)."""
+"""net/candidates.py: the bounds of the dial-candidate table (pure: the time is an argument)."""
 
 from __future__ import annotations
 
-from gaia_p2p.node.candidates import DialCandidates
+from gaia_p2p.net.candidates import DialCandidates
 
 
 def test_one_source_names_at_most_per_source_candidates():

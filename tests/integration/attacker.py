@@ -25,7 +25,7 @@ import trio
 
 from gaia_p2p.core import codec
 from gaia_p2p.core.types import Elite
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
 from gaia_p2p.problems.functions import FUNCTIONS
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"

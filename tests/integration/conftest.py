@@ -10,7 +10,7 @@ from gaia_p2p import logs
 @pytest.fixture(autouse=True)
 def _quiet_logs():
     logs.configure("json", "warning")
-    from gaia_p2p.node.host import quiet_libp2p_logging
+    from gaia_p2p.net.host import quiet_libp2p_logging
 
     quiet_libp2p_logging("critical")
 

@@ -20,7 +20,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
 
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 #: What opening a stream raises when the peer resets it during multistream-select (a refusal).

@@ -11,7 +11,7 @@ from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
 from gaia_p2p.node.runtime import run
 
 from swarm_helpers import node_config, wait_until

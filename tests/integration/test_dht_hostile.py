@@ -12,7 +12,7 @@ from typing import Any
 import trio
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD
 
-from gaia_p2p.node import candidates, libp2p_fixes
+from gaia_p2p.net import candidates, libp2p_fixes
 from gaia_p2p.node.runtime import Node, run
 
 from kad_attacker import (DialCounter, addr_of, bare_host, connect, fake_peers, find_node, hold_kad_streams,

@@ -16,7 +16,8 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from gaia_p2p.core import codec
 from gaia_p2p.core.experiment import ProblemConfig, experiment_id
 from gaia_p2p.core.types import Elite
-from gaia_p2p.node import fetch, libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
+from gaia_p2p.node import fetch
 from gaia_p2p.node.control import encode_uvarint, read_frame
 from gaia_p2p.node.runtime import Node, run
 

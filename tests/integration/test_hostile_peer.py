@@ -3,7 +3,7 @@ Noise only, see attacker.py) connects to the victim, subscribes to its migrants 
 messages. Each attack is checked on the victim's own counters: ``node.topic.rejected`` (the gossipsub
 validator, by reason code), ``node.island.counters`` / ``banned`` / ``lies``, and ``node.status()``.
 Throughout: the victim never crashes (its nursery does not raise), keeps evolving, status() works.
-The last test checks the victim's gossipsub peer scores (gaia_p2p/node/scoring.py).
+The last test checks the victim's gossipsub peer scores (gaia_p2p/net/scoring.py).
 
 The victim (workers 0, rastrigin dim 10) is deterministic: claims are checked by re-evaluation.
 """
@@ -16,8 +16,8 @@ import trio
 from libp2p.peer.id import ID
 
 from gaia_p2p.core import codec
+from gaia_p2p.net.scoring import GRAYLIST_THRESHOLD, peer_scores
 from gaia_p2p.node.runtime import Node, run
-from gaia_p2p.node.scoring import GRAYLIST_THRESHOLD, peer_scores
 
 from attacker import LIE_CLAIM, SENTINEL_TOPIC, honest_elite, lie_elite, malformed_payloads, open_attacker
 from swarm_helpers import node_config, wait_until

@@ -1,4 +1,4 @@
-"""Each py-libp2p 0.8.1 workaround in gaia_p2p/node/libp2p_fixes.py, with the bug it guards against."""
+"""Each py-libp2p 0.8.1 workaround in gaia_p2p/net/libp2p_fixes.py, with the bug it guards against."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import PeerScorer, ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
-from gaia_p2p.node import libp2p_fixes, scoring
+from gaia_p2p.net import libp2p_fixes, scoring
 from gaia_p2p.node.control import encode_uvarint
 from gaia_p2p.node.runtime import run
 

@@ -19,8 +19,8 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
+from gaia_p2p.net.scoring import peer_scores
 from gaia_p2p.node.runtime import run
-from gaia_p2p.node.scoring import peer_scores
 
 from attacker import honest_elite, lie_elite, open_attacker
 from swarm_helpers import node_config, wait_until

@@ -13,7 +13,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from gaia_p2p.node import libp2p_fixes, pull
+from gaia_p2p.net import libp2p_fixes
+from gaia_p2p.node import pull
 from gaia_p2p.node.control import encode_uvarint, read_frame
 from gaia_p2p.node.runtime import Node, run
 

@@ -3,7 +3,7 @@
 A FIND_NODE answer names up to 20 peers (a hostile one: as many as it likes) with addresses nobody
 vouched for. None of them enters the routing table for being named (libp2p_fixes N); each becomes a
 candidate here, is dialled a few times at most with growing pauses, and, once connected and
-identified as a DHT server, enters the table (node/discovery.py). Bounded three ways: the whole
+identified as a DHT server, enters the table (net/discovery.py). Bounded three ways: the whole
 table, the candidates one source may have named (so one answer cannot crowd out everyone else's),
 and the attempts per candidate. A candidate that used up its attempts is remembered for
 ``forget_s``, so being named again does not earn it new attempts.

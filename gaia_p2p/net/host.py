@@ -22,8 +22,8 @@ import trio
 from gaia_p2p.config import NetworkConfig
 from gaia_p2p.core.limits import InboundLimits
 from gaia_p2p.errors import CheckpointError
-from gaia_p2p.node import libp2p_fixes, scoring, traffic
-from gaia_p2p.node.candidates import DialCandidates
+from gaia_p2p.net import libp2p_fixes, scoring, traffic
+from gaia_p2p.net.candidates import DialCandidates
 
 log = structlog.get_logger("gaia.host")
 

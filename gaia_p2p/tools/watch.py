@@ -143,7 +143,7 @@ def run(a: argparse.Namespace) -> int:
         import trio
 
         from gaia_p2p import logs
-        from gaia_p2p.node.host import quiet_libp2p_logging
+        from gaia_p2p.net.host import quiet_libp2p_logging
 
         logs.configure("auto", "warning", stream=sys.stderr)  # stdout carries only the view / NDJSON
         quiet_libp2p_logging("critical")
@@ -167,9 +167,9 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
     from gaia_p2p.core.experiment import telemetry_topic
     from gaia_p2p.errors import GaiaError
     from gaia_p2p.node.control import query_peer_status
-    from gaia_p2p.node.discovery import run_discovery
+    from gaia_p2p.net.discovery import run_discovery
     from gaia_p2p.node.gossip import TelemetryTopic
-    from gaia_p2p.node.host import open_p2p
+    from gaia_p2p.net.host import open_p2p
     from gaia_p2p.node.netview import NetView
     from gaia_p2p.node.pull import pull_loop
 

@@ -20,9 +20,9 @@ G. ``noise_only_security``: ``new_host`` offers plaintext and secio next to Nois
    that proposes plaintext first gets an unauthenticated, unencrypted link. We offer Noise only.
 H. ``abort_connections``: nothing pings idle connections, so a partitioned peer stays connected for
    as long as TCP retransmits (~15 min, measured in network namespaces); and closing a connection
-   whose TCP send buffer is full (a dead link we kept gossiping to) blocks. node/liveness.py pings;
+   whose TCP send buffer is full (a dead link we kept gossiping to) blocks. net/liveness.py pings;
    a dead peer's connections are closed gracefully with a deadline, then aborted at the socket.
-I. ``enforce_peer_scores`` (parameters in node/scoring.py): py-libp2p's ``PeerScorer`` counts a
+I. ``enforce_peer_scores`` (parameters in net/scoring.py): py-libp2p's ``PeerScorer`` counts a
    validator's rejection (P4) but little acts on it, and what does can be turned against honest peers:
    - ``allow_publish``/``allow_gossip`` for one topic read that topic's counters only (invalid
      telemetry leaves the migrants topic open): the score is summed over every topic, as go-libp2p does;
@@ -31,7 +31,7 @@ I. ``enforce_peer_scores`` (parameters in node/scoring.py): py-libp2p's ``PeerSc
      4096 disconnected peers;
    - nothing prunes a graylisted peer from the mesh (only a mesh above ``degree_high`` is trimmed)
      and the mesh refill grafts any topic peer: each heartbeat now prunes graylisted peers and never
-     grafts them (the v1.1 spec prunes at any negative score: see node/scoring.py for why not here);
+     grafts them (the v1.1 spec prunes at any negative score: see net/scoring.py for why not here);
    - the graylist is checked only on GRAFT and when forwarding: every control message (IHAVE, IWANT,
      GRAFT, PRUNE) of a graylisted peer is now dropped (its messages already are, by the publish gate
      before validation);
@@ -51,7 +51,7 @@ N. ``admit_only_answering_peers``: kad-dht adds to its routing table every peer 
    names (with the addresses the answer claims), every peer it is about to query and every peer that
    opens a kad stream: one answer of 200 made-up peers filled a table from 0 to 202, served to every
    later asker. Only connected peers that identify lists as DHT servers get in; answers beyond k (20)
-   peers are cut to the k closest (node/discovery.py dials the named ones as bounded candidates).
+   peers are cut to the k closest (net/discovery.py dials the named ones as bounded candidates).
 O. ``bound_kad_streams``: kad-dht serves 12 inbound streams at once and its reads have no deadline:
    12 idle (or 1 byte/s) streams from one peer refuse every honest FIND_NODE for as long as they stay.
    Each request gets ``KAD_IDLE_S`` (5 s), each peer ``KAD_STREAMS_PER_PEER`` (3) streams.
@@ -407,7 +407,7 @@ def tcp_keepalive(*, idle_s: int = 10, interval_s: int = 5, count: int = 3, user
     ``idle_s``, every ``interval_s``, declared dead after ``count`` misses) and TCP_USER_TIMEOUT (data
     unacknowledged for ``user_timeout_s`` ends the connection). A dead link then fails its reads, and
     py-libp2p closes the connection as for any reset, at no cost while the link carries traffic:
-    the application pings (node/liveness.py) can stay rare on a large network."""
+    the application pings (net/liveness.py) can stay rare on a large network."""
     import socket
 
     from libp2p.io.trio import TrioTCPStream
@@ -585,7 +585,7 @@ def return_inbound_slots() -> None:
 
     async def do_handle_inbound_connection(self: Any, read_write_closer: Any, maddr: Any,
                                            failure_event: Any) -> None:
-        limits = getattr(self, "gaia_inbound_limits", None)  # set by node/host.py
+        limits = getattr(self, "gaia_inbound_limits", None)  # set by net/host.py
         ip = remote_ip(self, read_write_closer)
         if limits is not None and not limits.admit(ip):
             log.debug("inbound_refused", ip=ip, reason="per_ip")
@@ -660,11 +660,11 @@ def admit_only_answering_peers(dht: Any, on_named: Callable[[Any, list[Any]], No
     server-mode check). One peer that answers with 200 made-up ids fills the table with them, and the
     table serves them to the next asker. Now a peer enters (or is refreshed in) the table only while it
     is connected to us (it answered on an authenticated connection) and, once identify has run, only
-    if identify listed /ipfs/kad/1.0.0 (node/discovery.py drops connected peers that turn out not to
+    if identify listed /ipfs/kad/1.0.0 (net/discovery.py drops connected peers that turn out not to
     serve the DHT). An answer naming more than k (20) peers, which no
     honest one does, is cut to the k closest to the key (the lookup would query every one of them:
     ~190 dials for one answer of 200), and the addresses only the cut ones had leave the peerstore.
-    ``on_named(source, named_ids)`` sees each answer's peers (node/discovery.py makes them bounded
+    ``on_named(source, named_ids)`` sees each answer's peers (net/discovery.py makes them bounded
     dial candidates). Returns live counters."""
     from libp2p.kad_dht.common import BUCKET_SIZE, PROTOCOL_ID
     from libp2p.kad_dht.utils import sort_peer_ids_by_distance

@@ -6,7 +6,7 @@ refreshes every 600 s, so early joiners never learn of later ones. We refresh af
 round that added nothing; back to ``refresh_min_s`` when the table empties or we lost every
 connection. A lookup costs ~28 KB at 40 nodes (20 queries, each answer
 naming 20 peers with addresses), so lookups are few and the table fills another way: every peer a
-lookup's answers named is a dial candidate (node/candidates.py: a few attempts each, with backoff,
+lookup's answers named is a dial candidate (net/candidates.py: a few attempts each, with backoff,
 at most 20 per naming peer), and every connected peer that serves the DHT goes into the table, at
 the pace of connections, for free. Nothing enters the table for being named (libp2p_fixes N): a
 peer that answers with made-up peers costs us a few failed dials, not the table.
@@ -21,7 +21,7 @@ import trio
 
 from gaia_p2p import logs
 from gaia_p2p.config import NetworkConfig
-from gaia_p2p.node.host import P2P, connect_to
+from gaia_p2p.net.host import P2P, connect_to
 
 log = structlog.get_logger("gaia.discovery")
 

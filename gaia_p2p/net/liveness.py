@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from gaia_p2p import logs
-from gaia_p2p.node import libp2p_fixes
+from gaia_p2p.net import libp2p_fixes
 
 log = structlog.get_logger("gaia.liveness")
 
