@@ -277,7 +277,7 @@ def render_status(s: dict[str, Any]) -> str:
 
 def cmd_status(a: argparse.Namespace) -> int:
     if a.peer:
-        from gaia_p2p.node.addrs import check_peer_addr
+        from gaia_p2p.config import check_peer_addr
 
         check_peer_addr(a.peer, "--peer", "pass the node's full address /ip4/HOST/tcp/PORT/p2p/PEER_ID "
                         "(printed in its node_started line)")

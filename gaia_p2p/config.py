@@ -469,6 +469,37 @@ def _value(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, section) if section else cfg, name)
 
 
+def _parse_multiaddr(addr: str, label: str, fix: str):  # noqa: ANN202
+    from multiaddr import Multiaddr  # here: `gaia-node --help` loads config and needs no multiaddr
+
+    try:
+        return Multiaddr(addr)
+    except Exception as e:  # the multiaddr package raises many types for bad input
+        raise ConfigError(f"config error: {label} = {addr!r} is not a multiaddr ({e}); {fix}") from None
+
+
+def check_listen_addr(addr: str) -> None:
+    fix = "pass e.g. --listen /ip4/127.0.0.1/tcp/0"
+    ma = _parse_multiaddr(addr, "network.listen", fix)
+    protos = [p.name for p in ma.protocols()]
+    if len(protos) != 2 or protos[0] not in ("ip4", "ip6") or protos[1] != "tcp":
+        raise ConfigError(f"config error: network.listen = {addr!r}, must be /ip4/HOST/tcp/PORT or "
+                          f"/ip6/HOST/tcp/PORT; {fix}")
+
+
+def check_peer_addr(addr: str, label: str, fix: str) -> None:
+    ma = _parse_multiaddr(addr, label, fix)
+    protos = [p.name for p in ma.protocols()]
+    if "p2p" not in protos or "tcp" not in protos:
+        raise ConfigError(f"config error: {label} = {addr!r} needs a /tcp/PORT and a /p2p/PEER_ID part; {fix}")
+    try:
+        from libp2p.peer.id import ID
+
+        ID.from_base58(ma.value_for_protocol("p2p"))
+    except Exception:
+        raise ConfigError(f"config error: {label} = {addr!r} has an invalid peer id; {fix}") from None
+
+
 def validate(cfg: Config) -> None:
     for key, choices in CHOICES.items():
         if _value(cfg, key) not in choices:
@@ -515,8 +546,6 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", 3)
     if not n.listen:
         raise _bad("network.listen", n.listen, "needs at least one address", "/ip4/127.0.0.1/tcp/0")
-    from gaia_p2p.node.addrs import check_listen_addr, check_peer_addr  # local import: no libp2p at import
-
     for a in n.listen:
         check_listen_addr(a)
     for a in n.bootstrap:
@@ -616,8 +645,6 @@ def load_bootstrap_file(cfg: Config) -> tuple[str, ...]:
     addrs = doc.get("bootstrap", [])
     if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
         raise ConfigError(f"config error: {path}: bootstrap must be a list of multiaddr strings")
-    from gaia_p2p.node.addrs import check_peer_addr
-
     for a in addrs:
         check_peer_addr(a, f"{path}: bootstrap", "fix the entry (format /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
     return tuple(addrs)

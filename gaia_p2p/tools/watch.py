@@ -129,7 +129,7 @@ def run(a: argparse.Namespace) -> int:
 
     if a.bootstrap:
         from gaia_p2p.errors import ConfigError
-        from gaia_p2p.node.addrs import check_listen_addr, check_peer_addr
+        from gaia_p2p.config import check_listen_addr, check_peer_addr
 
         if not (math.isfinite(a.pull_rate) and 0 <= a.pull_rate <= 100):
             raise ConfigError(f"config error: --pull-rate = {a.pull_rate}, must be between 0 and 100 pulls/s "
