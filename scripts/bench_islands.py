@@ -277,7 +277,7 @@ def final_score(nodes: list[Node], a: argparse.Namespace) -> dict | None:
         return None
     if a.problem != "lunarlander":
         return {"mean": float(best[0])}
-    from gaia_p2p.tools.evaluate import evaluate_policy
+    from gaia_p2p.problems.policy_eval import evaluate_policy
 
     r = evaluate_policy(best[1], (16,), a.final_episodes, seed0=50_000_000)
     return {k: r[k] for k in ("mean", "std", "min", "solved_share")}

@@ -54,6 +54,7 @@ from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteSer
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
+from gaia_p2p.problems.policy_eval import evaluate_policy
 from gaia_p2p.store import DataDir
 
 log = structlog.get_logger("gaia.node")
@@ -494,8 +495,6 @@ async def _maybe_test(node: Node) -> bool:
         result = {"mean": isl.best_fitness, "std": 0.0, "min": isl.best_fitness, "solved_share": 1.0,
                   "episodes": 1}
     else:
-        from gaia_p2p.tools.evaluate import evaluate_policy
-
         result = await node.evaluator.call(partial(evaluate_policy, problem=node.cfg.problem), isl.best_params,
                                            node.cfg.problem.hidden, node.cfg.test_episodes)
         node.test_episodes_used += int(result["episodes"])

@@ -75,7 +75,7 @@ async def test_the_evaluator_counts_the_cpu_of_its_worker_processes_and_threads(
 
     from gaia_p2p.core.experiment import ProblemConfig
     from gaia_p2p.node.evaluator import Evaluator
-    from gaia_p2p.tools.evaluate import evaluate_policy
+    from gaia_p2p.problems.policy_eval import evaluate_policy
 
     p = ProblemConfig(name="lunarlander")
     X = np.random.default_rng(0).normal(0, 0.5, size=(4, p.param_dim))

@@ -25,7 +25,7 @@ from gaia_p2p.core.experiment import ProblemConfig, experiment_id
 from gaia_p2p.core.types import Elite
 from gaia_p2p.problems.functions import sphere
 from gaia_p2p.problems.lunar import param_count, rollout_lunar
-from gaia_p2p.tools.evaluate import EVAL_SEED_BASE, evaluate_policy
+from gaia_p2p.problems.policy_eval import EVAL_SEED_BASE, evaluate_policy
 from gaia_p2p.tools.plot import network_best, parse_logs, plot_logs
 
 TOOLS = ("gaia_p2p.tools.plot", "gaia_p2p.tools.replay", "gaia_p2p.tools.evaluate")
