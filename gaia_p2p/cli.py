@@ -22,9 +22,8 @@ from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
 from gaia_p2p.core.experiment import describe  # noqa: E402
-from gaia_p2p.errors import CheckpointError, ConfigError, GaiaError  # noqa: E402
-
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CheckpointError, ConfigError, GaiaError  # noqa: E402
+from gaia_p2p.tools import fmt  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,14 +189,6 @@ def _lone_exception(group: BaseExceptionGroup) -> BaseException | None:
     return exc
 
 
-def _fmt(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}" if abs(x) < 1e6 else f"{x:.{nd}e}"
-    return str(x)
-
-
 def _sig(x: Any) -> str:
     """4 significant digits: a target of 200 or -0.02 and a return of 233.1 all read right."""
     return "-" if x is None else f"{x:.4g}"
@@ -233,12 +224,12 @@ def render_status(s: dict[str, Any]) -> str:
         f"migration       every {s['migration']['interval']} generations, topology {s['migration']['topology']}"
         f"{'' if s['migration']['enabled'] else ' (disabled)'}",
         f"generation      {isl['generation']}   evaluations {isl['evaluations']}   "
-        f"{_fmt(isl['evals_per_s'], 1)} evals/s",
-        f"fitness         best {_fmt(isl['best_fitness'])} (from {isl['best_source'][:16]})   "
-        f"mean {_fmt(isl['mean_fitness'])}   sigma {_fmt(isl['sigma'], 4)}",
+        f"{fmt.num(isl['evals_per_s'], 1)} evals/s",
+        f"fitness         best {fmt.num(isl['best_fitness'])} (from {isl['best_source'][:16]})   "
+        f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",
-        f"uptime          {_fmt(s['uptime_s'], 0)} s   data dir {s['data_dir']}",
+        f"uptime          {fmt.num(s['uptime_s'], 0)} s   data dir {s['data_dir']}",
     ]
     traffic, cpu = s.get("traffic") or {}, s.get("cpu") or {}
     if traffic and s.get("uptime_s"):
@@ -255,7 +246,7 @@ def render_status(s: dict[str, Any]) -> str:
     if net:
         bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]
         lines.insert(-1, f"network         {len(net)} islands heard (telemetry), network best "
-                         f"{_fmt(max(bests)) if bests else '-'}, "
+                         f"{fmt.num(max(bests)) if bests else '-'}, "
                          f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
     target = s.get("target") or {}
     if target.get("fitness") is not None:

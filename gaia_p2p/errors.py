@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Exit codes of every gaia-node command: ok, a runtime failure (no node running, peer unreachable),
+# a usage or config error.
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
 
 class GaiaError(Exception):
     """Root of every error raised on purpose by gaia-p2p."""

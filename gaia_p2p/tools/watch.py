@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME
+from gaia_p2p.tools import fmt
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -55,8 +58,6 @@ def short(peer_id: str) -> str:
 
 def render(snapshot: dict[str, Any], source: str) -> Any:
     from rich.console import Group
-
-    from gaia_p2p.cli import _fmt
     from rich.table import Table
     from rich.text import Text
 
@@ -76,9 +77,9 @@ def render(snapshot: dict[str, Any], source: str) -> Any:
         m = r.get("migrants") or {}
         age = now - float(r.get("time") or now)
         t.add_row(short(r["peer_id"]), opt, str(r.get("generation")), str(r.get("evaluations")),
-                  _fmt(r.get("evals_per_s"), 0), _fmt(r.get("best_fitness"), 2),
-                  sparkline(history.get(r["peer_id"], [])), _fmt(r.get("mean_fitness"), 2),
-                  _fmt(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
+                  fmt.num(r.get("evals_per_s"), 0), fmt.num(r.get("best_fitness"), 2),
+                  sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
+                  fmt.num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
                   f"{age:.0f}s ago" if age < 3600 else "stale")
     bests = [r["best_fitness"] for r in islands if r.get("best_fitness") is not None]
     cpus = sum(int(r.get("cpus") or 0) for r in islands)
@@ -86,7 +87,7 @@ def render(snapshot: dict[str, Any], source: str) -> Any:
     rate = sum(float(r.get("evals_per_s") or 0.0) for r in islands)
     total = sum(int(r.get("evaluations") or 0) for r in islands)
     pulls = snapshot.get("pull")
-    summary = Text(f"network best {_fmt(max(bests), 2) if bests else '-'}   islands {len(islands)}   "
+    summary = Text(f"network best {fmt.num(max(bests), 2) if bests else '-'}   islands {len(islands)}   "
                    f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations"
                    + (f"   pulled {pulls.get('pulled', 0)}/{sum(pulls.values())}" if pulls else ""))
     lines = [Text("recent migrations:", style="bold")]
@@ -125,8 +126,6 @@ class Output:
 
 
 def run(a: argparse.Namespace) -> int:
-    from gaia_p2p.cli import EXIT_OK
-
     if a.bootstrap:
         from gaia_p2p.errors import ConfigError
         from gaia_p2p.config import check_listen_addr, check_peer_addr
@@ -227,7 +226,6 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
 def _watch_local(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gaia_p2p.cli import EXIT_OK, EXIT_RUNTIME
     from gaia_p2p.config import default_data_dir
     from gaia_p2p.node.control import query_local_status
     from gaia_p2p.store import DataDir

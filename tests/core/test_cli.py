@@ -1,6 +1,6 @@
 """The real CLI as a subprocess: bad input gives one line on stderr and the documented exit code.
 
-Exit codes (gaia_p2p/cli.py): 0 ok, 1 runtime failure, 2 usage or config error. No traceback
+Exit codes (gaia_p2p/errors.py, EXIT_*): 0 ok, 1 runtime failure, 2 usage or config error. No traceback
 unless --debug.
 """
 
