@@ -1,9 +1,14 @@
-"""gaia_p2p.core stays pure: no trio, libp2p, structlog, gymnasium or torch; no clocks, no global RNG.
+"""gaia_p2p.core stays pure: no trio, libp2p, structlog, gymnasium or torch; no clocks, no global RNG;
+and no module of gaia_p2p imports from a layer above its own.
 
-Two checks, as trio keeps ``trio._core`` apart from the rest (docs/ARCHITECTURE.md, "Packages and what may import what"):
+Two checks of the core, as trio keeps ``trio._core`` apart from the rest (docs/ARCHITECTURE.md,
+"Packages and what may import what"):
 - dynamic: import every core module in a fresh interpreter and look at ``sys.modules``;
 - static: read every core file's AST for forbidden imports and global-RNG calls. (Dynamic alone
   cannot do that part: ``cma`` itself pulls in ``multiprocessing`` and so ``socket`` and ``time``.)
+
+The layers (``LAYERS``) are read from every file's AST too, imports inside functions included:
+a lazy import is still a dependency, only a later one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pytest
 import gaia_p2p.core
 
 CORE_DIR = Path(gaia_p2p.core.__file__).resolve().parent
+GAIA_DIR = CORE_DIR.parent
 CORE_FILES = sorted(CORE_DIR.glob("*.py"))
 CORE_MODULES = sorted(m.name for m in pkgutil.iter_modules(gaia_p2p.core.__path__, "gaia_p2p.core."))
 
@@ -128,12 +134,100 @@ def test_the_static_check_catches_what_it_should(tmp_path):
 
 
 def test_shell_decisions_use_no_global_random():
-    """node/ draws from seeded generators it is given (runtime's net_rng), never from the global
-    ``random`` module: a decision of the shell is reproducible from the node's seed."""
+    """net/ and node/ (and the watch client) draw from seeded generators they are given (runtime's
+    net_rng), never from the global ``random`` module: a decision of the shell is reproducible from
+    the node's seed."""
     import re
-    from pathlib import Path
 
-    node = Path(__file__).resolve().parents[2] / "gaia_p2p" / "node"
-    offenders = [p.name for p in node.glob("*.py")
+    files = [*(GAIA_DIR / "net").glob("*.py"), *(GAIA_DIR / "node").glob("*.py"), GAIA_DIR / "tools" / "watch.py"]
+    assert len(files) > 10
+    offenders = [p.name for p in files
                  if re.search(r"^\s*(import random|from random import)", p.read_text(encoding="utf-8"), re.M)]
     assert offenders == []
+
+
+# Lowest first; a module may import from its own layer and those below (docs/ARCHITECTURE.md).
+# Shared utilities sit under everything: they import none of gaia_p2p but each other. config sits
+# above problems: resolving a gym env or a user's Problem (config.resolve_problem) needs them.
+LAYERS = {
+    "__init__": 0, "errors": 0, "threads": 0, "logs": 0, "store": 0,
+    "core": 1, "problems": 2, "config": 3, "net": 4, "node": 5, "tools": 6, "cli": 7, "__main__": 7,
+}
+
+
+def _layer_of(dotted: str) -> str:
+    """``gaia_p2p.net.host`` -> ``net``; ``gaia_p2p`` (its ``__init__``) -> ``__init__``."""
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _gaia_imports(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, dotted name) of every gaia_p2p module or name that ``tree`` imports, at any depth."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .x import y / from .. import z
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            if base == "gaia_p2p":  # "from gaia_p2p import logs" imports gaia_p2p.logs, "__version__" the root
+                found += [(node.lineno, f"gaia_p2p.{a.name}" if a.name in LAYERS else base) for a in node.names]
+            else:
+                found.append((node.lineno, base))
+    return [(line, name) for line, name in dict.fromkeys(found) if name == "gaia_p2p" or name.startswith("gaia_p2p.")]
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Every import in the package at ``root`` (named ``gaia_p2p``) from a layer above the importer's."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        is_package = rel.name == "__init__"
+        module = ".".join(("gaia_p2p", *(rel.parts[:-1] if is_package else rel.parts)))
+        own = _layer_of(module) if module != "gaia_p2p" else "__init__"
+        if own not in LAYERS:
+            bad.append(f"{rel}.py: {own!r} has no layer in LAYERS; give it one")
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, name in _gaia_imports(tree, module, is_package):
+            target = _layer_of(name)
+            if LAYERS.get(target, len(LAYERS)) > LAYERS[own]:
+                bad.append(f"{rel}.py:{line} ({own}) imports {name} ({target})")
+    return bad
+
+
+def test_no_module_imports_from_a_higher_layer():
+    assert {"net", "node", "tools", "problems"} <= {p.name for p in GAIA_DIR.iterdir() if p.is_dir()}
+    assert upward_imports(GAIA_DIR) == []
+
+
+def test_the_layer_check_catches_upward_imports(tmp_path):
+    root = tmp_path / "gaia_p2p"
+    for pkg in ("core", "net", "node", "tools"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("", encoding="utf-8")
+    (root / "__init__.py").write_text("__version__ = '0'\n", encoding="utf-8")
+    (root / "config.py").write_text(
+        "from gaia_p2p.core import codec\n"           # down: fine
+        "def validate():\n    from gaia_p2p.net.addrs import check\n",  # up, inside a function
+        encoding="utf-8")
+    (root / "net" / "host.py").write_text(
+        "from gaia_p2p import __version__, logs\nfrom . import traffic\nfrom ..config import X\n"  # all fine
+        "from ..node import gossip\n", encoding="utf-8")  # up, relative
+    (root / "node" / "runtime.py").write_text(
+        "import gaia_p2p.net.host\nclass A:\n    def f(self):\n        import gaia_p2p.tools.evaluate\n",
+        encoding="utf-8")
+    (root / "tools" / "watch.py").write_text("from gaia_p2p import cli\nfrom gaia_p2p.node import netview\n",
+                                             encoding="utf-8")
+    (root / "extra.py").write_text("", encoding="utf-8")
+    found = upward_imports(root)
+    assert found == [
+        "config.py:3 (config) imports gaia_p2p.net.addrs (net)",
+        "extra.py: 'extra' has no layer in LAYERS; give it one",
+        "net/host.py:4 (net) imports gaia_p2p.node (node)",
+        "node/runtime.py:4 (node) imports gaia_p2p.tools.evaluate (tools)",
+        "tools/watch.py:1 (tools) imports gaia_p2p.cli (cli)",
+    ], found
