@@ -137,15 +137,18 @@ async def run_discovery(p2p: P2P, bootstrap: tuple[str, ...], net: NetworkConfig
         if boots and not p2p.connected_peers():
             for addr in boots:  # lost everyone: go back to the bootstraps
                 await dial_bootstrap(p2p, addr, rng, attempts=1)
-        with trio.move_on_after(30):
-            try:
-                if rounds < FULL_REFRESH_FIRST or rounds % FULL_REFRESH_EVERY == 0:
-                    await p2p.dht.refresh_routing_table()  # a lookup per non-empty bucket
-                else:
-                    await self_lookup(p2p)
-            except Exception as e:
-                log.debug("dht_refresh_failed", error=f"{type(e).__name__}: {e}"[:200])
-        rounds += 1
+        # a lookup needs a peer to ask: alone (a partition) it would only wait out dials to the dead
+        # peers still in the table, delaying the next bootstrap dial by up to 30 s after a heal
+        if p2p.connected_peers():
+            with trio.move_on_after(30):
+                try:
+                    if rounds < FULL_REFRESH_FIRST or rounds % FULL_REFRESH_EVERY == 0:
+                        await p2p.dht.refresh_routing_table()  # a lookup per non-empty bucket
+                    else:
+                        await self_lookup(p2p)
+                except Exception as e:
+                    log.debug("dht_refresh_failed", error=f"{type(e).__name__}: {e}"[:200])
+            rounds += 1
         connected = set(p2p.connected_peers())
         await sync_connected_into_table(p2p)
         in_table = {str(pid) for pid in p2p.routing_table_peers()} - {own}

@@ -192,7 +192,7 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
             out.event({"event": "watch_started", "experiment_id": exp, "topic": topic.topic,
                        "peer_id": p2p.peer_id, "time": time.time()})
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_discovery, p2p, net.bootstrap, net)
+                nursery.start_soon(run_discovery, p2p, net.bootstrap, net, np.random.default_rng())
 
                 pulls: Counter[str] = Counter()
 

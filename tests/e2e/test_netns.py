@@ -114,7 +114,7 @@ def test_partition_and_bandwidth_limit(tmp_path, lab):
         # --- heal: node 2 is in the mesh again and migrants reach it ---
         lab.heal(2)
         t0 = time.monotonic()
-        wait_for(lambda: len(nodes[2].status()["topic_peers"]) >= 2, "node 2 in the mesh after heal", 40)
+        wait_for(lambda: len(nodes[2].status()["topic_peers"]) >= 2, "node 2 in the mesh after heal", 60)
         rejoin_s = time.monotonic() - t0
         wait_for(lambda: nodes[2].status()["migrants"]["received"] > rx2, "a migrant into node 2 after heal", 40)
         migrant_s = time.monotonic() - t0

@@ -4,6 +4,7 @@ py-libp2p attackers in one trio.run, 127.0.0.1 only."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,7 +51,11 @@ async def test_one_peer_does_not_poison_discovery(tmp_path):
             fake_ids = {str(p) for p, _ in fakes}
             attacker.set_stream_handler(KAD, poisoning_handler(fakes, answered))
             async with running(attacker, asker):
-                victim: Node = await nursery.start(run, node_config(tmp_path, 0, bootstrap=(addr_of(attacker),)))
+                # look up again every couple of seconds: the test waits for a second lookup through
+                # the attacker, and the default backs off to 300 s once the table stops growing
+                cfg = node_config(tmp_path, 0, bootstrap=(addr_of(attacker),))
+                cfg = replace(cfg, network=replace(cfg.network, refresh_max_s=2.0))
+                victim: Node = await nursery.start(run, cfg)
                 honest: Node = await nursery.start(run, node_config(tmp_path, 1, bootstrap=(victim.addrs()[0],)))
                 vid = victim.p2p.host.get_id()
 
