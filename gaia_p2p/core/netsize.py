@@ -15,6 +15,7 @@ Pure: the shell passes the clock (``now``, trio's) and what it sees, with the ti
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -67,3 +68,53 @@ def window_for(period_s: float) -> float:
     """Islands heard within 2.5 heartbeat periods (at least HEARD_WINDOW_S) count: with every node on
     the same period that is each of them; a fixed window would undercount once periods exceed it."""
     return max(HEARD_WINDOW_S, 2.5 * period_s) if math.isfinite(period_s) else HEARD_WINDOW_S
+
+
+#: Peers (topic, routing table) and islands (telemetry) a SizeTracker keeps a first-seen time for.
+MAX_TRACKED = 4096
+MAX_HEARD = 1024  # the network view's bound (node/netview.py)
+RECOUNT_S = 1.0  # the shell asks before every generation: recount at most this often
+
+
+def first_seen(prev: Mapping[str, float], now_seen: Iterable[str], now: float) -> dict[str, float]:
+    """``prev`` for the peers still there, ``now`` for the new ones; a peer that left is forgotten (it
+    starts over if it comes back). At most MAX_TRACKED peers (the rest are not counted)."""
+    out: dict[str, float] = {}
+    for p in now_seen:
+        if len(out) >= MAX_TRACKED:
+            break
+        out[p] = prev.get(p, now)
+    return out
+
+
+class SizeTracker:
+    """What a node has seen of the network, and the estimate from it: the shell reports topic peers,
+    connected routing-table peers and heartbeats, with trio's clock; ``nodes`` is the estimate."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.topic: dict[str, float] = {}
+        self.routing: dict[str, float] = {}
+        self.heard: OrderedDict[str, tuple[float, float]] = OrderedDict()  # island -> (first, last)
+        self.estimate: SizeEstimate | None = None
+
+    def fresh(self, now: float) -> bool:
+        """The last count is recent enough to answer without a recount."""
+        return self.estimate is not None and now - self.estimate.at < RECOUNT_S
+
+    def observe(self, *, now: float, topic_peers: Iterable[str], routing_peers: Iterable[str],
+                period_s: float) -> int:
+        """Recount with what is seen now (``period_s``: the heartbeat period, for the heard window)."""
+        self.topic = first_seen(self.topic, topic_peers, now)
+        self.routing = first_seen(self.routing, routing_peers, now)
+        self.estimate = estimate_size(now=now, started_at=self.started_at, topic_peers=self.topic,
+                                      routing_peers=self.routing, heard=self.heard, prev=self.estimate,
+                                      heard_window_s=window_for(period_s))
+        return self.estimate.nodes
+
+    def heard_island(self, peer: str, now: float) -> None:
+        """A heartbeat of ``peer`` arrived; the oldest-heard beyond MAX_HEARD go."""
+        first, _ = self.heard.pop(peer, (now, now))
+        self.heard[peer] = (first, now)
+        while len(self.heard) > MAX_HEARD:
+            self.heard.popitem(last=False)

@@ -3,15 +3,19 @@
 - ``TokenBucket``: per-key rate limit (the gossipsub validators' per-sender limit);
 - ``pick``: which peers a joiner asks for their best (/gaia/elite/1.0.0);
 - ``next_due``: which island a watcher pulls a heartbeat from next (/gaia/telemetry/1.0.0);
-- ``duty_sleep``: how long an island rests after a generation to use its share of the machine.
+- ``duty_sleep``: how long an island rests after a generation to use its share of the machine;
+- ``FetchPlan``: whom an island asks for its best over /gaia/elite/1.0.0, and when.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from enum import StrEnum
 
 import numpy as np
+
+from gaia_p2p.core.migration import Topology, ring_predecessor
 
 #: keys a TokenBucket remembers at most (the oldest go first): a Sybil flood cannot grow it
 MAX_BUCKET_KEYS = 4096
@@ -71,3 +75,67 @@ def duty_sleep(*, cpu_s: float, wall_s: float, duty: float, cores: int) -> float
     if cpu_s <= 0.0:
         return wall_s * (1.0 - duty) / duty
     return max(0.0, cpu_s / (duty * cores) - wall_s)
+
+
+class FetchWhy(StrEnum):
+    """Why an elite is fetched (logged with each fetch)."""
+
+    JOIN = "join"  # full topology, while joining: start from the network's best
+    RING = "ring"  # our ring predecessor, every migration interval
+    RANDOM = "random"  # our random sources, every migration interval
+
+
+#: fetch outcomes after which a joiner may ask the same peer again (it had nothing, or was not reached)
+RETRY_OUTCOMES = frozenset({"answered_no_elite", "failed_unreachable"})
+
+
+class FetchPlan:
+    """Point-to-point migration over /gaia/elite/1.0.0 (node/fetch.py):
+
+    - full topology: while joining (the first ``join_window_s``), ask up to ``join_peers`` live
+      peers once each for their best, so a newcomer starts from the network's best instead of
+      waiting for publishes spread out by the network-wide budget (a peer that had no best yet, or
+      could not be reached, may be asked again ``retry_s`` later);
+    - ring and random topologies: ask our source(s) every migration interval, at most every
+      ``pull_min_s`` seconds (fast problems finish an interval in a fraction of a second).
+    """
+
+    def __init__(self, *, self_id: str, topology: Topology, interval: int, started_at: float, join_peers: int,
+                 join_window_s: float, pull_min_s: float, retry_s: float = 10.0) -> None:
+        self.self_id, self.topology, self.interval = self_id, topology, interval
+        self.started_at, self.join_peers, self.join_window_s = started_at, join_peers, join_window_s
+        self.pull_min_s, self.retry_s = pull_min_s, retry_s
+        self.joined: set[str] = set()  # peers that answered a join request (at most join_peers)
+        self.tried: dict[str, float] = {}  # peer -> last join request (live peers only: bounded)
+        self.next_pull_gen, self.next_pull_at = 0, -math.inf
+
+    def finished(self, now: float) -> bool:
+        """Nothing left to do: a full-topology island has joined (gossip carries the news from then on)."""
+        return self.topology == Topology.FULL and (
+            len(self.joined) >= self.join_peers or now - self.started_at >= self.join_window_s)
+
+    def targets(self, *, now: float, live: frozenset[str], generation: int, random_sources: frozenset[str],
+                rng: np.random.Generator) -> list[tuple[str, FetchWhy]]:
+        """Whom to ask now (each asked once per call)."""
+        if self.finished(now):
+            return []
+        if self.topology == Topology.FULL:
+            self.tried = {p: t for p, t in self.tried.items() if p in live}
+            ready = {p for p in live if now - self.tried.get(p, -math.inf) >= self.retry_s}
+            chosen = pick(ready, self.join_peers - len(self.joined), self.joined, rng)
+            for p in chosen:
+                self.tried[p] = now
+            return [(p, FetchWhy.JOIN) for p in chosen]
+        if generation < self.next_pull_gen or now < self.next_pull_at or not live:
+            return []
+        self.next_pull_gen, self.next_pull_at = generation + self.interval, now + self.pull_min_s
+        if self.topology == Topology.RING:
+            src = ring_predecessor(self.self_id, live)
+            return [(src, FetchWhy.RING)] if src else []
+        return [(p, FetchWhy.RANDOM) for p in sorted(random_sources & live)]
+
+    def answered(self, peer: str, why: FetchWhy, outcome: str) -> None:
+        """The outcome of asking ``peer``: a join counts once the peer answered (with an elite, or
+        "nothing better than yours")."""
+        if why == FetchWhy.JOIN and outcome not in RETRY_OUTCOMES:
+            self.joined.add(peer)

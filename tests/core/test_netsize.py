@@ -105,9 +105,23 @@ def test_window_grows_with_the_heartbeat_period():
 
 
 def test_the_shell_tracks_a_bounded_number_of_peers():
-    from gaia_p2p.node.runtime import MAX_TRACKED, _first_seen
+    from gaia_p2p.core.netsize import MAX_TRACKED, first_seen
 
-    seen = _first_seen({}, (f"p{i}" for i in range(3 * MAX_TRACKED)), now=5.0)
+    seen = first_seen({}, (f"p{i}" for i in range(3 * MAX_TRACKED)), now=5.0)
     assert len(seen) == MAX_TRACKED
-    again = _first_seen(seen, ["p0", "new"], now=9.0)
+    again = first_seen(seen, ["p0", "new"], now=9.0)
     assert again == {"p0": 5.0, "new": 9.0}  # kept its first-seen time; who left is forgotten
+
+
+def test_the_tracker_hears_a_bounded_number_of_islands_and_recounts_at_most_once_a_second():
+    from gaia_p2p.core.netsize import MAX_HEARD, SizeTracker
+
+    t = SizeTracker(started_at=0.0)
+    for i in range(MAX_HEARD + 50):
+        t.heard_island(f"i{i}", now=float(i))
+    assert len(t.heard) == MAX_HEARD and "i0" not in t.heard  # the oldest heard went first
+    t.heard_island("i60", now=9999.0)
+    assert t.heard["i60"] == (60.0, 9999.0) and next(reversed(t.heard)) == "i60"  # first kept, moved last
+    assert not t.fresh(10.0)
+    assert t.observe(now=10.0, topic_peers=["a", "b"], routing_peers=[], period_s=5.0) >= 3
+    assert t.fresh(10.5) and not t.fresh(11.0)

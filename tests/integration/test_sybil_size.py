@@ -25,7 +25,7 @@ async def test_sybils_joining_the_topic_do_not_stretch_the_publish_gap(tmp_path)
     with trio.fail_after(50):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(run, cfg)
-            node.size_started_at -= SETTLE_S  # as if it had been up a minute: past its start-up grace
+            node.size.started_at -= SETTLE_S  # as if it had been up a minute: past its start-up grace
             isl = node.island
             await wait_until(lambda: isl.generation >= 3, "the node to run", 10)
             size0, gap0 = node.network_size(), isl.publish_gap()
