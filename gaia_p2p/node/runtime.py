@@ -124,6 +124,7 @@ class Node:
         self.evaluations_in, self._evaluations_out = trio.open_memory_channel[Evaluate](1)
         self.publishes_in, self._publishes_out = trio.open_memory_channel[PublishMigrant](PUBLISH_QUEUE)
         self.publishes_dropped = 0
+        self._fed = trio.lowlevel.ParkingLot()  # woken after every input (Node.fed)
         # /gaia/elite/1.0.0: our best to peers that ask, theirs to us (node/fetch.py)
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
@@ -143,6 +144,12 @@ class Node:
     def _dispatch(self, effects: list[Effect]) -> None:
         for effect in effects:
             EFFECTS[type(effect)](self, effect)
+        self._fed.unpark_all()
+
+    async def fed(self) -> None:
+        """Returns after the island's next input was handled: a waiter on the island's state (a
+        test, a tool) wakes when it may have changed instead of polling for it."""
+        await self._fed.park()
 
     def peers_changed(self) -> PeersChanged | None:
         """The island's view of the network, when it changed: live topic peers (banned peers are not

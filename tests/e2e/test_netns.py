@@ -128,11 +128,3 @@ def test_partition_and_bandwidth_limit(tmp_path, lab):
     finally:
         for n in nodes:
             n.kill()
-
-
-@pytest.mark.skip(reason="tc netem is not available in this kernel ('Specified qdisc kind is unknown'): "
-                         "would add 100 ms +- 20 ms delay and 5% random loss on node 2's veth and measure "
-                         "mesh formation time, migrant delivery rate and heartbeat/peer-drop behaviour "
-                         "under latency and loss; run on a machine with sch_netem")
-def test_latency_and_loss_with_netem():
-    pass

@@ -27,10 +27,26 @@ def node_config(tmp_path: Path, i: int, *, bootstrap: tuple[str, ...] = (), prob
     })
 
 
-async def wait_until(predicate, what: str, timeout_s: float, poll_s: float = 0.1) -> None:
-    """Bounded wait on a condition over live node state (no fixed sleeps); fails with ``what``."""
+async def wait_until(predicate, what: str, timeout_s: float, poll_s: float = 0.1, *, on=()) -> None:
+    """Bounded wait on a condition over live node state; fails with ``what``. With ``on`` (nodes
+    whose island state the condition reads), it is checked after each input those nodes handle
+    (``Node.fed``) instead of every ``poll_s``."""
     with trio.move_on_after(timeout_s):
         while not predicate():
-            await trio.sleep(poll_s)
+            if on:
+                await _any_fed(on)
+            else:
+                await trio.sleep(poll_s)
         return
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+async def _any_fed(nodes) -> None:
+    """Returns once any of ``nodes`` handled its next input."""
+    async with trio.open_nursery() as nursery:
+        async def one(n) -> None:
+            await n.fed()
+            nursery.cancel_scope.cancel()
+
+        for n in nodes:
+            nursery.start_soon(one, n)

@@ -26,7 +26,7 @@ async def test_a_burst_of_bans_leaves_the_node_running(tmp_path):
             victim = await nursery.start(run, node_config(tmp_path, 0))
             await nursery.start(run, node_config(tmp_path, 1, bootstrap=(victim.addrs()[0],)))
             topic, exp, dim = victim.topic.topic, victim.exp_id, victim.island.opt.dim
-            await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 20)
+            await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 20, on=(victim,))
             async with AsyncExitStack() as stack:
                 liars = [await stack.enter_async_context(open_attacker()) for _ in range(LIARS)]
                 for a in liars:
@@ -40,8 +40,8 @@ async def test_a_burst_of_bans_leaves_the_node_running(tmp_path):
                     for a, stream in zip(liars, streams):
                         burst.start_soon(a.send_frames, stream, [a.sign(data) for data in lies])
                 ids = {a.peer_id for a in liars}
-                await wait_until(lambda: ids <= victim.island.banned, f"all {LIARS} liars banned", 60)
+                await wait_until(lambda: ids <= victim.island.banned, f"all {LIARS} liars banned", 60, on=(victim,))
                 gen = victim.island.generation
-                await wait_until(lambda: victim.island.generation > gen + 5, "the victim to keep evolving", 20)
+                await wait_until(lambda: victim.island.generation > gen + 5, "the victim to keep evolving", 20, on=(victim,))
                 assert victim.status()["peer_id"] == victim.peer_id
             nursery.cancel_scope.cancel()

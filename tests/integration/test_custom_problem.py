@@ -175,8 +175,8 @@ async def test_two_nodes_train_the_example_and_status_says_what_the_id_is_made_f
             await wait_until(lambda: b.peer_id in a.p2p.topic_peers(a.topic.topic)
                              and a.peer_id in b.p2p.topic_peers(b.topic.topic), "both on the topic", 30)
             await wait_until(lambda: a.island.counters.received + b.island.counters.received >= 1,
-                             "a migrant received", 40)
-            await wait_until(lambda: min(a.island.generation, b.island.generation) >= 5, "5 generations each", 30)
+                             "a migrant received", 40, on=(a, b))
+            await wait_until(lambda: min(a.island.generation, b.island.generation) >= 5, "5 generations each", 30, on=(a, b))
             for node in (a, b):
                 s = node.status()
                 assert s["experiment"]["id"] == node.exp_id == experiment_id(node.cfg.problem)

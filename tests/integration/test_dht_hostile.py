@@ -32,7 +32,7 @@ async def victim_and_two_peers(tmp_path: Path) -> AsyncIterator[tuple[Node, Any,
             await connect(honest, victim.addrs()[0])
             yield victim, attacker, honest
             gen = victim.island.generation
-            await wait_until(lambda: victim.island.generation > gen, "the island to keep evolving", 10)
+            await wait_until(lambda: victim.island.generation > gen, "the island to keep evolving", 10, on=(victim,))
         nursery.cancel_scope.cancel()
 
 

@@ -34,7 +34,7 @@ async def test_a_joining_node_fetches_the_best_of_a_node_that_never_publishes(tm
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             a: Node = await nursery.start(run, _quiet(node_config(tmp_path, 0, problem="rastrigin")))
-            await wait_until(lambda: a.island.generation >= 40, "node A to run 40 generations", 30)
+            await wait_until(lambda: a.island.generation >= 40, "node A to run 40 generations", 30, on=(a,))
             boot = a.addrs()[0]
             # B barely moves (tiny sigma), so A's best is far better than anything B finds alone
             b: Node = await nursery.start(run, _quiet(node_config(tmp_path, 1, bootstrap=(boot,), problem="rastrigin",
@@ -97,5 +97,5 @@ async def test_a_hostile_responder_is_rejected_with_a_reason_and_the_node_goes_o
                 assert (b.elites.stats["failed_malformed"], b.elites.stats["failed_wrong_dimension"]) == (1, 1)
                 assert b.island.counters.received == 0
                 gen = b.island.generation
-                await wait_until(lambda: b.island.generation > gen + 5, "B to keep running", 20)
+                await wait_until(lambda: b.island.generation > gen + 5, "B to keep running", 20, on=(b,))
                 nursery.cancel_scope.cancel()

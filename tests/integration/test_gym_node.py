@@ -21,7 +21,7 @@ async def test_a_cartpole_node_trains_and_tests_its_best(tmp_path):
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             node: Node = await nursery.start(run, cfg)
-            await wait_until(lambda: node.target.last is not None, "a test of the best on fresh episodes", 45)
+            await wait_until(lambda: node.target.last is not None, "a test of the best on fresh episodes", 45, on=(node,))
             assert node.target.last.test_episodes == 5 and 0 < node.target.last.mean <= 50
             s = node.status()
             made = s["experiment"]["made_from"]

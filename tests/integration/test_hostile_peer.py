@@ -31,7 +31,7 @@ PACE_S = 0.6
 async def _keeps_evolving(node: Node, what: str, gens: int = 5) -> None:
     """The victim is alive: its generation advances, status() answers, nothing was counted as our bug."""
     gen = node.island.generation
-    await wait_until(lambda: node.island.generation >= gen + gens, f"the victim to keep evolving ({what})", 20)
+    await wait_until(lambda: node.island.generation >= gen + gens, f"the victim to keep evolving ({what})", 20, on=(node,))
     st = node.status()
     assert st["island"]["generation"] >= gen + gens
     assert st["pubsub_streams_rejected"] == 0, st["pubsub_streams_rejected"]
@@ -73,7 +73,7 @@ async def test_flood_is_rate_limited_and_the_victim_keeps_evolving(tmp_path):
             exp, dim = node.exp_id, node.island.opt.dim
             async with open_attacker() as atk:
                 await atk.join(node.addrs()[0], node.topic.topic)
-                await wait_until(lambda: node.island.best_params is not None, "the victim to hold a best", 10)
+                await wait_until(lambda: node.island.best_params is not None, "the victim to hold a best", 10, on=(node,))
                 # Written straight onto a stream of ours, one RPC frame each, back to back: through our
                 # own Pubsub a burst would be thinned out by py-libp2p's 32-RPC outbound queue first.
                 msgs = [atk.sign(honest_elite(exp, PROBLEM, dim, generation=i)) for i in range(n_flood)]
@@ -95,13 +95,13 @@ async def test_flood_is_rate_limited_and_the_victim_keeps_evolving(tmp_path):
                 assert set(node.topic.rejected) == {"rate_limited"}, node.topic.rejected
                 # what passed was valid and true but poor: the island turned it down, never took it
                 await wait_until(lambda: isl.counters.rejected.get("not_better", 0) + isl.counters.rejected.get(
-                    "superseded", 0) >= passed, "the passed flood messages to be judged", 10)
+                    "superseded", 0) >= passed, "the passed flood messages to be judged", 10, on=(node,))
                 assert isl.counters.accepted == 0
                 await _keeps_evolving(node, "after the flood")
                 # the limit is a rate, not a ban: once the bucket refilled, our next message gets through
                 await trio.sleep(1.0)  # 2 tokens at 2/s
                 await atk.publish(honest_elite(exp, PROBLEM, dim, generation=n_flood))
-                await wait_until(lambda: isl.counters.received == passed + 1, "a paced message after the flood", 10)
+                await wait_until(lambda: isl.counters.received == passed + 1, "a paced message after the flood", 10, on=(node,))
                 print(f"flood: {n_flood} sent, {limited} rate_limited, {passed} received; victim read it in "
                       f"{flood_s:.2f} s, generation {gen0} -> {gen_flood} -> {node.island.generation}")
             nursery.cancel_scope.cancel()
@@ -116,12 +116,12 @@ async def test_liar_is_banned_blacklisted_and_never_accepted(tmp_path):
             assert max_lies == 3
             async with open_attacker() as atk:
                 victim_id = await atk.join(node.addrs()[0], node.topic.topic)
-                await wait_until(lambda: isl.best_params is not None, "the victim to hold a best", 10)
+                await wait_until(lambda: isl.best_params is not None, "the victim to hold a best", 10, on=(node,))
                 assert isl.best_fitness < LIE_CLAIM  # so every lie looks better and gets re-evaluated
                 for k in range(1, max_lies + 1):
                     t = trio.current_time()
                     await atk.publish(lie_elite(exp, dim, generation=k))
-                    await wait_until(lambda k=k: isl.lies.get(atk.peer_id, 0) >= k, f"lie {k} caught", 10)
+                    await wait_until(lambda k=k: isl.lies.get(atk.peer_id, 0) >= k, f"lie {k} caught", 10, on=(node,))
                     await trio.sleep_until(t + PACE_S)
                 assert atk.peer_id in isl.banned
                 # rastrigin is cheap to evaluate: the gossipsub validator re-evaluated each lie and
@@ -177,16 +177,16 @@ async def test_replayed_message_is_delivered_once(tmp_path):
             isl, exp, dim = node.island, node.exp_id, node.island.opt.dim
             async with open_attacker() as atk:
                 await atk.join(node.addrs()[0], node.topic.topic)
-                await wait_until(lambda: isl.best_params is not None, "the victim to hold a best", 10)
+                await wait_until(lambda: isl.best_params is not None, "the victim to hold a best", 10, on=(node,))
                 original = atk.sign(honest_elite(exp, PROBLEM, dim, generation=1))
                 await atk.publish_msg(original)  # the normal path
-                await wait_until(lambda: isl.counters.received == 1, "the original message", 10)
+                await wait_until(lambda: isl.counters.received == 1, "the original message", 10, on=(node,))
                 # Replayed twice, byte for byte (same seqno and signature), then a fresh message behind
                 # them on the same stream: once the fresh one is in, the replays were read too.
                 fresh = atk.sign(honest_elite(exp, PROBLEM, dim, generation=2))
                 stream = await atk.open_stream()
                 await atk.send_frames(stream, [original, original, fresh])
-                await wait_until(lambda: isl.counters.received >= 2, "the fresh message behind the replays", 10)
+                await wait_until(lambda: isl.counters.received >= 2, "the fresh message behind the replays", 10, on=(node,))
                 await _keeps_evolving(node, "after the replay", gens=3)
                 assert isl.counters.received == 2  # original once + fresh; the replays never reached the island
                 assert sum(node.topic.rejected.values()) == 0  # nor the validator (no rate_limited either)
@@ -250,7 +250,7 @@ async def test_invalid_messages_graylist_the_sender_and_spare_honest_peers(tmp_p
                 assert peer_scores(gs)[atk.peer_id] < GRAYLIST_THRESHOLD
 
                 # (b) the honest peer: score 0 both ways, still in the mesh, still receiving the victim's elites
-                await wait_until(lambda: honest.island.counters.received > r0, "a migrant from the victim", 20)
+                await wait_until(lambda: honest.island.counters.received > r0, "a migrant from the victim", 20, on=(honest,))
                 assert peer_scores(gs)[honest.peer_id] >= 0
                 assert peer_scores(honest.p2p.gossipsub)[node.peer_id] >= 0
                 assert honest_id in gs.mesh[topic]

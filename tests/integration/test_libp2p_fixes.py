@@ -75,7 +75,7 @@ async def test_bug_a_guarded_node_survives_malformed_frames(tmp_path):
                     await _send_raw_pubsub_frame(attacker, node.addrs()[0], MALFORMED_RPC)
                 await wait_until(lambda: node.statistics().pubsub_streams_rejected >= 3, "3 rejected pubsub streams", 20)
                 gen = node.island.generation
-                await wait_until(lambda: node.island.generation > gen + 5, "the island to keep evolving", 20)
+                await wait_until(lambda: node.island.generation > gen + 5, "the island to keep evolving", 20, on=(node,))
             nursery.cancel_scope.cancel()
 
 

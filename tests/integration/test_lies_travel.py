@@ -48,7 +48,7 @@ async def test_lies_are_rejected_before_forwarding_and_the_forwarder_pays(tmp_pa
             await wait_until(lambda: honest_id in gs.mesh.get(topic, ()), "the honest node in the victim's mesh", 20)
             async with open_attacker() as atk:
                 await atk.join(victim.addrs()[0], topic)
-                await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 10)
+                await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 10, on=(victim,))
                 keys = [create_new_key_pair() for _ in range(authors)]
                 lies = [signed_by(kp, topic, lie_elite(exp, dim, generation=g), seqno=g + 1)
                         for kp in keys for g in range(lies_each)]
@@ -88,13 +88,13 @@ async def test_lies_found_after_delivery_charge_the_forwarder(tmp_path):
             gs, topic, exp, dim = victim.p2p.gossipsub, victim.topic.topic, victim.exp_id, victim.island.opt.dim
             async with open_attacker() as atk:
                 await atk.join(victim.addrs()[0], topic)
-                await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 10)
+                await wait_until(lambda: victim.island.best_params is not None, "the victim to hold a best", 10, on=(victim,))
                 keys = [create_new_key_pair() for _ in range(authors)]
                 stream = await atk.open_stream()
                 await atk.send_frames(stream, [signed_by(kp, topic, lie_elite(exp, dim), seqno=1) for kp in keys])
                 isl = victim.island
                 await wait_until(lambda: isl.counters.rejected.get("claim_mismatch", 0) >= authors,
-                                 "every lie judged by the island", 15)
+                                 "every lie judged by the island", 15, on=(victim,))
                 score = peer_scores(gs)[atk.peer_id]
                 print(f"{authors} lies delivered and judged by the island: forwarder score {score}, "
                       f"forwarders_penalized {victim.status().get('forwarders_penalized')}")

@@ -193,7 +193,7 @@ async def test_metrics_of_a_real_node(tmp_path):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(run, cfg)
             port = await nursery.start(serve_metrics, 0, node.status)
-            await wait_until(lambda: node.island.generation >= 3, "3 generations", 5)
+            await wait_until(lambda: node.island.generation >= 3, "3 generations", 5, on=(node,))
             line, _, body = await http(port, get("/metrics"))
             assert line == "HTTP/1.1 200 OK"
             got = samples(body)

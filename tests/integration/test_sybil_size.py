@@ -27,7 +27,7 @@ async def test_sybils_joining_the_topic_do_not_stretch_the_publish_gap(tmp_path)
             node = await nursery.start(run, cfg)
             node.size.started_at -= SETTLE_S  # as if it had been up a minute: past its start-up grace
             isl = node.island
-            await wait_until(lambda: isl.generation >= 3, "the node to run", 10)
+            await wait_until(lambda: isl.generation >= 3, "the node to run", 10, on=(node,))
             size0, gap0 = node.network_size(), isl.publish_gap()
             assert (size0, gap0) == (1, 2.0)  # alone: 1 node / 0.5 elites/s
             async with AsyncExitStack() as stack:
@@ -38,9 +38,9 @@ async def test_sybils_joining_the_topic_do_not_stretch_the_publish_gap(tmp_path)
                 ids = {s.peer_id for s in sybils}
                 await wait_until(lambda: ids <= set(node.p2p.topic_peers(node.topic.topic)),
                                  "the victim to see every sybil on the topic", 20)
-                await wait_until(lambda: ids <= isl.live_peers, "the island to hear of them", 10)
+                await wait_until(lambda: ids <= isl.live_peers, "the island to hear of them", 10, on=(node,))
                 gen = isl.generation
-                await wait_until(lambda: isl.generation >= gen + 3, "a few generations with them", 10)
+                await wait_until(lambda: isl.generation >= gen + 3, "a few generations with them", 10, on=(node,))
                 during = (node.network_size(), isl.publish_gap(), node.status()["network_size"])
                 assert trio.current_time() - t_join < SETTLE_S  # still inside their first minute
                 for s in sybils:  # they leave the topic, then their hosts stop
@@ -48,7 +48,7 @@ async def test_sybils_joining_the_topic_do_not_stretch_the_publish_gap(tmp_path)
                 await wait_until(lambda: not ids & set(node.p2p.topic_peers(node.topic.topic)),
                                  "the sybils to leave the topic", 20)
             gen = isl.generation
-            await wait_until(lambda: isl.generation >= gen + 3, "a few generations without them", 10)
+            await wait_until(lambda: isl.generation >= gen + 3, "a few generations without them", 10, on=(node,))
             after = (node.network_size(), isl.publish_gap())
             print(f"network_size / publish gap: before {size0} / {gap0} s, with {N_SYBILS} sybils "
                   f"{during[0]} / {during[1]} s, after {after[0]} / {after[1]} s")

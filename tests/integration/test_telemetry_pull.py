@@ -34,7 +34,7 @@ async def test_a_pull_returns_the_heartbeat_now_and_bad_or_fast_askers_are_refus
         async with client.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             async with trio.open_nursery() as nursery:
                 a: Node = await nursery.start(run, cfg)
-                await wait_until(lambda: a.island.generation >= 5, "node A to run 5 generations", 20)
+                await wait_until(lambda: a.island.generation >= 5, "node A to run 5 generations", 20, on=(a,))
                 await client.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.addrs()[0])))
                 t, outcome = await pull.pull(client, a.peer_id, a.exp_id)
                 assert outcome == "pulled"
@@ -55,7 +55,7 @@ async def test_a_pull_returns_the_heartbeat_now_and_bad_or_fast_askers_are_refus
                 st = a.status()["telemetry_pull"]
                 assert st["served"] >= 1 and st["refused_wrong_experiment"] == 1 and st["refused_rate_limited"] >= 1
                 gen = a.island.generation
-                await wait_until(lambda: a.island.generation > gen + 3, "A to keep running", 20)
+                await wait_until(lambda: a.island.generation > gen + 3, "A to keep running", 20, on=(a,))
                 nursery.cancel_scope.cancel()
 
 
