@@ -245,7 +245,7 @@ def render_status(s: dict[str, Any]) -> str:
     net = (s.get("network") or {}).get("islands") or []
     if net:
         bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]
-        lines.insert(-1, f"network         {len(net)} islands heard (telemetry), network best "
+        lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), best "
                          f"{fmt.num(max(bests)) if bests else '-'}, "
                          f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
     target = s.get("target") or {}

@@ -46,8 +46,13 @@ class NetView:
             new.append(ev)
         return rec, new
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"islands": list(self.islands.values()), "migrations": list(self.migrations)[-20:],
+    def snapshot(self, own: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The view as plain data; ``own``: the viewing node's row as of now, in place of its last
+        heartbeat (which may be a minute old under the network-wide heartbeat budget)."""
+        islands = dict(self.islands)
+        if own is not None:
+            islands[own["peer_id"]] = own
+        return {"islands": list(islands.values()), "migrations": list(self.migrations)[-20:],
                 "history": {k: list(v) for k, v in self.history.items()}}
 
 

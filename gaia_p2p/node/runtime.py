@@ -13,6 +13,7 @@ via node/shutdown.py) stops everything and a final checkpoint is written, shield
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -43,7 +44,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry
+from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -203,7 +204,7 @@ class Node:
         isl, opt, c = self.island, self.island.opt, self.island.counters
         rejected = Counter(c.rejected) + Counter(self.topic.rejected)
         last, reached = self.target.last, self.target.reached
-        return NodeStatistics(
+        stats = NodeStatistics(
             v=STATUS_VERSION, version=__version__, peer_id=self.peer_id, addrs=self.addrs(),
             peers=self.p2p.connected_peers(), connections=self.p2p.connection_stats(),
             topic_peers=self.p2p.topic_peers(self.topic.topic),
@@ -229,7 +230,7 @@ class Node:
             target=TargetStatistics(fitness=self.cfg.target, last_test=last.as_dict() if last else None,
                                     reached=reached.as_dict() if reached else None,
                                     test_episodes_used=self.target.episodes_used),
-            network=self.netview.snapshot(), capabilities=dict(self.capabilities), banned_peers=sorted(isl.banned),
+            network={}, capabilities=dict(self.capabilities), banned_peers=sorted(isl.banned),
             peer_scores=_lowest_scores(self.p2p.gossipsub), pubsub_streams_rejected=self._bad_streams[0],
             forwarders_penalized=dict(self.forwarders_penalized),
             elite_fetch=dict(sorted(self.elites.stats.items())),
@@ -237,6 +238,9 @@ class Node:
             traffic=traffic.snapshot(), cpu=self.cpu.snapshot(self.evaluator.thread_cpu_s),
             workers=self.cfg.evaluation.workers, uptime_s=round(time.monotonic() - self.started_mono, 1),
             data_dir=str(self.data.path), pid=os.getpid())
+        wall = time.time()
+        own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
+        return dataclasses.replace(stats, network=self.netview.snapshot(own=own))
 
     def status(self) -> dict[str, Any]:
         """The status document (protocols/gaia-status-v1.md): ``statistics()`` as plain data."""
