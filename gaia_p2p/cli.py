@@ -98,6 +98,9 @@ START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
                                        "bootstrap_nodes.toml"}),
         ("migration.topology", {"help": "whose migrants to consider: everyone's (full, default), the ring "
                                         "predecessor's, or a few random peers'"}),
+        ("pool.name", {"metavar": "NAME", "help": "share one search with the nodes started with the same pool "
+                                                  "name and island settings (docs/POOLS.md; default: an island "
+                                                  "of its own)"}),
     )),
     ("evaluation", (
         ("evaluation.workers", {"type": int, "metavar": "N",
@@ -110,7 +113,6 @@ START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
                                                 "data dir)"}),
         ("fresh", {"action": "store_true", "help": "move an existing checkpoint aside and start a new island"}),
         ("log_format", {"help": "auto (default: console on a terminal, else json)"}),
-        ("log_level", {"help": "default info"}),
         ("metrics_port", {"type": int, "metavar": "PORT",
                           "help": "serve Prometheus metrics on 127.0.0.1:PORT (default off)"}),
     )),

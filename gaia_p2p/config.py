@@ -67,11 +67,11 @@ FLAGS: dict[str, str] = {
     "network.listen": "--listen",
     "network.bootstrap": "--bootstrap",
     "migration.topology": "--topology",
+    "pool.name": "--pool",
     "evaluation.workers": "--workers",
     "evaluation.backend": "--backend",
     "evaluation.device": "--device",
     "log_format": "--log-format",
-    "log_level": "--log-level",
     "metrics_port": "--metrics-port",
 }
 
@@ -108,6 +108,15 @@ class MigrationConfig:
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
     max_lies: int = 3  # deterministic problems: claims that did not reproduce before a peer is banned (0: never)
     fetch: bool = True  # /gaia/elite/1.0.0: ask peers for their best when joining; ring/random pull their sources
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    # Nodes of one experiment started with the same pool name (and the same island settings) run one
+    # optimizer together (core/pool.py, docs/POOLS.md); "" runs an island of its own.
+    name: str = ""
+    check_share: float = 0.05  # share of the other members' results re-evaluated here (spot checks)
+    help_after: float = 0.5  # help with others' items after this share of our own share's duration
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ class Config:
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     island: IslandConfig = field(default_factory=IslandConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     log_format: str = "auto"
@@ -206,6 +216,7 @@ SECTIONS: dict[str, type] = {
     "problem": ProblemConfig,
     "island": IslandConfig,
     "migration": MigrationConfig,
+    "pool": PoolConfig,
     "network": NetworkConfig,
     "evaluation": EvaluationConfig,
 }
@@ -544,6 +555,13 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.max_lies", m.max_lies, "must be in 0..1000000 (0 = never ban)", 3)
     if m.reeval_episodes is not None and not 1 <= m.reeval_episodes <= 64:
         raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", 3)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", cfg.pool.name):
+        raise _bad("pool.name", cfg.pool.name, "must be up to 64 letters, digits, '_', '.' or '-' (\"\": no pool)",
+                   "lab")
+    if not 0 <= cfg.pool.check_share <= 1:
+        raise _bad("pool.check_share", cfg.pool.check_share, "must be in 0..1", 0.05)
+    if not 0 <= cfg.pool.help_after <= 100:
+        raise _bad("pool.help_after", cfg.pool.help_after, "must be in 0..100", 0.5)
     if not n.listen:
         raise _bad("network.listen", n.listen, "needs at least one address", "/ip4/127.0.0.1/tcp/0")
     for a in n.listen:

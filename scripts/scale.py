@@ -205,7 +205,7 @@ def main() -> int:
     (base / "empty.toml").write_text("bootstrap = []\n")
     port0 = free_port()
     common = ["--problem", "rastrigin", "--dim", "30", "--workers", "0", "--set", f"evaluation.duty_cycle={duty:.4f}",
-              "--log-format", "json", "--log-level", "debug", "--set", "log_interval_s=10",
+              "--log-format", "json", "--set", "log_level=debug", "--set", "log_interval_s=10",
               "--set", "checkpoint_interval_s=30", "--set", f"network.bootstrap_file={base / 'empty.toml'}",
               *a.node_args]
     cmd = " ".join(["python scripts/scale.py", f"--nodes {a.nodes}", f"--duration {a.duration:g}",

@@ -18,6 +18,7 @@ class EvaluationDone:
     generation: int
     fitness: np.ndarray  # (popsize,)
     extra_fitness: np.ndarray  # (len(extras),)
+    evaluated: int | None = None  # candidates this node scored itself (a pool member: its part); None: all
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from gaia_p2p.core.events import (
 )
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.optimizer import Optimizer, from_state
+from gaia_p2p.core.pool import ask_rng, generation_seeds
 from gaia_p2p.core.types import Elite
 from gaia_p2p.errors import LocalProtocolError
 
@@ -108,10 +109,16 @@ class Counters:
 
 
 class Island:
-    """State machine of one island. Create with ``Island(...)``, then call ``start`` once."""
+    """State machine of one island. Create with ``Island(...)``, then call ``start`` once.
+
+    ``pool``: the pool id when this island's optimizer is one replica of a pool's (core/pool.py):
+    its candidates' seeds and ``ask``'s rng then follow from (pool, generation), not from the node's
+    rng, and accepted migrants replace the resident only (an injection here would move this replica
+    alone, away from the others')."""
 
     def __init__(self, *, optimizer: Optimizer, experiment_id: str, self_id: str,
-                 policy: MigrationPolicy, episodes: int, deterministic: bool, reeval_episodes: int = 3) -> None:
+                 policy: MigrationPolicy, episodes: int, deterministic: bool, reeval_episodes: int = 3,
+                 pool: str | None = None) -> None:
         if policy.topology not in migration.TOPOLOGIES:
             raise LocalProtocolError(f"unknown topology {policy.topology!r}")
         if policy.entry not in migration.ENTRIES:
@@ -123,6 +130,7 @@ class Island:
         self.episodes = episodes
         self.deterministic = deterministic
         self.reeval_episodes = 1 if deterministic else reeval_episodes
+        self.pool = pool
 
         self.generation = 0
         self.evaluations = 0  # individuals scored (candidates + re-evaluations)
@@ -192,11 +200,14 @@ class Island:
         return self.deterministic or (self.generation + 1) % self.policy.interval == 0
 
     def _next_generation(self, rng: np.random.Generator) -> Evaluate:
-        self._asked = self.opt.ask(rng)
+        self._asked = self.opt.ask(rng if self.pool is None else ask_rng(self.pool, self.generation))
         # Everything is scored at the wire's float32 precision, so a claim we send reproduces
         # exactly on the receiver; the optimizer is told the fitness of its own float64 points.
         candidates = self._asked.astype(np.float32).astype(np.float64)
-        seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.episodes))
+        if self.pool is None:
+            seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, size=self.episodes))
+        else:
+            seeds = generation_seeds(self.pool, self.generation, self.episodes)
         extras: list[np.ndarray] = []
         extra_seeds = seeds
         self._round = []
@@ -228,8 +239,9 @@ class Island:
         effects: list[Effect] = []
 
         metrics = self.opt.tell(self._asked, fitness)
-        self.evaluations += len(fitness) + len(extra)
-        self.episodes_used += len(fitness) * len(req.seeds) + len(extra) * len(req.extra_seeds)
+        own = len(fitness) if ev.evaluated is None else ev.evaluated  # a pool's members share the candidates
+        self.evaluations += own + len(extra)
+        self.episodes_used += own * len(req.seeds) + len(extra) * len(req.extra_seeds)
         xseeds = req.extra_seeds
         i = int(np.argmax(fitness))
         ref = self.best_last if self.best_params is not None else -math.inf
@@ -267,7 +279,9 @@ class Island:
                     continue
                 self.counters.accepted += 1
                 effects.append(MigrantAccepted(src, self.generation, f, ref, elite.fitness))
-                if self.policy.entry == Entry.ADOPT:
+                if self.pool is not None:
+                    pass  # the resident only: the replica moves with the pool's log
+                elif self.policy.entry == Entry.ADOPT:
                     self.opt.adopt(params)
                 else:
                     self.opt.inject(params)
@@ -308,6 +322,29 @@ class Island:
 
         effects.append(self._next_generation(rng))
         return effects
+
+    def replay(self, returns: tuple[np.ndarray, ...], *, start: int, genesis: Optimizer | None,
+               rng: np.random.Generator) -> list[Effect]:
+        """A pool replica catches up: the generation in flight is abandoned, the optimizer is told
+        the pool's returns of generations ``start`` ... (from ``genesis`` when given, which must be
+        the pool's genesis optimizer and then ``start`` 0), and the next generation is asked for.
+        The resident best, the counters and the migration state stay: they are this node's."""
+        if self.pool is None:
+            raise LocalProtocolError("replay is for a pool replica")
+        if genesis is not None:
+            if start != 0:
+                raise LocalProtocolError("a replay from the genesis starts at generation 0")
+            self.opt, self.generation = genesis, 0
+        elif start != self.generation:
+            raise LocalProtocolError(f"replay from generation {start}, the island is at {self.generation}")
+        self._in_flight, self._round = None, []
+        for r in returns:
+            asked = self.opt.ask(ask_rng(self.pool, self.generation))
+            if len(asked) != len(r):
+                raise LocalProtocolError(f"generation {self.generation}: {len(r)} returns for {len(asked)} candidates")
+            self.opt.tell(asked, np.asarray(r, dtype=np.float64))
+            self.generation += 1
+        return [self._next_generation(rng)]
 
     def publish_gap(self) -> float:
         """Seconds between two publishes of this node: the local floor, and its share of the
@@ -435,10 +472,11 @@ class Island:
 
     @classmethod
     def from_checkpoint(cls, data: dict[str, object], *, self_id: str, policy: MigrationPolicy,
-                        episodes: int, deterministic: bool, reeval_episodes: int = 3) -> Island:
+                        episodes: int, deterministic: bool, reeval_episodes: int = 3,
+                        pool: str | None = None) -> Island:
         opt = from_state(data["optimizer"])  # type: ignore[arg-type]
         isl = cls(optimizer=opt, experiment_id=str(data["experiment_id"]), self_id=self_id, policy=policy,
-                  episodes=episodes, deterministic=deterministic, reeval_episodes=reeval_episodes)
+                  episodes=episodes, deterministic=deterministic, reeval_episodes=reeval_episodes, pool=pool)
         isl.episodes_used = int(data.get("episodes_used", 0))  # type: ignore[call-overload]
         isl._ban_order = [str(p) for p in data.get("banned", ())]  # type: ignore[attr-defined]
         isl.banned = set(isl._ban_order)

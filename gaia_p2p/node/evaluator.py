@@ -75,7 +75,8 @@ class Evaluator:
         """``fn(*args)`` (a module-level function) off the event loop: in a worker process, or in a
         thread with ``workers = 0``; its CPU time counts in ``cpu_s``."""
         if self.workers == 0:
-            return await trio.to_thread.run_sync(self._timed, fn, *args)
+            # one thread at a time: problems keep per-process caches (gym envs) that are not thread-safe
+            return await trio.to_thread.run_sync(self._timed, fn, *args, limiter=self.limiter)
         out, cpu = await trio_parallel.run_sync(_cpu_timed, fn, *args, kill_on_cancel=True, limiter=self.limiter)
         self.cpu_s += cpu
         return out

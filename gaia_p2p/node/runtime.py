@@ -31,7 +31,6 @@ from gaia_p2p.config import Config, load_bootstrap_file
 from gaia_p2p.core import codec
 from gaia_p2p.core.events import (
     ClaimRefuted,
-    Effect,
     Evaluate,
     EvaluationDone,
     GenerationCompleted,
@@ -48,10 +47,11 @@ from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry, to_j
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
-from gaia_p2p.core.optimizer import make_optimizer
+from gaia_p2p.core import pool as poolcore
+from gaia_p2p.core.optimizer import Optimizer, make_optimizer
 from gaia_p2p.core.schedule import FetchPlan, duty_sleep
 from gaia_p2p.core.target import TargetTest
-from gaia_p2p.errors import CheckpointError, RemoteProtocolError
+from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
@@ -61,6 +61,7 @@ from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
+from gaia_p2p.node.pool import POOL_LOG_PROTOCOL, PoolLogService, PoolTopic, platform_class, pool_topic
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
 from gaia_p2p.node.stats import (STATUS_VERSION, IslandStatistics, MigrantStatistics, NodeStatistics,
                                  TargetStatistics, finite_or_none)
@@ -99,8 +100,10 @@ class Node:
     Views read ``statistics()``, one frozen snapshot."""
 
     def __init__(self, cfg: Config, data: DataDir, island: Island, seed: int, p2p: P2P, topic: MigrantTopic,
-                 evaluator: Evaluator, telemetry: TelemetryTopic, bad_streams: list[int]) -> None:
+                 evaluator: Evaluator, telemetry: TelemetryTopic, bad_streams: list[int],
+                 pool: poolcore.Pool | None = None) -> None:
         self.cfg, self.data, self.island, self.seed = cfg, data, island, seed
+        self.pool = pool  # our replica's share of a pool's search (core/pool.py), or None: an island
         self.p2p, self.topic, self.telemetry, self.evaluator = p2p, topic, telemetry, evaluator
         self.exp_id = island.experiment_id
         self.capabilities = local_capabilities(cfg.evaluation.backend)
@@ -130,19 +133,34 @@ class Node:
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
         self.heartbeats = TelemetryService(self.exp_id, lambda: encode_telemetry(self.heartbeat()))
+        # a pool member: its work (one evaluation at a time), its results to publish, the round the
+        # generation runner waits for, the log service, and a nursery for log fetches
+        self.pool_work_in, self._pool_work_out = trio.open_memory_channel[poolcore.EvaluateItems](1)
+        self.pool_publishes_in, self._pool_publishes_out = trio.open_memory_channel[poolcore.Results](POOL_PUBLISH_QUEUE)
+        self.pool_publishes_dropped = 0
+        self.round_done = trio.Event()
+        self.round_result: poolcore.RoundComplete | None = None
+        self.pool_topic: PoolTopic | None = None
+        self.pool_log = PoolLogService(p2p.host, pool) if pool is not None else None
+        self.pool_genesis: Callable[[], Optimizer] | None = None
+        self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ the loop
 
     def start(self) -> None:
         self._dispatch(self.island.start(now=trio.current_time(), rng=self.rng))
 
-    def feed(self, event: Input) -> None:
-        """One input of the island, and its effects carried out."""
+    def feed(self, event: Input | poolcore.PoolInput) -> None:
+        """One input of the island (or of its pool), and its effects carried out."""
         with self.cpu:
-            effects = self.island.handle(event, now=trio.current_time(), rng=self.rng)
+            if isinstance(event, POOL_INPUTS):
+                assert self.pool is not None
+                effects: list[Any] = self.pool.handle(event, now=trio.current_time(), rng=self.net_rng)
+            else:
+                effects = self.island.handle(event, now=trio.current_time(), rng=self.rng)
         self._dispatch(effects)
 
-    def _dispatch(self, effects: list[Effect]) -> None:
+    def _dispatch(self, effects: list[Any]) -> None:
         for effect in effects:
             EFFECTS[type(effect)](self, effect)
         self._fed.unpark_all()
@@ -237,7 +255,12 @@ class Node:
             telemetry_pull=dict(sorted(self.heartbeats.stats.items())),
             traffic=traffic.snapshot(), cpu=self.cpu.snapshot(self.evaluator.thread_cpu_s),
             workers=self.cfg.evaluation.workers, uptime_s=round(time.monotonic() - self.started_mono, 1),
-            data_dir=str(self.data.path), pid=os.getpid())
+            data_dir=str(self.data.path), pid=os.getpid(),
+            pool=None if self.pool is None else self.pool.statistics() | {
+                "topic": self.pool_topic.topic if self.pool_topic else None,
+                "rejected": dict(self.pool_topic.rejected) if self.pool_topic else {},
+                "log_service": dict(self.pool_log.stats) if self.pool_log else {},
+                "publishes_dropped": self.pool_publishes_dropped})
         wall = time.time()
         own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
         return dataclasses.replace(stats, network=self.netview.snapshot(own=own))
@@ -252,7 +275,8 @@ class Node:
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"island": self.island.to_checkpoint(), "seed": self.seed, "peer_id": self.peer_id,
-                "problem": self.cfg.problem.canonical(), "written_at": time.time()}
+                "problem": self.cfg.problem.canonical(), "written_at": time.time(),
+                "pool": None if self.pool is None else self.pool.to_checkpoint()}
 
     async def write_checkpoint(self) -> None:
         state = self.checkpoint_state()  # snapshot here, on the loop: the island cannot change under it
@@ -261,6 +285,10 @@ class Node:
         log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
                  best_fitness=finite_or_none(snap["best_fitness"]))
 
+
+#: pool results waiting to be published at most (one message per evaluation; full: the network is
+#: stuck, the newest is dropped and counted, and the others' helpers fill the gap)
+POOL_PUBLISH_QUEUE = 16
 
 #: migrants waiting to be published at most; the island publishes at most one per
 #: min_publish_interval_s, so a full queue means the network is stuck: the newest is dropped (counted)
@@ -341,16 +369,74 @@ def _migrant_rejected(node: Node, effect: MigrantRejected) -> None:
 
 
 def _ban(node: Node, effect: PeerBanned) -> None:
+    log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
+    _blacklist(node, effect.src)
+
+
+def _blacklist(node: Node, peer: str) -> None:
     from libp2p.peer.id import ID
 
-    log.warning(logs.PEER_BANNED, peer_id=effect.src, reason=effect.reason, lies=effect.lies)
     try:
-        node.p2p.pubsub.add_to_blacklist(ID.from_base58(effect.src))  # drops its pubsub traffic
+        node.p2p.pubsub.add_to_blacklist(ID.from_base58(peer))  # drops its pubsub traffic
     except ValueError as e:  # a bad id string cannot come from a verified signature, but never crash
-        log.error("peer_ban_failed", peer_id=effect.src, error=f"{type(e).__name__}: {e}")
+        log.error("peer_ban_failed", peer_id=peer, error=f"{type(e).__name__}: {e}")
 
 
-#: every effect of the island (gaia_p2p/core/events.py) and who carries it out
+def _pool_evaluate(node: Node, effect: poolcore.EvaluateItems) -> None:
+    node.pool_work_in.send_nowait(effect)  # the pool asks for one evaluation at a time
+
+
+def _pool_publish(node: Node, effect: poolcore.PublishResults) -> None:
+    try:
+        node.pool_publishes_in.send_nowait(effect.results)
+    except trio.WouldBlock:
+        node.pool_publishes_dropped += 1
+        log.warning("pool_results_dropped", generation=effect.results.generation, queued=POOL_PUBLISH_QUEUE,
+                    dropped=node.pool_publishes_dropped)
+
+
+def _pool_round_complete(node: Node, effect: poolcore.RoundComplete) -> None:
+    node.round_result = effect
+    node.round_done.set()
+
+
+def _pool_fetch_log(node: Node, effect: poolcore.FetchLog) -> None:
+    log.info("pool_log_wanted", peer_id=effect.peer, start=effect.start, why=effect.why,
+             generation=node.island.generation)
+    assert node.nursery is not None
+    node.nursery.start_soon(_fetch_pool_log, node, effect)
+
+
+def _pool_replay(node: Node, effect: poolcore.Replay) -> None:
+    """The pool's log replaced ours from ``start``: the replica is rebuilt to it, the generation in
+    flight abandoned (the runner stops waiting for it), and the island asks for the next one."""
+    try:  # an Evaluate the runner has not taken yet is the abandoned one
+        node._evaluations_out.receive_nowait()
+    except trio.WouldBlock:
+        pass
+    assert node.pool_genesis is not None
+    before = node.island.generation
+    if effect.start == 0 or before > effect.start:  # our past after the fork point differs: from the start
+        effects = node.island.replay(effect.log, start=0, genesis=node.pool_genesis(), rng=node.rng)
+    else:  # the island may still lack the round the pool completed last: it gets it here
+        effects = node.island.replay(effect.log[before:], start=before, genesis=None, rng=node.rng)
+    log.info("pool_log_replayed", src=effect.src, start=effect.start, generation_before=before,
+             generation=node.island.generation)
+    node.round_result = None
+    node.round_done.set()
+    node._dispatch(effects)
+
+
+def _pool_evict(node: Node, effect: poolcore.Evict) -> None:
+    log.warning("pool_member_evicted", peer_id=effect.peer, reason=str(effect.reason), detail=effect.detail[:200])
+    _blacklist(node, effect.peer)
+
+
+#: the pool's inputs (core/pool.py): fed to the pool, not the island
+POOL_INPUTS = (poolcore.RoundStarted, poolcore.ItemsEvaluated, poolcore.ResultsReceived, poolcore.MembersChanged,
+               poolcore.Tick, poolcore.LogReceived)
+
+#: every effect of the island (gaia_p2p/core/events.py) and of its pool (core/pool.py), and who carries it out
 EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     Evaluate: _request_evaluation,
     GenerationCompleted: _generation_completed,
@@ -358,6 +444,12 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     MigrantAccepted: _migrant_accepted,
     MigrantRejected: _migrant_rejected,
     PeerBanned: _ban,
+    poolcore.EvaluateItems: _pool_evaluate,
+    poolcore.PublishResults: _pool_publish,
+    poolcore.RoundComplete: _pool_round_complete,
+    poolcore.FetchLog: _pool_fetch_log,
+    poolcore.Replay: _pool_replay,
+    poolcore.Evict: _pool_evict,
 }
 #: rejections that mean a peer lied (warned, not just told)
 LIES = frozenset({"claim_mismatch", "claim_short"})
@@ -373,7 +465,24 @@ def _lowest_scores(gossipsub: Any, n: int = 16) -> dict[str, float]:
         return {}
 
 
-def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]:
+def pool_settings(cfg: Config) -> dict[str, object]:
+    """What a pool's replica is made from besides the experiment: members must agree on all of it."""
+    i = cfg.island
+    return {"optimizer": i.optimizer, "sigma": i.sigma, "popsize": cfg.popsize, "lr": i.lr, "restarts": i.restarts}
+
+
+def _new_optimizer(cfg: Config, seed: int) -> Optimizer:
+    x0 = None
+    if cfg.problem.name in TEST_FUNCTIONS:
+        # Test functions have their optimum at or near the origin: start each island somewhere else.
+        x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
+    return make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
+                          popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr, restarts=cfg.island.restarts)
+
+
+def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int, poolcore.Pool | None]:
+    """The island from the checkpoint, or a new one; a pool member's optimizer starts from the
+    pool's genesis (seed from the pool id) and its pool log comes back from the checkpoint."""
     policy = MigrationPolicy(
         interval=cfg.migration.interval, accept_only_better=cfg.migration.accept_only_better,
         topology=Topology(cfg.migration.topology), random_k=cfg.migration.random_k, max_pending=cfg.migration.max_pending,
@@ -381,6 +490,11 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
         publish_only_new=cfg.migration.publish_only_new, enabled=cfg.migration.enabled,
         entry=Entry(cfg.migration.entry), accept_margin=cfg.migration.accept_margin, max_lies=cfg.migration.max_lies)
     exp = experiment_id(cfg.problem)
+    pid = poolcore.pool_id(exp, cfg.pool.name, pool_settings(cfg)) if cfg.pool.name else None
+    pool = None
+    if pid is not None:
+        pool = poolcore.Pool(pid=pid, self_id=self_id, platform=platform_class(), episodes=cfg.problem.episodes,
+                             policy=poolcore.PoolPolicy(check_share=cfg.pool.check_share, help_after=cfg.pool.help_after))
     if cfg.fresh:
         moved = data.move_checkpoint_aside()
         if moved:
@@ -392,30 +506,37 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int]
             raise CheckpointError(
                 f"checkpoint {data.checkpoint} belongs to experiment {isl_data.get('experiment_id')}, but this "
                 f"config is experiment {exp}; use another --data-dir or pass --fresh to move it aside")
+        ck_pool = (ck.get("pool") or {}).get("pid")
+        if ck_pool != pid:
+            raise CheckpointError(
+                f"checkpoint {data.checkpoint} belongs to {'pool ' + ck_pool if ck_pool else 'an island'}, but this "
+                f"config is {'pool ' + pid if pid else 'an island'} (--pool and the island settings); use another "
+                f"--data-dir or pass --fresh to move it aside")
         try:
             island = Island.from_checkpoint(isl_data, self_id=self_id, policy=policy,
                                             episodes=cfg.problem.episodes,
                                             deterministic=cfg.problem.deterministic,
-                                            reeval_episodes=cfg.reeval_episodes)
-        except (KeyError, TypeError, ValueError) as e:
+                                            reeval_episodes=cfg.reeval_episodes, pool=pid)
+            if pool is not None:
+                pool.restore(ck["pool"])
+        except (KeyError, TypeError, ValueError, LocalProtocolError) as e:
             raise CheckpointError(f"checkpoint {data.checkpoint} is incomplete ({type(e).__name__}: {e}); pass "
                                   f"--fresh to move it aside and start a new island") from None
         seed = int(ck.get("seed", 0))
+        if pool is not None and pool.generation != island.generation:
+            # written between the pool's round and the island's tell: the log is the truth
+            island.replay(pool.log_from(0), start=0, genesis=_new_optimizer(cfg, seed), rng=np.random.default_rng(0))
         log.info(logs.CHECKPOINT_LOADED, path=str(data.checkpoint), generation=island.generation,
                  evaluations=island.evaluations, best_fitness=finite_or_none(island.best_fitness))
-        return island, seed
-    seed = cfg.island.seed if cfg.island.seed is not None else int.from_bytes(os.urandom(4), "little")
-    x0 = None
-    if cfg.problem.name in TEST_FUNCTIONS:
-        # Test functions have their optimum at or near the origin: start each island somewhere else.
-        x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
-    opt = make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
-                         popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr,
-                         restarts=cfg.island.restarts)
-    island = Island(optimizer=opt, experiment_id=exp, self_id=self_id, policy=policy,
+        return island, seed, pool
+    if pid is not None:
+        seed = poolcore.pool_seed(pid)
+    else:
+        seed = cfg.island.seed if cfg.island.seed is not None else int.from_bytes(os.urandom(4), "little")
+    island = Island(optimizer=_new_optimizer(cfg, seed), experiment_id=exp, self_id=self_id, policy=policy,
                     episodes=cfg.problem.episodes, deterministic=cfg.problem.deterministic,
-                    reeval_episodes=cfg.reeval_episodes)
-    return island, seed
+                    reeval_episodes=cfg.reeval_episodes, pool=pid)
+    return island, seed, pool
 
 
 async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -436,7 +557,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
     self_id = str(ID.from_pubkey(key_pair.public_key))
     structlog.contextvars.bind_contextvars(island_id=self_id[-8:])
-    island, seed = _make_island(cfg, data, self_id)
+    island, seed, pool = _make_island(cfg, data, self_id)
     exp = island.experiment_id
     topic_name = migrants_topic(exp)
     topic = MigrantTopic(topic_name, exp, island.opt.dim, self_id, measure=claim_checker(cfg.problem))
@@ -451,7 +572,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         log.warning(logs.PUBSUB_STREAM_REJECTED, peer_id=peer, reason="undecodable_rpc", error=error)
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
-        node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams)
+        node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams, pool=pool)
         topic.on_lie = partial(_refuted, node)  # before the validator is installed, just below
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         for banned in island.banned:  # bans survive restarts (kept in the checkpoint)
@@ -465,6 +586,13 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
         p2p.host.set_stream_handler(TELEMETRY_PROTOCOL, node.heartbeats.handle)
+        pool_sub = None
+        if pool is not None and node.pool_log is not None:
+            node.pool_topic = PoolTopic(pool_topic(exp, pool.pid), exp, pool.pid, self_id)
+            node.pool_genesis = partial(_new_optimizer, cfg, seed)
+            p2p.pubsub.set_topic_validator(node.pool_topic.topic, node.pool_topic.validator, is_async_validator=False)
+            pool_sub = await p2p.pubsub.subscribe(node.pool_topic.topic)
+            p2p.host.set_stream_handler(POOL_LOG_PROTOCOL, node.pool_log.handle)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
@@ -476,6 +604,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                          topic=topic_name, problem=cfg.problem.name, dim=island.opt.dim,
                          optimizer=island.opt.algorithm, settings=island.opt.settings(), popsize=island.opt.popsize,
                          seed=seed, workers=cfg.evaluation.workers, bootstrap=list(bootstrap),
+                         pool=None if pool is None else pool.pid, pool_name=cfg.pool.name or None,
                          data_dir=str(data.path), generation=island.generation, version=__version__)
                 nursery.start_soon(run_discovery, p2p, bootstrap, cfg.network, node.net_rng)
                 if cfg.network.keepalive_s > 0:
@@ -490,6 +619,12 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
+                if pool_sub is not None:
+                    node.nursery = nursery
+                    nursery.start_soon(_receive_pool_results, node, pool_sub)
+                    nursery.start_soon(_pool_worker, node)
+                    nursery.start_soon(_publish_pool_results, node)
+                    nursery.start_soon(_pool_clock, node)
                 task_status.started(node)
                 await _run_generations(node)
                 nursery.cancel_scope.cancel()
@@ -523,10 +658,17 @@ async def _run_generations(node: Node) -> None:
         if changed is not None:
             node.feed(changed)
         t0, cpu0 = time.perf_counter(), node.evaluator.cpu_s + node.cpu.island_s
-        fit, extra_fit = await _evaluate(node, effect)
+        if node.pool is None:
+            fit, extra_fit = await _evaluate(node, effect)
+            own = None
+        else:
+            pooled = await _evaluate_pooled(node, effect)
+            if pooled is None:
+                continue  # the pool's log replaced this generation: the island has asked for the next
+            fit, extra_fit, own = pooled
         dt = time.perf_counter() - t0
         node.evals_per_s = (len(effect.candidates) + len(effect.extras)) / dt if dt > 0 else 0.0
-        node.feed(EvaluationDone(effect.generation, fit, extra_fit))
+        node.feed(EvaluationDone(effect.generation, fit, extra_fit, evaluated=own))
         if await _maybe_test(node) and cfg.stop_at_target:
             log.info(logs.NODE_STOPPING, reason="target_reached")
             return
@@ -555,6 +697,82 @@ async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarra
         nursery.start_soon(one, "c", effect.candidates, effect.seeds)
         nursery.start_soon(one, "e", effect.extras, effect.extra_seeds)
     return out["c"], out["e"]
+
+
+async def _evaluate_pooled(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """A pool member's generation: the candidates go to the pool (our share, help, the others'
+    results: core/pool.py), the extras of an assessment round are ours and scored here meanwhile.
+    None when a replay of the pool's log abandoned the generation."""
+    node.round_done, node.round_result = trio.Event(), None
+    node.feed(poolcore.RoundStarted(effect.generation, effect.candidates, effect.seeds))
+    extra_fit = await node.evaluator.evaluate(effect.extras, effect.extra_seeds) if len(effect.extras) else np.zeros(0)
+    await node.round_done.wait()
+    done = node.round_result
+    if done is None or done.generation != effect.generation:
+        return None
+    return done.returns, extra_fit, done.own
+
+
+async def _pool_worker(node: Node) -> None:
+    """The pool's evaluations (own share, help, spot checks), one at a time, fed back."""
+    async for work in node._pool_work_out:
+        t0 = time.perf_counter()
+        returns = await node.evaluator.evaluate(work.candidates, work.seeds)
+        node.feed(poolcore.ItemsEvaluated(work.generation, work.indices, returns, work.why,
+                                          seconds=time.perf_counter() - t0))
+
+
+async def _publish_pool_results(node: Node) -> None:
+    from gaia_p2p.core import poolwire
+
+    assert node.pool is not None and node.pool_topic is not None
+    async for results in node._pool_publishes_out:
+        await node.p2p.pubsub.publish(node.pool_topic.topic, poolwire.encode_results(node.pool.pid, results))
+
+
+async def _receive_pool_results(node: Node, sub: Any) -> None:
+    from libp2p.peer.id import ID
+
+    assert node.pool_topic is not None
+    while True:
+        msg = await sub.get()
+        src = str(ID(msg.from_id))
+        if src == node.peer_id:
+            continue
+        try:
+            results, _ = node.pool_topic.take(msg)  # decoded by the validator
+        except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
+            node.pool_topic.reject(e.reason, src, e.detail)
+            continue
+        node.feed(poolcore.ResultsReceived(src, results))
+
+
+#: how often the pool's clock ticks (helping and spot checks start on a tick) and how often its
+#: members are looked up (the pool topic's peers)
+POOL_TICK_S, POOL_MEMBERS_S = 0.05, 1.0
+
+
+async def _pool_clock(node: Node) -> None:
+    assert node.pool is not None and node.pool_topic is not None
+    members_at = -math.inf
+    while True:
+        await trio.sleep(POOL_TICK_S)
+        now = trio.current_time()
+        if now - members_at >= POOL_MEMBERS_S:
+            members_at = now
+            live = frozenset(node.p2p.topic_peers(node.pool_topic.topic)) - node.island.banned | {node.peer_id}
+            if live != node.pool.members:
+                node.feed(poolcore.MembersChanged(live))
+        if node.pool.round is not None or node.pool.checks:
+            node.feed(poolcore.Tick())
+
+
+async def _fetch_pool_log(node: Node, effect: poolcore.FetchLog) -> None:
+    assert node.pool_log is not None
+    got = await node.pool_log.fetch(effect.peer, effect.start, effect.head)
+    if got is not None:
+        start, returns = got
+        node.feed(poolcore.LogReceived(effect.peer, start, returns))
 
 
 async def _maybe_test(node: Node) -> bool:

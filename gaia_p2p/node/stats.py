@@ -88,6 +88,7 @@ class NodeStatistics:
     uptime_s: float
     data_dir: str
     pid: int
+    pool: Mapping[str, Any] | None = None  # the pool this node is a member of (core/pool.py), None: an island
 
     def as_status(self) -> dict[str, Any]:
         """The status document (plain dicts and lists, JSON- and msgpack-ready)."""

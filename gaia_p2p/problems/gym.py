@@ -22,6 +22,7 @@ lockstep on unwrapped envs (cached per process, at most ``MAX_LOCKSTEP_ENVS`` pe
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,16 @@ PolicyFactory = Callable[[np.ndarray], Callable[[np.ndarray], Any]]
 
 EnvKey = tuple[str, tuple[tuple[str, Any], ...]]
 
-_ENV_POOLS: OrderedDict[EnvKey, list[Any]] = OrderedDict()
+# Per thread: an env is stepped by one caller at a time, and several in-process nodes evaluating in
+# threads (workers = 0) would otherwise step the same envs at once.
+_LOCAL = threading.local()
+
+
+def _env_pools() -> OrderedDict[EnvKey, list[Any]]:
+    pools = getattr(_LOCAL, "pools", None)
+    if pools is None:
+        pools = _LOCAL.pools = OrderedDict()
+    return pools
 
 
 @functools.cache
@@ -96,14 +106,15 @@ def env_pool(key: EnvKey, k: int) -> list[Any]:
     reused: every episode starts with ``reset(seed=...)``, which reseeds the env)."""
     if k > MAX_LOCKSTEP_ENVS:
         raise ValueError(f"at most {MAX_LOCKSTEP_ENVS} envs are stepped together, asked for {k}")
-    pool = _ENV_POOLS.get(key)
+    pools = _env_pools()
+    pool = pools.get(key)
     if pool is None:
-        pool = _ENV_POOLS[key] = []
-        while len(_ENV_POOLS) > MAX_ENV_CONFIGS:
-            _, old = _ENV_POOLS.popitem(last=False)
+        pool = pools[key] = []
+        while len(pools) > MAX_ENV_CONFIGS:
+            _, old = pools.popitem(last=False)
             for env in old:
                 env.close()
-    _ENV_POOLS.move_to_end(key)
+    pools.move_to_end(key)
     while len(pool) < k:
         pool.append(make_env(*key))
     return pool[:k]

@@ -356,7 +356,7 @@ def bad_values(key: str) -> list[Any]:
         return ["many", 2.5, -10**12, 10**12, 0, 1, 2]
     if "Path" in typ:
         return [5]
-    return ["not-a-choice", 5]
+    return ["not-a-choice", 5, "no spaces/or slashes"]
 
 
 KEYS = all_keys()

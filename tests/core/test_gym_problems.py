@@ -181,16 +181,16 @@ def test_the_widest_allowed_action_space_is_accepted(odd_envs):
 
 def test_the_env_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(gym, "MAX_ENV_CONFIGS", 2)
-    monkeypatch.setattr(gym, "_ENV_POOLS", type(gym._ENV_POOLS)())
+    monkeypatch.setattr(gym._LOCAL, "pools", type(gym._env_pools())(), raising=False)
     for g in (9.0, 9.5, 10.0):
         p = gym_problem("gym:Pendulum-v1", max_steps=3, env_args={"g": g})
         evaluate_batch(p, np.zeros((4, p.param_dim)), (1,))
-        assert len(gym._ENV_POOLS) <= 2
-    assert [k[1] for k in gym._ENV_POOLS] == [(("g", 9.5),), (("g", 10.0),)]  # least recently used went
+        assert len(gym._env_pools()) <= 2
+    assert [k[1] for k in gym._env_pools()] == [(("g", 9.5),), (("g", 10.0),)]  # least recently used went
     monkeypatch.setattr(gym, "MAX_LOCKSTEP_ENVS", 3)
     p = gym_problem("gym:CartPole-v1", max_steps=5)
     res = gym.rollout_problem(p, np.zeros((4, p.param_dim)), (1, 2))  # 8 episodes in chunks of 3
-    assert res.lengths.shape == (4, 2) and len(gym._ENV_POOLS[("CartPole-v1", ())]) == 3
+    assert res.lengths.shape == (4, 2) and len(gym._env_pools()[("CartPole-v1", ())]) == 3
     with pytest.raises(ValueError):
         gym.env_pool(("CartPole-v1", ()), 4)
 

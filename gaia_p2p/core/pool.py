@@ -1,0 +1,621 @@
+"""A pool: several nodes run ONE optimizer together (docs/POOLS.md, protocols/gaia-pool-v1.md).
+
+Every member holds a replica of the same island optimizer, started from the same genesis (the
+pool id covers the experiment and every optimizer setting). Generation g's candidates follow from
+the replica's state and its episode seeds from (pool id, g), so members exchange only returns:
+``(generation, candidate index, return)``, never parameters.
+
+- **Who evaluates what**: candidate i of generation g belongs to the live member with the highest
+  rendezvous hash of (g, i, member). Nobody coordinates: each member computes the same owners from
+  its own view of who is live; views that differ for a moment give an item two owners (the second
+  result is a free spot check) or none (a helper takes it).
+- **Helping** (work stealing): a member whose own share is done and whose generation is still
+  incomplete waits a little (``help_after`` of its own share's duration), then evaluates what is
+  still unknown, the items of members that have told nothing for this generation first. A dead or
+  slow member delays the pool by about one share, not forever.
+- **The log is the state**: once all returns of g are known every member tells its replica the same
+  float32-rounded returns. The returns of every generation form the pool's result log, chained by
+  hash (``heads``): every results message carries the head it was computed from, so members that
+  disagree about the past see it at once. A member that is behind (a joiner, a restarted node) or
+  on the losing side of a fork (the side fewer members announce; a tie goes to the smaller head)
+  fetches the log and replays it: from its own last consistent generation, or from the genesis.
+  No optimizer state (a pickle is code) ever crosses the wire.
+- **Replicas of one platform class are bit-identical** (same BLAS kernel: same candidates); across
+  classes they drift by rounding only, so a result is checked exactly only against a member of our
+  own class, and statistically (``cross_class_z``) against others.
+- **Spot checks**: a random ``check_share`` of the results other members reported is re-evaluated
+  here, in the time a member otherwise waits for the rest of a generation. A same-class mismatch is a
+  lie: the member is evicted (the shell bans it). Its earlier returns stay in the log (every replica
+  used them; the harm is bounded by the generations it took to catch it).
+
+Pure: ``now`` and an explicit rng are inputs; no clocks, no global random, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from gaia_p2p.errors import LocalProtocolError
+
+POOL_VERSION = 1
+HEAD_BYTES = 16
+
+
+class Work(StrEnum):
+    """Why a member evaluates an item."""
+    OWN = "own"  # its share by rendezvous hash
+    HELP = "help"  # unknown items of others, once its own share is done
+    CHECK = "check"  # a spot check of a result another member reported
+
+
+class Eviction(StrEnum):
+    LIED = "pool_result_mismatch"  # a same-class spot check did not reproduce its return
+    DRIFTED = "pool_cross_class_bias"  # a cross-class member's returns sit far above our re-scores
+
+
+def pool_id(experiment_id: str, name: str, settings: dict[str, object]) -> str:
+    """The pool's name on the wire: 16 hex digits of blake2b over the experiment, the pool name and
+    every optimizer setting that shapes the replica (settings with other values are another pool)."""
+    text = "\x1f".join([f"gaia-pool-v{POOL_VERSION}", experiment_id, name,
+                        *(f"{k}={settings[k]!r}" for k in sorted(settings))])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def pool_seed(pid: str) -> int:
+    """The genesis seed of the pool's optimizer (every member's replica starts from it)."""
+    return int.from_bytes(hashlib.blake2b(f"seed:{pid}".encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
+
+
+def generation_seeds(pid: str, generation: int, episodes: int) -> tuple[int, ...]:
+    """Episode seeds of every candidate of ``generation`` (common random numbers, like an island's)."""
+    return tuple(int.from_bytes(hashlib.blake2b(f"episodes:{pid}:{generation}:{k}".encode(),
+                                                digest_size=4).digest(), "big") & 0x7FFFFFFF
+                 for k in range(episodes))
+
+
+def ask_rng(pid: str, generation: int) -> np.random.Generator:
+    """The rng a replica's ``ask`` gets for ``generation`` (OpenAI-ES draws its noise from it)."""
+    return np.random.default_rng([pool_seed(pid), generation, 5])
+
+
+def owner(generation: int, index: int, members: tuple[str, ...]) -> str:
+    """Rendezvous (highest random weight) hashing: the member that evaluates item ``index``."""
+    return max(members, key=lambda m: hashlib.blake2b(f"{generation}:{index}:{m}".encode(), digest_size=8).digest())
+
+
+def genesis_head(pid: str) -> bytes:
+    return hashlib.blake2b(f"gaia-pool-v{POOL_VERSION}:{pid}".encode(), digest_size=HEAD_BYTES).digest()
+
+
+def next_head(head: bytes, generation: int, returns: np.ndarray) -> bytes:
+    """The head after ``generation``: blake2b(head || generation as 8 bytes big-endian || returns as
+    float32 little-endian)."""
+    data = head + int(generation).to_bytes(8, "big") + np.asarray(returns, dtype="<f4").tobytes()
+    return hashlib.blake2b(data, digest_size=HEAD_BYTES).digest()
+
+
+# ---------------------------------------------------------------- messages (decoded: core/poolwire.py)
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a member tells: returns of some items of one generation, and the head it computed them
+    from (the log before ``generation``)."""
+    generation: int
+    head: bytes
+    indices: tuple[int, ...]
+    returns: np.ndarray  # float32, one per index
+    platform: str
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class RoundStarted:
+    """The island asks for ``generation``: ``candidates`` (float32 values) on ``seeds``."""
+    generation: int
+    candidates: np.ndarray
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ItemsEvaluated:
+    """Our own evaluation of some items is done."""
+    generation: int
+    indices: tuple[int, ...]
+    returns: np.ndarray
+    why: Work
+    seconds: float  # wall time it took (the help wait scales with it)
+
+
+@dataclass(frozen=True)
+class ResultsReceived:
+    src: str
+    results: Results
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    members: frozenset[str]  # live pool peers (us excluded or included: we are added)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: the pool may start helping or a spot check."""
+
+
+@dataclass(frozen=True)
+class LogReceived:
+    """A member answered our log request: the returns of generations ``start`` .. on."""
+    src: str
+    start: int
+    returns: tuple[np.ndarray, ...]
+
+
+PoolInput = RoundStarted | ItemsEvaluated | ResultsReceived | MembersChanged | Tick | LogReceived
+
+
+# ---------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class EvaluateItems:
+    generation: int
+    indices: tuple[int, ...]
+    candidates: np.ndarray  # (len(indices), dim)
+    seeds: tuple[int, ...]
+    why: Work
+
+
+@dataclass(frozen=True)
+class PublishResults:
+    results: Results
+
+
+@dataclass(frozen=True)
+class RoundComplete:
+    """Every return of ``generation`` is known: the island is told these (float32-rounded)."""
+    generation: int
+    returns: np.ndarray
+    own: int  # items of it that we evaluated ourselves
+
+
+@dataclass(frozen=True)
+class FetchLog:
+    """Ask ``peer`` for the log from generation ``start`` on (``head``: ours at ``start``)."""
+    peer: str
+    start: int
+    head: bytes
+    why: str  # "behind" | "fork"
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The pool's log is now ``log`` (every generation), equal to the old one before ``start``: the
+    replica catches up on it (rebuilt from the genesis when its own past after ``start`` differs).
+    The island's generation in flight is abandoned."""
+    start: int
+    log: tuple[np.ndarray, ...]
+    src: str
+
+
+@dataclass(frozen=True)
+class Evict:
+    peer: str
+    reason: Eviction
+    detail: str
+
+
+PoolEffect = EvaluateItems | PublishResults | RoundComplete | FetchLog | Replay | Evict
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    check_share: float = 0.05  # share of others' results re-evaluated here (spot checks)
+    help_after: float = 0.5  # wait this share of our own share's duration before helping
+    min_help_wait_s: float = 0.2  # ... and at least this (about two gossip rounds)
+    help_chunk: int = 8  # items one helping evaluation takes at most
+    behind_by: int = 2  # a member this many generations ahead of us: we fetch the log
+    fetch_retry_s: float = 5.0  # between two log fetches at most once
+    max_checks_queued: int = 64  # spot checks waiting for idle time (the oldest go)
+    cross_class_z: float = 4.0  # evict a cross-class member whose returns exceed our re-scores by this many SE
+    cross_class_min: int = 10  # ... once it has this many checks
+    max_members: int = 256  # member records kept (the stalest go first)
+    max_log: int = 100_000  # generations kept in the log (a joiner needs it all: beyond, the pool refuses joiners)
+
+
+@dataclass
+class MemberRecord:
+    platform: str = ""
+    generation: int = -1  # the latest generation it told results for
+    head: bytes = b""
+    heard_at: float = -math.inf
+    items: int = 0  # results of its that entered the log first
+    checked: int = 0  # spot checks of its results (ours, or a duplicate of ours)
+    matched: int = 0
+    cross_n: int = 0  # cross-class checks: count, sum and sum of squares of (reported - ours)
+    cross_sum: float = 0.0
+    cross_sq: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"platform": self.platform, "generation": self.generation, "items": self.items,
+                "checked": self.checked, "matched": self.matched, "cross_checked": self.cross_n,
+                "cross_bias": round(self.cross_sum / self.cross_n, 4) if self.cross_n else None}
+
+
+@dataclass
+class _Round:
+    generation: int
+    candidates: np.ndarray
+    seeds: tuple[int, ...]
+    started_at: float
+    returns: np.ndarray  # float32, nan = unknown
+    source: list[str]  # who told each known return ("" = unknown)
+    share: tuple[int, ...]  # ours by rendezvous
+    owners: tuple[str, ...]
+    share_done_at: float | None = None
+    own: int = 0
+
+    def unknown(self) -> list[int]:
+        return [i for i, s in enumerate(self.source) if not s]
+
+
+@dataclass
+class _Check:
+    generation: int
+    index: int
+    candidate: np.ndarray
+    seeds: tuple[int, ...]
+    claimed: float
+    src: str
+
+
+@dataclass
+class PoolCounters:
+    own: int = 0  # items we evaluated for the pool (own share and help)
+    helped: int = 0  # of which helping
+    checks: int = 0  # spot checks evaluated
+    results_in: int = 0
+    results_rejected: dict[str, int] = field(default_factory=dict)
+    wasted: int = 0  # our evaluations that arrived after the item was known
+    replays: int = 0
+    replayed_generations: int = 0
+    evicted: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.results_rejected[reason] = self.results_rejected.get(reason, 0) + 1
+
+
+class Pool:
+    """One member's view of the pool. ``handle(input, now, rng)`` returns the effects."""
+
+    def __init__(self, *, pid: str, self_id: str, platform: str, episodes: int,
+                 policy: PoolPolicy | None = None) -> None:
+        self.pid, self.self_id, self.platform, self.episodes = pid, self_id, platform, episodes
+        self.policy = policy or PoolPolicy()
+        self.log: list[np.ndarray] = []  # float32 returns of generations 0 .. len - 1
+        self.heads: list[bytes] = [genesis_head(pid)]  # heads[g]: the log before generation g
+        self.members: frozenset[str] = frozenset({self_id})
+        self.records: dict[str, MemberRecord] = {}
+        self.evicted: set[str] = set()
+        self.round: _Round | None = None
+        self.ahead: dict[int, dict[int, tuple[float, str, bytes]]] = {}  # generation -> index -> (return, src, head)
+        self.busy: Work | None = None
+        self.checks: list[_Check] = []
+        self.counters = PoolCounters()
+        self.last_share_s = 0.0
+        self.fetching_since = -math.inf
+        self.sent_results = 0
+        self._pending_check: _Check | None = None  # the spot check being evaluated
+
+    # ------------------------------------------------------------ views
+
+    @property
+    def generation(self) -> int:
+        return len(self.log)
+
+    def live_members(self) -> tuple[str, ...]:
+        return tuple(sorted(self.members - self.evicted | {self.self_id}))
+
+    def seeds_for(self, generation: int) -> tuple[int, ...]:
+        return generation_seeds(self.pid, generation, self.episodes)
+
+    def statistics(self) -> dict[str, object]:
+        c = self.counters
+        return {"id": self.pid, "generation": self.generation, "members": list(self.live_members()),
+                "platform": self.platform, "head": self.heads[-1].hex(),
+                "own_items": c.own, "helped": c.helped, "checks": c.checks, "wasted": c.wasted,
+                "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
+                "replays": c.replays, "replayed_generations": c.replayed_generations,
+                "evicted": sorted(self.evicted),
+                "records": {p: r.as_dict() for p, r in sorted(self.records.items())}}
+
+    # ------------------------------------------------------------ driving
+
+    def handle(self, event: PoolInput, *, now: float, rng: np.random.Generator) -> list[PoolEffect]:
+        if isinstance(event, RoundStarted):
+            return self._started(event, now, rng)
+        if isinstance(event, ItemsEvaluated):
+            return self._evaluated(event, now, rng)
+        if isinstance(event, ResultsReceived):
+            return self._received(event.src, event.results, now, rng)
+        if isinstance(event, MembersChanged):
+            self.members = frozenset(event.members) | {self.self_id}
+            return self._next_work(now)
+        if isinstance(event, Tick):
+            return self._next_work(now)
+        if isinstance(event, LogReceived):
+            return self._log_received(event, now)
+        raise LocalProtocolError(f"pool cannot handle {type(event).__name__}")
+
+    def _record(self, peer: str) -> MemberRecord:
+        rec = self.records.get(peer)
+        if rec is None:
+            if len(self.records) >= self.policy.max_members:
+                stalest = min(self.records, key=lambda p: self.records[p].heard_at)
+                del self.records[stalest]
+            rec = self.records[peer] = MemberRecord()
+        return rec
+
+    def _started(self, ev: RoundStarted, now: float, rng: np.random.Generator) -> list[PoolEffect]:
+        if ev.generation != self.generation:
+            raise LocalProtocolError(f"the island asks for generation {ev.generation}, the pool log is at "
+                                     f"{self.generation}")
+        n = len(ev.candidates)
+        members = self.live_members()
+        owners = tuple(owner(ev.generation, i, members) for i in range(n))
+        rnd = _Round(ev.generation, np.asarray(ev.candidates), tuple(ev.seeds), now,
+                     np.full(n, np.nan, dtype=np.float32), [""] * n,
+                     tuple(i for i, o in enumerate(owners) if o == self.self_id), owners)
+        self.round = rnd
+        effects: list[PoolEffect] = []
+        for i, (value, src, head) in sorted(self.ahead.pop(ev.generation, {}).items()):
+            if head != self.heads[ev.generation]:
+                effects.extend(self._fork(src, ev.generation, now))
+            elif i < n and src not in self.evicted:
+                self._learn(rnd, i, value, src, effects)
+        self.ahead = {g: v for g, v in self.ahead.items() if g > ev.generation}
+        if not rnd.share:
+            rnd.share_done_at = now
+        return effects + self._maybe_complete(rng) + self._next_work(now)
+
+    def _learn(self, rnd: _Round, i: int, value: float, src: str, effects: list[PoolEffect]) -> None:
+        """A return for item i: the first one known is used; a second one is compared (a spot check
+        for free where one of the two is ours)."""
+        if not rnd.source[i]:
+            rnd.returns[i] = np.float32(value)
+            rnd.source[i] = src
+            if src != self.self_id:
+                self._record(src).items += 1
+            return
+        known, known_src = float(rnd.returns[i]), rnd.source[i]
+        if known_src == src:
+            return
+        if src == self.self_id:
+            effects.extend(self._compare(known_src, value, known))
+        elif known_src == self.self_id:
+            effects.extend(self._compare(src, known, float(np.float32(value))))
+
+    def _compare(self, peer: str, ours: float, theirs: float) -> list[PoolEffect]:
+        """Our return of an item against ``peer``'s; evicts a liar."""
+        if peer in self.evicted:
+            return []
+        rec = self._record(peer)
+        rec.checked += 1
+        if rec.platform == self.platform:
+            if np.float32(ours) == np.float32(theirs):
+                rec.matched += 1
+                return []
+            return self._evict(peer, Eviction.LIED, f"reported {theirs!r}, measured {ours!r} (same platform class)")
+        d = float(theirs) - float(ours)
+        rec.cross_n += 1
+        rec.cross_sum += d
+        rec.cross_sq += d * d
+        if abs(d) <= 1e-5 * max(1.0, abs(ours)):
+            rec.matched += 1
+        n = rec.cross_n
+        if n >= self.policy.cross_class_min:
+            mean = rec.cross_sum / n
+            var = max(rec.cross_sq / n - mean * mean, 1e-12)
+            z = mean / math.sqrt(var / n)
+            if z > self.policy.cross_class_z:
+                return self._evict(peer, Eviction.DRIFTED, f"mean excess {mean:.4g} over {n} checks (z {z:.1f})")
+        return []
+
+    def _evict(self, peer: str, reason: Eviction, detail: str) -> list[PoolEffect]:
+        self.evicted.add(peer)
+        self.counters.evicted += 1
+        self.checks = [c for c in self.checks if c.src != peer]
+        return [Evict(peer, reason, detail)]
+
+    def _maybe_complete(self, rng: np.random.Generator) -> list[PoolEffect]:
+        rnd = self.round
+        if rnd is None or rnd.unknown():
+            return []
+        returns = rnd.returns.astype(np.float32)
+        self.log.append(returns)
+        self.heads.append(next_head(self.heads[-1], rnd.generation, returns))
+        if len(self.log) > self.policy.max_log:
+            raise LocalProtocolError("pool log full")  # unreachable in practice: 100k generations
+        self.round = None
+        self.queue_checks(rnd.generation, rnd.candidates, rnd.seeds, rnd.source, returns, rng)
+        return [RoundComplete(rnd.generation, returns.astype(np.float64), rnd.own)]
+
+    def queue_checks(self, rnd_generation: int, candidates: np.ndarray, seeds: tuple[int, ...],
+                     sources: list[str], returns: np.ndarray, rng: np.random.Generator) -> None:
+        """Draw the spot checks of a completed generation: each result of another member with
+        probability check_share (ours and those already compared are not drawn)."""
+        for i, src in enumerate(sources):
+            if src and src != self.self_id and src not in self.evicted and rng.random() < self.policy.check_share:
+                self.checks.append(_Check(rnd_generation, i, candidates[i].copy(), seeds, float(returns[i]), src))
+        del self.checks[:-self.policy.max_checks_queued]
+
+    def _next_work(self, now: float) -> list[PoolEffect]:
+        """Idle: our share first, then help with what is unknown, then a spot check."""
+        if self.busy is not None:
+            return []
+        rnd = self.round
+        if rnd is not None:
+            todo = [i for i in rnd.share if not rnd.source[i]] if rnd.share_done_at is None else []
+            if todo:
+                return [self._evaluate(rnd, tuple(todo), Work.OWN)]
+            rnd.share_done_at = rnd.share_done_at if rnd.share_done_at is not None else now
+            wait = max(self.policy.min_help_wait_s, self.policy.help_after * self.last_share_s)
+            unknown = rnd.unknown()
+            if unknown and now - rnd.share_done_at >= wait:
+                quiet = {o for o in rnd.owners if o != self.self_id and self._record(o).generation < rnd.generation}
+                # the silent members' items first (probably dead), from the end of each share (its
+                # owner works from the front), so that two helpers rarely pick the same item
+                order = sorted(unknown, key=lambda i: (rnd.owners[i] not in quiet, -i))
+                return [self._evaluate(rnd, tuple(sorted(order[:self.policy.help_chunk])), Work.HELP)]
+        if self.checks:
+            c = self._pending_check = self.checks.pop()
+            self.busy = Work.CHECK
+            return [EvaluateItems(c.generation, (c.index,), c.candidate[None, :], c.seeds, Work.CHECK)]
+        return []
+
+    def _evaluate(self, rnd: _Round, items: tuple[int, ...], why: Work) -> EvaluateItems:
+        self.busy = why
+        return EvaluateItems(rnd.generation, items, rnd.candidates[list(items)], rnd.seeds, why)
+
+    def _evaluated(self, ev: ItemsEvaluated, now: float, rng: np.random.Generator) -> list[PoolEffect]:
+        self.busy = None
+        returns = np.asarray(ev.returns, dtype=np.float32)
+        effects: list[PoolEffect] = []
+        if ev.why == Work.CHECK:
+            self.counters.checks += 1
+            c = self._pending_check
+            self._pending_check = None
+            if c is not None and c.src not in self.evicted:
+                effects.extend(self._compare(c.src, float(returns[0]), c.claimed))
+            return effects + self._next_work(now)
+        rnd = self.round
+        if ev.why == Work.OWN:
+            self.last_share_s = ev.seconds
+        self.counters.own += len(ev.indices)
+        if ev.why == Work.HELP:
+            self.counters.helped += len(ev.indices)
+        if rnd is None or rnd.generation != ev.generation:
+            self.counters.wasted += len(ev.indices)  # the pool went on without us
+            return effects + self._next_work(now)
+        fresh = [k for k, i in enumerate(ev.indices) if not rnd.source[i]]
+        self.counters.wasted += len(ev.indices) - len(fresh)
+        for k, i in enumerate(ev.indices):
+            self._learn(rnd, i, float(returns[k]), self.self_id, effects)
+        rnd.own += len(fresh)
+        if ev.why == Work.OWN:
+            rnd.share_done_at = now
+        self.sent_results += 1
+        effects.append(PublishResults(Results(ev.generation, self.heads[ev.generation], tuple(ev.indices),
+                                              returns, self.platform)))
+        return effects + self._maybe_complete(rng) + self._next_work(now)
+
+    def _received(self, src: str, res: Results, now: float, rng: np.random.Generator) -> list[PoolEffect]:
+        if src in self.evicted:
+            self.counters.reject("evicted")
+            return []
+        self.counters.results_in += 1
+        rec = self._record(src)
+        rec.platform, rec.heard_at = res.platform, now
+        if res.generation >= rec.generation:
+            rec.generation, rec.head = res.generation, res.head
+        g = res.generation
+        if g < self.generation:
+            # late: compare with the log where we evaluated the item ourselves is not known any more;
+            # a head that differs from ours at g is a fork
+            if self.heads[g] != res.head:
+                return self._fork(src, g, now)
+            self.counters.reject("late")
+            return []
+        if g >= self.generation + self.policy.behind_by:
+            return self._behind(src, now)
+        if g == self.generation and res.head != self.heads[g]:
+            return self._fork(src, g, now)
+        rnd = self.round
+        if g > self.generation or rnd is None:
+            # ahead of us, or between a completed round and the island's next ask: kept for then
+            # (with the head it came from, checked once we know ours)
+            buf = self.ahead.setdefault(g, {})
+            for i, r in zip(res.indices, res.returns):
+                buf.setdefault(int(i), (float(r), src, res.head))
+            return []
+        effects: list[PoolEffect] = []
+        for i, r in zip(res.indices, res.returns):
+            if 0 <= int(i) < len(rnd.source):
+                self._learn(rnd, int(i), float(r), src, effects)
+        if src in self.evicted:
+            return effects
+        return effects + self._maybe_complete(rng) + self._next_work(now)
+
+    def _behind(self, src: str, now: float) -> list[PoolEffect]:
+        if now - self.fetching_since < self.policy.fetch_retry_s:
+            return []
+        self.fetching_since = now
+        return [FetchLog(src, self.generation, self.heads[-1], "behind")]
+
+    def _fork(self, src: str, g: int, now: float) -> list[PoolEffect]:
+        """``src`` computed generation g from another past than ours. The side fewer members announce
+        gives way (a tie: the larger head); we only ever move ourselves."""
+        theirs = self.records[src].head if self.records[src].generation == g else None
+        ours = self.heads[g]
+        at_g = [r for p, r in self.records.items() if p not in self.evicted and r.generation == g]
+        support_theirs = sum(1 for r in at_g if r.head == theirs)
+        support_ours = 1 + sum(1 for r in at_g if r.head == ours)
+        if theirs is None or (support_ours, theirs) > (support_theirs, ours):
+            self.counters.reject("fork_kept")
+            return []
+        if now - self.fetching_since < self.policy.fetch_retry_s:
+            return []
+        self.fetching_since = now
+        return [FetchLog(src, 0, self.heads[0], "fork")]
+
+    def _log_received(self, ev: LogReceived, now: float) -> list[PoolEffect]:
+        """Adopt a member's log when it extends ours, or when we asked because of a fork (then it
+        replaces ours from the first generation where the two differ)."""
+        self.fetching_since = -math.inf
+        if ev.start > self.generation or not ev.returns:
+            self.counters.reject("log_unusable")
+            return []
+        new_log = self.log[:ev.start] + [np.asarray(r, dtype=np.float32) for r in ev.returns]
+        same = next((k for k in range(ev.start, min(len(new_log), len(self.log)))
+                     if new_log[k].tobytes() != self.log[k].tobytes()), min(len(new_log), len(self.log)))
+        if same == len(new_log) or (ev.start > 0 and same < len(self.log)):
+            # nothing new, or a suffix that contradicts us: asked as "behind", but it is a fork;
+            # the next results message of that side brings the fork rule in
+            self.counters.reject("log_not_longer" if same == len(new_log) else "log_forked")
+            return []
+        heads = self.heads[:same + 1]
+        for k in range(same, len(new_log)):
+            heads.append(next_head(heads[-1], k, new_log[k]))
+        self.log, self.heads = new_log, heads
+        self.round, self.ahead = None, {}
+        self.counters.replays += 1
+        self.counters.replayed_generations += len(new_log) - same
+        return [Replay(same, tuple(new_log), ev.src)]
+
+    def log_from(self, start: int) -> tuple[np.ndarray, ...]:
+        return tuple(self.log[start:])
+
+    # ------------------------------------------------------------ checkpoint
+
+    def to_checkpoint(self) -> dict[str, object]:
+        return {"pid": self.pid, "log": [r.astype("<f4").tobytes() for r in self.log],
+                "evicted": sorted(self.evicted)}
+
+    def restore(self, data: dict[str, object]) -> None:
+        if data.get("pid") != self.pid:
+            raise LocalProtocolError("checkpoint of another pool")
+        self.log = [np.frombuffer(b, dtype="<f4").copy() for b in data.get("log", [])]  # type: ignore[union-attr]
+        self.heads = [genesis_head(self.pid)]
+        for k, r in enumerate(self.log):
+            self.heads.append(next_head(self.heads[-1], k, r))
+        self.evicted = set(data.get("evicted", []))  # type: ignore[arg-type]

@@ -1,0 +1,113 @@
+"""A pool of three real nodes on 127.0.0.1 (core/pool.py): one search shared, replicas that agree,
+a dead member's items done by the others, a lying member evicted."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import trio
+
+from gaia_p2p.node.runtime import run
+from tests.integration.swarm_helpers import node_config, wait_until
+
+pytestmark = pytest.mark.trio
+POPSIZE = 12
+
+
+def pool_config(tmp_path, i, bootstrap=(), **pool):
+    """LunarLander (real episodes, replayed bit-identically on one platform), short episodes: a
+    generation takes long enough here for a pool to be worth it (on a test function the gossip
+    round would be all there is)."""
+    cfg = node_config(tmp_path, i, bootstrap=bootstrap, problem="lunarlander", sigma=0.5, popsize=POPSIZE)
+    return replace(cfg, problem=replace(cfg.problem, max_steps=150), pool=replace(cfg.pool, name="t", **pool))
+
+
+async def start_member(nursery, tmp_path, i, boot=(), **pool):
+    return await nursery.start(run, pool_config(tmp_path, i, boot, **pool))
+
+
+async def start_pool(nursery, tmp_path, n, **pool):
+    first = await start_member(nursery, tmp_path, 0, **pool)
+    boot = (first.addrs()[0],)
+    return [first] + [await start_member(nursery, tmp_path, i, boot, **pool) for i in range(1, n)]
+
+
+def one_log(nodes) -> bool:
+    """Every member's log agrees up to the shortest one."""
+    g = min(n.pool.generation for n in nodes)
+    return len({n.pool.heads[g] for n in nodes}) == 1
+
+
+async def all_members(nodes, k):
+    await wait_until(lambda: all(len(n.pool.live_members()) == k for n in nodes), f"{k} members each", 20, on=nodes)
+
+
+async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path):
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_pool(nursery, tmp_path, 3)
+            await all_members(nodes, 3)
+            start = min(n.pool.generation for n in nodes)
+            own0 = [n.pool.counters.own for n in nodes]
+            await wait_until(lambda: min(n.pool.generation for n in nodes) >= start + 30, "30 pooled generations",
+                             40, on=nodes)
+            assert one_log(nodes)
+            gens = max(n.pool.generation for n in nodes) - start
+            own = [n.pool.counters.own - o for n, o in zip(nodes, own0)]
+            # each member did a part of the items, and together not much more than the items there were
+            assert all(o > 0 for o in own), own
+            assert sum(own) <= 1.5 * POPSIZE * gens, (own, gens)
+            # one search: the replicas at one generation hold one optimizer mean, bit for bit
+            g = max(n.island.generation for n in nodes)
+            await wait_until(lambda: all(n.island.generation >= g for n in nodes), "one generation", 10, on=nodes)
+            means = {}
+            for n in nodes:
+                if n.island.generation == g + 0:
+                    means[n.peer_id] = n.island.opt.mean.tobytes()
+            nursery.cancel_scope.cancel()
+    assert len(set(means.values())) <= 1
+
+
+async def test_a_dead_members_items_are_done_by_the_others(tmp_path):
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a, b = await start_pool(nursery, tmp_path, 2)
+            doomed = trio.CancelScope()
+
+            async def victim(task_status=trio.TASK_STATUS_IGNORED):
+                with doomed:
+                    await run(pool_config(tmp_path, 2, (a.addrs()[0],)), task_status=task_status)
+
+            c = await nursery.start(victim)
+            await all_members([a, b, c], 3)
+            doomed.cancel()  # the member is gone mid-generation, without a word
+            at_death = max(a.pool.generation, b.pool.generation)
+            helped0 = a.pool.counters.helped + b.pool.counters.helped
+            await wait_until(lambda: min(a.pool.generation, b.pool.generation) >= at_death + 20,
+                             "20 generations after the death", 40, on=[a, b])
+            assert a.pool.counters.helped + b.pool.counters.helped > helped0  # its items were taken over
+            assert one_log([a, b])
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            honest = await start_pool(nursery, tmp_path, 2, check_share=0.3)
+            liar = await start_member(nursery, tmp_path, 2, (honest[0].addrs()[0],), check_share=0.3)
+            real = liar.evaluator.evaluate
+
+            async def inflated(X, seeds):
+                return np.asarray(await real(X, seeds)) + 1.0
+
+            liar.evaluator.evaluate = inflated
+            await wait_until(lambda: all(liar.peer_id in n.pool.evicted for n in honest),
+                             "the liar evicted by both honest members", 40, on=honest)
+            g = min(n.pool.generation for n in honest)
+            await wait_until(lambda: min(n.pool.generation for n in honest) >= g + 10,
+                             "10 generations after the eviction", 20, on=honest)
+            assert all(liar.peer_id not in n.pool.live_members() for n in honest)
+            assert all(liar.peer_id in n.status()["banned_peers"] or n.pool.evicted for n in honest)
+            nursery.cancel_scope.cancel()
