@@ -65,8 +65,8 @@ SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes",
 
 
 def scale_arm(arm: str) -> int | None:
-    """``n<K>``: K nodes, one small machine each (see --duty)."""
-    return int(arm[1:]) if arm.startswith("n") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
+    """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search); one small machine each (see --duty)."""
+    return int(arm[1:]) if arm[:1] in ("n", "p") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
 
 
 def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
@@ -84,7 +84,11 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
             algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
             flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                      "--workers", "1" if problem == "lunarlander" else "0"]
-            if presets == "ladder":
+            if arm.startswith("p"):  # a pool: every member with the same settings (else another pool)
+                algo, sigma = SCALE_PRESETS[0]
+                flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
+                         "--workers", "1" if problem == "lunarlander" else "0"]
+            elif presets == "ladder":
                 from gaia_p2p.core.optimizer import MAX_IPOP_DOUBLINGS
 
                 flags += ["--popsize", str(popsize0 * 2 ** min(i, MAX_IPOP_DOUBLINGS))]
@@ -206,6 +210,11 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
 
     popsize0 = a.popsize if a.problem == "lunarlander" else default_popsize(a.dim)
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets, popsize0)
+    if arm.startswith("p"):
+        # one pool per seed (its genesis seed comes from the pool id); its lambda: "k" scales it with
+        # the members (each member's share stays one island's lambda)
+        lam = str(a.popsize * scale_arm(arm)) if a.pool_popsize == "k" else (a.pool_popsize or str(a.popsize))
+        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam] for f in flags]
     if scale_arm(arm) is not None:
         flags = [f + ["--set", f"evaluation.duty_clock={a.duty_clock}"]
                  + (["--set", "migration.enabled=false"] if a.isolated else []) for f in flags]
@@ -484,6 +493,8 @@ def main() -> int:
     ap.add_argument("--margin", type=float, default=None, help="migration.accept_margin of every node")
     ap.add_argument("--topology", choices=["full", "ring", "random"], default=None, help="--topology for every node")
     ap.add_argument("--final-episodes", type=int, default=100)
+    ap.add_argument("--pool-popsize", default=None, help="p<K> arms: the pool's popsize (a number, or k: "
+                    "--popsize times K; default --popsize)")
     ap.add_argument("--log-interval", type=float, default=0.0,
                     help="nodes' log_interval_s: 0 logs every generation (exact curves; on fast problems the "
                          "JSON lines cost more CPU than the duty cycle lets the island use), 0.5 for scaling runs")

@@ -58,11 +58,25 @@ class Eviction(StrEnum):
     DRIFTED = "pool_cross_class_bias"  # a cross-class member's returns sit far above our re-scores
 
 
+def _canonical(v: object) -> str:
+    """A setting's value as text: null, true/false, decimal ints, shortest round-trip floats, strings as they are."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
 def pool_id(experiment_id: str, name: str, settings: dict[str, object]) -> str:
-    """The pool's name on the wire: 16 hex digits of blake2b over the experiment, the pool name and
-    every optimizer setting that shapes the replica (settings with other values are another pool)."""
+    """The pool's name on the wire: 16 hex digits of blake2b (8 bytes) over the experiment, the pool
+    name and every optimizer setting that shapes the replica (other values: another pool), joined
+    by 0x1f: ``gaia-pool-v1``, experiment id, name, then ``key=value`` sorted by key."""
     text = "\x1f".join([f"gaia-pool-v{POOL_VERSION}", experiment_id, name,
-                        *(f"{k}={settings[k]!r}" for k in sorted(settings))])
+                        *(f"{k}={_canonical(settings[k])}" for k in sorted(settings))])
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 

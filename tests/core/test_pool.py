@@ -1,0 +1,236 @@
+"""core/pool.py and core/poolwire.py: the vectors of protocols/gaia-pool-v1.md, the decoder's
+rejections, and the state machine with simulated members (no network: messages delivered by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaia_p2p.core import pool as P
+from gaia_p2p.core import poolwire as W
+from gaia_p2p.errors import RemoteProtocolError
+
+VECTORS = json.loads((Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "pool-v1.json").read_text())
+PID = VECTORS["pool_id"]["pool_id"]
+
+
+def test_vectors_names_seeds_owners_and_heads():
+    v = VECTORS["pool_id"]
+    assert P.pool_id(v["experiment_id"], v["name"], v["settings"]) == PID
+    assert P.pool_id(v["experiment_id"], v["name"], v["settings"] | {"sigma": 0.3}) != PID
+    assert P.pool_seed(PID) == VECTORS["pool_seed"]
+    s = VECTORS["generation_seeds"]
+    assert list(P.generation_seeds(PID, s["generation"], s["episodes"])) == s["seeds"]
+    o = VECTORS["owners"]
+    assert [P.owner(o["generation"], i, tuple(o["members"])) for i in range(len(o["owners"]))] == o["owners"]
+    h = VECTORS["heads"]
+    assert P.genesis_head(PID).hex() == h["genesis"]
+    assert P.next_head(P.genesis_head(PID), 0, np.array(h["returns_0"], np.float32)).hex() == h["after_0"]
+
+
+def test_vectors_messages():
+    r = VECTORS["results"]
+    got = W.decode_results(bytes.fromhex(r["hex"]), pid=PID)
+    assert (got.generation, got.head.hex(), list(got.indices), got.returns.tolist(), got.platform) == (
+        r["generation"], r["head"], r["indices"], r["returns"], r["platform"])
+    assert W.encode_results(PID, got).hex() == r["hex"]
+    q = VECTORS["log_request"]
+    assert W.decode_log_request(bytes.fromhex(q["hex"]), pid=PID) == (q["start"], bytes.fromhex(q["head"]))
+    lg = VECTORS["log"]
+    start, returns = W.decode_log(bytes.fromhex(lg["hex"]), pid=PID)
+    assert start == lg["start"] and [x.tolist() for x in returns] == lg["returns"]
+
+
+def results(**over):
+    base = dict(generation=1, head=b"h" * 16, indices=(0, 1), returns=np.array([1.0, 2.0], np.float32),
+                platform="x86_64")
+    return P.Results(**(base | over))
+
+
+@pytest.mark.parametrize("data, reason", [
+    (W.encode_results("0123456789abcdef", results()), "wrong_pool"),
+    (W.encode_results(PID, results(head=b"short")), "bad_field"),
+    (W.encode_results(PID, results(returns=np.array([1.0, np.nan], np.float32))), "nonfinite"),
+    (W.encode_results(PID, results(indices=(3, 3))), "bad_field"),
+    (W.encode_results(PID, results(indices=(0,))), "bad_field"),  # 1 index, 2 returns
+    (W.encode_results(PID, results(platform="a b")), "bad_field"),
+    (b"\xc1", "not_msgpack"),
+    (b"\x00" * (W.MAX_RESULTS_BYTES + 1), "too_large"),
+])
+def test_hostile_results_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(RemoteProtocolError) as e:
+        W.decode_results(data, pid=PID)
+    assert e.value.reason == reason
+
+
+# ---------------------------------------------------------------- simulated members
+
+DIM, LAM = 4, 12
+
+
+def fitness(X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+    return -np.sum(np.asarray(X) ** 2, axis=1) + 0.001 * seeds[0] % 7
+
+
+class Member:
+    """One member: a pool, a fake replica (candidates from the generation alone, as a replica's
+    would be from the shared state) and an evaluator that answers at once."""
+
+    def __init__(self, name: str, *, lie: float = 0.0, check_share: float = 0.3) -> None:
+        self.name, self.lie = name, lie
+        self.pool = P.Pool(pid=PID, self_id=name, platform="same", episodes=1,
+                           policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=0.1))
+        self.rng = np.random.default_rng([ord(c) for c in name])
+        self.outbox: list[P.Results] = []
+        self.work: list[P.EvaluateItems] = []
+        self.completed: list[int] = []
+        self.replays: list[P.Replay] = []
+        self.evicted: list[str] = []
+        self.fetches: list[P.FetchLog] = []
+
+    def candidates(self, g: int) -> np.ndarray:
+        return np.random.default_rng([g, 1]).normal(size=(LAM, DIM)).astype(np.float32).astype(np.float64)
+
+    def feed(self, event, now: float) -> None:
+        for e in self.pool.handle(event, now=now, rng=self.rng):
+            if isinstance(e, P.EvaluateItems):
+                self.work.append(e)
+            elif isinstance(e, P.PublishResults):
+                self.outbox.append(e.results)
+            elif isinstance(e, P.RoundComplete):
+                self.completed.append(e.generation)
+            elif isinstance(e, P.Replay):
+                self.replays.append(e)
+            elif isinstance(e, P.Evict):
+                self.evicted.append(e.peer)
+            elif isinstance(e, P.FetchLog):
+                self.fetches.append(e)
+
+    def start_round(self, now: float) -> None:
+        g = self.pool.generation
+        self.feed(P.RoundStarted(g, self.candidates(g), self.pool.seeds_for(g)), now)
+
+    def do_work(self, now: float) -> None:
+        while self.work:
+            w = self.work.pop(0)
+            r = fitness(w.candidates, w.seeds) + (self.lie if w.why != P.Work.CHECK else 0.0)
+            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why, seconds=0.01), now)
+
+
+def step(members: list[Member], now: float, *, deliver_from=None) -> None:
+    """Every member works, then every message is delivered to the others, then a tick."""
+    for m in members:
+        if m.pool.round is None and m.pool.busy is None and not m.work:
+            m.start_round(now)
+        m.do_work(now)
+    for m in members:
+        out, m.outbox = m.outbox, []
+        if deliver_from is not None and m.name not in deliver_from:
+            continue
+        for r in out:
+            for other in members:
+                if other is not m:
+                    other.feed(P.ResultsReceived(m.name, r), now)
+    for m in members:
+        m.feed(P.Tick(), now)
+
+
+def form(members: list[Member]) -> None:
+    for m in members:
+        m.feed(P.MembersChanged(frozenset(x.name for x in members)), 0.0)
+
+
+def test_members_split_the_items_and_keep_one_log():
+    ms = [Member(n) for n in "ABC"]
+    form(ms)
+    for t in range(60):
+        step(ms, t * 0.05)
+    assert min(m.pool.generation for m in ms) >= 20
+    g = min(m.pool.generation for m in ms)
+    assert len({m.pool.heads[g] for m in ms}) == 1
+    own = [m.pool.counters.own for m in ms]
+    assert all(0 < o < LAM * g for o in own) and sum(own) <= 1.3 * LAM * g, own
+
+
+def test_a_silent_members_items_are_helped_after_the_wait():
+    ms = [Member(n) for n in "ABC"]
+    form(ms)
+    for t in range(10):
+        step(ms, t * 0.05)
+    g0 = ms[0].pool.generation
+    alive = ms[:2]
+    for t in range(10, 80):  # C says nothing any more, and the others still think it is a member
+        step(alive, t * 0.05)
+    assert min(m.pool.generation for m in alive) >= g0 + 10
+    assert sum(m.pool.counters.helped for m in alive) > 0
+    assert alive[0].pool.heads[-1] == alive[1].pool.heads[-1] or abs(alive[0].pool.generation - alive[1].pool.generation) == 1
+
+
+def test_a_liar_is_evicted_and_its_later_results_ignored():
+    ms = [Member("A"), Member("B"), Member("L", lie=5.0)]
+    form(ms)
+    for t in range(200):
+        step(ms, t * 0.05)
+        if all("L" in m.pool.evicted for m in ms[:2]):
+            break
+    assert all("L" in m.pool.evicted for m in ms[:2])
+    assert all(m.evicted == ["L"] for m in ms[:2])
+    a = ms[0].pool
+    a.handle(P.ResultsReceived("L", P.Results(a.generation, a.heads[-1], (0,), np.array([1e9], np.float32), "same")),
+             now=99.0, rng=np.random.default_rng(0))
+    assert a.counters.results_rejected.get("evicted") == 1  # it may go on talking: ignored
+    assert "L" not in a.live_members()
+    g = a.generation
+    for t in range(200, 240):  # the honest two go on without it
+        step(ms[:2], t * 0.05)
+    assert a.generation >= g + 5
+
+
+def test_a_joiner_behind_fetches_the_log_and_replays_it():
+    ms = [Member(n) for n in "AB"]
+    form(ms)
+    for t in range(40):
+        step(ms, t * 0.05)
+    late = Member("C")
+    late.feed(P.MembersChanged(frozenset("ABC")), 2.0)
+    late.start_round(2.0)
+    late.do_work(2.0)
+    # A told results of a generation far ahead: the joiner asks A for its log
+    last = P.Results(ms[0].pool.generation, ms[0].pool.heads[-1], (0,), np.array([0.0], np.float32), "same")
+    late.feed(P.ResultsReceived("A", last), 2.2)
+    assert late.fetches and late.fetches[0].peer == "A" and late.fetches[0].start == 0
+    served_start = late.fetches[0].start
+    late.feed(P.LogReceived("A", served_start, ms[0].pool.log_from(served_start)), 2.3)
+    assert late.replays and late.pool.heads[-1] == ms[0].pool.heads[-1]
+    assert late.pool.generation == ms[0].pool.generation
+
+
+def test_a_fork_is_settled_by_the_side_more_members_announce():
+    # a partition: A alone, B and C together; B and C measure differently from A (as a platform
+    # class apart would), so the two sides' logs differ
+    solo, pair = Member("A"), [Member(n, lie=1.0, check_share=0.0) for n in "BC"]
+    solo.feed(P.MembersChanged(frozenset("A")), 0.0)
+    for m in pair:
+        m.feed(P.MembersChanged(frozenset("BC")), 0.0)
+    for t in range(10):
+        step([solo], t * 0.05)
+        step(pair, t * 0.05)
+    g = min(solo.pool.generation, pair[0].pool.generation)
+    assert g >= 3 and solo.pool.heads[g] != pair[0].pool.heads[g]
+    # the pair (outvoting A) keeps its log when A tells it its own
+    pair[0].feed(P.ResultsReceived("A", P.Results(g, solo.pool.heads[g], (0,), np.array([0.0], np.float32),
+                                                  "same")), 1.0)
+    pair[0].feed(P.ResultsReceived("C", P.Results(g, pair[1].pool.heads[g], (1,), np.array([0.0], np.float32),
+                                                  "same")), 1.0)
+    assert not pair[0].fetches
+    for p in pair:  # both of the pair tell A what they computed generation g from
+        solo.feed(P.ResultsReceived(p.name, P.Results(g, p.pool.heads[g], (0,), np.array([0.0], np.float32),
+                                                      "same")), 1.0)
+    assert solo.fetches and solo.fetches[-1].why == "fork" and solo.fetches[-1].start == 0
+    src = solo.fetches[-1].peer
+    side = next(p for p in pair if p.name == src)
+    solo.feed(P.LogReceived(src, 0, side.pool.log_from(0)), 1.1)
+    assert solo.replays and solo.pool.heads[-1] == side.pool.heads[-1]
