@@ -250,6 +250,15 @@ def render_status(s: dict[str, Any]) -> str:
         lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), best "
                          f"{fmt.num(max(bests)) if bests else '-'}, "
                          f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
+    pool = s.get("pool")
+    if pool:
+        lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "
+                         f"{pool['generation']}, we evaluated {pool['own_items']} items ({pool['helped']} helping), "
+                         f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, {pool['replays']} log replays")
+        for peer, rec in sorted(pool.get("records", {}).items()):
+            if peer in pool["members"]:
+                lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "
+                                 f"{rec['matched']}/{rec['checked']} matched, platform {rec['platform'] or '?'}")
     target = s.get("target") or {}
     if target.get("fitness") is not None:
         last = target.get("last_test")
