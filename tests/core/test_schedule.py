@@ -86,9 +86,11 @@ def test_the_target_test_waits_for_a_rescored_new_resident_and_its_interval():
     assert TargetTest(None, 0.0).due(best_params=x, best_n=9, now=0.0, **kw) is False
 
 
-def test_every_effect_of_the_island_has_a_handler():
+def test_every_effect_of_the_island_and_the_pool_has_a_handler():
     pytest.importorskip("libp2p")
     from gaia_p2p.core.events import Effect
-    from gaia_p2p.node.runtime import EFFECTS
+    from gaia_p2p.core.pool import PoolEffect, PoolInput
+    from gaia_p2p.node.runtime import EFFECTS, POOL_INPUTS
 
-    assert set(EFFECTS) == set(typing.get_args(Effect))
+    assert set(EFFECTS) == set(typing.get_args(Effect)) | set(typing.get_args(PoolEffect))
+    assert set(POOL_INPUTS) == set(typing.get_args(PoolInput))
