@@ -23,13 +23,9 @@ from typing import Any
 
 from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, ProblemConfig
 from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
+from gaia_p2p.core.types import ALGORITHMS, RESTARTS
 from gaia_p2p.errors import ConfigError
 
-# Equal to core.optimizer's ALGORITHMS and RESTARTS, which are not imported here: importing
-# core.optimizer loads pycma, and the CLI parser, built for every command and for --help, takes its
-# choices from this module.
-ALGORITHMS = ("cmaes", "openai-es")
-RESTARTS = ("ipop", "off")
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
@@ -89,7 +85,7 @@ class IslandConfig:
     popsize: int | None = None  # None: 32 on lunarlander and for openai-es, pycma's default otherwise
     seed: int | None = None  # None: drawn at first start, then kept in the checkpoint
     lr: float = 0.03  # openai-es Adam step size
-    restarts: str = "ipop"  # cmaes: restart a stalled run with twice the population (IPOP) | off
+    restarts: str = "ipop"  # cmaes, sep-cmaes: restart a stalled run with twice the population (IPOP) | off
 
 
 @dataclass(frozen=True)
