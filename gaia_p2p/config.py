@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, ProblemConfig
+from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, TORCH_PREFIX, ProblemConfig
 from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
 from gaia_p2p.core.types import ALGORITHMS, RESTARTS
-from gaia_p2p.errors import ConfigError
+from gaia_p2p.errors import ConfigError, EvaluationError
 
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -434,7 +434,12 @@ def _build(merged: dict[str, dict[str, Any]]) -> Config:
 
 
 def resolve_problem(p: ProblemConfig) -> ProblemConfig:
-    """Fill in what a gym env or a user's Problem looks like (needs gymnasium or the user's package)."""
+    """Fill in what a gym env, a user's torch module or a user's Problem looks like (needs gymnasium,
+    torch or the user's package)."""
+    if p.is_torch and p.torch is None:
+        from gaia_p2p.problems.torch_policy import resolve
+
+        return resolve(p)
     if p.is_gym and p.spaces is None:
         from gaia_p2p.problems.gym import probe
 
@@ -454,6 +459,13 @@ def validate_resolved(cfg: Config) -> None:
                    f"gives {p.name} {p.param_dim} parameters, more than 65536", 16)
     if cfg.stop_at_target and cfg.target is None:
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
+    if p.is_torch:  # the device its module runs on: refused here, at start, not in the first evaluation
+        from gaia_p2p.problems.torch_backend import resolve_device
+
+        try:
+            resolve_device(cfg.evaluation.device)
+        except EvaluationError as e:
+            raise ConfigError(f"config error: {e}") from None
 
 
 def _bad(key: str, value: Any, rule: str, example: Any = None) -> ConfigError:
@@ -593,7 +605,7 @@ def validate(cfg: Config) -> None:
         raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", 100)
     if not cfg.test_interval_s >= 0:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
-    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_plugin):  # those: validate_resolved
+    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_torch or p.is_plugin):  # validate_resolved
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", 1)
@@ -609,14 +621,24 @@ def _validate_problem(cfg: Config) -> None:
     if p.is_plugin and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", p.name):
         raise _bad("problem.name", p.name, f"must be one of {', '.join(PROBLEMS)}, gym:<EnvId> (any gymnasium "
                    f"env), package.module:name or an entry-point name (your own Problem)", PROBLEMS[0])
+    if p.is_torch and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*", p.name[len(TORCH_PREFIX):]):
+        raise _bad("problem.name", p.name, "needs package.module:factory after torch: (a function returning your "
+                   "torch.nn.Module)", "torch:mypolicy:make")
     if (p.is_gym or p.is_plugin) and cfg.evaluation.backend == "torch":
         raise _bad("evaluation.backend", "torch", f"runs lunarlander and spirals only, not {p.name}", "numpy")
-    if not p.is_gym:
+    if p.env and not p.is_torch:
+        raise ConfigError(f"config error: problem.env = {p.env!r} applies to torch:<factory> problems only, not "
+                          f"{p.name}; remove it (gym envs are named --problem gym:<EnvId>)")
+    if p.env and not re.fullmatch(r"[A-Za-z0-9_.:/-]{1,128}", p.env):
+        raise _bad("problem.env", p.env, "must be a gymnasium env id", "CartPole-v1")
+    if not (p.is_gym or p.is_torch):
         if p.env_args:
-            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> problems "
-                              f"only, not {p.name}; remove [problem.env_args] and --set {ENV_ARGS_KEY}.KEY")
+            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> and "
+                              f"torch:<factory> problems only, not {p.name}; remove [problem.env_args] and "
+                              f"--set {ENV_ARGS_KEY}.KEY")
         if p.obs_norm != "none":
-            raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> problems only, not {p.name}", "none")
+            raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> and torch:<factory> problems only, "
+                       f"not {p.name}", "none")
     if not (math.isfinite(p.obs_clip) and 0 < p.obs_clip <= 1e6):
         raise _bad("problem.obs_clip", p.obs_clip, "must be in (0, 1e6]", 5.0)
 

@@ -123,8 +123,8 @@ def test_env_args_from_toml_table_and_set(tmp_path):
     ("gym:CartPole-v1", {"env_args": {"t": {"nested": 1}}}, "must be a bool, an int"),
     ("gym:CartPole-v1", {"env_args": {"s": "x" * 300}}, "at most 256 characters"),
     ("gym:CartPole-v1", {"obs_norm": "running"}, "problem.obs_norm"),
-    ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> problems only"),
-    ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> problems only"),
+    ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> and torch:<factory> problems only"),
+    ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> and torch:<factory> problems only"),
     ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "more than 65536"),  # the wire format's MAX_DIM
 ])
 def test_bad_gym_problems_are_one_line_config_errors(name, problem, expected):
