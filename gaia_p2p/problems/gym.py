@@ -14,7 +14,7 @@ with layer sizes ``(obs_dim, *hidden, n_out)``.
 
 Fitness is the mean undiscounted return over the episode seeds; an episode ends when the env says
 ``terminated`` or ``truncated`` or after ``max_steps`` steps. Episodes of all candidates run in
-lockstep on unwrapped envs (cached per process, at most ``MAX_LOCKSTEP_ENVS`` per env config and
+lockstep on unwrapped envs (cached per thread, at most ``MAX_LOCKSTEP_ENVS`` per env config and
 ``MAX_ENV_CONFIGS`` env configs) with ONE batched forward pass per step; LunarLander
 (gaia_p2p/problems/lunar.py) is this path with its spaces fixed.
 """
@@ -22,6 +22,7 @@ lockstep on unwrapped envs (cached per process, at most ``MAX_LOCKSTEP_ENVS`` pe
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ MAX_ACTION_DIM = 1024
 
 # Upper bound on envs stepped together; larger batches run in consecutive chunks (bounds memory).
 MAX_LOCKSTEP_ENVS = 1024
-# Env configs (env id + kwargs) whose envs a process keeps; a worker only ever sees one, the bound
+# Env configs (env id + kwargs) whose envs a thread keeps; a worker only ever sees one, the bound
 # is for long-lived processes that evaluate several (tests, tools). Least recently used goes first.
+# Per thread: with evaluation.workers = 0 a node evaluates its candidates and its re-evaluations
+# (other seeds) in two threads at once, which must not step the same env objects.
 MAX_ENV_CONFIGS = 4
 
 # The unwrapped env's step() may start with ``assert self.action_space.contains(action)``; gymnasium's
@@ -54,7 +57,15 @@ PolicyFactory = Callable[[np.ndarray], Callable[[np.ndarray], Any]]
 
 EnvKey = tuple[str, tuple[tuple[str, Any], ...]]
 
-_ENV_POOLS: OrderedDict[EnvKey, list[Any]] = OrderedDict()
+_THREAD = threading.local()
+
+
+def env_pools() -> OrderedDict[EnvKey, list[Any]]:
+    """This thread's cached envs, by env config."""
+    pools = getattr(_THREAD, "pools", None)
+    if pools is None:
+        pools = _THREAD.pools = OrderedDict()
+    return pools
 
 
 @functools.cache
@@ -92,18 +103,19 @@ def make_env(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> Any:
 
 
 def env_pool(key: EnvKey, k: int) -> list[Any]:
-    """The first ``k`` cached unwrapped envs of ``key`` in this process (created on first need, then
+    """The first ``k`` cached unwrapped envs of ``key`` in this thread (created on first need, then
     reused: every episode starts with ``reset(seed=...)``, which reseeds the env)."""
     if k > MAX_LOCKSTEP_ENVS:
         raise ValueError(f"at most {MAX_LOCKSTEP_ENVS} envs are stepped together, asked for {k}")
-    pool = _ENV_POOLS.get(key)
+    pools = env_pools()
+    pool = pools.get(key)
     if pool is None:
-        pool = _ENV_POOLS[key] = []
-        while len(_ENV_POOLS) > MAX_ENV_CONFIGS:
-            _, old = _ENV_POOLS.popitem(last=False)
+        pool = pools[key] = []
+        while len(pools) > MAX_ENV_CONFIGS:
+            _, old = pools.popitem(last=False)
             for env in old:
                 env.close()
-    _ENV_POOLS.move_to_end(key)
+    pools.move_to_end(key)
     while len(pool) < k:
         pool.append(make_env(*key))
     return pool[:k]

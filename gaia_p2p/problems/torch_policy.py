@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,7 +198,10 @@ def resolve(problem: ProblemConfig) -> ProblemConfig:
 
 
 class _Policy:
-    """A module on a device and its batched pass: ``outputs(params (m, P), obs (m, obs_dim))``."""
+    """A copy of a module on a device and its batched pass: ``outputs(params (m, P), obs (m, obs_dim))``.
+
+    A copy per thread (``_policy``): functional_call swaps the module's parameters in place for the
+    duration of a call, so two threads must never run one module object."""
 
     def __init__(self, module: Any, device: str) -> None:
         import copy
@@ -207,8 +211,7 @@ class _Policy:
 
         self.torch = torch
         self.device = torch.device(device)
-        on = next(module.parameters()).device
-        self.module = module if on == self.device else copy.deepcopy(module).to(self.device)
+        self.module = copy.deepcopy(module).to(self.device)
         named = list(self.module.named_parameters())
         self.dtype = named[0][1].dtype
         self.names = [n for n, _ in named]
@@ -247,8 +250,9 @@ class _Policy:
             return self.run(self.unflatten(self.tensor(X)), obs)
 
 
-@functools.lru_cache(maxsize=4)
-def _policy(name: str, architecture_digest: str, device: str) -> _Policy:
+@functools.lru_cache(maxsize=8)
+def _policy(name: str, architecture_digest: str, device: str, thread: int) -> _Policy:
+    """This thread's copy of the module (``thread``: ``threading.get_ident()``, see ``_Policy``)."""
     loaded = load(name)
     if loaded.info.architecture != architecture_digest:
         raise EvaluationError(f"problem {name!r}: the module built here has architecture {loaded.info.architecture[:12]}, "
@@ -269,7 +273,7 @@ def rollout(problem: ProblemConfig, X: np.ndarray, seeds: Sequence[int], device:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != info.dim:
         raise EvaluationError(f"problem {problem.name!r} needs X of shape (n, {info.dim}), got {X.shape}")
-    policy = _policy(problem.name, info.architecture, device)
+    policy = _policy(problem.name, info.architecture, device, threading.get_ident())
     head = gym.Head.of(problem)
     with policy.torch.inference_mode():
         population = policy.tensor(X)

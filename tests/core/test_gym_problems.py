@@ -181,18 +181,41 @@ def test_the_widest_allowed_action_space_is_accepted(odd_envs):
 
 def test_the_env_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(gym, "MAX_ENV_CONFIGS", 2)
-    monkeypatch.setattr(gym, "_ENV_POOLS", type(gym._ENV_POOLS)())
+    monkeypatch.setattr(gym._THREAD, "pools", type(gym.env_pools())())
     for g in (9.0, 9.5, 10.0):
         p = gym_problem("gym:Pendulum-v1", max_steps=3, env_args={"g": g})
         evaluate_batch(p, np.zeros((4, p.param_dim)), (1,))
-        assert len(gym._ENV_POOLS) <= 2
-    assert [k[1] for k in gym._ENV_POOLS] == [(("g", 9.5),), (("g", 10.0),)]  # least recently used went
+        assert len(gym.env_pools()) <= 2
+    assert [k[1] for k in gym.env_pools()] == [(("g", 9.5),), (("g", 10.0),)]  # least recently used went
     monkeypatch.setattr(gym, "MAX_LOCKSTEP_ENVS", 3)
     p = gym_problem("gym:CartPole-v1", max_steps=5)
     res = gym.rollout_problem(p, np.zeros((4, p.param_dim)), (1, 2))  # 8 episodes in chunks of 3
-    assert res.lengths.shape == (4, 2) and len(gym._ENV_POOLS[("CartPole-v1", ())]) == 3
+    assert res.lengths.shape == (4, 2) and len(gym.env_pools()[("CartPole-v1", ())]) == 3
     with pytest.raises(ValueError):
         gym.env_pool(("CartPole-v1", ()), 4)
+
+
+def test_two_threads_never_step_the_same_envs():
+    """A node with evaluation.workers = 0 evaluates candidates and re-evaluations in two threads at once."""
+    import threading
+
+    p = gym_problem("gym:CartPole-v1", max_steps=50)
+    X = np.random.default_rng(0).normal(size=(16, p.param_dim))
+    want = gym.evaluate_gym(p, X, (1, 2))
+    got: list[np.ndarray] = []
+    pools: list[list] = []
+
+    def work() -> None:
+        got.append(gym.evaluate_gym(p, X, (1, 2)))
+        pools.append(gym.env_pools()[("CartPole-v1", ())])
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(got) == 2 and all(np.array_equal(g, want) for g in got)
+    assert not set(map(id, pools[0])) & set(map(id, pools[1]))
 
 
 def test_torch_backend_is_refused_for_gym_problems():

@@ -145,6 +145,24 @@ async def test_the_evaluator_runs_it_on_the_cpu(factories):
     assert ev.cpu_s > 0
 
 
+def test_two_threads_evaluate_at_once(factories):
+    """A node with evaluation.workers = 0 evaluates candidates and re-evaluations in two threads at
+    once; functional_call swaps a module's parameters in place, so each thread needs its own copy."""
+    import threading
+
+    p = problem_of("cartpole")
+    X = np.random.default_rng(3).normal(0, 0.5, size=(16, p.param_dim))
+    want = evaluate_batch(p, X, (1, 2), device="cpu")
+    got: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: got.append(evaluate_batch(p, X, (1, 2), device="cpu")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(got) == 3 and all(np.array_equal(g, want) for g in got)
+
+
 def test_the_island_starts_from_the_modules_own_parameters(factories):
     p = problem_of("cartpole")
     x0 = torch_policy.initial_params(p)
