@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, TORCH_PREFIX, ProblemConfig
+from gaia_p2p.core import codec
+from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, TEST_FUNCTIONS, TORCH_PREFIX, ProblemConfig
 from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
 from gaia_p2p.core.types import ALGORITHMS, RESTARTS
 from gaia_p2p.errors import ConfigError, EvaluationError
@@ -429,7 +430,7 @@ def _build(merged: dict[str, dict[str, Any]]) -> Config:
     resolved = resolve_problem(cfg.problem)
     if resolved is not cfg.problem:
         cfg = dataclasses.replace(cfg, problem=resolved)
-        validate_resolved(cfg)
+    validate_resolved(cfg)
     return cfg
 
 
@@ -451,12 +452,16 @@ def resolve_problem(p: ProblemConfig) -> ProblemConfig:
     return p
 
 
+# What a gossipsub RPC carrying one elite adds to it: the signed message's from (38 bytes for an
+# Ed25519 peer id), seqno, topic, signature and key, protobuf tags and lengths, and room
+# for control messages py-libp2p piggybacks on the same RPC. Measured: 213 bytes without control.
+PUBSUB_ENVELOPE_BYTES = 4096
+
+
 def validate_resolved(cfg: Config) -> None:
     """Checks that need the resolved problem (its dimension, its default target)."""
     p = cfg.problem
-    if p.param_dim > 65536:  # the wire format's MAX_DIM
-        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
-                   f"gives {p.name} {p.param_dim} parameters, more than 65536", 16)
+    _validate_elite_size(cfg)
     if cfg.stop_at_target and cfg.target is None:
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if p.is_torch:  # the device its module runs on: refused here, at start, not in the first evaluation
@@ -466,6 +471,29 @@ def validate_resolved(cfg: Config) -> None:
             resolve_device(cfg.evaluation.device)
         except EvaluationError as e:
             raise ConfigError(f"config error: {e}") from None
+
+
+def _validate_elite_size(cfg: Config) -> None:
+    """Every elite the node can publish fits the wire (protocols/gaia-migration-v1.md, "Parameters"):
+    refused here, at start, rather than found out at the first publish (the encoder refuses it) or
+    never (py-libp2p drops an RPC above max_rpc_bytes silently, on the sender)."""
+    p, dim = cfg.problem, cfg.problem.param_dim
+    if dim > codec.MAX_PUBLISHABLE_DIM:
+        if p.name in TEST_FUNCTIONS:
+            key, value, example = "problem.dim", p.dim, 30
+        elif p.is_torch or p.is_plugin:
+            key, value, example = "problem.name", p.name, None
+        else:
+            key, value, example = "problem.hidden", ",".join(map(str, p.hidden)), 16
+        raise _bad(key, value, f"gives {p.name} {dim} parameters, more than the {codec.MAX_PUBLISHABLE_DIM} an "
+                   f"elite can carry (MAX_ELITE_BYTES = {codec.MAX_ELITE_BYTES} bytes, protocols/gaia-migration-v1.md)",
+                   example)
+    needed = codec.max_elite_bytes(dim) + PUBSUB_ENVELOPE_BYTES
+    if cfg.network.max_rpc_bytes < needed:
+        raise _bad("network.max_rpc_bytes", cfg.network.max_rpc_bytes,
+                   f"is below the {needed} bytes of a gossip RPC carrying one elite of {p.name} ({dim} parameters: "
+                   f"at most {codec.max_elite_bytes(dim)} bytes, plus {PUBSUB_ENVELOPE_BYTES} for the envelope)",
+                   max(1 << 20, needed))
 
 
 def _bad(key: str, value: Any, rule: str, example: Any = None) -> ConfigError:
@@ -519,9 +547,6 @@ def validate(cfg: Config) -> None:
     if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
         raise _bad("problem.hidden", ",".join(map(str, p.hidden)), "must be 1 to many layer sizes in 1..1024",
                    "32,32")
-    if p.name == "spirals" and p.param_dim > 65536:  # the wire format's MAX_DIM
-        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
-                   f"gives the spirals MLP {p.param_dim} parameters, more than 65536", 16)
     if not 1 <= p.episodes <= 64:
         raise _bad("problem.episodes", p.episodes, "must be in 1..64", 1)
     if p.max_steps is not None and not 1 <= p.max_steps <= 100_000:
