@@ -163,6 +163,16 @@ def test_two_threads_evaluate_at_once(factories):
     assert len(got) == 3 and all(np.array_equal(g, want) for g in got)
 
 
+def test_the_target_test_scores_one_policy_on_fresh_episodes(factories):
+    from gaia_p2p.problems.policy_eval import EVAL_SEED_BASE, evaluate_policy
+
+    p = problem_of("cartpole")
+    x = np.random.default_rng(4).normal(0, 0.5, size=p.param_dim)
+    r = evaluate_policy(x, p.hidden, 4, problem=p)
+    want = torch_policy.rollout(p, x[None, :], [EVAL_SEED_BASE + i for i in range(4)]).returns[0]
+    assert r["episodes"] == 4 and r["returns"] == want.tolist() and r["solved_share"] == float((want >= 475).mean())
+
+
 def test_the_island_starts_from_the_modules_own_parameters(factories):
     p = problem_of("cartpole")
     x0 = torch_policy.initial_params(p)
