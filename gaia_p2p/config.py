@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, ProblemConfig
+from gaia_p2p.core import codec
+from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, TEST_FUNCTIONS, TORCH_PREFIX, ProblemConfig
 from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
-from gaia_p2p.errors import ConfigError
+from gaia_p2p.core.types import ALGORITHMS, RESTARTS
+from gaia_p2p.errors import ConfigError, EvaluationError
 
-# Equal to core.optimizer's ALGORITHMS and RESTARTS, which are not imported here: importing
-# core.optimizer loads pycma, and the CLI parser, built for every command and for --help, takes its
-# choices from this module.
-ALGORITHMS = ("cmaes", "openai-es")
-RESTARTS = ("ipop", "off")
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
@@ -89,7 +86,7 @@ class IslandConfig:
     popsize: int | None = None  # None: 32 on lunarlander and for openai-es, pycma's default otherwise
     seed: int | None = None  # None: drawn at first start, then kept in the checkpoint
     lr: float = 0.03  # openai-es Adam step size
-    restarts: str = "ipop"  # cmaes: restart a stalled run with twice the population (IPOP) | off
+    restarts: str = "ipop"  # cmaes, sep-cmaes: restart a stalled run with twice the population (IPOP) | off
 
 
 @dataclass(frozen=True)
@@ -444,12 +441,17 @@ def _build(merged: dict[str, dict[str, Any]]) -> Config:
     resolved = resolve_problem(cfg.problem)
     if resolved is not cfg.problem:
         cfg = dataclasses.replace(cfg, problem=resolved)
-        validate_resolved(cfg)
+    validate_resolved(cfg)
     return cfg
 
 
 def resolve_problem(p: ProblemConfig) -> ProblemConfig:
-    """Fill in what a gym env or a user's Problem looks like (needs gymnasium or the user's package)."""
+    """Fill in what a gym env, a user's torch module or a user's Problem looks like (needs gymnasium,
+    torch or the user's package)."""
+    if p.is_torch and p.torch is None:
+        from gaia_p2p.problems.torch_policy import resolve
+
+        return resolve(p)
     if p.is_gym and p.spaces is None:
         from gaia_p2p.problems.gym import probe
 
@@ -461,14 +463,48 @@ def resolve_problem(p: ProblemConfig) -> ProblemConfig:
     return p
 
 
+# What a gossipsub RPC carrying one elite adds to it: the signed message's from (38 bytes for an
+# Ed25519 peer id), seqno, topic, signature and key, protobuf tags and lengths, and room
+# for control messages py-libp2p piggybacks on the same RPC. Measured: 213 bytes without control.
+PUBSUB_ENVELOPE_BYTES = 4096
+
+
 def validate_resolved(cfg: Config) -> None:
     """Checks that need the resolved problem (its dimension, its default target)."""
     p = cfg.problem
-    if p.param_dim > 65536:  # the wire format's MAX_DIM
-        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
-                   f"gives {p.name} {p.param_dim} parameters, more than 65536", 16)
+    _validate_elite_size(cfg)
     if cfg.stop_at_target and cfg.target is None:
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
+    if p.is_torch:  # the device its module runs on: refused here, at start, not in the first evaluation
+        from gaia_p2p.problems.torch_backend import resolve_device
+
+        try:
+            resolve_device(cfg.evaluation.device)
+        except EvaluationError as e:
+            raise ConfigError(f"config error: {e}") from None
+
+
+def _validate_elite_size(cfg: Config) -> None:
+    """Every elite the node can publish fits the wire (protocols/gaia-migration-v1.md, "Parameters"):
+    refused here, at start, rather than found out at the first publish (the encoder refuses it) or
+    never (py-libp2p drops an RPC above max_rpc_bytes silently, on the sender)."""
+    p, dim = cfg.problem, cfg.problem.param_dim
+    if dim > codec.MAX_PUBLISHABLE_DIM:
+        if p.name in TEST_FUNCTIONS:
+            key, value, example = "problem.dim", p.dim, 30
+        elif p.is_torch or p.is_plugin:
+            key, value, example = "problem.name", p.name, None
+        else:
+            key, value, example = "problem.hidden", ",".join(map(str, p.hidden)), 16
+        raise _bad(key, value, f"gives {p.name} {dim} parameters, more than the {codec.MAX_PUBLISHABLE_DIM} an "
+                   f"elite can carry (MAX_ELITE_BYTES = {codec.MAX_ELITE_BYTES} bytes, protocols/gaia-migration-v1.md)",
+                   example)
+    needed = codec.max_elite_bytes(dim) + PUBSUB_ENVELOPE_BYTES
+    if cfg.network.max_rpc_bytes < needed:
+        raise _bad("network.max_rpc_bytes", cfg.network.max_rpc_bytes,
+                   f"is below the {needed} bytes of a gossip RPC carrying one elite of {p.name} ({dim} parameters: "
+                   f"at most {codec.max_elite_bytes(dim)} bytes, plus {PUBSUB_ENVELOPE_BYTES} for the envelope)",
+                   max(1 << 20, needed))
 
 
 def _bad(key: str, value: Any, rule: str, example: Any = None) -> ConfigError:
@@ -522,9 +558,6 @@ def validate(cfg: Config) -> None:
     if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
         raise _bad("problem.hidden", ",".join(map(str, p.hidden)), "must be 1 to many layer sizes in 1..1024",
                    "32,32")
-    if p.name == "spirals" and p.param_dim > 65536:  # the wire format's MAX_DIM
-        raise _bad("problem.hidden", ",".join(map(str, p.hidden)),
-                   f"gives the spirals MLP {p.param_dim} parameters, more than 65536", 16)
     if not 1 <= p.episodes <= 64:
         raise _bad("problem.episodes", p.episodes, "must be in 1..64", 1)
     if p.max_steps is not None and not 1 <= p.max_steps <= 100_000:
@@ -615,7 +648,7 @@ def validate(cfg: Config) -> None:
         raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", 100)
     if not cfg.test_interval_s >= 0:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
-    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_plugin):  # those: validate_resolved
+    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_torch or p.is_plugin):  # validate_resolved
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", 1)
@@ -631,14 +664,24 @@ def _validate_problem(cfg: Config) -> None:
     if p.is_plugin and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", p.name):
         raise _bad("problem.name", p.name, f"must be one of {', '.join(PROBLEMS)}, gym:<EnvId> (any gymnasium "
                    f"env), package.module:name or an entry-point name (your own Problem)", PROBLEMS[0])
+    if p.is_torch and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*", p.name[len(TORCH_PREFIX):]):
+        raise _bad("problem.name", p.name, "needs package.module:factory after torch: (a function returning your "
+                   "torch.nn.Module)", "torch:mypolicy:make")
     if (p.is_gym or p.is_plugin) and cfg.evaluation.backend == "torch":
         raise _bad("evaluation.backend", "torch", f"runs lunarlander and spirals only, not {p.name}", "numpy")
-    if not p.is_gym:
+    if p.env and not p.is_torch:
+        raise ConfigError(f"config error: problem.env = {p.env!r} applies to torch:<factory> problems only, not "
+                          f"{p.name}; remove it (gym envs are named --problem gym:<EnvId>)")
+    if p.env and not re.fullmatch(r"[A-Za-z0-9_.:/-]{1,128}", p.env):
+        raise _bad("problem.env", p.env, "must be a gymnasium env id", "CartPole-v1")
+    if not (p.is_gym or p.is_torch):
         if p.env_args:
-            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> problems "
-                              f"only, not {p.name}; remove [problem.env_args] and --set {ENV_ARGS_KEY}.KEY")
+            raise ConfigError(f"config error: {ENV_ARGS_KEY} = {dict(p.env_args)!r} applies to gym:<EnvId> and "
+                              f"torch:<factory> problems only, not {p.name}; remove [problem.env_args] and "
+                              f"--set {ENV_ARGS_KEY}.KEY")
         if p.obs_norm != "none":
-            raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> problems only, not {p.name}", "none")
+            raise _bad("problem.obs_norm", p.obs_norm, f"applies to gym:<EnvId> and torch:<factory> problems only, "
+                       f"not {p.name}", "none")
     if not (math.isfinite(p.obs_clip) and 0 < p.obs_clip <= 1e6):
         raise _bad("problem.obs_clip", p.obs_clip, "must be in (0, 1e6]", 5.0)
 

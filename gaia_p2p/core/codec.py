@@ -29,7 +29,7 @@ MAX_SEEDS = 64
 MAX_SETTINGS = 16
 #: Longest ``algo``, ``cfg`` key or ``cfg`` string value, in characters (printable ASCII only).
 MAX_STR = 64
-#: Largest parameter dimension. In practice the size limit binds first (about 65,500 with small cfg).
+#: Largest parameter dimension on the wire. The size limit binds first: see MAX_PUBLISHABLE_DIM.
 MAX_DIM = 65536
 
 MAX_SEED = 2**32 - 1
@@ -50,6 +50,33 @@ REASONS = (OVERSIZE, MALFORMED, BAD_VERSION, BAD_FIELD, WRONG_EXPERIMENT, WRONG_
 _EXP_RE = re.compile(r"[0-9a-f]{32}")
 _PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _PARAMS_DTYPE = np.dtype("<f4")
+
+
+# --------------------------------------------------------------------------------------------------
+# sizes
+
+
+def max_elite_bytes(dim: int) -> int:
+    """The largest canonical encoding of a valid elite with ``dim`` parameters: every other field at
+    its limit (64 seeds of 2**32-1, generation 2**63-1, a 64-character algorithm, 16 cfg entries of
+    64-character keys and values). Any elite a node publishes is at most this long."""
+    settings = {f"{i:02d}".ljust(MAX_STR, "k"): "v" * MAX_STR for i in range(MAX_SETTINGS)}
+    payload = {"v": VERSION, "exp": "0" * 32, "gen": MAX_GENERATION, "fit": -1.5, "seeds": [MAX_SEED] * MAX_SEEDS,
+               "dim": int(dim), "params": bytes(4 * int(dim)), "algo": "a" * MAX_STR, "cfg": settings}
+    return len(msgpack.packb(payload, use_bin_type=True, use_single_float=False))
+
+
+def _largest_publishable_dim() -> int:
+    # Above 16,384 parameters `params` is a bin 32 (a 5-byte header) and `dim` a uint 16 up to 65,535:
+    # the size grows by exactly 4 bytes a parameter there.
+    fixed = max_elite_bytes(16384) - 4 * 16384
+    return min(MAX_DIM, (MAX_ELITE_BYTES - fixed) // 4)
+
+
+#: The most parameters an elite can have and still fit in MAX_ELITE_BYTES whatever its other fields
+#: (64,884: `max_elite_bytes(dim)` is 4 * dim + 2,606 bytes above 16,384 parameters). A config whose
+#: problem has more is refused at start (gaia_p2p/config.py), never found out at the first publish.
+MAX_PUBLISHABLE_DIM = _largest_publishable_dim()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROBLEMS = ("lunarlander", "sphere", "rastrigin", "rosenbrock", "spirals")
-# `gym:<EnvId>`: any gymnasium environment by id (gaia_p2p.problems.gym); `package.module:name`: a
-# user's Problem (gaia_p2p.problems.plugin). What they resolve to is filled in by the shell at
-# config time (`spaces`, `plugin`), since it needs gymnasium or the user's package.
+# `gym:<EnvId>`: any gymnasium environment by id (gaia_p2p.problems.gym); `torch:package.module:factory`:
+# a user's torch.nn.Module as the policy of a gymnasium env (gaia_p2p.problems.torch_policy);
+# `package.module:name`: a user's Problem (gaia_p2p.problems.plugin). What they resolve to is filled
+# in by the shell at config time (`spaces`, `torch`, `plugin`), since it needs gymnasium, torch or
+# the user's package.
 GYM_PREFIX = "gym:"
+TORCH_PREFIX = "torch:"
 TEST_FUNCTIONS = ("sphere", "rastrigin", "rosenbrock")
 # Problems whose fitness does not depend on evaluation seeds (claims of migrants are checked).
 DETERMINISTIC_PROBLEMS = (*TEST_FUNCTIONS, "spirals")
@@ -74,6 +77,22 @@ class PluginInfo:
     config: tuple[tuple[str, Any], ...] = ()  # Problem.config(): anything else that changes fitness
 
 
+@dataclass(frozen=True)
+class TorchModelInfo:
+    """A user's torch.nn.Module policy as the experiment sees it (gaia_p2p.problems.torch_policy fills
+    it in). The module's own parameter values are not part of it: they are what is optimised."""
+
+    ref: str  # "package.module:factory", as named after torch:
+    dist: str  # the distribution that provides the module, "" when none
+    dist_version: str  # its version, "" likewise
+    version: str  # TorchPolicy.version ("" for a bare Module): bump it when forward() changes
+    module_class: str  # "package.module.ClassName" of the module
+    architecture: str  # SHA-256 hex over the class, repr, parameter and buffer names, shapes, dtypes and buffer values
+    dim: int  # number of parameters: every tensor of named_parameters(), flattened and concatenated
+    dtype: str  # the parameters' dtype, "float32" or "float64": the precision of the forward pass
+    torch_version: str  # torch's release, without a local build tag: "2.13.0" for "2.13.0+cpu" and "+cu121" alike
+
+
 LUNAR_SPACES = EnvSpaces("LunarLander-v3", 8, "discrete", 4, max_episode_steps=1000, reward_threshold=200.0)
 
 # problem.env_args: keyword arguments of gymnasium.make, hashed into the experiment id.
@@ -101,24 +120,35 @@ class ProblemConfig:
     env_args: tuple[tuple[str, EnvArgValue], ...] = ()
     obs_norm: str = "none"  # gym: "none" | "clip" (see OBS_NORMS)
     obs_clip: float = 5.0  # gym, obs_norm = "clip": the bound
+    # torch: the gymnasium env id the module acts in, when the factory returns a bare Module (a
+    # TorchPolicy names its own; config time fills it in from there)
+    env: str = ""
     # Filled in at config time by the shell, never set by a user (config.py hides them):
     spaces: EnvSpaces | None = field(default=None, metadata={"internal": True})
     plugin: PluginInfo | None = field(default=None, metadata={"internal": True})
+    torch: TorchModelInfo | None = field(default=None, metadata={"internal": True})
 
     @property
     def is_gym(self) -> bool:
         return self.name.startswith(GYM_PREFIX)
 
     @property
+    def is_torch(self) -> bool:
+        """A user's torch.nn.Module policy: ``torch:package.module:factory``."""
+        return self.name.startswith(TORCH_PREFIX)
+
+    @property
     def is_plugin(self) -> bool:
         """A user's Problem: ``package.module:name`` or the name of a ``gaia_p2p.problems`` entry point."""
-        return self.name not in PROBLEMS and not self.is_gym
+        return self.name not in PROBLEMS and not self.is_gym and not self.is_torch
 
     @property
     def env_id(self) -> str | None:
-        """The gymnasium env id of lunarlander and gym:* problems."""
+        """The gymnasium env id of lunarlander, gym:* and torch:* problems."""
         if self.name == "lunarlander":
             return LUNAR_SPACES.env_id
+        if self.is_torch:
+            return self.env or None
         return self.name[len(GYM_PREFIX):] if self.is_gym else None
 
     @property
@@ -157,6 +187,8 @@ class ProblemConfig:
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         """MLP layer sizes (input, *hidden, output) of lunarlander, gym:* and spirals."""
+        if self.is_torch or self.is_plugin or self.name in TEST_FUNCTIONS:
+            raise ValueError(f"problem {self.name!r} has no MLP policy")
         if self.name == "spirals":
             return (SPIRALS_IN, *self.hidden, SPIRALS_OUT)
         sp = self.env_spaces
@@ -166,12 +198,19 @@ class ProblemConfig:
     def param_dim(self) -> int:
         if self.name in TEST_FUNCTIONS:
             return self.dim
+        if self.is_torch:
+            if self.torch is None:
+                raise ValueError(f"problem {self.name!r}: module not resolved (build it with gaia_p2p.config)")
+            return self.torch.dim
         if self.is_plugin:
             if self.plugin is None:
                 raise ValueError(f"problem {self.name!r}: plugin not resolved (build it with gaia_p2p.config)")
             return self.plugin.dim
         sizes = self.layer_sizes
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def _obs_norm_canonical(self) -> dict[str, object]:
+        return {"type": "clip", "bound": self.obs_clip} if self.obs_norm == "clip" else {"type": "none"}
 
     def canonical(self) -> dict[str, object]:
         """The fields that define the experiment, in canonical form."""
@@ -183,6 +222,26 @@ class ProblemConfig:
             return {"problem": "plugin", "dist": info.dist, "dist_version": info.dist_version,
                     "name": info.name, "version": info.version, "dim": info.dim,
                     "deterministic": info.deterministic, "config": dict(info.config), "format": 1}
+        if self.is_torch:
+            t, sp = self.torch, self.env_spaces
+            if t is None:
+                raise ValueError(f"problem {self.name!r}: module not resolved (build it with gaia_p2p.config)")
+            return {
+                "problem": "torch",
+                "env": sp.env_id,
+                "env_args": dict(self.env_args),
+                "spaces": sp.canonical(),
+                "obs_norm": self._obs_norm_canonical(),
+                "policy": {"type": "torch", "class": t.module_class, "architecture": t.architecture,
+                           "dtype": t.dtype, "output": "argmax" if sp.action == "discrete" else "tanh_scaled",
+                           "layout": "named_parameters_row_major"},
+                # the user's code: a new release of its package, or a new version, is a new experiment
+                "code": {"dist": t.dist, "dist_version": t.dist_version, "version": t.version},
+                "torch": t.torch_version,
+                "max_steps": self.steps,
+                "dim": t.dim,
+                "format": 1,
+            }
         if self.is_gym:
             sp = self.env_spaces
             return {
@@ -190,7 +249,7 @@ class ProblemConfig:
                 "env": sp.env_id,
                 "env_args": dict(self.env_args),
                 "spaces": sp.canonical(),
-                "obs_norm": {"type": "clip", "bound": self.obs_clip} if self.obs_norm == "clip" else {"type": "none"},
+                "obs_norm": self._obs_norm_canonical(),
                 "policy": {"type": "mlp", "sizes": list(self.layer_sizes), "activation": "tanh",
                            "output": "argmax" if sp.action == "discrete" else "tanh_scaled",
                            "layout": "W_then_b_per_layer_row_major"},
@@ -236,6 +295,18 @@ def describe(canonical: dict[str, Any]) -> str:
         return (f"plugin {made} from {c.get('dist') or 'a module outside any package'}"
                 f"{' ' + str(c.get('dist_version')) if c.get('dist_version') else ''}, "
                 f"{'deterministic' if c.get('deterministic') else 'noisy'}, config {c.get('config') or '{}'}, "
+                f"dim {c.get('dim')}")
+    if kind == "torch":
+        code = c.get("code") or {}
+        pol = policy if isinstance(policy, dict) else {}
+        norm = c.get("obs_norm") or {}
+        norm_s = "none" if norm.get("type") == "none" else f"clip {norm.get('bound')}"
+        made = " ".join(str(x) for x in (code.get("dist"), code.get("dist_version")) if x) or "a module outside any package"
+        if code.get("version"):
+            made += f", version {code.get('version')}"
+        return (f"torch {pol.get('class')} (architecture {str(pol.get('architecture'))[:12]}, {pol.get('dtype')}, "
+                f"{pol.get('output')}) from {made}, torch {c.get('torch')}, gym {c.get('env')}, "
+                f"env_args {c.get('env_args') or '{}'}, obs_norm {norm_s}, max_steps {c.get('max_steps')}, "
                 f"dim {c.get('dim')}")
     if kind == "gym":
         norm = c.get("obs_norm") or {}

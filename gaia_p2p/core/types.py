@@ -9,6 +9,12 @@ import numpy as np
 
 Settings = Mapping[str, "float | int | str"]
 
+# The optimizers an island can run (core/optimizer.py) and CMA-ES's restart modes. Here, not in
+# core/optimizer.py, so that gaia_p2p.config (and so the CLI parser and --help) takes its choices
+# from the one list without loading pycma.
+ALGORITHMS = ("cmaes", "sep-cmaes", "openai-es")
+RESTARTS = ("ipop", "off")
+
 
 @dataclass(frozen=True, eq=False)
 class Elite:

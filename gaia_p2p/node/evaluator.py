@@ -3,6 +3,9 @@
 Each worker steps many candidates in lockstep (problems/lunar.py), BLAS threads pinned to 1.
 ``workers = 0`` evaluates in a thread instead (cheap test functions, in-process tests).
 
+``torch:*`` problems (a user's torch module, problems/torch_policy.py) run in torch on the device
+whatever the backend: split between workers like the numpy MLP on the CPU, in ONE call on cuda.
+
 ``backend = "torch"`` sends the whole population to ONE call (one batched pass, so a GPU's memory
 is not split between processes): a worker process when ``workers > 0``, where torch on the CPU then
 uses ``workers`` intra-op threads; a thread when ``workers = 0``, with torch's own thread setting.
@@ -14,6 +17,7 @@ but unavailable (this imports torch in the calling process).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import trio
@@ -52,10 +56,14 @@ class Evaluator:
         self.workers = workers
         self.backend = backend
         self.device = device
-        if backend == "torch":
+        if backend == "torch" or problem.is_torch:
             from gaia_p2p.problems.torch_backend import resolve_device
 
             self.device = resolve_device(device)  # "cpu" or "cuda"; fails here, at start, with the fix
+        # the whole population in one call: the torch backend, and a torch module on a GPU (one CUDA
+        # context, not one per worker); a torch module on the CPU is split between workers like the
+        # numpy MLP, so that the envs of each chunk step in parallel
+        self.one_call = backend == "torch" or (problem.is_torch and self.device == "cuda")
         self.limiter = trio.CapacityLimiter(max(1, workers))
         self.thread_cpu_s = 0.0  # CPU spent evaluating in threads (workers = 0), for the node's CPU split
         self.cpu_s = 0.0  # CPU spent evaluating, in worker processes and threads (the duty cycle's measure)
@@ -84,15 +92,16 @@ class Evaluator:
     async def evaluate(self, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
-        if self.backend == "torch":
+        if self.one_call:
             return await self.call(_evaluate_torch, self.problem, X, seeds, self.device, self.workers)
+        evaluate = partial(evaluate_batch, device=self.device)  # the device: torch:* problems only
         if self.workers == 0:
-            return await self.call(evaluate_batch, self.problem, X, seeds)
+            return await self.call(evaluate, self.problem, X, seeds)
         chunks = np.array_split(X, min(self.workers, len(X)))
         results: list[np.ndarray | None] = [None] * len(chunks)
 
         async def one(i: int, chunk: np.ndarray) -> None:
-            results[i] = await self.call(evaluate_batch, self.problem, chunk, seeds)
+            results[i] = await self.call(evaluate, self.problem, chunk, seeds)
 
         async with trio.open_nursery() as nursery:
             for i, chunk in enumerate(chunks):

@@ -476,6 +476,11 @@ def _new_optimizer(cfg: Config, seed: int) -> Optimizer:
     if cfg.problem.name in TEST_FUNCTIONS:
         # Test functions have their optimum at or near the origin: start each island somewhere else.
         x0 = np.random.default_rng([seed, 1]).uniform(-3.0, 3.0, size=cfg.problem.param_dim)
+    elif cfg.problem.is_torch:
+        # A torch module starts where its factory initialised it (zeros would zero a LayerNorm's gain).
+        from gaia_p2p.problems.torch_policy import initial_params
+
+        x0 = initial_params(cfg.problem)
     return make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
                           popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr, restarts=cfg.island.restarts)
 

@@ -4,9 +4,9 @@ The daemon calls :func:`evaluate_batch` in worker processes. Call :func:`pin_bla
 parent before those processes start, so that each worker uses one BLAS thread (the workers already
 give one process per core; nested BLAS threads only oversubscribe the CPU).
 
-This module never imports torch at import time (``backend="torch"`` imports it inside
-:func:`evaluate_batch`, through ``gaia_p2p.problems.torch_backend``) nor, until a LunarLander
-evaluation runs, gymnasium.
+This module never imports torch at import time (``backend="torch"`` and ``torch:*`` problems import
+it inside :func:`evaluate_batch`, through ``gaia_p2p.problems.torch_backend`` and ``torch_policy``)
+nor, until a LunarLander evaluation runs, gymnasium.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def evaluate_batch(
 
     ``backend="torch"`` evaluates the whole ``X`` in batched torch passes on ``device`` (``auto``:
     cuda if torch sees a GPU, else cpu): spirals entirely, LunarLander its policy forward passes
-    (the env physics stays on the CPU). Test functions are numpy on every backend. ``device`` only
-    applies to the torch backend.
+    (the env physics stays on the CPU). Test functions are numpy on every backend. ``device``
+    applies to the torch backend and to ``torch:*`` problems, which run in torch on every backend
+    (gaia_p2p.problems.torch_policy).
 
     Raises :class:`EvaluationError` for an unknown problem or backend, a shape mismatch,
     non-finite parameters, missing seeds, torch missing, or ``device="cuda"`` without a GPU (the
@@ -95,7 +96,7 @@ def evaluate_batch(
     """
     if problem.is_plugin and problem.plugin is None:
         raise EvaluationError(f"unknown problem {problem.name!r} (a Problem of yours is resolved by gaia_p2p.config)")
-    if problem.is_gym and problem.spaces is None:
+    if (problem.is_gym or problem.is_torch) and problem.spaces is None:
         raise EvaluationError(f"problem {problem.name!r}: env spaces not resolved (build it with gaia_p2p.config)")
     if backend not in BACKENDS:
         raise EvaluationError(f"evaluation.backend = {backend!r} is not one of {', '.join(BACKENDS)}; "
@@ -119,6 +120,13 @@ def evaluate_batch(
             raise EvaluationError(f"{problem.name} needs at least one episode seed")
         if problem.steps < 1:
             raise EvaluationError(f"{problem.name}: max_steps={problem.steps} must be >= 1")
+    if problem.is_torch:  # a torch module: torch on `device` whatever the backend
+        from gaia_p2p.problems import torch_backend, torch_policy
+
+        torch_device = torch_backend.resolve_device(device)
+        if X.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        return torch_policy.evaluate(problem, X, seeds, device=torch_device)
     if backend == "torch" and (problem.is_gym or problem.is_plugin):
         raise EvaluationError(f"problem {problem.name!r}: the torch backend runs lunarlander and spirals "
                               f"only; pass --backend numpy")

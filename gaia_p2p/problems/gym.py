@@ -14,7 +14,7 @@ with layer sizes ``(obs_dim, *hidden, n_out)``.
 
 Fitness is the mean undiscounted return over the episode seeds; an episode ends when the env says
 ``terminated`` or ``truncated`` or after ``max_steps`` steps. Episodes of all candidates run in
-lockstep on unwrapped envs (cached per process, at most ``MAX_LOCKSTEP_ENVS`` per env config and
+lockstep on unwrapped envs (cached per thread, at most ``MAX_LOCKSTEP_ENVS`` per env config and
 ``MAX_ENV_CONFIGS`` env configs) with ONE batched forward pass per step; LunarLander
 (gaia_p2p/problems/lunar.py) is this path with its spaces fixed.
 """
@@ -39,7 +39,7 @@ MAX_ACTION_DIM = 1024
 
 # Upper bound on envs stepped together; larger batches run in consecutive chunks (bounds memory).
 MAX_LOCKSTEP_ENVS = 1024
-# Env configs (env id + kwargs) whose envs a process keeps; a worker only ever sees one, the bound
+# Env configs (env id + kwargs) whose envs a thread keeps; a worker only ever sees one, the bound
 # is for long-lived processes that evaluate several (tests, tools). Least recently used goes first.
 MAX_ENV_CONFIGS = 4
 
@@ -56,7 +56,8 @@ PolicyFactory = Callable[[np.ndarray], Callable[[np.ndarray], Any]]
 EnvKey = tuple[str, tuple[tuple[str, Any], ...]]
 
 # Per thread: an env is stepped by one caller at a time, and several in-process nodes evaluating in
-# threads (workers = 0) would otherwise step the same envs at once.
+# threads (workers = 0) would otherwise step the same envs at once; so would one node, which
+# evaluates its candidates and its re-evaluations (other seeds) in two threads at once.
 _LOCAL = threading.local()
 
 
@@ -102,7 +103,7 @@ def make_env(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> Any:
 
 
 def env_pool(key: EnvKey, k: int) -> list[Any]:
-    """The first ``k`` cached unwrapped envs of ``key`` in this process (created on first need, then
+    """The first ``k`` cached unwrapped envs of ``key`` in this thread (created on first need, then
     reused: every episode starts with ``reset(seed=...)``, which reseeds the env)."""
     if k > MAX_LOCKSTEP_ENVS:
         raise ValueError(f"at most {MAX_LOCKSTEP_ENVS} envs are stepped together, asked for {k}")
@@ -127,9 +128,11 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def probe(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> EnvSpaces:
-    """Make the env once and read its spaces; a ConfigError (one line, with the fix) when it cannot."""
-    key = "problem.name"
+def probe(env_id: str, env_args: tuple[tuple[str, Any], ...] = (), named: str | None = None) -> EnvSpaces:
+    """Make the env once and read its spaces; a ConfigError (one line, with the fix) when it cannot.
+
+    ``named``: the setting that named the env, for the messages (default ``problem.name = 'gym:<id>'``)."""
+    where = named or f"problem.name = 'gym:{env_id}'"
     try:
         import gymnasium
         from gymnasium import error as gym_error
@@ -139,23 +142,23 @@ def probe(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> EnvSpaces:
     try:
         env = gymnasium.make(env_id, **dict(env_args))
     except gym_error.DependencyNotInstalled as e:
-        raise ConfigError(f"config error: {key} = 'gym:{env_id}': the env's package is not installed: "
+        raise ConfigError(f"config error: {where}: the env's package is not installed: "
                           f"{_one_line(e)}") from None
     except ModuleNotFoundError as e:  # "module:Env-v0" ids, or an env importing a missing module
-        raise ConfigError(f"config error: {key} = 'gym:{env_id}': module {e.name!r} is not installed; "
+        raise ConfigError(f"config error: {where}: module {e.name!r} is not installed; "
                           f"pip install the package that provides it") from None
     except gym_error.Error as e:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
-        raise ConfigError(f"config error: {key} = 'gym:{env_id}' is not a registered gymnasium env "
-                          f"({_one_line(e)}); pass --problem gym:CartPole-v1 or another id that "
-                          f"gymnasium.pprint_registry() lists") from None
+        raise ConfigError(f"config error: {where} is not a registered gymnasium env "
+                          f"({_one_line(e)}); {'name' if named else 'pass --problem gym:CartPole-v1 or'} another id "
+                          f"that gymnasium.pprint_registry() lists") from None
     except TypeError as e:  # a keyword argument the env does not take
-        raise ConfigError(f"config error: problem.env_args = {dict(env_args)!r} rejected by gym:{env_id} "
+        raise ConfigError(f"config error: problem.env_args = {dict(env_args)!r} rejected by {env_id} "
                           f"({_one_line(e)}); fix or remove the key in [problem.env_args]") from None
     try:
         spec = env.spec
         obs, act = env.observation_space, env.action_space
         if type(obs) is not Box:
-            raise ConfigError(f"config error: {key} = 'gym:{env_id}' has a {type(obs).__name__} observation "
+            raise ConfigError(f"config error: {where} has a {type(obs).__name__} observation "
                               f"space; only Box observations are supported")
         obs_dim = int(np.prod(obs.shape))
         common: dict[str, Any] = {"max_episode_steps": spec.max_episode_steps if spec else None,
@@ -167,14 +170,14 @@ def probe(env_id: str, env_args: tuple[tuple[str, Any], ...] = ()) -> EnvSpaces:
         if type(act) is Box:
             low, high = np.asarray(act.low, np.float64).ravel(), np.asarray(act.high, np.float64).ravel()
             if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-                raise ConfigError(f"config error: {key} = 'gym:{env_id}' has an unbounded Box action space; "
+                raise ConfigError(f"config error: {where} has an unbounded Box action space; "
                                   f"only bounded Box actions are supported (the policy's tanh is scaled to them)")
             if low.size > MAX_ACTION_DIM:
-                raise ConfigError(f"config error: {key} = 'gym:{env_id}' has {low.size} action dimensions, "
+                raise ConfigError(f"config error: {where} has {low.size} action dimensions, "
                                   f"at most {MAX_ACTION_DIM} are supported")
             return EnvSpaces(env_id, obs_dim, "box", int(low.size), tuple(map(float, low)),
                              tuple(map(float, high)), **common)
-        raise ConfigError(f"config error: {key} = 'gym:{env_id}' has a {type(act).__name__} action space; "
+        raise ConfigError(f"config error: {where} has a {type(act).__name__} action space; "
                           f"only Discrete and bounded Box actions are supported")
     finally:
         env.close()
@@ -216,6 +219,16 @@ class Head:
     high: np.ndarray | None = None
     obs_clip: float | None = None  # clip observations to [-obs_clip, obs_clip] first
 
+    def actions(self, logits: np.ndarray) -> Any:
+        """The actions of ``m`` policies from their outputs ``(m, n_out)``: Python ints (discrete) or
+        an ``(m, n_out)`` float32 array inside the bounds (box)."""
+        if self.action != "box":
+            return logits.argmax(axis=1).tolist()
+        assert self.low is not None and self.high is not None
+        a = self.low + (np.tanh(logits) + 1.0) / 2.0 * (self.high - self.low)
+        np.clip(a, self.low, self.high, out=a)  # rounding never leaves the bounds
+        return a.astype(np.float32)  # Box actions are float32
+
     @classmethod
     def of(cls, problem: ProblemConfig) -> Head:
         sp = problem.env_spaces
@@ -233,11 +246,6 @@ def mlp_policy_factory(X: np.ndarray, sizes: Sequence[int], head: Head = Head(),
         for W, b in unpack(X, sizes)
     ]
     clip = head.obs_clip
-    box = head.action == "box"
-    if box:
-        assert head.low is not None and head.high is not None
-        low, high = head.low, head.high
-        span = high - low
 
     def make(rows: np.ndarray) -> Callable[[np.ndarray], Any]:
         sel = [(W[rows], b[rows]) for W, b in layers]
@@ -253,11 +261,7 @@ def mlp_policy_factory(X: np.ndarray, sizes: Sequence[int], head: Head = Head(),
                 np.tanh(h, out=h)
             logits = np.matmul(h, W_out)
             logits += b_out
-            if not box:
-                return logits[:, 0, :].argmax(axis=1).tolist()
-            a = low + (np.tanh(logits[:, 0, :]) + 1.0) / 2.0 * span
-            np.clip(a, low, high, out=a)  # rounding never leaves the bounds
-            return a.astype(np.float32)  # Box actions are float32
+            return head.actions(logits[:, 0, :])
 
         return act
 

@@ -18,7 +18,7 @@ import importlib
 import importlib.metadata
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -62,29 +62,36 @@ def _entry_points() -> Any:
 
 def _bad(ref: str, why: str) -> ConfigError:
     return ConfigError(f"config error: problem.name = {ref!r}: {why}; pass --problem with a built-in problem, "
-                       f"gym:<EnvId> or your Problem (package.module:name; docs/PROBLEMS.md)")
+                       f"gym:<EnvId>, torch:package.module:factory or your Problem (package.module:name; "
+                       f"docs/PROBLEMS.md)")
+
+
+def import_ref(ref: str, bad: Callable[[str], ConfigError]) -> tuple[Any, str, str]:
+    """The object ``package.module:name`` names, and the (distribution, version) that provides it
+    ("" when none); ``bad(why)`` makes the error when it cannot be found."""
+    if not _REF.fullmatch(ref):
+        raise bad("is not package.module:name")
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise bad(f"cannot import {module_name} ({' '.join(str(e).split())}); install the package "
+                  f"that provides it or put it on PYTHONPATH") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise bad(f"module {module_name} has no {attr}")
+        obj = getattr(obj, part)
+    dists = importlib.metadata.packages_distributions().get(module_name.split(".")[0], [])
+    if dists:
+        return obj, dists[0], importlib.metadata.version(dists[0])
+    return obj, "", ""
 
 
 def _find(ref: str) -> tuple[Any, str, str]:
     """The object ``ref`` names, and the (distribution, version) that provides it ("" when none)."""
     if ":" in ref:
-        if not _REF.fullmatch(ref):
-            raise _bad(ref, "is not package.module:name")
-        module_name, _, attr = ref.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise _bad(ref, f"cannot import {module_name} ({' '.join(str(e).split())}); install the package "
-                            f"that provides it or put it on PYTHONPATH") from None
-        obj: Any = module
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise _bad(ref, f"module {module_name} has no {attr}")
-            obj = getattr(obj, part)
-        dists = importlib.metadata.packages_distributions().get(module_name.split(".")[0], [])
-        if dists:
-            return obj, dists[0], importlib.metadata.version(dists[0])
-        return obj, "", ""
+        return import_ref(ref, functools.partial(_bad, ref))
     matches = [ep for ep in _entry_points() if ep.name == ref]
     if not matches:
         known = sorted({ep.name for ep in _entry_points()})
@@ -101,7 +108,7 @@ def _find(ref: str) -> tuple[Any, str, str]:
     return obj, (dist.name if dist is not None else ""), (dist.version if dist is not None else "")
 
 
-def _plain(key: str, value: Any) -> Any:
+def plain_value(key: str, value: Any) -> Any:
     ok = (isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value))
           or (isinstance(value, str) and len(value) <= 256))
     if not ok:
@@ -134,7 +141,7 @@ def load(ref: str) -> tuple[Any, PluginInfo]:
         extra = problem.config() if callable(getattr(problem, "config", None)) else {}
         if not isinstance(extra, Mapping) or len(extra) > MAX_CONFIG_ENTRIES:
             raise ValueError(f"config() must return a dict of at most {MAX_CONFIG_ENTRIES} entries")
-        config = tuple(sorted((str(k), _plain(str(k), v)) for k, v in extra.items()))
+        config = tuple(sorted((str(k), plain_value(str(k), v)) for k, v in extra.items()))
     except (AttributeError, ValueError) as e:
         raise _bad(ref, f"is not a Problem: {e}") from None
     info = PluginInfo(ref=ref, dist=dist, dist_version=dist_version, name=name, version=version, dim=dim,

@@ -27,8 +27,8 @@ SOLVED_RETURN = 200.0
 def evaluate_policy(params: np.ndarray, hidden: Sequence[int], episodes: int, seed0: int = EVAL_SEED_BASE, *,
                     max_steps: int = 1000, problem: ProblemConfig | None = None) -> dict[str, Any]:
     """Returns of one policy on ``episodes`` episodes seeded ``seed0 .. seed0 + episodes - 1``:
-    LunarLander with ``hidden`` and ``max_steps``, or the gym problem ``problem`` (its own policy
-    and step limit; "solved" then means its target).
+    LunarLander with ``hidden`` and ``max_steps``, or the gym or torch problem ``problem`` (its own
+    policy and step limit; "solved" then means its target).
 
     Deterministic for equal inputs. Returns ``{"episodes", "seed0", "mean", "std", "min", "max",
     "solved_share", "mean_length", "returns", "lengths"}`` (plain Python numbers and lists).
@@ -45,7 +45,12 @@ def evaluate_policy(params: np.ndarray, hidden: Sequence[int], episodes: int, se
 
         returns = np.array([evaluate_batch(problem, params, (s,))[0] for s in seeds])
         return _summary(returns, np.zeros(len(seeds), np.int64), seed0, problem.default_target)
-    if problem is not None and problem.name != "lunarlander":
+    if problem is not None and problem.is_torch:  # one policy: the CPU does (no GPU round trip per step)
+        from gaia_p2p.problems.torch_policy import rollout
+
+        r = rollout(problem, params, seeds, device="cpu")
+        solved = problem.default_target
+    elif problem is not None and problem.name != "lunarlander":
         from gaia_p2p.problems.gym import rollout_problem
 
         r = rollout_problem(problem, params, seeds)

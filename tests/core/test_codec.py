@@ -153,6 +153,33 @@ def test_constants() -> None:
     assert (MAX_SEEDS, MAX_SETTINGS, MAX_STR, MAX_DIM) == (64, 16, 64, 65536)
 
 
+def _largest_elite(dim: int) -> Elite:
+    """An elite of ``dim`` parameters with every other field at its limit."""
+    settings = {f"{i:02d}".ljust(MAX_STR, "k"): "v" * MAX_STR for i in range(MAX_SETTINGS)}
+    return Elite(experiment_id=EXP, generation=2**63 - 1, fitness=-1.5, seeds=(2**32 - 1,) * MAX_SEEDS,
+                 params=np.full(dim, 0.5, np.float32), algorithm="a" * MAX_STR, settings=settings)
+
+
+@pytest.mark.parametrize("dim", [1, 30, 212, 6020, 16383, 16384, 40000])
+def test_max_elite_bytes_is_the_largest_encoding(dim: int) -> None:
+    assert len(encode_elite(_largest_elite(dim))) == codec.max_elite_bytes(dim)
+    small = Elite(experiment_id=EXP, generation=0, fitness=0.0, seeds=(), params=np.zeros(dim, np.float32),
+                  algorithm="x")
+    assert len(encode_elite(small)) < codec.max_elite_bytes(dim)
+
+
+def test_the_largest_publishable_dim_is_where_the_size_limit_binds() -> None:
+    """A 64-64 MLP on a MuJoCo-sized task (5k-10k parameters, 20-40 KB) is far inside the limit; the
+    largest elite of MAX_PUBLISHABLE_DIM parameters is encoded and decoded, one more is not."""
+    top = codec.MAX_PUBLISHABLE_DIM
+    assert top == 64884 and codec.max_elite_bytes(top) <= MAX_ELITE_BYTES < codec.max_elite_bytes(top + 1)
+    assert codec.max_elite_bytes(10_000) < 43_000
+    data = encode_elite(_largest_elite(top))
+    assert decode_elite(data, experiment_id=EXP, dim=top).dim == top
+    with pytest.raises(LocalProtocolError, match="reduce dim"):
+        encode_elite(_largest_elite(top + 1))
+
+
 # ------------------------------------------------------------------------------------------------
 # encode
 

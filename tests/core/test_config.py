@@ -441,3 +441,21 @@ def test_a_bad_value_names_where_it_came_from(tmp_path):
     assert msg.endswith("(value from GAIA_MIGRATION_INTERVAL)"), msg
     msg = config_error("island.sigma", toml_path=toml, overrides={"island": {"sigma": -1.0}})
     assert msg.endswith("(value from the command line)"), msg
+
+
+def test_elites_that_would_not_fit_the_wire_are_refused_at_start():
+    """Every elite a config can produce fits MAX_ELITE_BYTES and the gossip RPC limit, or the config
+    is refused naming the setting (protocols/gaia-migration-v1.md, "Parameters")."""
+    from gaia_p2p.core import codec
+
+    top = codec.MAX_PUBLISHABLE_DIM
+    assert build_config(env={}, overrides={"problem": {"name": "sphere", "dim": top}}).problem.param_dim == top
+    msg = config_error("problem.dim", overrides={"problem": {"name": "sphere", "dim": top + 1}})
+    assert f"more than the {top} an elite can carry" in msg and "--dim" in msg, msg
+    # a 64-64 MLP on BipedalWalker (24 observations, 4 actions): 6,020 parameters, a ~26 KB elite
+    walker = {"problem": {"name": "gym:BipedalWalker-v3", "hidden": (64, 64)}}
+    cfg = build_config(env={}, overrides=walker)
+    assert cfg.problem.param_dim == 6020 and codec.max_elite_bytes(6020) < cfg.network.max_rpc_bytes
+    msg = config_error("network.max_rpc_bytes", overrides={**walker, "network": {"max_rpc_bytes": 16384}})
+    assert "below the 30780 bytes of a gossip RPC carrying one elite" in msg and "max_rpc_bytes=1048576" in msg, msg
+

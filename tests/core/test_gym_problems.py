@@ -123,9 +123,9 @@ def test_env_args_from_toml_table_and_set(tmp_path):
     ("gym:CartPole-v1", {"env_args": {"t": {"nested": 1}}}, "must be a bool, an int"),
     ("gym:CartPole-v1", {"env_args": {"s": "x" * 300}}, "at most 256 characters"),
     ("gym:CartPole-v1", {"obs_norm": "running"}, "problem.obs_norm"),
-    ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> problems only"),
-    ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> problems only"),
-    ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "more than 65536"),  # the wire format's MAX_DIM
+    ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> and torch:<factory> problems only"),
+    ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> and torch:<factory> problems only"),
+    ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "more than the 64884 an elite can carry"),  # MAX_ELITE_BYTES
 ])
 def test_bad_gym_problems_are_one_line_config_errors(name, problem, expected):
     with pytest.raises(ConfigError) as e:
@@ -193,6 +193,29 @@ def test_the_env_cache_is_bounded(monkeypatch):
     assert res.lengths.shape == (4, 2) and len(gym._env_pools()[("CartPole-v1", ())]) == 3
     with pytest.raises(ValueError):
         gym.env_pool(("CartPole-v1", ()), 4)
+
+
+def test_two_threads_never_step_the_same_envs():
+    """A node with evaluation.workers = 0 evaluates candidates and re-evaluations in two threads at once."""
+    import threading
+
+    p = gym_problem("gym:CartPole-v1", max_steps=50)
+    X = np.random.default_rng(0).normal(size=(16, p.param_dim))
+    want = gym.evaluate_gym(p, X, (1, 2))
+    got: list[np.ndarray] = []
+    pools: list[list] = []
+
+    def work() -> None:
+        got.append(gym.evaluate_gym(p, X, (1, 2)))
+        pools.append(gym._env_pools()[("CartPole-v1", ())])
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(got) == 2 and all(np.array_equal(g, want) for g in got)
+    assert not set(map(id, pools[0])) & set(map(id, pools[1]))
 
 
 def test_torch_backend_is_refused_for_gym_problems():

@@ -231,3 +231,29 @@ def test_the_layer_check_catches_upward_imports(tmp_path):
         "node/runtime.py:4 (node) imports gaia_p2p.tools.evaluate (tools)",
         "tools/watch.py:1 (tools) imports gaia_p2p.cli (cli)",
     ], found
+
+
+WITHOUT_TORCH = """
+import importlib, json, pkgutil, sys
+sys.modules["torch"] = None  # `import torch` raises ImportError, as where it is not installed
+import gaia_p2p
+failed = {}
+for m in pkgutil.walk_packages(gaia_p2p.__path__, "gaia_p2p."):
+    if m.name == "gaia_p2p.__main__":  # runs the CLI
+        continue
+    try:
+        importlib.import_module(m.name)
+    except Exception as e:
+        failed[m.name] = f"{type(e).__name__}: {e}"
+print(json.dumps({"failed": failed, "count": sum(1 for n in sys.modules if n.startswith("gaia_p2p."))}))
+"""
+
+
+def test_every_module_imports_without_torch():
+    """torch is optional (the `torch` extra): every module, the torch backend and torch:* problems
+    included, imports without it; torch is imported inside the functions that need it."""
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["failed"] == {}
+    assert out["count"] >= 50  # every module of the package was imported
