@@ -1,27 +1,47 @@
 """Every workaround for py-libp2p 0.8.1 lives here, each named after the bug it guards against.
 
-See docs/LIBP2P.md for how each was found and what it cost; A-G and I have a test in
-tests/integration/test_libp2p_fixes.py that reproduces the bug they guard against, H is exercised
-by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
+See docs/LIBP2P.md for how each was found and what it cost. tests/integration/test_libp2p_fixes.py
+shows each bug on the pinned py-libp2p, unpatched, next to the test of its fix: a
+``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q and R, the ``fixed=False`` cases for N, O, P
+and P1, the first half of the J and K tests. The day py-libp2p is upgraded, the upstream tests
+that fail name the fixes that may go. C/D are checked as the options a node runs with; H is
+exercised by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
+
+How they are installed (by net/host.py):
+
+- ``install_class_patches()``: H's keepalive, Q and R patch py-libp2p's classes, once per process
+  (a second call is a no-op); ``upstream(cls, name)`` returns py-libp2p's own method.
+- ``noise_only_security`` (G) and ``gossipsub_options`` (C/D) are arguments of ``new_host`` and
+  ``GossipSub``.
+- On each instance: F, J, K on the GossipSub; A, I on the Pubsub (I on its router too); N, O, P1 on
+  the DHT; P on the swarm.
+- ``install_outgoing_rpc_pipeline(pubsub, stages)``: the one replacement of ``Pubsub.write_msg``:
+  the stages in the order given (``OUTGOING_RPC_FIXES``: L then M; the node appends its traffic
+  counter), then the serialized write (B).
 
 A. ``guard_pubsub_stream_handlers``: one malformed pubsub frame raises an uncaught protobuf
    ``DecodeError`` inside ``Pubsub.continuously_read_stream`` that ends ``host.run()`` and the whole
    ``trio.run``: any peer can kill any node. We reset that stream only, count and log it.
-B. ``serialize_pubsub_writes`` (upstream #793, made worse by #1407): ``write_msg`` from several tasks
-   interleave yamux frames of large RPCs on one stream; the receiver resets and the sender forgets the
-   peer's subscription for good. A per-stream lock around ``Pubsub.write_msg``.
+B. ``install_outgoing_rpc_pipeline``, its last step (upstream #793, made worse by #1407):
+   ``write_msg`` from several tasks interleave the yamux frames of large RPCs on one stream; the
+   receiver resets and the sender forgets the peer's subscription for good. A per-stream lock
+   around py-libp2p's ``Pubsub.write_msg``.
 C/D. ``gossipsub_options``: spam protection (10 msg/s per forwarder, counting our own publishes,
    silently dropping honest traffic), adaptive gossip (stretches the heartbeat to 30-60 s), eclipse
    protection with 3 distinct IPs (impossible on one machine) and the 120 s default heartbeat are
    all overridden.
-F. ``bound_equivocation_cache``: GossipSub keeps every message it ever saw (full payload) in
-   ``equivocation_detection``, an unbounded dict; we cap it.
-G. ``noise_only_security``: ``new_host`` offers plaintext and secio next to Noise by default; a peer
-   that proposes plaintext first gets an unauthenticated, unencrypted link. We offer Noise only.
+F. ``bound_equivocation_cache``: GossipSub keeps every message it sees (full payload) in
+   ``equivocation_detection``; only the heartbeat trims it, and only above 1000 entries (to 500):
+   1000 full payloads stay for good (~200 MB of 200 KB elites), more between two heartbeats. A
+   dict capped at 512 at every insertion.
+G. ``noise_only_security``: ``new_host`` offers TLS, secio and plaintext next to Noise by default;
+   a peer that proposes plaintext gets an unauthenticated, unencrypted link. We offer Noise only.
 H. ``abort_connections``: nothing pings idle connections, so a partitioned peer stays connected for
    as long as TCP retransmits (~15 min, measured in network namespaces); and closing a connection
    whose TCP send buffer is full (a dead link we kept gossiping to) blocks. net/liveness.py pings;
-   a dead peer's connections are closed gracefully with a deadline, then aborted at the socket.
+   a dead peer's connections are closed gracefully with a deadline, then aborted at the socket
+   (``abort_connections``, ``forget_peer``); every libp2p TCP socket gets kernel keepalive and
+   TCP_USER_TIMEOUT (``_tcp_keepalive``, a class patch).
 I. ``enforce_peer_scores`` (parameters in net/scoring.py): py-libp2p's ``PeerScorer`` counts a
    validator's rejection (P4) but little acts on it, and what does can be turned against honest peers:
    - ``allow_publish``/``allow_gossip`` for one topic read that topic's counters only (invalid
@@ -44,9 +64,10 @@ J. ``stop_graft_churn``: "opportunistic grafting" runs at every heartbeat with a
    GRAFT/PRUNE per node per second with 40 nodes, 58 % elite delivery). Switched off.
 K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per topic per heartbeat,
    fixed in the code; capped at ``network.gossip_peers`` (3).
-L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
-M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
-   key is inlined in the ``from`` peer id (where receivers look first).
+L. ``strip_sender_record`` (a pipeline stage): a signed peer record (213 bytes) rides on every
+   pubsub RPC we send.
+M. ``strip_inlined_keys`` (a pipeline stage): the author's public key rides on every message copy,
+   though an Ed25519 key is inlined in the ``from`` peer id (where receivers look first).
 N. ``admit_only_answering_peers``: kad-dht adds to its routing table every peer a FIND_NODE answer
    names (with the addresses the answer claims), every peer it is about to query and every peer that
    opens a kad stream: one answer of 200 made-up peers filled a table from 0 to 202, served to every
@@ -61,10 +82,10 @@ P. ``cap_inbound_streams``: every yamux SYN lives as a stream and a task until i
 P1. ``refuse_dht_records``: the default validator stores and echoes PUT_VALUE of any key without a
    namespace (50,000 records of up to 1 MiB) and ADD_PROVIDER for any key; gaia uses neither: refused.
 N, O, P, P1: tests/integration/test_libp2p_fixes.py (bug and fix) and test_dht_hostile.py (a node).
-Q. ``return_inbound_slots``: the inbound handler held its connection slot until the swarm ended,
+Q. ``_return_inbound_slots`` (a class patch): the inbound handler held its connection slot until the swarm ended,
    not the connection: after 128 inbound connections since start the node refused every new one.
    It now ends with its connection; the same wrapper applies the per-IP limit (core/limits.py).
-R. ``teardown_without_race``: ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``) deleted
+R. ``_teardown_without_race`` (a class patch): ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``) deleted
    a peer after an await during which ``_handle_dead_peer`` may have deleted it: the KeyError ended
    the host. A burst of bans (29 liars) crashed the node.
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").

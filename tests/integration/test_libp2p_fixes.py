@@ -48,7 +48,7 @@ async def _send_raw_pubsub_frame(attacker, target_addr: str, frame: bytes) -> No
     await stream.write(encode_uvarint(len(frame)) + frame)
 
 
-async def test_bug_a_unguarded_pubsub_is_killed_by_one_malformed_frame():
+async def test_bug_a_upstream_pubsub_is_killed_by_one_malformed_frame():
     """Upstream behaviour (if this starts failing, 0.8.x fixed bug A and the guard may go)."""
     victim, attacker = _host(), _host()
     gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], **libp2p_fixes.gossipsub_options(
@@ -308,7 +308,7 @@ async def test_bug_g_noise_only_host_refuses_plaintext():
             assert not server.get_connected_peers()
 
 
-async def test_bug_g_noise_only(tmp_path):
+async def test_bug_g_node_offers_noise_only(tmp_path):
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(run, node_config(tmp_path, 0))
