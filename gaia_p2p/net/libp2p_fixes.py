@@ -82,12 +82,13 @@ P. ``cap_inbound_streams``: every yamux SYN lives as a stream and a task until i
 P1. ``refuse_dht_records``: the default validator stores and echoes PUT_VALUE of any key without a
    namespace (50,000 records of up to 1 MiB) and ADD_PROVIDER for any key; gaia uses neither: refused.
 N, O, P, P1: tests/integration/test_libp2p_fixes.py (bug and fix) and test_dht_hostile.py (a node).
-Q. ``_return_inbound_slots`` (a class patch): the inbound handler held its connection slot until the swarm ended,
-   not the connection: after 128 inbound connections since start the node refused every new one.
-   It now ends with its connection; the same wrapper applies the per-IP limit (core/limits.py).
-R. ``_teardown_without_race`` (a class patch): ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``) deleted
-   a peer after an await during which ``_handle_dead_peer`` may have deleted it: the KeyError ended
-   the host. A burst of bans (29 liars) crashed the node.
+Q. ``_return_inbound_slots`` (a class patch): the inbound handler held its connection slot until
+   the swarm ended, not the connection: after 128 inbound connections since start the node refused
+   every new one. It now ends with its connection; the same wrapper applies the per-IP limit
+   (core/limits.py).
+R. ``_teardown_without_race`` (a class patch): ``Pubsub._teardown_if_connected`` (run by
+   ``add_to_blacklist``) deleted a peer after an await during which ``_handle_dead_peer`` may have
+   deleted it: the KeyError ended the host. A burst of bans (29 liars) crashed the node.
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
@@ -156,7 +157,7 @@ def guard_pubsub_stream_handlers(host: Any, pubsub: Any, on_bad_stream: Callable
             on_bad_stream(str(peer) if peer is not None else "?", f"{type(e).__name__}: {e}"[:200])
             await stream.reset()  # NetStream.reset swallows its muxer's errors: it raises nothing of its own
             if peer is not None:
-                pubsub._handle_dead_peer(peer)  # raises nothing, known peer or not (upstream calls it bare too)
+                pubsub._handle_dead_peer(peer)  # raises nothing, known or not (py-libp2p calls it bare)
 
     for proto in pubsub.protocols:
         host.set_stream_handler(proto, guarded)
@@ -459,8 +460,8 @@ def install_outgoing_rpc_pipeline(pubsub: Any, stages: tuple[RpcStage, ...] = OU
     """Replace ``pubsub.write_msg``, through which py-libp2p sends every pubsub RPC but the hello
     (the per-peer sending task, ``flush_pending_messages``, ``send_recent_messages``), with one
     pipeline: each of ``stages`` in the given order, then py-libp2p's own ``write_msg`` under a
-    per-stream lock (B, the step named ``serialized_write``). Once per pubsub: a second call raises, so that
-    no stage can run twice; ``pubsub.gaia_rpc_pipeline`` names the stages.
+    per-stream lock (B, the step named ``serialized_write``). Once per pubsub: a second call
+    raises, so that no stage can run twice; ``pubsub.gaia_rpc_pipeline`` names the steps.
 
     B: ``send_recent_messages`` and ``flush_pending_messages`` write to a peer's stream while that
     peer's sender task writes too (upstream #793, made worse by #1407). yamux takes its lock per
