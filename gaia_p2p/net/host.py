@@ -186,8 +186,8 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     from libp2p.tools.anyio_service import background_trio_service
 
     quiet_libp2p_logging()  # again: the imports above created more loggers
-    libp2p_fixes.return_inbound_slots()
-    libp2p_fixes.teardown_without_race()
+    libp2p_fixes.install_class_patches()  # H's keepalive, Q, R: once per process
+    traffic.install()  # wire-byte counters, on the same classes
     listen = [multiaddr.Multiaddr(a) for a in net.listen]
     # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it
     # ever heard of. DHT lookups connect to the peers they query anyway (docs/LIBP2P.md, "What it costs").
@@ -222,13 +222,13 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     libp2p_fixes.cap_gossip_peers(gossipsub, net.gossip_peers)
     pubsub = Pubsub(host, gossipsub, strict_signing=True, max_inbound_rpc_size=net.max_rpc_bytes)
     libp2p_fixes.guard_pubsub_stream_handlers(host, pubsub, on_bad_stream)
-    libp2p_fixes.serialize_pubsub_writes(pubsub)
     libp2p_fixes.enforce_peer_scores(pubsub)
-    traffic.install()
-    libp2p_fixes.tcp_keepalive()
-    traffic.count_pubsub(pubsub)
-    libp2p_fixes.strip_inlined_keys(pubsub)
-    libp2p_fixes.strip_sender_records(pubsub)  # outermost: counted as sent, without record or key
+    traffic.count_pubsub_copies(pubsub)
+    # Every outgoing RPC, in this order: trimmed (L, M), counted as it is sent, written whole (B).
+    libp2p_fixes.install_outgoing_rpc_pipeline(pubsub, stages=(
+        *libp2p_fixes.OUTGOING_RPC_FIXES,
+        ("count_rpc_out", traffic.count_rpc_out),
+    ))
     host.get_network().gaia_inbound_limits = InboundLimits(per_ip=net.max_inbound_per_ip,
                                                            exempt=net.limits_exempt)  # fix Q applies it
     # One TCP attempt per dial (py-libp2p's swarm makes 4, 0.1-0.4 s apart): every loop that dials

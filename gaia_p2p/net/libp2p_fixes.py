@@ -1,27 +1,47 @@
 """Every workaround for py-libp2p 0.8.1 lives here, each named after the bug it guards against.
 
-See docs/LIBP2P.md for how each was found and what it cost; A-G and I have a test in
-tests/integration/test_libp2p_fixes.py that reproduces the bug they guard against, H is exercised
-by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
+See docs/LIBP2P.md for how each was found and what it cost. tests/integration/test_libp2p_fixes.py
+shows each bug on the pinned py-libp2p, unpatched, next to the test of its fix: a
+``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q and R, the ``fixed=False`` cases for N, O, P
+and P1, the first half of the J and K tests. The day py-libp2p is upgraded, the upstream tests
+that fail name the fixes that may go. C/D are checked as the options a node runs with; H is
+exercised by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
+
+How they are installed (by net/host.py):
+
+- ``install_class_patches()``: H's keepalive, Q and R patch py-libp2p's classes, once per process
+  (a second call is a no-op); ``upstream(cls, name)`` returns py-libp2p's own method.
+- ``noise_only_security`` (G) and ``gossipsub_options`` (C/D) are arguments of ``new_host`` and
+  ``GossipSub``.
+- On each instance: F, J, K on the GossipSub; A, I on the Pubsub (I on its router too); N, O, P1 on
+  the DHT; P on the swarm.
+- ``install_outgoing_rpc_pipeline(pubsub, stages)``: the one replacement of ``Pubsub.write_msg``:
+  the stages in the order given (``OUTGOING_RPC_FIXES``: L then M; the node appends its traffic
+  counter), then the serialized write (B).
 
 A. ``guard_pubsub_stream_handlers``: one malformed pubsub frame raises an uncaught protobuf
    ``DecodeError`` inside ``Pubsub.continuously_read_stream`` that ends ``host.run()`` and the whole
    ``trio.run``: any peer can kill any node. We reset that stream only, count and log it.
-B. ``serialize_pubsub_writes`` (upstream #793, made worse by #1407): ``write_msg`` from several tasks
-   interleave yamux frames of large RPCs on one stream; the receiver resets and the sender forgets the
-   peer's subscription for good. A per-stream lock around ``Pubsub.write_msg``.
+B. ``install_outgoing_rpc_pipeline``, its last step (upstream #793, made worse by #1407):
+   ``write_msg`` from several tasks interleave the yamux frames of large RPCs on one stream; the
+   receiver resets and the sender forgets the peer's subscription for good. A per-stream lock
+   around py-libp2p's ``Pubsub.write_msg``.
 C/D. ``gossipsub_options``: spam protection (10 msg/s per forwarder, counting our own publishes,
    silently dropping honest traffic), adaptive gossip (stretches the heartbeat to 30-60 s), eclipse
    protection with 3 distinct IPs (impossible on one machine) and the 120 s default heartbeat are
    all overridden.
-F. ``bound_equivocation_cache``: GossipSub keeps every message it ever saw (full payload) in
-   ``equivocation_detection``, an unbounded dict; we cap it.
-G. ``noise_only_security``: ``new_host`` offers plaintext and secio next to Noise by default; a peer
-   that proposes plaintext first gets an unauthenticated, unencrypted link. We offer Noise only.
+F. ``bound_equivocation_cache``: GossipSub keeps every message it sees (full payload) in
+   ``equivocation_detection``; only the heartbeat trims it, and only above 1000 entries (to 500):
+   1000 full payloads stay for good (~200 MB of 200 KB elites), more between two heartbeats. A
+   dict capped at 512 at every insertion.
+G. ``noise_only_security``: ``new_host`` offers TLS, secio and plaintext next to Noise by default;
+   a peer that proposes plaintext gets an unauthenticated, unencrypted link. We offer Noise only.
 H. ``abort_connections``: nothing pings idle connections, so a partitioned peer stays connected for
    as long as TCP retransmits (~15 min, measured in network namespaces); and closing a connection
    whose TCP send buffer is full (a dead link we kept gossiping to) blocks. net/liveness.py pings;
-   a dead peer's connections are closed gracefully with a deadline, then aborted at the socket.
+   a dead peer's connections are closed gracefully with a deadline, then aborted at the socket
+   (``abort_connections``, ``forget_peer``); every libp2p TCP socket gets kernel keepalive and
+   TCP_USER_TIMEOUT (``_tcp_keepalive``, a class patch).
 I. ``enforce_peer_scores`` (parameters in net/scoring.py): py-libp2p's ``PeerScorer`` counts a
    validator's rejection (P4) but little acts on it, and what does can be turned against honest peers:
    - ``allow_publish``/``allow_gossip`` for one topic read that topic's counters only (invalid
@@ -44,9 +64,10 @@ J. ``stop_graft_churn``: "opportunistic grafting" runs at every heartbeat with a
    GRAFT/PRUNE per node per second with 40 nodes, 58 % elite delivery). Switched off.
 K. ``cap_gossip_peers``: IHAVE goes to max(6, 25 % of the non-mesh peers) per topic per heartbeat,
    fixed in the code; capped at ``network.gossip_peers`` (3).
-L. ``strip_sender_records``: a signed peer record (213 bytes) rides on every pubsub RPC we send.
-M. ``strip_inlined_keys``: the author's public key rides on every message copy, though an Ed25519
-   key is inlined in the ``from`` peer id (where receivers look first).
+L. ``strip_sender_record`` (a pipeline stage): a signed peer record (213 bytes) rides on every
+   pubsub RPC we send.
+M. ``strip_inlined_keys`` (a pipeline stage): the author's public key rides on every message copy,
+   though an Ed25519 key is inlined in the ``from`` peer id (where receivers look first).
 N. ``admit_only_answering_peers``: kad-dht adds to its routing table every peer a FIND_NODE answer
    names (with the addresses the answer claims), every peer it is about to query and every peer that
    opens a kad stream: one answer of 200 made-up peers filled a table from 0 to 202, served to every
@@ -61,12 +82,13 @@ P. ``cap_inbound_streams``: every yamux SYN lives as a stream and a task until i
 P1. ``refuse_dht_records``: the default validator stores and echoes PUT_VALUE of any key without a
    namespace (50,000 records of up to 1 MiB) and ADD_PROVIDER for any key; gaia uses neither: refused.
 N, O, P, P1: tests/integration/test_libp2p_fixes.py (bug and fix) and test_dht_hostile.py (a node).
-Q. ``return_inbound_slots``: the inbound handler held its connection slot until the swarm ended,
-   not the connection: after 128 inbound connections since start the node refused every new one.
-   It now ends with its connection; the same wrapper applies the per-IP limit (core/limits.py).
-R. ``teardown_without_race``: ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``) deleted
-   a peer after an await during which ``_handle_dead_peer`` may have deleted it: the KeyError ended
-   the host. A burst of bans (29 liars) crashed the node.
+Q. ``_return_inbound_slots`` (a class patch): the inbound handler held its connection slot until
+   the swarm ended, not the connection: after 128 inbound connections since start the node refused
+   every new one. It now ends with its connection; the same wrapper applies the per-IP limit
+   (core/limits.py).
+R. ``_teardown_without_race`` (a class patch): ``Pubsub._teardown_if_connected`` (run by
+   ``add_to_blacklist``) deleted a peer after an await during which ``_handle_dead_peer`` may have
+   deleted it: the KeyError ended the host. A burst of bans (29 liars) crashed the node.
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
@@ -90,6 +112,14 @@ log = structlog.get_logger("gaia.libp2p_fixes")
 # 1.2.0 and 1.0.0 still accepted so any implementation can join.
 MESHSUB_PROTOCOLS = ("/meshsub/1.1.0", "/meshsub/1.2.0", "/meshsub/1.0.0")
 MESHSUB_PROTOCOLS_12 = ("/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0")
+
+
+def _peer_of(stream: Any) -> Any:
+    """The remote peer id of a libp2p stream, None for an object that has none."""
+    try:
+        return stream.muxed_conn.peer_id
+    except AttributeError:
+        return None
 
 
 def gossipsub_options(*, heartbeat_s: float, degree: int, degree_low: int, degree_high: int,
@@ -118,39 +148,20 @@ def guard_pubsub_stream_handlers(host: Any, pubsub: Any, on_bad_stream: Callable
     async def guarded(stream: Any) -> None:
         try:
             await original(stream)
-        except Exception as e:  # protobuf DecodeError and whatever else a hostile frame triggers
-            try:
-                peer = str(stream.muxed_conn.peer_id)
-            except Exception:
-                peer = "?"
-            on_bad_stream(peer, f"{type(e).__name__}: {e}"[:200])
-            try:
-                await stream.reset()
-            except Exception:
-                pass
-            try:
-                pubsub._handle_dead_peer(stream.muxed_conn.peer_id)
-            except Exception:
-                pass
+        except Exception as e:
+            # Broad on purpose: besides protobuf's DecodeError, a hostile RPC reaches gossipsub's
+            # handle_rpc (IHAVE, IWANT, GRAFT, PRUNE, extensions) with fields of its choosing, and any
+            # error raised there would end host.run(). Whatever it is, it is counted and logged by
+            # on_bad_stream, and only this stream goes.
+            peer = _peer_of(stream)
+            on_bad_stream(str(peer) if peer is not None else "?", f"{type(e).__name__}: {e}"[:200])
+            await stream.reset()  # NetStream.reset swallows its muxer's errors: it raises nothing of its own
+            if peer is not None:
+                pubsub._handle_dead_peer(peer)  # raises nothing, known or not (py-libp2p calls it bare)
 
     for proto in pubsub.protocols:
         host.set_stream_handler(proto, guarded)
     pubsub.stream_handler = guarded
-
-
-def serialize_pubsub_writes(pubsub: Any) -> None:
-    """B: one writer at a time per stream, for whole RPCs."""
-    original = pubsub.write_msg
-    locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
-
-    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
-        lock = locks.get(stream)
-        if lock is None:
-            lock = locks[stream] = trio.Lock()
-        async with lock:
-            return await original(stream, rpc_msg)
-
-    pubsub.write_msg = write_msg
 
 
 class BoundedDict(OrderedDict):  # type: ignore[type-arg]
@@ -210,22 +221,16 @@ def abort_connections(host: Any, peer: Any) -> int:
             try:
                 stream.socket.close()
                 n += 1
-            except Exception:
-                pass
+            except OSError as e:  # closing a socket that is being torn down: it is gone either way
+                log.debug("socket_close_failed", peer_id=str(peer), error=str(e)[:200])
     return n
 
 
 def forget_peer(host: Any, pubsub: Any, peer: Any) -> None:
     """H: after aborting a dead peer's sockets, make the swarm and pubsub forget it now (their own
     cleanup waits on reads that may never return)."""
-    try:
-        host.get_network().connections.pop(peer, None)
-    except Exception:
-        pass
-    try:
-        pubsub._handle_dead_peer(peer)
-    except Exception:
-        pass
+    host.get_network().connections.pop(peer, None)
+    pubsub._handle_dead_peer(peer)  # raises nothing, known peer or not
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +256,8 @@ def enforce_peer_scores(pubsub: Any) -> dict[str, int]:
     """I: make the score params given to ``GossipSub(score_params=...)`` act (see the module doc).
     Call once, after ``Pubsub(host, gossipsub)``. Returns live counters (also ``gossipsub.gaia_score_stats``):
     ``graylisted_rpcs`` (control messages dropped), ``mesh_pruned`` (graylisted peers pruned)."""
+    from libp2p.exceptions import ValidationError
+
     gossipsub = pubsub.router
     scorer = gossipsub.scorer
     params = scorer.params
@@ -364,7 +371,7 @@ def enforce_peer_scores(pubsub: Any) -> dict[str, int]:
         _IGNORED.set(False)
         try:
             await original_validate(msg_forwarder, msg)
-        except Exception:
+        except ValidationError:  # what validate_msg raises for a rejection (and caches)
             if _IGNORED.get():  # not cached: the next copy (maybe from an honest relay) is judged afresh
                 pubsub.validation_cache._remove(pubsub._msg_id_constructor(msg))
             raise
@@ -402,22 +409,135 @@ def cap_gossip_peers(gossipsub: Any, gossip_peers: int) -> None:
     gossipsub._get_adaptive_gossip_peers_count = gossip_peers_count
 
 
-def tcp_keepalive(*, idle_s: int = 10, interval_s: int = 5, count: int = 3, user_timeout_s: int = 25) -> None:
-    """H, in the kernel: every libp2p TCP socket gets SO_KEEPALIVE (a silent link is probed after
-    ``idle_s``, every ``interval_s``, declared dead after ``count`` misses) and TCP_USER_TIMEOUT (data
-    unacknowledged for ``user_timeout_s`` ends the connection). A dead link then fails its reads, and
-    py-libp2p closes the connection as for any reset, at no cost while the link carries traffic:
-    the application pings (net/liveness.py) can stay rare on a large network."""
+# --------------------------------------------------------------------------------------------------
+# B, L, M: the outgoing-RPC pipeline
+
+#: One step of the outgoing-RPC pipeline: a name (for logs and tests) and a function that reads or
+#: changes the ``rpc_pb2.RPC`` in place. Stages are synchronous: they run before the stream's write
+#: lock is taken, and they only read and clear protobuf fields, which raises nothing on an RPC.
+RpcStage = tuple[str, Callable[[Any], None]]
+
+
+def strip_sender_record(rpc_msg: Any) -> None:
+    """L: py-libp2p attaches its signed peer record (``senderRecord``, 213 bytes here) to every
+    pubsub RPC it sends (publishes, forwards, IHAVE/IWANT, GRAFT/PRUNE), and every receiver verifies
+    its signature; identify already told each peer our addresses. On a 300-700 byte heartbeat that is
+    a third of the bytes. Outgoing RPCs go without it (receivers accept RPCs without one, as they
+    must for go-libp2p, which does not send it). The hello RPC (our subscriptions, written once per
+    stream by ``Pubsub._handle_new_peer`` without ``write_msg``) keeps it."""
+    if rpc_msg.HasField("senderRecord"):
+        rpc_msg.ClearField("senderRecord")
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_inlined(from_id: bytes) -> bool:
+    from libp2p.peer.id import ID
+
+    return ID(from_id).extract_public_key() is not None  # None for a hashed id or bytes that are no id
+
+
+def strip_inlined_keys(rpc_msg: Any) -> None:
+    """M: py-libp2p puts the author's public key (``key``, 36 bytes + framing for Ed25519) in every
+    message it publishes, and every forward repeats it. For Ed25519 (our identities) the key is
+    inlined in the ``from`` peer id, and receivers take it from there (py-libp2p's
+    ``signature_validator`` tries the peer id first; the gossipsub spec and go-libp2p omit the key
+    when it is inlined). The signature does not cover ``key``, so outgoing messages drop it when
+    ``from`` inlines it (~5 % of a heartbeat's bytes, on every copy)."""
+    for m in rpc_msg.publish:
+        if m.key and _key_inlined(bytes(m.from_id)):
+            m.ClearField("key")
+
+
+#: The fixes' stages, in the order they run (L and M are independent of each other). A node appends
+#: its traffic counter after them (net/host.py), so that what is counted is what is sent.
+OUTGOING_RPC_FIXES: tuple[RpcStage, ...] = (
+    ("strip_sender_record", strip_sender_record),  # L
+    ("strip_inlined_keys", strip_inlined_keys),  # M
+)
+
+
+def install_outgoing_rpc_pipeline(pubsub: Any, stages: tuple[RpcStage, ...] = OUTGOING_RPC_FIXES) -> None:
+    """Replace ``pubsub.write_msg``, through which py-libp2p sends every pubsub RPC but the hello
+    (the per-peer sending task, ``flush_pending_messages``, ``send_recent_messages``), with one
+    pipeline: each of ``stages`` in the given order, then py-libp2p's own ``write_msg`` under a
+    per-stream lock (B, the step named ``serialized_write``). Once per pubsub: a second call
+    raises, so that no stage can run twice; ``pubsub.gaia_rpc_pipeline`` names the steps.
+
+    B: ``send_recent_messages`` and ``flush_pending_messages`` write to a peer's stream while that
+    peer's sender task writes too (upstream #793, made worse by #1407). yamux takes its lock per
+    64 KB frame, not per ``write``, so the frames of two large RPCs interleave, the receiver cannot
+    parse them and resets the stream, and the sender forgets the peer's subscription for good."""
+    if hasattr(pubsub, "gaia_rpc_pipeline"):
+        raise RuntimeError(f"the outgoing-RPC pipeline is installed already: {pubsub.gaia_rpc_pipeline}")
+    write_whole = pubsub.write_msg  # py-libp2p's Pubsub.write_msg: one stream.write of the framed RPC
+    locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+    apply = tuple(fn for _, fn in stages)
+
+    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
+        for stage in apply:
+            stage(rpc_msg)
+        lock = locks.get(stream)
+        if lock is None:
+            lock = locks[stream] = trio.Lock()
+        async with lock:  # B: one writer at a time per stream, for whole RPCs
+            return bool(await write_whole(stream, rpc_msg))
+
+    pubsub.write_msg = write_msg
+    pubsub.gaia_rpc_pipeline = (*(name for name, _ in stages), "serialized_write")
+
+
+# --------------------------------------------------------------------------------------------------
+# Class-level patches (H's keepalive, Q, R): every host of the process gets them, installed once by
+# ``install_class_patches``; ``upstream`` keeps py-libp2p's own function for the tests that show
+# each bug on the pinned version.
+
+_UPSTREAM: dict[tuple[type, str], Any] = {}
+_CLASS_PATCHES_INSTALLED = [False]
+
+
+def _patch_class(cls: type, name: str, fn: Any) -> None:
+    _UPSTREAM[(cls, name)] = getattr(cls, name)
+    setattr(cls, name, fn)
+
+
+def upstream(cls: type, name: str) -> Any:
+    """py-libp2p's own ``cls.name``, patched or not."""
+    return _UPSTREAM.get((cls, name), getattr(cls, name))
+
+
+def install_class_patches() -> None:
+    """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back) and R (a
+    ban that cannot crash the host), on py-libp2p's classes. Once per process: a second call is a
+    no-op, so each method is wrapped exactly once and ``upstream`` always returns py-libp2p's own."""
+    if _CLASS_PATCHES_INSTALLED[0]:
+        return
+    _CLASS_PATCHES_INSTALLED[0] = True
+    _tcp_keepalive()
+    _return_inbound_slots()
+    _teardown_without_race()
+
+
+# --------------------------------------------------------------------------------------------------
+# H, in the kernel
+
+#: H: a silent link is probed after KEEPALIVE_IDLE_S, every KEEPALIVE_INTERVAL_S, declared dead after
+#: KEEPALIVE_COUNT misses; data unacknowledged for USER_TIMEOUT_S ends the connection.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT, USER_TIMEOUT_S = 10, 5, 3, 25
+
+
+def _tcp_keepalive() -> None:
+    """H, in the kernel: every libp2p TCP socket gets SO_KEEPALIVE and TCP_USER_TIMEOUT (the
+    constants above). A dead link then fails its reads, and py-libp2p closes the connection as for
+    any reset, at no cost while the link carries traffic: the application pings (net/liveness.py)
+    can stay rare on a large network."""
     import socket
 
     from libp2p.io.trio import TrioTCPStream
 
-    if getattr(TrioTCPStream, "_gaia_keepalive", False):
-        return
-    original = TrioTCPStream.__init__
+    original = upstream(TrioTCPStream, "__init__")
     opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval_s), ("TCP_KEEPCNT", count),
-                        ("TCP_USER_TIMEOUT", user_timeout_s * 1000)):
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                        ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", USER_TIMEOUT_S * 1000)):
         if hasattr(socket, name):  # Linux; other systems keep what they have
             opts.append((socket.IPPROTO_TCP, getattr(socket, name), value))
 
@@ -429,76 +549,7 @@ def tcp_keepalive(*, idle_s: int = 10, interval_s: int = 5, count: int = 3, user
         except (OSError, AttributeError) as e:  # not a TCP socket (tests' fakes), or refused: keep going
             log.debug("tcp_keepalive_failed", error=f"{type(e).__name__}: {e}")
 
-    TrioTCPStream.__init__ = init  # type: ignore[method-assign]
-    TrioTCPStream._gaia_keepalive = True  # type: ignore[attr-defined]
-
-
-def strip_sender_records(pubsub: Any) -> None:
-    """L: py-libp2p attaches its signed peer record (``senderRecord``, 213 bytes here) to every
-    pubsub RPC it sends (publishes, forwards, IHAVE/IWANT, GRAFT/PRUNE), and every receiver verifies
-    its signature; identify already told each peer our addresses. On a 300-700 byte heartbeat that is
-    a third of the bytes. Outgoing RPCs go without it (receivers accept RPCs without one, as they
-    must for go-libp2p, which does not send it)."""
-    original = pubsub.write_msg
-
-    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
-        try:
-            if rpc_msg.HasField("senderRecord"):
-                rpc_msg.ClearField("senderRecord")
-        except Exception:  # never let a trim break sending
-            pass
-        return await original(stream, rpc_msg)
-
-    pubsub.write_msg = write_msg
-
-
-@functools.lru_cache(maxsize=4096)
-def _key_inlined(from_id: bytes) -> bool:
-    from libp2p.peer.id import ID
-
-    try:
-        return ID(from_id).extract_public_key() is not None
-    except Exception:
-        return False
-
-
-def strip_inlined_keys(pubsub: Any) -> None:
-    """M: py-libp2p puts the author's public key (``key``, 36 bytes + framing for Ed25519) in every
-    message it publishes, and every forward repeats it. For Ed25519 (our identities) the key is
-    inlined in the ``from`` peer id, and receivers take it from there (py-libp2p's
-    ``signature_validator`` tries the peer id first; the gossipsub spec and go-libp2p omit the key
-    when it is inlined). The signature does not cover ``key``, so outgoing messages drop it when
-    ``from`` inlines it (~5 % of a heartbeat's bytes, on every copy)."""
-    original = pubsub.write_msg
-
-    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
-        try:
-            for m in rpc_msg.publish:
-                if m.key and _key_inlined(bytes(m.from_id)):
-                    m.ClearField("key")
-        except Exception:  # never let a trim break sending
-            pass
-        return await original(stream, rpc_msg)
-
-    pubsub.write_msg = write_msg
-
-
-# --------------------------------------------------------------------------------------------------
-# Class-level patches: installed once per process, the upstream function kept for the tests that
-# show the bug on the pinned py-libp2p.
-
-_UPSTREAM: dict[tuple[type, str], Any] = {}
-
-
-def _patch_class(cls: type, name: str, fn: Any) -> None:
-    if (cls, name) not in _UPSTREAM:
-        _UPSTREAM[(cls, name)] = getattr(cls, name)
-        setattr(cls, name, fn)
-
-
-def upstream(cls: type, name: str) -> Any:
-    """py-libp2p's own ``cls.name``, patched or not."""
-    return _UPSTREAM.get((cls, name), getattr(cls, name))
+    _patch_class(TrioTCPStream, "__init__", init)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,7 +567,7 @@ class _InboundConn:
 _INBOUND: contextvars.ContextVar[_InboundConn | None] = contextvars.ContextVar("gaia_inbound_conn", default=None)
 
 
-def return_inbound_slots() -> None:
+def _return_inbound_slots() -> None:
     """Q: ``Swarm._handle_inbound_connection`` takes a slot of ``_inbound_limiter``
     (``max_connections - min_connections`` of them) and gives it back when
     ``_do_handle_inbound_connection`` returns; that handler keeps the connection's socket open by
@@ -528,7 +579,7 @@ def return_inbound_slots() -> None:
     (core/limits.py), for the whole life of each inbound connection, handshake included, and
     closes an inbound connection beyond ``max_connections_per_peer`` right after the handshake.
 
-    Class-level and idempotent: every Swarm of the process gets it."""
+    Class-level: every Swarm of the process gets it (``install_class_patches``)."""
     from libp2p.abc import IMuxedConn
     from libp2p.network.swarm import Swarm
     from multiaddr.exceptions import ProtocolLookupError
@@ -604,7 +655,7 @@ def return_inbound_slots() -> None:
 # --------------------------------------------------------------------------------------------------
 # R. a ban that cannot crash the host
 
-def teardown_without_race() -> None:
+def _teardown_without_race() -> None:
     """R: ``Pubsub.add_to_blacklist`` runs ``_teardown_if_connected``, which awaits the reset of the
     peer's stream and then does ``del self.peers[peer_id]``; if the peer's stream died meanwhile
     (its writer failed on the reset stream, or the peer hung up), ``_handle_dead_peer`` has deleted
@@ -613,7 +664,7 @@ def teardown_without_race() -> None:
     out of ``peers`` before the await, and the rest of its state (outbound queue, router) is dropped
     as ``_handle_dead_peer`` does; what runs later finds nothing left to delete.
 
-    Class-level and idempotent."""
+    Class-level: every Pubsub of the process gets it (``install_class_patches``)."""
     from libp2p.pubsub.pubsub import Pubsub
 
     async def _teardown_if_connected(self: Any, peer_id: Any) -> None:
@@ -627,14 +678,10 @@ def teardown_without_race() -> None:
         self._forget_all_subscriptions(peer_id)
 
     _patch_class(Pubsub, "_teardown_if_connected", _teardown_if_connected)
+
+
+# --------------------------------------------------------------------------------------------------
 # N, O, P, P1: the DHT and the muxer against a hostile peer
-
-
-def _peer_of(stream: Any) -> Any:
-    try:
-        return stream.muxed_conn.peer_id
-    except AttributeError:
-        return None
 
 
 def _log_refusal(event: str, n: int, **fields: Any) -> None:
@@ -642,14 +689,6 @@ def _log_refusal(event: str, n: int, **fields: Any) -> None:
     must not become a flood of log lines."""
     if n & (n - 1) == 0:
         log.warning(event, refused_so_far=n, **fields)
-
-
-async def _reset_quietly(stream: Any) -> None:
-    """Reset a stream we refuse; it may already be gone, which is what we wanted anyway."""
-    try:
-        await stream.reset()
-    except Exception as e:  # libp2p's muxer errors share no base class below Exception
-        log.debug("stream_reset_failed", error=f"{type(e).__name__}: {e}"[:200])
 
 
 def admit_only_answering_peers(dht: Any, on_named: Callable[[Any, list[Any]], None] | None = None) -> dict[str, int]:
@@ -772,7 +811,7 @@ def bound_kad_streams(host: Any, dht: Any, *, idle_s: float = KAD_IDLE_S,
             stats["refused_per_peer"] += 1
             _log_refusal("kad_stream_refused", stats["refused_per_peer"], peer_id=str(peer), reason="per_peer_cap",
                          cap=per_peer)
-            await _reset_quietly(stream)
+            await stream.reset()  # NetStream.reset raises nothing of its own (a gone stream is what we want)
             return
         live[peer] = live.get(peer, 0) + 1
         stats["streams"] += 1
@@ -825,7 +864,7 @@ def cap_inbound_streams(host: Any, *, per_peer: int = INBOUND_STREAMS_PER_PEER,
             stats[key] += 1
             _log_refusal("inbound_stream_refused", stats[key], peer_id=str(peer),
                          reason="per_peer_cap" if n >= per_peer else "total_cap")
-            await _reset_quietly(net_stream)
+            await net_stream.reset()  # NetStream.reset raises nothing of its own
             return
         live[peer] = n + 1
         stats["live"] += 1

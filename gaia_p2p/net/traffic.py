@@ -7,7 +7,8 @@ process; in-process test swarms see the sum of their nodes.
 
 ``count_pubsub_copies(pubsub)`` counts every pubsub message copy a node receives, duplicates
 included, before the seen-cache drops them: the "hops" whose CPU cost (~1-2 ms each here, whatever
-the size, docs/LIBP2P.md "What it costs") dominates a node's networking CPU.
+the size, docs/LIBP2P.md "What it costs") dominates a node's networking CPU. ``count_rpc_out`` counts
+the RPCs sent, as the last stage of the outgoing-RPC pipeline (net/host.py).
 """
 
 from __future__ import annotations
@@ -64,36 +65,35 @@ def install() -> None:
     _installed[0] = True
 
 
-def count_pubsub(pubsub: Any) -> None:
-    """Message copies received (duplicates included) and RPCs sent, by what they carry."""
-    push, write = pubsub.push_msg, pubsub.write_msg
+def count_pubsub_copies(pubsub: Any) -> None:
+    """Message copies received, duplicates included (every copy goes through ``push_msg``)."""
+    push = pubsub.push_msg
 
     async def push_msg(msg_forwarder: Any, msg: Any) -> None:
         COUNTERS["pubsub_copies_in"] += 1
         await push(msg_forwarder, msg)
 
-    async def write_msg(stream: Any, rpc_msg: Any) -> bool:
-        try:
-            COUNTERS["pubsub_rpcs_out"] += 1
-            COUNTERS["pubsub_rpc_bytes_out"] += rpc_msg.ByteSize()
-            COUNTERS["pubsub_publish_out"] += len(rpc_msg.publish)
-            COUNTERS["pubsub_publish_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.publish)
-            COUNTERS["pubsub_subscription_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.subscriptions)
-            if rpc_msg.HasField("control"):
-                c = rpc_msg.control
-                COUNTERS["pubsub_ihave_out"] += len(c.ihave)
-                COUNTERS["pubsub_iwant_out"] += len(c.iwant)
-                COUNTERS["pubsub_graft_prune_out"] += len(c.graft) + len(c.prune)
-                COUNTERS["pubsub_idontwant_out"] += len(c.idontwant)
-                ihave = sum(m.ByteSize() for m in c.ihave)
-                COUNTERS["pubsub_ihave_bytes_out"] += ihave
-                COUNTERS["pubsub_control_bytes_out"] += c.ByteSize() - ihave
-        except Exception:  # counting must never break sending
-            pass
-        return await write(stream, rpc_msg)
-
     pubsub.push_msg = push_msg
-    pubsub.write_msg = write_msg
+
+
+def count_rpc_out(rpc_msg: Any) -> None:
+    """A stage of the outgoing-RPC pipeline (``libp2p_fixes.install_outgoing_rpc_pipeline``): the
+    RPCs sent and their protobuf bytes, by what they carry. It only reads the RPC's fields, which
+    raises nothing on an ``rpc_pb2.RPC``."""
+    COUNTERS["pubsub_rpcs_out"] += 1
+    COUNTERS["pubsub_rpc_bytes_out"] += rpc_msg.ByteSize()
+    COUNTERS["pubsub_publish_out"] += len(rpc_msg.publish)
+    COUNTERS["pubsub_publish_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.publish)
+    COUNTERS["pubsub_subscription_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.subscriptions)
+    if rpc_msg.HasField("control"):
+        c = rpc_msg.control
+        COUNTERS["pubsub_ihave_out"] += len(c.ihave)
+        COUNTERS["pubsub_iwant_out"] += len(c.iwant)
+        COUNTERS["pubsub_graft_prune_out"] += len(c.graft) + len(c.prune)
+        COUNTERS["pubsub_idontwant_out"] += len(c.idontwant)
+        ihave = sum(m.ByteSize() for m in c.ihave)
+        COUNTERS["pubsub_ihave_bytes_out"] += ihave
+        COUNTERS["pubsub_control_bytes_out"] += c.ByteSize() - ihave
 
 
 class CpuClock:

@@ -4,7 +4,7 @@ wired through a bridge in a fourth namespace (10.213.X.0/24, nothing outside the
 Phases: full mesh -> node 2's link limited to 1 mbit/s with tbf (migrants, ~250 bytes, still flow)
 -> node 2 partitioned (its bridge port down; both sides keep evolving, nodes 0/1 keep migrating,
 nothing reaches node 2; TCP keepalive and TCP_USER_TIMEOUT on every libp2p socket
-(libp2p_fixes.tcp_keepalive: ~25 s) and our rare pings (net/liveness.py) make both sides drop each
+(libp2p_fixes._tcp_keepalive: ~25 s) and our rare pings (net/liveness.py) make both sides drop each
 other, which py-libp2p alone never did within 60 s) -> healed (node 2 in the mesh and receiving
 migrants again). Measured seconds are printed (run with -s).
 

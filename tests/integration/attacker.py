@@ -140,7 +140,7 @@ async def open_attacker(*, heartbeat_s: float = 0.5) -> AsyncIterator[Attacker]:
     # closed to new arrivals" out of the host (a CI failure of test_replayed_message_is_delivered_once
     # at teardown, after its assertions had passed).
     libp2p_fixes.guard_pubsub_stream_handlers(host, pubsub, lambda peer, why: None)
-    libp2p_fixes.serialize_pubsub_writes(pubsub)
+    libp2p_fixes.install_outgoing_rpc_pipeline(pubsub, stages=())  # B only: whole RPCs
     listen = [multiaddr.Multiaddr(LOOPBACK)]
     async with host.run(listen_addrs=listen):
         async with background_trio_service(pubsub), background_trio_service(gossipsub):

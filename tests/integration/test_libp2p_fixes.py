@@ -12,6 +12,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -47,7 +48,7 @@ async def _send_raw_pubsub_frame(attacker, target_addr: str, frame: bytes) -> No
     await stream.write(encode_uvarint(len(frame)) + frame)
 
 
-async def test_bug_a_unguarded_pubsub_is_killed_by_one_malformed_frame():
+async def test_bug_a_upstream_pubsub_is_killed_by_one_malformed_frame():
     """Upstream behaviour (if this starts failing, 0.8.x fixed bug A and the guard may go)."""
     victim, attacker = _host(), _host()
     gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], **libp2p_fixes.gossipsub_options(
@@ -79,36 +80,91 @@ async def test_bug_a_guarded_node_survives_malformed_frames(tmp_path):
             nursery.cancel_scope.cancel()
 
 
-async def test_bug_b_writes_to_one_stream_are_serialized():
-    """Two RPCs written concurrently must not interleave their frames (upstream #793 / #1407)."""
+RAW = TProtocol("/gaia/test/raw/1.0.0")
 
-    class FramedStream:
-        """Writes in 3 yielding chunks, as yamux does per 64 KB frame."""
 
-        def __init__(self) -> None:
-            self.log: list[str] = []
+class _Stream:
+    """Stands for a stream where nothing is written to one (the pipeline keys its locks by stream)."""
 
-        async def write(self, data: bytes) -> None:
-            for i in range(3):
-                self.log.append(data[:1].decode())
-                await trio.sleep(0)
 
-    class FakePubsub:
+def _framed(rpc) -> bytes:
+    """An RPC as ``Pubsub.write_msg`` puts it on a stream: varint length, then the protobuf."""
+    return encode_uvarint(rpc.ByteSize()) + rpc.SerializeToString()
+
+
+async def _two_concurrent_writes(*, pipeline: bool) -> tuple[bytes, list[bytes]]:
+    """Two 300 KB RPCs written at once through ``Pubsub.write_msg`` to one yamux stream between two
+    real hosts on 127.0.0.1, as pubsub's sender task and ``send_recent_messages`` do; returns the
+    bytes the receiver read and the two framed RPCs."""
+    writer, reader = _host(), _host()
+    # write_msg uses its Pubsub only to forget a peer whose stream failed: one on an idle host will do
+    # (a Pubsub on ``writer`` would have to run, or its notifee blocks the connect).
+    pubsub = Pubsub(_host(), GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], **libp2p_fixes.gossipsub_options(
+        heartbeat_s=1.0, degree=3, degree_low=2, degree_high=4, eclipse_protection=False)))
+    if pipeline:
+        libp2p_fixes.install_outgoing_rpc_pipeline(pubsub, stages=())
+    rpcs = [rpc_pb2.RPC(publish=[rpc_pb2.Message(data=fill * 300_000, topicIDs=["t"])]) for fill in (b"a", b"b")]
+    framed = [_framed(r) for r in rpcs]
+    want = sum(map(len, framed))
+    received = bytearray()
+    all_read = trio.Event()
+
+    async def read_all(stream) -> None:
+        while len(received) < want:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+        all_read.set()
+
+    reader.set_stream_handler(RAW, read_all)
+    with trio.fail_after(30):
+        async with writer.run(listen_addrs=[LOOPBACK]), reader.run(listen_addrs=[LOOPBACK]):
+            info = info_from_p2p_addr(multiaddr.Multiaddr(f"{reader.get_addrs()[0]}"))
+            await writer.connect(info)
+            stream = await writer.new_stream(info.peer_id, [RAW])
+            async with trio.open_nursery() as nursery:
+                for rpc in rpcs:
+                    nursery.start_soon(pubsub.write_msg, stream, rpc)
+            await all_read.wait()
+    return bytes(received), framed
+
+
+async def test_bug_b_upstream_concurrent_writes_interleave_on_one_stream():
+    """Upstream behaviour: yamux locks per 64 KB frame, not per write, so two RPCs written at once
+    arrive as one byte soup no receiver can parse (if this starts failing, py-libp2p writes whole
+    RPCs and B may go)."""
+    received, (a, b) = await _two_concurrent_writes(pipeline=False)
+    assert len(received) == len(a) + len(b)  # every byte arrived...
+    assert received not in (a + b, b + a)  # ...but not as two whole RPCs
+    assert b"b" * 1000 in received[:len(a)] and b"a" * 1000 in received[:len(a)]  # the first one, mixed
+
+
+async def test_bug_b_pipeline_writes_whole_rpcs():
+    received, (a, b) = await _two_concurrent_writes(pipeline=True)
+    assert received in (a + b, b + a)
+
+
+async def test_outgoing_rpc_pipeline_runs_its_stages_in_order_then_writes_once():
+    """The order is the tuple's; the write (B) comes last; installing twice on one pubsub is refused."""
+    seen: list[str] = []
+
+    class Sink:
         async def write_msg(self, stream, rpc_msg) -> bool:
-            await stream.write(rpc_msg)
+            seen.append(f"write senderRecord={rpc_msg.HasField('senderRecord')}")
             return True
 
-    async def two_writers(pubsub) -> str:
-        stream = FramedStream()
-        async with trio.open_nursery() as n:
-            n.start_soon(pubsub.write_msg, stream, b"a")
-            n.start_soon(pubsub.write_msg, stream, b"b")
-        return "".join(stream.log)
-
-    assert await two_writers(FakePubsub()) not in ("aaabbb", "bbbaaa")  # the bug: interleaved frames
-    fixed = FakePubsub()
-    libp2p_fixes.serialize_pubsub_writes(fixed)
-    assert await two_writers(fixed) in ("aaabbb", "bbbaaa")
+    sink = Sink()
+    libp2p_fixes.install_outgoing_rpc_pipeline(sink, stages=(
+        ("first", lambda rpc: seen.append(f"first senderRecord={rpc.HasField('senderRecord')}")),
+        *libp2p_fixes.OUTGOING_RPC_FIXES,
+        ("last", lambda rpc: seen.append(f"last senderRecord={rpc.HasField('senderRecord')}")),
+    ))
+    assert sink.gaia_rpc_pipeline == ("first", "strip_sender_record", "strip_inlined_keys", "last", "serialized_write")
+    assert await sink.write_msg(_Stream(), rpc_pb2.RPC(senderRecord=b"\x01" * 213)) is True
+    assert seen == ["first senderRecord=True", "last senderRecord=False", "write senderRecord=False"]
+    with pytest.raises(RuntimeError, match="installed already"):
+        libp2p_fixes.install_outgoing_rpc_pipeline(sink)
 
 
 async def test_bug_c_d_options_override_breaking_defaults(tmp_path):
@@ -153,15 +209,106 @@ async def test_bug_c_burst_of_publishes_all_delivered(tmp_path):
             nursery.cancel_scope.cancel()
 
 
-def test_bug_f_equivocation_cache_is_bounded():
-    d = libp2p_fixes.BoundedDict(512)
-    for i in range(2000):
-        d[i.to_bytes(4, "big")] = object()
-    assert len(d) == 512
-    assert b"\x00\x00\x07\xcf" in d and b"\x00\x00\x00\x00" not in d
+async def _lone_publisher(*, bounded: bool):
+    """A running pubsub with no peers, whose GossipSub heartbeat does not run (the test runs its
+    cleanup step itself): returns ``publish(n)``, which publishes ``n`` more messages of 1 KB and
+    returns the equivocation cache, and the GossipSub."""
+    host = _host()
+    gs = GossipSub(protocols=[TProtocol("/meshsub/1.1.0")], **libp2p_fixes.gossipsub_options(
+        heartbeat_s=1.0, degree=3, degree_low=2, degree_high=4, eclipse_protection=False))
+    if bounded:
+        libp2p_fixes.bound_equivocation_cache(gs)
+    pubsub = Pubsub(host, gs)
+    published = [0]
+
+    async def publish(n: int) -> dict:
+        for _ in range(n):
+            await pubsub.publish("t", b"%06d" % published[0] + b"x" * 1000)
+            published[0] += 1
+        return gs.equivocation_detection
+
+    return host, pubsub, gs, publish
 
 
-async def test_bug_g_noise_only(tmp_path):
+async def test_bug_f_upstream_equivocation_cache_is_trimmed_only_by_the_heartbeat_above_1000():
+    """Upstream behaviour: every message seen is kept whole; only the heartbeat trims the cache, and
+    only above 1000 entries (back to 500), so it holds 1000 full payloads for good and more between
+    two heartbeats (if this starts failing, the cache got a real bound and F may go)."""
+    host, pubsub, gs, publish = await _lone_publisher(bounded=False)
+    with trio.fail_after(60):
+        async with host.run(listen_addrs=[LOOPBACK]), background_trio_service(pubsub):
+            await pubsub.wait_until_ready()
+            await pubsub.subscribe("t")
+            cache = await publish(1000)
+            gs._periodic_security_cleanup()  # what each heartbeat runs
+            assert len(cache) == 1000  # 1000 payloads stay: ~200 MB of 200 KB elites
+            cache = await publish(1000)
+            assert len(cache) == 2000  # nothing bounds it between two heartbeats
+            assert sum(len(m.data) for m in cache.values()) >= 2000 * 1000
+            gs._periodic_security_cleanup()
+            assert len(cache) == 500
+
+
+async def test_bug_f_equivocation_cache_is_bounded():
+    host, pubsub, gs, publish = await _lone_publisher(bounded=True)
+    with trio.fail_after(60):
+        async with host.run(listen_addrs=[LOOPBACK]), background_trio_service(pubsub):
+            await pubsub.wait_until_ready()
+            await pubsub.subscribe("t")
+            cache = await publish(2000)
+            assert len(cache) == 512  # at every insertion, heartbeat or not
+            assert {m.data[:6] for m in cache.values()} == {b"%06d" % i for i in range(2000 - 512, 2000)}  # the latest
+
+
+def _plaintext_client():
+    """A host that proposes plaintext only, as an attacker who wants an unauthenticated link would."""
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    kp = create_new_key_pair()
+    return new_host(key_pair=kp, muxer_opt=create_yamux_muxer_option(),
+                    sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)})
+
+
+async def _plaintext_connect(server) -> bool:
+    """Whether a plaintext-only client gets a connection to ``server``; asserts that such a
+    connection is indeed unencrypted on the server's side."""
+    from libp2p.security.insecure.transport import InsecureSession
+
+    client = _plaintext_client()
+    info = info_from_p2p_addr(multiaddr.Multiaddr(f"{server.get_addrs()[0]}"))
+    async with client.run(listen_addrs=[LOOPBACK]):
+        try:
+            with trio.fail_after(10):
+                await client.connect(info)
+        except SwarmException:
+            return False
+        await wait_until(lambda: server.get_network().get_connections(client.get_id()), "the server's side", 10)
+        for conn in server.get_network().get_connections(client.get_id()):
+            assert isinstance(conn.muxed_conn.secured_conn, InsecureSession)
+        return True
+
+
+async def test_bug_g_upstream_new_host_accepts_plaintext():
+    """Upstream behaviour: ``new_host`` without ``sec_opt`` offers plaintext and secio next to Noise,
+    and a peer that proposes plaintext gets an unencrypted, unauthenticated link (if this starts
+    failing, the defaults changed and G may go)."""
+    server = new_host(key_pair=create_new_key_pair())  # py-libp2p's defaults
+    offered = [str(p) for p in server.get_network().upgrader.security_multistream.transports]
+    assert "/plaintext/2.0.0" in offered and "/secio/1.0.0" in offered, offered
+    with trio.fail_after(30):
+        async with server.run(listen_addrs=[LOOPBACK]):
+            assert await _plaintext_connect(server)
+
+
+async def test_bug_g_noise_only_host_refuses_plaintext():
+    server = _host()  # sec_opt=noise_only_security, as net/host.py builds it
+    with trio.fail_after(30):
+        async with server.run(listen_addrs=[LOOPBACK]):
+            assert not await _plaintext_connect(server)
+            assert not server.get_connected_peers()
+
+
+async def test_bug_g_node_offers_noise_only(tmp_path):
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(run, node_config(tmp_path, 0))
@@ -350,21 +497,82 @@ async def test_bug_h_kernel_keepalive_on_every_libp2p_socket(tmp_path):
             nursery.cancel_scope.cancel()
 
 
-async def test_bug_l_pubsub_rpcs_go_without_sender_records():
-    """Upstream attaches a signed peer record to every RPC; the fix sends none, and it is still read."""
-    pubsub, _ = _scored_pubsub(enforce=False)
-    sent: list = []
+def _decode_framed(data: bytes):
+    """The RPC in one ``stream.write`` of ``Pubsub.write_msg`` (varint length, then the protobuf)."""
+    length, shift, i = 0, 0, 0
+    while True:
+        byte = data[i]
+        length |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            break
+    assert len(data) == i + length, "one write, one whole RPC"
+    return rpc_pb2.RPC.FromString(data[i:])
 
-    async def capture(stream, rpc_msg):
-        sent.append(rpc_msg.HasField("senderRecord"))
-        return True
 
-    pubsub.write_msg = capture
-    rpc = rpc_pb2.RPC(publish=[_msg(T_MIGRANTS, 1)], senderRecord=b"\x01" * 213)
-    await pubsub.write_msg(None, rpc)
-    libp2p_fixes.strip_sender_records(pubsub)
-    await pubsub.write_msg(None, rpc_pb2.RPC(publish=[_msg(T_MIGRANTS, 2)], senderRecord=b"\x01" * 213))
-    assert sent == [True, False]
+async def _publish_and_capture(*, pipeline: bool):
+    """A publishes one message to B, both real pubsubs (GossipSub, StrictSign) on 127.0.0.1; returns
+    the publish RPCs A actually wrote to its stream to B (decoded from the bytes written), the
+    message B's subscription delivered, and A's host."""
+    from contextlib import AsyncExitStack
+
+    (ha, gsa, psa), (hb, gsb, psb) = _pubsub_host(), _pubsub_host()
+    if pipeline:
+        libp2p_fixes.install_outgoing_rpc_pipeline(psa)  # the fixes' stages, as a node has them
+    writes: list[bytes] = []
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            for h, gs, ps in ((ha, gsa, psa), (hb, gsb, psb)):
+                await stack.enter_async_context(h.run(listen_addrs=[LOOPBACK]))
+                await stack.enter_async_context(background_trio_service(ps))
+                await stack.enter_async_context(background_trio_service(gs))
+                await ps.wait_until_ready()
+            sub = await psb.subscribe(T_MIGRANTS)
+            await psa.subscribe(T_MIGRANTS)
+            await hb.connect(info_from_p2p_addr(multiaddr.Multiaddr(f"{ha.get_addrs()[0]}")))
+            await wait_until(lambda: hb.get_id() in gsa.mesh.get(T_MIGRANTS, ()), "b in a's mesh", 20)
+            stream = psa.peers[hb.get_id()]
+            write = stream.write
+
+            async def capture(data: bytes) -> None:
+                writes.append(bytes(data))
+                await write(data)
+
+            stream.write = capture
+            await psa.publish(T_MIGRANTS, b"elite")
+            got = await sub.get()
+    published = [rpc for rpc in map(_decode_framed, writes) if rpc.publish]
+    assert len(published) == 1, published
+    return published[0], got, ha
+
+
+async def test_bug_l_upstream_every_rpc_carries_a_signed_peer_record():
+    """Upstream behaviour: the publish RPC py-libp2p writes carries its signed peer record (if this
+    starts failing, py-libp2p stopped sending it and L may go)."""
+    rpc, _, _ = await _publish_and_capture(pipeline=False)
+    assert rpc.HasField("senderRecord") and len(rpc.senderRecord) > 150, rpc.ByteSize()
+
+
+async def test_bug_l_pipeline_sends_rpcs_without_sender_records():
+    rpc, got, _ = await _publish_and_capture(pipeline=True)
+    assert not rpc.HasField("senderRecord")
+    assert got.data == b"elite"  # and the receiver took it
+
+
+async def test_bug_m_upstream_message_copies_carry_the_inlined_key():
+    """Upstream behaviour: the message copy py-libp2p writes carries its author's Ed25519 key, which
+    its ``from`` id already inlines (if this starts failing, M may go)."""
+    rpc, _, author = await _publish_and_capture(pipeline=False)
+    [msg] = rpc.publish
+    assert msg.key == author.get_public_key().serialize()
+    assert ID(msg.from_id).extract_public_key() == author.get_public_key()
+
+
+async def test_bug_m_pipeline_sends_copies_without_the_key_and_they_verify():
+    rpc, got, _ = await _publish_and_capture(pipeline=True)
+    [msg] = rpc.publish
+    assert msg.key == b"" and msg.signature
+    assert got.data == b"elite"  # the receiver (StrictSign) verified it with the key from the id
 
 
 async def test_bug_m_messages_go_without_the_inlined_key_and_still_verify():
@@ -389,8 +597,8 @@ async def test_bug_m_messages_go_without_the_inlined_key_and_still_verify():
         return True
 
     pubsub.write_msg = capture
-    libp2p_fixes.strip_inlined_keys(pubsub)
-    await pubsub.write_msg(None, rpc_pb2.RPC(publish=[msg]))
+    libp2p_fixes.install_outgoing_rpc_pipeline(pubsub)
+    await pubsub.write_msg(_Stream(), rpc_pb2.RPC(publish=[msg]))
     [out] = sent[0].publish
     assert out.key == b"" and size_with_key - out.ByteSize() >= 36
     wire = rpc_pb2.Message.FromString(out.SerializeToString())
@@ -453,13 +661,31 @@ async def test_bug_q_upstream_inbound_slots_never_come_back(monkeypatch):
 async def test_bug_q_inbound_slots_come_back_when_connections_close():
     from libp2p.network.swarm import Swarm
 
-    libp2p_fixes.return_inbound_slots()
+    libp2p_fixes.install_class_patches()
     assert Swarm._do_handle_inbound_connection is not libp2p_fixes.upstream(Swarm, "_do_handle_inbound_connection")
     server = _bare_host(max_connections=6)
     with trio.fail_after(120):
         async with server.run(listen_addrs=[LOOPBACK]):
             assert await _connect_and_hang_up(server, 18) == 18  # three times the cap, in a row
             await _wait_slots_returned(server, 0)
+
+
+def test_class_patches_install_once():
+    """A second ``install_class_patches`` changes nothing (no method wrapped twice), and ``upstream``
+    still gives py-libp2p's own functions, not ours."""
+    from libp2p.io.trio import TrioTCPStream
+    from libp2p.network.swarm import Swarm
+
+    patched = [(Swarm, "_do_handle_inbound_connection"), (Swarm, "upgrade_inbound_raw_conn"),
+               (Pubsub, "_teardown_if_connected"), (TrioTCPStream, "__init__")]
+    libp2p_fixes.install_class_patches()
+    ours = [getattr(cls, name) for cls, name in patched]
+    originals = [libp2p_fixes.upstream(cls, name) for cls, name in patched]
+    libp2p_fixes.install_class_patches()
+    assert [getattr(cls, name) for cls, name in patched] == ours
+    assert [libp2p_fixes.upstream(cls, name) for cls, name in patched] == originals
+    for fn, original in zip(ours, originals):
+        assert fn is not original and original.__module__.startswith("libp2p."), original
 
 
 async def test_node_answers_status_after_more_queries_than_it_has_inbound_slots(tmp_path):
@@ -540,7 +766,7 @@ async def test_bug_r_upstream_ban_burst_crashes_pubsub(monkeypatch):
 
 
 async def test_bug_r_ban_burst_leaves_pubsub_running():
-    libp2p_fixes.teardown_without_race()
+    libp2p_fixes.install_class_patches()
     with trio.fail_after(60):
         assert await _ban_burst_while_publishing(8) == 0
 # --------------------------------------------------------------------------------------------------
