@@ -234,3 +234,59 @@ def test_a_fork_is_settled_by_the_side_more_members_announce():
     side = next(p for p in pair if p.name == src)
     solo.feed(P.LogReceived(src, 0, side.pool.log_from(0)), 1.1)
     assert solo.replays and solo.pool.heads[-1] == side.pool.heads[-1]
+
+
+# ---------------------------------------------------------------- a replica's replay (core/island.py)
+
+def pool_island(seed: int = 5):
+    from gaia_p2p.core.island import Island, MigrationPolicy
+    from gaia_p2p.core.optimizer import make_optimizer
+
+    opt = make_optimizer("cmaes", 6, sigma=0.5, popsize=8, seed=seed, x0=np.full(6, 1.5), restarts="ipop")
+    return Island(optimizer=opt, experiment_id="e" * 32, self_id="A", policy=MigrationPolicy(),
+                  episodes=2, deterministic=False, pool=PID)
+
+
+def noisy(X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+    return -np.sum(X ** 2, axis=1) + np.random.default_rng(list(seeds)).normal(size=len(X))
+
+
+def run_island(isl, generations: int) -> list[np.ndarray]:
+    """Drive a pool replica alone; the returns it was told, float32 (the pool's log)."""
+    from gaia_p2p.core.events import EvaluationDone, Evaluate
+
+    rng = np.random.default_rng(0)
+    log = []
+    ev = next(e for e in isl.start(now=0.0, rng=rng) if isinstance(e, Evaluate))
+    for _ in range(generations):
+        r = noisy(ev.candidates, ev.seeds).astype(np.float32)
+        log.append(r)
+        effects = isl.handle(EvaluationDone(ev.generation, r.astype(np.float64), np.zeros(len(ev.extras)),
+                                            evaluated=2), now=0.0, rng=rng)
+        ev = next(e for e in effects if isinstance(e, Evaluate))
+    return log
+
+
+def test_a_replica_replayed_from_the_genesis_or_from_where_it_stood_is_the_same_replica():
+    a = pool_island()
+    log = run_island(a, 30)
+    b = pool_island()  # the genesis: replays the whole log
+    b.start(now=0.0, rng=np.random.default_rng(1))
+    b.replay(tuple(log), start=0, genesis=pool_island().opt, rng=np.random.default_rng(1))
+    c = pool_island()  # a member that stood at generation 12 (a generation in flight) catches up
+    part = run_island(c, 12)
+    assert [x.tobytes() for x in part] == [x.tobytes() for x in log[:12]]  # seeds from the pool, not the rng
+    c.replay(tuple(log[12:]), start=12, genesis=None, rng=np.random.default_rng(2))
+    for other in (b, c):
+        assert other.generation == a.generation == 30
+        assert other.opt.mean.tobytes() == a.opt.mean.tobytes()
+        assert other.opt.sigma == a.opt.sigma
+    # and the next candidates are the same points on the same seeds
+    from gaia_p2p.core.events import Evaluate
+
+    nxt = [isl._in_flight for isl in (a, b, c)]
+    assert all(isinstance(e, Evaluate) for e in nxt)
+    assert len({e.candidates.tobytes() for e in nxt}) == 1 and len({e.seeds for e in nxt}) == 1
+    # a member counts the candidates it scored itself (2 a generation here), not the population (8),
+    # plus its own assessment rounds (every 10 generations: resident and centroid)
+    assert 30 * 2 < a.evaluations <= 30 * 2 + 3 * 2
