@@ -16,6 +16,7 @@ from enum import StrEnum
 import numpy as np
 
 from gaia_p2p.core.migration import Topology, ring_predecessor
+from gaia_p2p.core.wire import Reason
 
 #: keys a TokenBucket remembers at most (the oldest go first): a Sybil flood cannot grow it
 MAX_BUCKET_KEYS = 4096
@@ -85,8 +86,41 @@ class FetchWhy(StrEnum):
     RANDOM = "random"  # our random sources, every migration interval
 
 
+class FetchOutcome(StrEnum):
+    """What asking one peer for its best over /gaia/elite/1.0.0 came to; node/fetch.py counts each
+    under its name (``elite_fetch`` in gaia-status-v1). ``answered_<err>``: the peer refused (its
+    ``err`` code); ``failed_<reason>``: its answer broke a gaia-migration-v1 check (that reason
+    code); ``failed_unreachable``: no answer (no such protocol, reset, timeout)."""
+
+    FETCHED = "fetched"
+    ANSWERED_BAD_REQUEST = "answered_bad_request"
+    ANSWERED_UNSUPPORTED_VERSION = "answered_unsupported_version"
+    ANSWERED_WRONG_EXPERIMENT = "answered_wrong_experiment"
+    ANSWERED_NO_ELITE = "answered_no_elite"
+    ANSWERED_NOT_BETTER = "answered_not_better"
+    ANSWERED_RATE_LIMITED = "answered_rate_limited"
+    FAILED_OVERSIZE = "failed_oversize"
+    FAILED_MALFORMED = "failed_malformed"
+    FAILED_BAD_VERSION = "failed_bad_version"
+    FAILED_BAD_FIELD = "failed_bad_field"
+    FAILED_WRONG_EXPERIMENT = "failed_wrong_experiment"
+    FAILED_WRONG_DIMENSION = "failed_wrong_dimension"
+    FAILED_NON_FINITE = "failed_non_finite"
+    FAILED_UNREACHABLE = "failed_unreachable"
+
+    @classmethod
+    def answered(cls, err: Reason) -> FetchOutcome:
+        """The peer refused with ``err`` (one of node/fetch.py's ERRORS)."""
+        return cls(f"answered_{err}")
+
+    @classmethod
+    def failed(cls, reason: Reason) -> FetchOutcome:
+        """The answer was rejected as ``reason`` (one of core/codec.py's REASONS)."""
+        return cls(f"failed_{reason}")
+
+
 #: fetch outcomes after which a joiner may ask the same peer again (it had nothing, or was not reached)
-RETRY_OUTCOMES = frozenset({"answered_no_elite", "failed_unreachable"})
+RETRY_OUTCOMES = frozenset({FetchOutcome.ANSWERED_NO_ELITE, FetchOutcome.FAILED_UNREACHABLE})
 
 
 class FetchPlan:
@@ -134,7 +168,7 @@ class FetchPlan:
             return [(src, FetchWhy.RING)] if src else []
         return [(p, FetchWhy.RANDOM) for p in sorted(random_sources & live)]
 
-    def answered(self, peer: str, why: FetchWhy, outcome: str) -> None:
+    def answered(self, peer: str, why: FetchWhy, outcome: FetchOutcome) -> None:
         """The outcome of asking ``peer``: a join counts once the peer answered (with an elite, or
         "nothing better than yours")."""
         if why == FetchWhy.JOIN and outcome not in RETRY_OUTCOMES:

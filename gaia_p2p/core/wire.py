@@ -81,7 +81,7 @@ class Limits:
     max_bin: int
     max_array: int
     max_map: int
-    max_depth: int  # nesting: the top-level map is depth 1
+    max_depth: int  # nesting of maps and arrays: the top-level map is depth 1
     oversize: Reason = Reason.OVERSIZE
     malformed: Reason = Reason.MALFORMED
     encoding: str = "msgpack"  # or "json" (gaia-status-v1)
@@ -104,7 +104,7 @@ LIMITS: dict[Kind, Limits] = {
                                oversize=Reason.BAD_REQUEST, malformed=Reason.BAD_REQUEST),
     Kind.ELITE_RESPONSE: Limits(MAX_ELITE_BYTES + 64, max_str=MAX_ELITE_BYTES + 64, max_bin=MAX_ELITE_BYTES + 64,
                                 max_array=64, max_map=64, max_depth=MAX_DEPTH),
-    Kind.TELEMETRY_REQUEST: Limits(128, max_str=128, max_bin=0, max_array=0, max_map=8, max_depth=1,
+    Kind.TELEMETRY_REQUEST: Limits(128, max_str=128, max_bin=0, max_array=0, max_map=8, max_depth=MAX_DEPTH,
                                    oversize=Reason.BAD_REQUEST, malformed=Reason.BAD_REQUEST),
     Kind.STATUS_REQUEST: Limits(1024, max_str=1024, max_bin=0, max_array=64, max_map=64, max_depth=8,
                                 encoding="json"),
@@ -161,28 +161,30 @@ def _no_extension(code: int, data: bytes) -> object:
 
 def _check_shape(obj: dict[str, Any], lim: Limits) -> None:
     """Nesting depth (both encodings) and, for JSON, whose parser has no length limits, the lengths."""
-    for value, depth in _walk(obj):
+    for value, depth in _containers(obj):
         if depth > lim.max_depth:
             raise RemoteProtocolError(lim.malformed, f"nested deeper than {lim.max_depth}")
         if lim.encoding == "json":
-            size, most = ((len(value), lim.max_str) if isinstance(value, str) else
-                          (len(value), lim.max_array) if isinstance(value, list) else
-                          (len(value), lim.max_map) if isinstance(value, dict) else (0, 0))
-            if size > most:
-                raise RemoteProtocolError(lim.malformed, f"a {type(value).__name__} of {size} > {most}")
+            most = lim.max_map if isinstance(value, dict) else lim.max_array
+            longest = max((len(s) for s in _strings(value)), default=0)
+            if len(value) > most or longest > lim.max_str:
+                raise RemoteProtocolError(lim.malformed, f"a {type(value).__name__} or str over the limits")
 
 
-def _walk(obj: Any) -> Iterator[tuple[Any, int]]:
-    """Every value under ``obj`` (map keys included) with its depth; iterative, so depth cannot overflow."""
-    stack = [(obj, 1)]
+def _containers(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | list[Any], int]]:
+    """Every map and array in ``obj`` (itself at depth 1) with its depth; iterative, so it cannot overflow."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         value, depth = stack.pop()
         yield value, depth
-        if isinstance(value, dict):
-            stack.extend((k, depth) for k in value)
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
+
+
+def _strings(container: dict[str, Any] | list[Any]) -> Iterator[str]:
+    """The str keys and values directly in ``container``."""
+    items = [*container, *container.values()] if isinstance(container, dict) else container
+    return (x for x in items if isinstance(x, str))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ our seeds, accepted only if better, its claim checked on deterministic problems.
 what the asker already has (``above``), so a responder that has nothing better answers with a few
 bytes (announce-and-fetch: the parameters travel only to a peer that wants them).
 
-Framing: unsigned-varint length + msgpack map, one request and one response per stream.
+Framing: unsigned-varint length + msgpack map, one request and one response per stream; both are
+unpacked by core/wire.py (kinds ``ELITE_REQUEST``, ``ELITE_RESPONSE``), the elite inside by core/codec.py.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import msgpack
 import structlog
 import trio
 
-from gaia_p2p.core import codec
-from gaia_p2p.core.schedule import TokenBucket
+from gaia_p2p.core import codec, wire
+from gaia_p2p.core.schedule import FetchOutcome, TokenBucket
 from gaia_p2p.core.types import Elite
+from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
 
@@ -39,8 +41,8 @@ log = structlog.get_logger("gaia.fetch")
 
 ELITE_PROTOCOL = "/gaia/elite/1.0.0"
 VERSION = 1
-MAX_REQUEST_BYTES = 256
-MAX_RESPONSE_BYTES = codec.MAX_ELITE_BYTES + 64
+MAX_REQUEST_BYTES = wire.LIMITS[Kind.ELITE_REQUEST].max_bytes
+MAX_RESPONSE_BYTES = wire.LIMITS[Kind.ELITE_RESPONSE].max_bytes
 #: Peers a joining island asks (once each) for their best.
 JOIN_PEERS = 3
 #: Ring and random topologies ask their source(s) at most this often (seconds).
@@ -48,7 +50,8 @@ PULL_MIN_S = 5.0
 #: Requests answered per asking peer: 1 every 2 s, bursts of 3.
 SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
 #: Response error codes (``err``).
-ERRORS = ("bad_request", "unsupported_version", "wrong_experiment", "no_elite", "not_better", "rate_limited")
+ERRORS = (Reason.BAD_REQUEST, Reason.UNSUPPORTED_VERSION, Reason.WRONG_EXPERIMENT, Reason.NO_ELITE,
+          Reason.NOT_BETTER, Reason.RATE_LIMITED)
 
 
 # ------------------------------------------------------------------ pure: messages
@@ -62,20 +65,16 @@ def encode_request(experiment_id: str, above: float | None) -> bytes:
 
 def decode_request(data: bytes) -> tuple[str, float | None]:
     """``(experiment_id, above)``; raises RemoteProtocolError("bad_request" | "unsupported_version")."""
-    obj = _unpack(data, MAX_REQUEST_BYTES, "bad_request")
-    if obj.get("v") != VERSION or type(obj.get("v")) is not int:
-        raise RemoteProtocolError("unsupported_version", f"v = {obj.get('v')!r:.40}")
-    exp, above = obj.get("exp"), obj.get("above")
-    if type(exp) is not str or len(exp) != 32:
-        raise RemoteProtocolError("bad_request", "exp must be a 32-char experiment id")
-    if type(above) is int:
-        above = float(above)
-    if above is not None and (type(above) is not float or not math.isfinite(above)):
-        raise RemoteProtocolError("bad_request", "above must be a finite number or nil")
+    obj = wire.decode(Kind.ELITE_REQUEST, data)
+    wire.version(obj, VERSION, Reason.UNSUPPORTED_VERSION)
+    exp = wire.experiment(obj, reason=Reason.BAD_REQUEST)
+    above = obj.get("above")
+    if above is not None:
+        above = wire.finite(wire.number(above, "above", Reason.BAD_REQUEST), "above", Reason.BAD_REQUEST)
     return exp, above
 
 
-def encode_response(*, elite: bytes | None = None, err: str | None = None) -> bytes:
+def encode_response(*, elite: bytes | None = None, err: Reason | None = None) -> bytes:
     if (elite is None) == (err is None) or (err is not None and err not in ERRORS):
         raise ValueError("a response carries exactly one of elite or a known err")
     body: dict[str, Any] = {"v": VERSION}
@@ -86,54 +85,37 @@ def encode_response(*, elite: bytes | None = None, err: str | None = None) -> by
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | str:
+def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | Reason:
     """The elite (checked like a gossiped one), or the responder's error code.
 
     Raises RemoteProtocolError with a gaia-migration-v1 reason code (``malformed``,
     ``bad_version``, ...) when the response or the elite inside it is bad."""
-    obj = _unpack(data, MAX_RESPONSE_BYTES, codec.MALFORMED, oversize=codec.OVERSIZE)
-    if obj.get("v") != VERSION or type(obj.get("v")) is not int:
-        raise RemoteProtocolError(codec.BAD_VERSION, f"v = {obj.get('v')!r:.40}")
+    obj = wire.decode(Kind.ELITE_RESPONSE, data)
+    wire.version(obj, VERSION)
     if "elite" in obj:
-        raw = obj["elite"]
-        if type(raw) is not bytes:
-            raise RemoteProtocolError(codec.BAD_FIELD, "elite must be bin")
-        return codec.decode_elite(raw, experiment_id=experiment_id, dim=dim)
+        return codec.decode_elite(wire.field(obj, "elite", bytes), experiment_id=experiment_id, dim=dim)
     err = obj.get("err")
-    if type(err) is not str or len(err) > 64:
-        raise RemoteProtocolError(codec.BAD_FIELD, "a response needs elite or err")
-    return err
+    if type(err) is not str or err not in ERRORS:
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"err = {wire.short(err)}: a response needs elite or a known err")
+    return Reason(err)
 
 
-def _unpack(data: bytes, limit: int, reason: str, oversize: str | None = None) -> dict[str, Any]:
-    """One msgpack map of at most ``limit`` bytes; else RemoteProtocolError(``oversize`` or ``reason``)."""
-    if len(data) > limit:
-        raise RemoteProtocolError(oversize or reason, f"{len(data)} bytes > {limit}")
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit,
-                              max_array_len=64, max_map_len=64, max_ext_len=0)
-    except (msgpack.UnpackException, ValueError, TypeError, RecursionError, OverflowError) as e:
-        raise RemoteProtocolError(reason, f"{type(e).__name__}: {e}"[:200]) from None
-    if not isinstance(obj, dict):
-        raise RemoteProtocolError(reason, "top level must be a map")
-    return obj
-
-
-def decide(req: bytes, *, experiment_id: str, best: Callable[[], tuple[bytes, float] | None]) -> tuple[str | None, bytes | None]:
+def decide(req: bytes, *, experiment_id: str,
+           best: Callable[[], tuple[bytes, float] | None]) -> tuple[Reason | None, bytes | None]:
     """The server's whole decision, pure: ``(err, None)`` or ``(None, our encoded elite)``;
     ``best()`` gives our encoded resident and its claim."""
     try:
         exp, above = decode_request(req)
     except RemoteProtocolError as e:
-        return e.reason, None
+        return Reason(e.reason), None
     if exp != experiment_id:
-        return "wrong_experiment", None
+        return Reason.WRONG_EXPERIMENT, None
     mine = best()
     if mine is None:
-        return "no_elite", None
+        return Reason.NO_ELITE, None
     data, claim = mine
     if above is not None and not claim > above:
-        return "not_better", None
+        return Reason.NOT_BETTER, None
     return None, data
 
 
@@ -158,7 +140,7 @@ class EliteService:
     async def handle(self, stream: Any) -> None:
         def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
             if not self.bucket.allow(peer, trio.current_time()):
-                err, elite = "rate_limited", None
+                err, elite = Reason.RATE_LIMITED, None
             else:
                 err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
             return encode_response(elite=elite, err=err), err
@@ -166,24 +148,23 @@ class EliteService:
         await serve_request(stream, max_request=MAX_REQUEST_BYTES, respond=respond, stats=self.stats,
                             event="elite_request_rejected", logger=log)
 
-    async def fetch(self, peer_id: str, above: float | None) -> tuple[Elite | None, str]:
+    async def fetch(self, peer_id: str, above: float | None) -> tuple[Elite | None, FetchOutcome]:
         """Ask ``peer_id`` for its best above ``above``: ``(elite or None, outcome)``, the outcome being
-        the counter it was counted under (``fetched``, ``answered_<err>``, ``failed_<reason>``).
-        Never raises: failures are counted and logged."""
+        the counter it was counted under. Never raises: failures are counted and logged."""
         try:
             data = await request(self.host, peer_id, ELITE_PROTOCOL, encode_request(self.experiment_id, above),
                                  MAX_RESPONSE_BYTES)
             got = decode_response(data, experiment_id=self.experiment_id, dim=self.dim)
         except RemoteProtocolError as e:
             log.warning("elite_fetch_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
-            return None, self._count(f"failed_{e.reason}")
+            return None, self._count(FetchOutcome.failed(Reason(e.reason)))
         except Exception as e:  # no such protocol (older node), reset, timeout
             log.debug("elite_fetch_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
-            return None, self._count("failed_unreachable")
-        if isinstance(got, str):
-            return None, self._count(f"answered_{got}")
-        return got, self._count("fetched")
+            return None, self._count(FetchOutcome.FAILED_UNREACHABLE)
+        if isinstance(got, Reason):
+            return None, self._count(FetchOutcome.answered(got))
+        return got, self._count(FetchOutcome.FETCHED)
 
-    def _count(self, outcome: str) -> str:
+    def _count(self, outcome: FetchOutcome) -> FetchOutcome:
         self.stats[outcome] += 1
         return outcome

@@ -8,16 +8,17 @@ a heartbeat, the stalest first, at a bounded pace (``--pull-rate`` in all, each 
 same decoder; the responder is the peer Noise authenticated on the stream, so no signature is needed.
 The islands pay one small answer per watcher per ``--pull-age``, nothing per network member.
 
-Framing: unsigned-varint length + msgpack map, one request and one response per stream.
+Framing: unsigned-varint length + msgpack map, one request and one response per stream, each
+unpacked once by core/wire.py (kinds ``TELEMETRY_REQUEST``, ``TELEMETRY``).
 Request ``{"v": 1, "exp": <experiment id>}``; response: the heartbeat map, or ``{"v": 1, "err": ...}``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -25,8 +26,10 @@ import numpy as np
 import structlog
 import trio
 
+from gaia_p2p.core import wire
 from gaia_p2p.core.schedule import TokenBucket, next_due
-from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, decode_telemetry
+from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, telemetry_from_map
+from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
 
@@ -34,55 +37,80 @@ log = structlog.get_logger("gaia.pull")
 
 TELEMETRY_PROTOCOL = "/gaia/telemetry/1.0.0"
 VERSION = 1
-MAX_REQUEST_BYTES = 128
+MAX_REQUEST_BYTES = wire.LIMITS[Kind.TELEMETRY_REQUEST].max_bytes
 #: per asking peer: a watcher pulls each island every --pull-age (10 s default); a burst of 3 covers
 #: a restart of the watcher
 SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
-ERRORS = ("bad_request", "unsupported_version", "wrong_experiment", "rate_limited")
+ERRORS = (Reason.BAD_REQUEST, Reason.UNSUPPORTED_VERSION, Reason.WRONG_EXPERIMENT, Reason.RATE_LIMITED)
+
+
+class PullOutcome(StrEnum):
+    """What asking one island for its heartbeat came to, counted under this name by the watcher:
+    ``refused_<err>``: the island refused (its ``err``); ``failed_<reason>``: the answer broke a
+    gaia-telemetry-v1 check (that reason code); ``failed_unreachable``: no answer."""
+
+    PULLED = "pulled"
+    REFUSED_BAD_REQUEST = "refused_bad_request"
+    REFUSED_UNSUPPORTED_VERSION = "refused_unsupported_version"
+    REFUSED_WRONG_EXPERIMENT = "refused_wrong_experiment"
+    REFUSED_RATE_LIMITED = "refused_rate_limited"
+    FAILED_OVERSIZE = "failed_oversize"
+    FAILED_MALFORMED = "failed_malformed"
+    FAILED_BAD_VERSION = "failed_bad_version"
+    FAILED_BAD_FIELD = "failed_bad_field"
+    FAILED_NON_FINITE = "failed_non_finite"
+    FAILED_WRONG_EXPERIMENT = "failed_wrong_experiment"
+    FAILED_UNREACHABLE = "failed_unreachable"
+
+    @classmethod
+    def refused(cls, err: Reason) -> PullOutcome:
+        """The island refused with ``err`` (one of ERRORS)."""
+        return cls(f"refused_{err}")
+
+    @classmethod
+    def failed(cls, reason: Reason) -> PullOutcome:
+        """The answer was rejected as ``reason`` (a gaia-telemetry-v1 reason code)."""
+        return cls(f"failed_{reason}")
+
+
 #: after these outcomes a peer is not asked again for this long (an older node without the
 #: protocol, a node of another experiment); other failures wait --pull-age like a success
-BACKOFF_S = {"failed_unreachable": 60.0, "refused_wrong_experiment": 600.0, "refused_unsupported_version": 600.0}
+BACKOFF_S = {PullOutcome.FAILED_UNREACHABLE: 60.0, PullOutcome.REFUSED_WRONG_EXPERIMENT: 600.0,
+             PullOutcome.REFUSED_UNSUPPORTED_VERSION: 600.0}
 
 
 def encode_request(experiment_id: str) -> bytes:
     return msgpack.packb({"v": VERSION, "exp": experiment_id}, use_bin_type=True)
 
 
-def decide(req: bytes, *, experiment_id: str) -> str | None:
+def decide(req: bytes, *, experiment_id: str) -> Reason | None:
     """Why a request is refused (an ERRORS code), or None to answer it."""
     try:
-        obj = msgpack.unpackb(req, raw=False, strict_map_key=True, max_bin_len=0, max_array_len=0,
-                              max_map_len=8, max_str_len=MAX_REQUEST_BYTES)
-    except Exception:
-        return "bad_request"
-    if not isinstance(obj, dict) or not isinstance(obj.get("v"), int) or isinstance(obj.get("v"), bool):
-        return "bad_request"
-    if obj["v"] != VERSION:
-        return "unsupported_version"
+        obj = wire.decode(Kind.TELEMETRY_REQUEST, req)
+        if type(obj.get("v")) is not int:
+            return Reason.BAD_REQUEST
+        wire.version(obj, VERSION, Reason.UNSUPPORTED_VERSION)
+    except RemoteProtocolError as e:
+        return Reason(e.reason)
     if obj.get("exp") != experiment_id:
-        return "wrong_experiment"
+        return Reason.WRONG_EXPERIMENT
     return None
 
 
-def encode_refusal(err: str) -> bytes:
+def encode_refusal(err: Reason) -> bytes:
     return msgpack.packb({"v": VERSION, "err": err}, use_bin_type=True)
 
 
-def decode_response(data: bytes, *, experiment_id: str) -> Telemetry | str:
-    """A heartbeat (checked like a gossiped one), or the responder's refusal code.
+def decode_response(data: bytes, *, experiment_id: str) -> Telemetry | Reason:
+    """A heartbeat (checked like a gossiped one), or the responder's refusal code; unpacked once.
     Raises RemoteProtocolError for anything else."""
-    if len(data) > MAX_TELEMETRY_BYTES:
-        raise RemoteProtocolError("oversize", f"{len(data)} bytes")
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=32)
-    except Exception as e:
-        raise RemoteProtocolError("malformed", f"{type(e).__name__}: {e}") from None
-    if isinstance(obj, dict) and "err" in obj:
+    obj = wire.decode(Kind.TELEMETRY, data)  # the bounds of a heartbeat: a refusal is smaller still
+    if "err" in obj:
         err = obj["err"]
-        if obj.get("v") != VERSION or len(obj) != 2 or err not in ERRORS:
-            raise RemoteProtocolError("malformed", "bad refusal")
-        return str(err)
-    return decode_telemetry(data, experiment_id=experiment_id)
+        if obj.get("v") != VERSION or len(obj) != 2 or type(err) is not str or err not in ERRORS:
+            raise RemoteProtocolError(Reason.MALFORMED, f"bad refusal {wire.short(obj)}")
+        return Reason(err)
+    return telemetry_from_map(obj, experiment_id=experiment_id)
 
 
 class TelemetryService:
@@ -95,7 +123,7 @@ class TelemetryService:
 
     async def handle(self, stream: Any) -> None:
         def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
-            err = "rate_limited" if not self.bucket.allow(peer, trio.current_time()) else \
+            err = Reason.RATE_LIMITED if not self.bucket.allow(peer, trio.current_time()) else \
                 decide(req, experiment_id=self.experiment_id)
             return (self.heartbeat() if err is None else encode_refusal(err)), err
 
@@ -103,21 +131,20 @@ class TelemetryService:
                             event="telemetry_request_rejected", logger=log)
 
 
-async def pull(host: Any, peer_id: str, experiment_id: str) -> tuple[Telemetry | None, str]:
-    """Ask ``peer_id`` for its heartbeat: ``(telemetry or None, outcome)``; outcome is ``pulled``,
-    ``refused_<err>``, ``failed_<reason>`` or ``failed_unreachable``. Never raises."""
+async def pull(host: Any, peer_id: str, experiment_id: str) -> tuple[Telemetry | None, PullOutcome]:
+    """Ask ``peer_id`` for its heartbeat: ``(telemetry or None, outcome)``. Never raises."""
     try:
         data = await request(host, peer_id, TELEMETRY_PROTOCOL, encode_request(experiment_id), MAX_TELEMETRY_BYTES)
         got = decode_response(data, experiment_id=experiment_id)
     except RemoteProtocolError as e:
         log.warning("telemetry_pull_rejected", peer_id=peer_id, reason=e.reason, error=e.detail[:200])
-        return None, f"failed_{e.reason}"
+        return None, PullOutcome.failed(Reason(e.reason))
     except Exception as e:  # no such protocol (an older node), reset, timeout
         log.debug("telemetry_pull_failed", peer_id=peer_id, error=f"{type(e).__name__}: {e}"[:200])
-        return None, "failed_unreachable"
-    if isinstance(got, str):
-        return None, f"refused_{got}"
-    return got, "pulled"
+        return None, PullOutcome.FAILED_UNREACHABLE
+    if isinstance(got, Reason):
+        return None, PullOutcome.refused(got)
+    return got, PullOutcome.PULLED
 
 
 async def pull_loop(host: Any, experiment_id: str, *, peers: Callable[[], list[str]],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gaia_p2p.core.migration import Topology
-from gaia_p2p.core.schedule import FetchPlan, FetchWhy
+from gaia_p2p.core.schedule import FetchOutcome, FetchPlan, FetchWhy
 from gaia_p2p.core.target import TargetTest
 
 LIVE = frozenset({"a", "b", "c", "d", "e"})
@@ -25,16 +25,16 @@ def test_a_joiner_asks_three_peers_and_stops_once_three_answered():
     kw = dict(live=LIVE, generation=0, random_sources=frozenset(), rng=rng)
     asked = p.targets(now=1.0, **kw)
     assert len(asked) == 3 and {w for _, w in asked} == {FetchWhy.JOIN}
-    p.answered(asked[0][0], FetchWhy.JOIN, "answered_elite")
-    p.answered(asked[1][0], FetchWhy.JOIN, "answered_nothing_better")
-    p.answered(asked[2][0], FetchWhy.JOIN, "failed_unreachable")  # may be asked again, retry_s later
+    p.answered(asked[0][0], FetchWhy.JOIN, FetchOutcome.FETCHED)
+    p.answered(asked[1][0], FetchWhy.JOIN, FetchOutcome.ANSWERED_NOT_BETTER)
+    p.answered(asked[2][0], FetchWhy.JOIN, FetchOutcome.FAILED_UNREACHABLE)  # may be asked again, retry_s later
     assert p.joined == {asked[0][0], asked[1][0]} and not p.finished(2.0)
     again = p.targets(now=2.0, **kw)  # one more is needed: one of the two not asked yet
     assert len(again) == 1 and again[0][0] in LIVE - {q for q, _ in asked}
-    p.answered(again[0][0], FetchWhy.JOIN, "failed_unreachable")
+    p.answered(again[0][0], FetchWhy.JOIN, FetchOutcome.FAILED_UNREACHABLE)
     assert p.targets(now=5.0, **kw)[0][0] not in {q for q, _ in asked} | {again[0][0]}  # the fifth
     assert {q for q, _ in p.targets(now=11.5, **kw)} <= {asked[2][0], again[0][0]}  # retry_s has passed
-    p.answered(asked[2][0], FetchWhy.JOIN, "answered_elite")
+    p.answered(asked[2][0], FetchWhy.JOIN, FetchOutcome.FETCHED)
     assert p.finished(12.0) and p.targets(now=12.0, **kw) == []
 
 
@@ -43,7 +43,7 @@ def test_a_joiner_gives_up_after_its_window_and_forgets_peers_that_left():
     for t in range(0, 100, 10):
         for q, why in p.targets(now=float(t), live=frozenset({f"x{t}"}), generation=0,
                                 random_sources=frozenset(), rng=rng):
-            p.answered(q, why, "answered_no_elite")
+            p.answered(q, why, FetchOutcome.ANSWERED_NO_ELITE)
         assert len(p.tried) <= 1  # only live peers are remembered
     assert not p.finished(119.0) and p.finished(120.0)
 
