@@ -23,8 +23,8 @@ from typing import Any
 
 from gaia_p2p.core import codec
 from gaia_p2p.core.experiment import GYM_PREFIX, OBS_NORMS, PROBLEMS, TEST_FUNCTIONS, TORCH_PREFIX, ProblemConfig
-from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES
-from gaia_p2p.core.types import ALGORITHMS, RESTARTS
+from gaia_p2p.core.migration import ENTRIES, TOPOLOGIES, Entry, Topology
+from gaia_p2p.core.types import ALGORITHMS, RESTARTS, Algorithm, Restarts
 from gaia_p2p.errors import ConfigError, EvaluationError
 
 LOG_FORMATS = ("auto", "console", "json")
@@ -32,7 +32,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
 
 # Every setting whose value is one of a fixed set, by key; validate() checks them all, and the CLI's
-# `choices=` come from here.
+# `choices=` come from here. The core's own choices are its StrEnums (core/types.py, core/migration.py:
+# light modules, so the CLI parser, built for every command and for --help, does not load pycma).
 CHOICES: dict[str, tuple[str, ...]] = {
     "problem.obs_norm": OBS_NORMS,
     "island.optimizer": ALGORITHMS,
@@ -81,12 +82,12 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class IslandConfig:
-    optimizer: str = "cmaes"
+    optimizer: str = Algorithm.CMAES.value
     sigma: float = 0.5
     popsize: int | None = None  # None: 32 on lunarlander and for openai-es, pycma's default otherwise
     seed: int | None = None  # None: drawn at first start, then kept in the checkpoint
     lr: float = 0.03  # openai-es Adam step size
-    restarts: str = "ipop"  # cmaes, sep-cmaes: restart a stalled run with twice the population (IPOP) | off
+    restarts: str = Restarts.IPOP.value  # cmaes, sep-cmaes: restart a stalled run with twice the population (IPOP) | off
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,14 @@ class MigrationConfig:
     enabled: bool = True
     interval: int = 10
     accept_only_better: bool = True
-    topology: str = "full"
+    topology: str = Topology.FULL.value
     random_k: int = 2
     max_pending: int = 8
     min_publish_interval_s: float = 1.0
     network_rate: float = 0.5  # elites/s for the whole network: gap >= (live peers + 1) / rate (0: off)
     publish_only_new: bool = True  # skip residents that are migrants' copies or already published
     reeval_episodes: int | None = None  # None: 3 on noisy problems (lunarlander), 1 otherwise
-    entry: str = "inject"  # how an accepted migrant enters the optimizer: inject | adopt
+    entry: str = Entry.INJECT.value  # how an accepted migrant enters the optimizer: inject | adopt
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
     max_lies: int = 3  # deterministic problems: claims that did not reproduce before a peer is banned (0: never)
     fetch: bool = True  # /gaia/elite/1.0.0: ask peers for their best when joining; ring/random pull their sources
@@ -204,7 +205,7 @@ class Config:
     def popsize(self) -> int | None:
         if self.island.popsize is not None:
             return self.island.popsize
-        if self.island.optimizer == "openai-es" or self.problem.env_id is not None:
+        if self.island.optimizer == Algorithm.OPENAI_ES or self.problem.env_id is not None:
             return 32
         return None
 
@@ -566,7 +567,7 @@ def validate(cfg: Config) -> None:
         raise _bad("island.sigma", i.sigma, "must be a finite number > 0", 0.5)
     if i.popsize is not None and not 4 <= i.popsize <= 100_000:
         raise _bad("island.popsize", i.popsize, "must be in 4..100000", 32)
-    if i.optimizer == "openai-es" and cfg.popsize is not None and cfg.popsize % 2:
+    if i.optimizer == Algorithm.OPENAI_ES and cfg.popsize is not None and cfg.popsize % 2:
         raise _bad("island.popsize", cfg.popsize, "must be even for openai-es (antithetic pairs)", 32)
     if i.seed is not None and not 0 <= i.seed < 2**63:
         raise _bad("island.seed", i.seed, "must be in 0..2**63-1", 1)

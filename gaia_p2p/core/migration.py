@@ -30,6 +30,7 @@ class Entry(StrEnum):
     ADOPT = "adopt"
 
 
+#: The values as plain strs: the choice lists of config.py and the CLI (argparse prints their repr).
 TOPOLOGIES = tuple(t.value for t in Topology)
 ENTRIES = tuple(e.value for e in Entry)
 

@@ -78,7 +78,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import cma
 
-from gaia_p2p.core.types import ALGORITHMS, RESTARTS
+from gaia_p2p.core.types import ALGORITHMS, RESTARTS, Algorithm, Restarts
 from gaia_p2p.errors import CheckpointError, ConfigError, LocalProtocolError
 
 # pycma's "orphanated injected solution" warning: expected when a migrant's step was clipped
@@ -86,12 +86,10 @@ from gaia_p2p.errors import CheckpointError, ConfigError, LocalProtocolError
 _InjectionWarning = getattr(cma.evolution_strategy, "InjectionWarning", None)
 
 __all__ = [
-    "ALGORITHMS",
     "CMAES",
     "MAX_IPOP_DOUBLINGS",
     "OpenAIES",
     "Optimizer",
-    "RESTARTS",
     "SIGMA_FLOOR",
     "SepCMAES",
     "default_popsize",
@@ -110,7 +108,7 @@ _STATE_VERSION = 1
 
 @runtime_checkable
 class Optimizer(Protocol):
-    algorithm: str  # one of ALGORITHMS
+    algorithm: Algorithm
     dim: int
     popsize: int  # the current one (IPOP restarts double it)
     restart_count: int
@@ -184,14 +182,14 @@ class _Randn:
 class CMAES:
     """pycma's CMAEvolutionStrategy (full covariance) behind the ask/tell interface."""
 
-    algorithm = "cmaes"
+    algorithm = Algorithm.CMAES
     # Class-level defaults: a checkpoint pickled before restarts existed loads with restarts off.
-    restarts = "off"
+    restarts: str = Restarts.OFF
     restart_count = 0
     last_stop: tuple[str, ...] = ()  # pycma's flags that caused the latest restart
 
     def __init__(self, dim: int, *, sigma: float, popsize: int, seed: int, x0: np.ndarray,
-                 restarts: str = "ipop") -> None:
+                 restarts: str = Restarts.IPOP) -> None:
         if restarts not in RESTARTS:
             raise LocalProtocolError(f"unknown restart mode {restarts!r}")
         self.dim = dim
@@ -199,7 +197,7 @@ class CMAES:
         self.popsize0 = popsize
         self.sigma0 = float(sigma)
         self.seed = seed
-        self.restarts = restarts
+        self.restarts = str(restarts)  # a plain str, as checkpoints have always pickled it
         self.x0 = np.array(x0, dtype=np.float64)
         self._randn = _Randn(np.random.default_rng(np.random.SeedSequence(seed)))
         self._es = self._new_es(popsize)
@@ -278,7 +276,7 @@ class CMAES:
         self._pending = None
         reset = restarted = 0.0
         flags = tuple(sorted(self._es.stop()))
-        if flags and self.restarts == "ipop":
+        if flags and self.restarts == Restarts.IPOP:
             self._restart(flags)
             restarted = 1.0
         elif not self._es.sigma >= SIGMA_FLOOR:  # also catches NaN
@@ -324,7 +322,7 @@ class CMAES:
 class SepCMAES(CMAES):
     """Separable CMA-ES: pycma with a diagonal covariance, linear in the dimension (module doc)."""
 
-    algorithm = "sep-cmaes"
+    algorithm = Algorithm.SEP_CMAES
     extra_options = {"CMA_diagonal": True}
 
 
@@ -339,7 +337,7 @@ class OpenAIES:
     ``theta - sigma*eps`` (second half), ``eps`` drawn from the ``rng`` given to :meth:`ask`.
     """
 
-    algorithm = "openai-es"
+    algorithm = Algorithm.OPENAI_ES
     restart_count = 0  # never restarted (the Optimizer protocol's restart fields)
     last_stop: tuple[str, ...] = ()
     beta1 = 0.9
@@ -442,7 +440,7 @@ def _is_int(v: object) -> bool:
 
 
 def make_optimizer(algorithm: str, dim: int, *, sigma: float, popsize: int | None, seed: int,
-                   x0: np.ndarray | None = None, lr: float = 0.03, restarts: str = "ipop") -> Optimizer:
+                   x0: np.ndarray | None = None, lr: float = 0.03, restarts: str = Restarts.IPOP) -> Optimizer:
     """Build a fresh optimizer; bad inputs raise :class:`ConfigError` naming field, value, rule, fix."""
     if algorithm not in ALGORITHMS:
         raise _bad("optimizer.algorithm", algorithm, "must be one of " + " | ".join(ALGORITHMS),
@@ -455,13 +453,13 @@ def make_optimizer(algorithm: str, dim: int, *, sigma: float, popsize: int | Non
         raise _bad("optimizer.sigma", sigma, "must be a finite number > 0", "use e.g. sigma = 0.5")
     if popsize is None:
         popsize = default_popsize(dim)
-        if algorithm == "openai-es":
+        if algorithm == Algorithm.OPENAI_ES:
             popsize += popsize % 2
     elif not _is_int(popsize) or popsize < 4:
         raise _bad("optimizer.popsize", popsize, "must be an integer >= 4",
                    "use e.g. popsize = 32, or leave it unset for the default 4 + 3 ln(dim)")
     popsize = int(popsize)
-    if algorithm == "openai-es" and popsize % 2:
+    if algorithm == Algorithm.OPENAI_ES and popsize % 2:
         raise _bad("optimizer.popsize", popsize,
                    "must be even for openai-es (antithetic sampling evaluates +eps/-eps pairs)",
                    f"use popsize = {popsize + 1}")
@@ -475,10 +473,10 @@ def make_optimizer(algorithm: str, dim: int, *, sigma: float, popsize: int | Non
             raise _bad("optimizer.x0", f"array of shape {start.shape}",
                        f"must be a finite vector of shape ({dim},)", "pass a matching x0 or none (zeros)")
     if restarts not in RESTARTS:
-        raise _bad("island.restarts", restarts, "must be one of " + " | ".join(RESTARTS),
+        raise _bad("island.restarts", restarts, "must be one of " + " | ".join(Restarts),
                    'use "ipop" (restart a stalled CMA-ES with twice the population) or "off"')
-    if algorithm in (CMAES.algorithm, SepCMAES.algorithm):
-        cls = SepCMAES if algorithm == SepCMAES.algorithm else CMAES
+    if algorithm in (Algorithm.CMAES, Algorithm.SEP_CMAES):
+        cls = SepCMAES if algorithm == Algorithm.SEP_CMAES else CMAES
         return cls(dim, sigma=float(sigma), popsize=popsize, seed=int(seed), x0=start, restarts=restarts)
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
             or not math.isfinite(lr) or lr <= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -12,8 +13,25 @@ Settings = Mapping[str, "float | int | str"]
 # The optimizers an island can run (core/optimizer.py) and CMA-ES's restart modes. Here, not in
 # core/optimizer.py, so that gaia_p2p.config (and so the CLI parser and --help) takes its choices
 # from the one list without loading pycma.
-ALGORITHMS = ("cmaes", "sep-cmaes", "openai-es")
-RESTARTS = ("ipop", "off")
+
+
+class Algorithm(StrEnum):
+    """The optimizers an island can run (core/optimizer.py); the name travels as an elite's ``algo``."""
+    CMAES = "cmaes"
+    SEP_CMAES = "sep-cmaes"
+    OPENAI_ES = "openai-es"
+
+
+class Restarts(StrEnum):
+    """What a CMA-ES does when pycma's own stop criteria fire: restart with twice the population
+    (IPOP, keeping the resident best), or nothing."""
+    IPOP = "ipop"
+    OFF = "off"
+
+
+#: The values as plain strs: the choice lists of config.py and the CLI (argparse prints their repr).
+ALGORITHMS = tuple(a.value for a in Algorithm)
+RESTARTS = tuple(r.value for r in Restarts)
 
 
 @dataclass(frozen=True, eq=False)

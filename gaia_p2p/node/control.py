@@ -1,7 +1,8 @@
 """Status endpoints: a local unix socket in the data dir, and ``/gaia/status/1.0.0`` over libp2p.
 
 Both answer with the same JSON object (protocols/gaia-status-v1.md). Framing on the libp2p stream:
-unsigned-varint length prefix + UTF-8 JSON, request first, then response, then the stream closes.
+unsigned-varint length prefix + UTF-8 JSON, request first, then response, then the stream closes;
+requests and a peer's response are decoded by core/wire.py (kinds ``STATUS_REQUEST``, ``STATUS_RESPONSE``).
 The unix socket speaks newline-delimited JSON: ``{"cmd": "status"}\\n`` -> one JSON line.
 """
 
@@ -16,11 +17,15 @@ from typing import Any
 import structlog
 import trio
 
+from gaia_p2p.core import wire
+from gaia_p2p.core.wire import Kind, Reason
+from gaia_p2p.errors import RemoteProtocolError
+
 log = structlog.get_logger("gaia.control")
 
 STATUS_PROTOCOL = "/gaia/status/1.0.0"
-MAX_REQUEST_BYTES = 1024
-MAX_RESPONSE_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = wire.LIMITS[Kind.STATUS_REQUEST].max_bytes
+MAX_RESPONSE_BYTES = wire.LIMITS[Kind.STATUS_RESPONSE].max_bytes
 STREAM_TIMEOUT_S = 10.0
 
 
@@ -64,7 +69,8 @@ async def read_frame(stream: Any, max_bytes: int) -> bytes:
 # ------------------------------------------------------------------ one request, one response
 
 
-async def serve_request(stream: Any, *, max_request: int, respond: Callable[[str, bytes], tuple[bytes, str | None]],
+async def serve_request(stream: Any, *, max_request: int,
+                        respond: Callable[[str, bytes], tuple[bytes, Reason | None]],
                         stats: Any, event: str, logger: Any) -> None:
     """Server side of a request/response stream protocol (gaia-elite-v1, gaia-telemetry-v1 pull): one
     framed request, one framed response, close. ``respond(peer, request)`` gives the response and a
@@ -78,13 +84,13 @@ async def serve_request(stream: Any, *, max_request: int, respond: Callable[[str
         with trio.fail_after(STREAM_TIMEOUT_S):
             resp, err = respond(peer, await read_frame(stream, max_request))
             stats["served" if err is None else f"refused_{err}"] += 1
-            if err in ("bad_request", "unsupported_version"):
+            if err in (Reason.BAD_REQUEST, Reason.UNSUPPORTED_VERSION):
                 logger.warning(event, peer_id=peer, reason=err)
             await stream.write(encode_uvarint(len(resp)) + resp)
             await stream.close()
     except (Exception, trio.TooSlowError) as e:
-        stats["refused_stream_error"] += 1
-        logger.warning(event, peer_id=peer, reason="stream_error", error=f"{type(e).__name__}: {e}"[:200])
+        stats[f"refused_{Reason.STREAM_ERROR}"] += 1
+        logger.warning(event, peer_id=peer, reason=Reason.STREAM_ERROR, error=f"{type(e).__name__}: {e}"[:200])
         try:
             await stream.reset()
         except Exception:
@@ -121,8 +127,8 @@ def status_stream_handler(get_status: Callable[[], dict[str, Any]]) -> Callable[
     async def handler(stream: Any) -> None:
         try:
             with trio.fail_after(STREAM_TIMEOUT_S):
-                req = json.loads(await read_frame(stream, MAX_REQUEST_BYTES) or b"{}")
-                if not isinstance(req, dict) or req.get("v", 1) != 1:
+                req = wire.decode(Kind.STATUS_REQUEST, await read_frame(stream, MAX_REQUEST_BYTES) or b"{}")
+                if req.get("v", 1) != 1:
                     body = {"error": "unsupported request version", "v": 1}
                 else:
                     body = get_status()
@@ -130,7 +136,8 @@ def status_stream_handler(get_status: Callable[[], dict[str, Any]]) -> Callable[
                 await stream.write(encode_uvarint(len(data)) + data)
                 await stream.close()
         except (Exception, trio.TooSlowError) as e:
-            log.warning("status_request_failed", error=f"{type(e).__name__}: {e}"[:200])
+            reason = e.reason if isinstance(e, RemoteProtocolError) else Reason.STREAM_ERROR
+            log.warning("status_request_failed", reason=reason, error=f"{type(e).__name__}: {e}"[:200])
             try:
                 await stream.reset()
             except Exception:
@@ -165,7 +172,7 @@ async def query_peer_status(addr: str, *, timeout_s: float = 15.0) -> dict[str, 
                 # hang up: leaving host.run() does not close its connections, and a caller that
                 # stays alive (watch, tests) would keep the node's connection open
                 await host.disconnect(info.peer_id)
-            return json.loads(data)
+            return wire.decode(Kind.STATUS_RESPONSE, data)
 
 
 # ------------------------------------------------------------------ local unix socket
@@ -190,11 +197,13 @@ async def serve_control(path: Path, get_status: Callable[[], dict[str, Any]], *,
                         if not chunk:
                             break
                         buf += chunk
-                    req = json.loads(buf.split(b"\n", 1)[0] or b"{}")
-                    if not isinstance(req, dict) or req.get("cmd", "status") != "status":
-                        body: dict[str, Any] = {"error": f"unknown command {req!r}"}
-                    else:
-                        body = get_status()
+                    body: dict[str, Any]
+                    try:
+                        req = wire.decode(Kind.STATUS_REQUEST, buf.split(b"\n", 1)[0] or b"{}")
+                        body = get_status() if req.get("cmd", "status") == "status" else \
+                            {"error": f"unknown command {req!r}"}
+                    except RemoteProtocolError as e:
+                        body = {"error": f"bad request ({e})"}
                     await stream.send_all(json.dumps(body, separators=(",", ":")).encode() + b"\n")
             except (Exception, trio.TooSlowError) as e:
                 log.debug("control_request_failed", error=f"{type(e).__name__}: {e}"[:200])
@@ -209,7 +218,7 @@ async def serve_control(path: Path, get_status: Callable[[], dict[str, Any]], *,
 
 
 def query_local_status(path: Path, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Blocking client for the CLI. Raises ConnectionError when no node listens there."""
+    """Blocking client for the CLI. Raises ConnectionError when no node listens there (or it answers nonsense)."""
     if not path.exists():
         raise ConnectionError(f"no control socket at {path}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -227,4 +236,7 @@ def query_local_status(path: Path, *, timeout_s: float = 10.0) -> dict[str, Any]
             buf += chunk
             if len(buf) > MAX_RESPONSE_BYTES:
                 raise ConnectionError("status response too large")
-    return json.loads(buf)
+    try:
+        return wire.decode(Kind.STATUS_RESPONSE, buf)
+    except RemoteProtocolError as e:
+        raise ConnectionError(f"not a status answer ({e})") from None

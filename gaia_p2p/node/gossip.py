@@ -31,6 +31,7 @@ from gaia_p2p.core.island import claim_holds
 from gaia_p2p.core.schedule import TokenBucket
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
 from gaia_p2p.core.types import Elite
+from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.net import libp2p_fixes
 
@@ -38,7 +39,7 @@ log = structlog.get_logger("gaia.gossip")
 
 #: Rejected without a score penalty: a rate limit (an honest relay can pass on a burst that our own
 #: bucket for its origin has just refused) and our own bug.
-IGNORED_REASONS = frozenset({"rate_limited", "internal_error"})
+IGNORED_REASONS = frozenset({Reason.RATE_LIMITED, Reason.INTERNAL_ERROR})
 #: Decoded messages kept for the receiver, at most (the oldest go; the receiver then decodes again).
 MAX_DECODED = 256
 #: spirals: multiply-adds of one elite's evaluation (points x parameters) checked inside the validator
@@ -81,7 +82,7 @@ class ValidatedTopic:
         try:
             origin = _origin(msg)
             if origin != self.self_id and not self.bucket.allow(origin, trio.current_time()):
-                self.reject("rate_limited", origin)
+                self.reject(Reason.RATE_LIMITED, origin)
                 return False
             value = self.decode(msg.data)
             if origin != self.self_id:  # our own publishes are not delivered to us: nothing to keep
@@ -94,7 +95,7 @@ class ValidatedTopic:
             self.reject(e.reason, _origin(msg), e.detail)
             return False
         except Exception as e:  # a bug of ours must not let a peer take the node down
-            self.reject("internal_error", _origin(msg), f"{type(e).__name__}: {e}")
+            self.reject(Reason.INTERNAL_ERROR, _origin(msg), f"{type(e).__name__}: {e}")
             return False
 
 
@@ -120,7 +121,7 @@ class MigrantTopic(ValidatedTopic):
         if not claim_holds(value.fitness, measured):
             if self.on_lie is not None:
                 self.on_lie(origin)
-            raise RemoteProtocolError("claim_mismatch", f"claimed {value.fitness!r}, measured {measured!r}")
+            raise RemoteProtocolError(Reason.CLAIM_MISMATCH, f"claimed {value.fitness!r}, measured {measured!r}")
 
 
 def claim_checker(problem: ProblemConfig) -> Callable[[Elite], float] | None:
