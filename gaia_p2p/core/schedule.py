@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Self
 
 import numpy as np
 
@@ -86,7 +87,18 @@ class FetchWhy(StrEnum):
     RANDOM = "random"  # our random sources, every migration interval
 
 
-class FetchOutcome(StrEnum):
+class Outcome(StrEnum):
+    """Base of what asking one peer over a request/response protocol came to (``FetchOutcome`` here,
+    ``PullOutcome`` in node/pull.py): each member is the name it is counted under, and
+    ``failed_<reason>`` is an answer rejected with that reason code."""
+
+    @classmethod
+    def failed(cls, reason: Reason) -> Self:
+        """The answer was rejected as ``reason``."""
+        return cls(f"failed_{reason}")
+
+
+class FetchOutcome(Outcome):
     """What asking one peer for its best over /gaia/elite/1.0.0 came to; node/fetch.py counts each
     under its name (``elite_fetch`` in gaia-status-v1). ``answered_<err>``: the peer refused (its
     ``err`` code); ``failed_<reason>``: its answer broke a gaia-migration-v1 check (that reason
@@ -112,11 +124,6 @@ class FetchOutcome(StrEnum):
     def answered(cls, err: Reason) -> FetchOutcome:
         """The peer refused with ``err`` (one of node/fetch.py's ERRORS)."""
         return cls(f"answered_{err}")
-
-    @classmethod
-    def failed(cls, reason: Reason) -> FetchOutcome:
-        """The answer was rejected as ``reason`` (one of core/codec.py's REASONS)."""
-        return cls(f"failed_{reason}")
 
 
 #: fetch outcomes after which a joiner may ask the same peer again (it had nothing, or was not reached)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -27,7 +26,7 @@ import structlog
 import trio
 
 from gaia_p2p.core import wire
-from gaia_p2p.core.schedule import TokenBucket, next_due
+from gaia_p2p.core.schedule import Outcome, TokenBucket, next_due
 from gaia_p2p.core.telemetry import MAX_TELEMETRY_BYTES, Telemetry, telemetry_from_map
 from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
@@ -44,7 +43,7 @@ SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
 ERRORS = (Reason.BAD_REQUEST, Reason.UNSUPPORTED_VERSION, Reason.WRONG_EXPERIMENT, Reason.RATE_LIMITED)
 
 
-class PullOutcome(StrEnum):
+class PullOutcome(Outcome):
     """What asking one island for its heartbeat came to, counted under this name by the watcher:
     ``refused_<err>``: the island refused (its ``err``); ``failed_<reason>``: the answer broke a
     gaia-telemetry-v1 check (that reason code); ``failed_unreachable``: no answer."""
@@ -66,11 +65,6 @@ class PullOutcome(StrEnum):
     def refused(cls, err: Reason) -> PullOutcome:
         """The island refused with ``err`` (one of ERRORS)."""
         return cls(f"refused_{err}")
-
-    @classmethod
-    def failed(cls, reason: Reason) -> PullOutcome:
-        """The answer was rejected as ``reason`` (a gaia-telemetry-v1 reason code)."""
-        return cls(f"failed_{reason}")
 
 
 #: after these outcomes a peer is not asked again for this long (an older node without the
