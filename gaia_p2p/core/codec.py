@@ -221,7 +221,7 @@ def decode_elite(data: bytes, *, experiment_id: str | None = None, dim: int | No
         raise RemoteProtocolError(WRONG_EXPERIMENT, f"exp = {exp}, expected {experiment_id}")
     if dim is not None and n_dim != dim:
         raise RemoteProtocolError(WRONG_DIMENSION, f"dim = {n_dim}, expected {dim}")
-    params = wire.float32_vector(params_raw, n_dim)  # wrong_dimension, non_finite
+    params = wire.float32_vector(params_raw, "params", dim=n_dim)  # wrong_dimension, non_finite
     wire.finite(fit, "fit")
 
     return Elite(

@@ -1,5 +1,7 @@
 """The pool's messages on the wire (protocols/gaia-pool-v1.md): encode, and decode what a stranger
-sent, bounded, with a reason code for every rejection (``RemoteProtocolError``).
+sent, bounded by core/wire.py (kinds ``POOL_RESULTS``, ``POOL_LOG_REQUEST``, ``POOL_LOG``), with a
+reason code for every rejection (``RemoteProtocolError``: too_large, not_msgpack, bad_version,
+bad_field, wrong_pool, nonfinite).
 
     results       gossip on /gaia/<experiment-id>/pool/<pool-id>/1
     log request   /gaia/pool/log/1.0.0, one length-prefixed request, one answer, closed
@@ -15,19 +17,21 @@ import re
 import msgpack
 import numpy as np
 
+from gaia_p2p.core import wire
 from gaia_p2p.core.pool import HEAD_BYTES, Results
+from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
 
 VERSION = 1
 #: items one results message carries at most (a generation's population after IPOP's doublings)
-MAX_ITEMS = 4096
-MAX_RESULTS_BYTES = 64 + 6 * MAX_ITEMS + 64
+MAX_ITEMS = wire.MAX_POOL_ITEMS
+MAX_RESULTS_BYTES = wire.LIMITS[Kind.POOL_RESULTS].max_bytes
 #: generations one log answer carries at most, and its size (a log request asks again from there)
-MAX_LOG_GENERATIONS = 4096
-MAX_LOG_BYTES = 8 << 20
+MAX_LOG_GENERATIONS = wire.MAX_POOL_LOG_GENERATIONS
+MAX_LOG_BYTES = wire.LIMITS[Kind.POOL_LOG].max_bytes
 MAX_PLATFORM = 48
-_PID = re.compile(r"^[0-9a-f]{16}$")
-_PLATFORM = re.compile(r"^[A-Za-z0-9_.:+-]{0,48}$")
+_PID = re.compile(r"[0-9a-f]{16}")
+_PLATFORM = re.compile(r"[A-Za-z0-9_.:+-]{0,48}")
 
 
 def encode_results(pid: str, r: Results) -> bytes:
@@ -37,70 +41,45 @@ def encode_results(pid: str, r: Results) -> bytes:
                           "c": r.platform}, use_bin_type=True)
 
 
-def _unpack(data: bytes, limit: int, what: str) -> dict:
-    if len(data) > limit:
-        raise RemoteProtocolError("too_large", f"{what} of {len(data)} bytes (limit {limit})")
-    try:
-        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=64,
-                              max_array_len=MAX_LOG_GENERATIONS, max_map_len=16, max_ext_len=0)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as e:
-        raise RemoteProtocolError("not_msgpack", f"{what}: {type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict):
-        raise RemoteProtocolError("bad_field", f"{what} is not a map")
-    if obj.get("v") != VERSION:
-        raise RemoteProtocolError("bad_version", f"{what} version {obj.get('v')!r}")
+def _unpack(kind: Kind, data: bytes, pid: str | None) -> dict:
+    """The message's map (too_large, not_msgpack), of our version and naming our pool (wrong_pool)."""
+    obj = wire.decode(kind, data)
+    wire.version(obj, VERSION)
+    p = obj.get("p")
+    if not isinstance(p, str) or not _PID.fullmatch(p):
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"p = {wire.short(p)}")
+    if pid is not None and p != pid:
+        raise RemoteProtocolError(Reason.WRONG_POOL, f"pool {p}, ours {pid}")
     return obj
 
 
-def _int(obj: dict, key: str, lo: int, hi: int) -> int:
-    v = obj.get(key)
-    if type(v) is not int or not lo <= v <= hi:
-        raise RemoteProtocolError("bad_field", f"{key} = {v!r}")
-    return v
-
-
-def _pid(obj: dict, pid: str | None) -> str:
-    p = obj.get("p")
-    if not isinstance(p, str) or not _PID.match(p):
-        raise RemoteProtocolError("bad_field", f"p = {p!r}")
-    if pid is not None and p != pid:
-        raise RemoteProtocolError("wrong_pool", f"pool {p}, ours {pid}")
-    return p
-
-
 def _returns(b: object, what: str) -> np.ndarray:
-    if not isinstance(b, bytes) or len(b) % 4:
-        raise RemoteProtocolError("bad_field", f"{what} is not float32 bytes")
-    r = np.frombuffer(b, dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(r)):
-        raise RemoteProtocolError("nonfinite", f"{what} holds a non-finite return")
-    return r
+    return wire.float32_vector(b, what, non_finite=Reason.NONFINITE)
 
 
 def _head(obj: dict) -> bytes:
-    h = obj.get("h")
-    if not isinstance(h, bytes) or len(h) != HEAD_BYTES:
-        raise RemoteProtocolError("bad_field", f"h is not {HEAD_BYTES} bytes")
+    h = wire.field(obj, "h", bytes)
+    if len(h) != HEAD_BYTES:
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"h is not {HEAD_BYTES} bytes")
     return h
 
 
 def decode_results(data: bytes, *, pid: str | None = None) -> Results:
-    obj = _unpack(data, MAX_RESULTS_BYTES, "results")
-    _pid(obj, pid)
-    g = _int(obj, "g", 0, 2**31)
+    obj = _unpack(Kind.POOL_RESULTS, data, pid)
+    g = wire.int_field(obj, "g", 0, 2**31)
     head = _head(obj)
-    i = obj.get("i")
-    if not isinstance(i, bytes) or len(i) % 2:
-        raise RemoteProtocolError("bad_field", "i is not uint16 bytes")
+    i = wire.field(obj, "i", bytes)
+    if len(i) % 2:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "i is not uint16 bytes")
     idx = np.frombuffer(i, dtype="<u2")
     r = _returns(obj.get("r"), "r")
     if len(idx) != len(r) or not 1 <= len(idx) <= MAX_ITEMS:
-        raise RemoteProtocolError("bad_field", f"{len(idx)} indices, {len(r)} returns")
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"{len(idx)} indices, {len(r)} returns")
     if len(np.unique(idx)) != len(idx):
-        raise RemoteProtocolError("bad_field", "repeated index")
+        raise RemoteProtocolError(Reason.BAD_FIELD, "repeated index")
     c = obj.get("c")
-    if not isinstance(c, str) or not _PLATFORM.match(c):
-        raise RemoteProtocolError("bad_field", f"c = {c!r}")
+    if not isinstance(c, str) or not _PLATFORM.fullmatch(c):
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"c = {wire.short(c)}")
     return Results(g, head, tuple(int(x) for x in idx), r, c)
 
 
@@ -109,9 +88,8 @@ def encode_log_request(pid: str, start: int, head: bytes) -> bytes:
 
 
 def decode_log_request(data: bytes, *, pid: str) -> tuple[int, bytes]:
-    obj = _unpack(data, 256, "log request")
-    _pid(obj, pid)
-    return _int(obj, "s", 0, 2**31), _head(obj)
+    obj = _unpack(Kind.POOL_LOG_REQUEST, data, pid)
+    return wire.int_field(obj, "s", 0, 2**31), _head(obj)
 
 
 def encode_log(pid: str, start: int, returns: tuple[np.ndarray, ...]) -> bytes:
@@ -120,13 +98,12 @@ def encode_log(pid: str, start: int, returns: tuple[np.ndarray, ...]) -> bytes:
 
 
 def decode_log(data: bytes, *, pid: str) -> tuple[int, tuple[np.ndarray, ...]]:
-    obj = _unpack(data, MAX_LOG_BYTES, "log")
-    _pid(obj, pid)
-    start = _int(obj, "s", 0, 2**31)
+    obj = _unpack(Kind.POOL_LOG, data, pid)
+    start = wire.int_field(obj, "s", 0, 2**31)
     rs = obj.get("r")
     if not isinstance(rs, list) or len(rs) > MAX_LOG_GENERATIONS:
-        raise RemoteProtocolError("bad_field", "r is not a list of generations")
+        raise RemoteProtocolError(Reason.BAD_FIELD, "r is not a list of generations")
     out = tuple(_returns(b, f"r[{k}]") for k, b in enumerate(rs))
     if any(not 1 <= len(r) <= MAX_ITEMS for r in out):
-        raise RemoteProtocolError("bad_field", "a generation without returns")
+        raise RemoteProtocolError(Reason.BAD_FIELD, "a generation without returns")
     return start, out

@@ -12,8 +12,8 @@ keys and extension types, and returns the message's one top-level map. The check
 :class:`Reason`.
 
 Each kind's own decoder sits next to its encoder: ``core/codec.py`` (elites), ``core/telemetry.py``
-(heartbeats), ``node/fetch.py`` (elite requests and responses), ``node/pull.py`` (heartbeat
-requests and responses), ``node/control.py`` (status). A new kind is one entry in :class:`Kind` and
+(heartbeats), ``core/poolwire.py`` (the pool's results and log), ``node/fetch.py`` (elite requests
+and responses), ``node/pull.py`` (heartbeat requests and responses), ``node/control.py`` (status). A new kind is one entry in :class:`Kind` and
 :data:`LIMITS` plus one decode function that starts with ``wire.decode(Kind.X, data)``
 (docs/ARCHITECTURE.md, "A new message kind").
 """
@@ -58,6 +58,12 @@ class Reason(StrEnum):
     NOT_BETTER = "not_better"
     # a request/response stream that broke before it was answered (reset, timeout, frame too long)
     STREAM_ERROR = "stream_error"
+    # the pool's messages (gaia-pool-v1) spell three of the codes above their own way, and add one;
+    # kept as they are, so that the pool's counters and logs keep their names
+    TOO_LARGE = "too_large"  # the pool's oversize
+    NOT_MSGPACK = "not_msgpack"  # the pool's malformed
+    NONFINITE = "nonfinite"  # the pool's non_finite
+    WRONG_POOL = "wrong_pool"  # the message names another pool
 
 
 class Kind(StrEnum):
@@ -70,6 +76,9 @@ class Kind(StrEnum):
     TELEMETRY_REQUEST = "telemetry_request"  # gaia-telemetry-v1 pull request
     STATUS_REQUEST = "status_request"  # gaia-status-v1 request (JSON)
     STATUS_RESPONSE = "status_response"  # gaia-status-v1 response (JSON)
+    POOL_RESULTS = "pool_results"  # gaia-pool-v1: a member's returns of one generation (gossip)
+    POOL_LOG_REQUEST = "pool_log_request"  # gaia-pool-v1: ask a member for its log from a generation on
+    POOL_LOG = "pool_log"  # gaia-pool-v1: the answer, the returns of every generation from there
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,12 @@ MAX_ELITE_BYTES = 256 * 1024
 MAX_TELEMETRY_BYTES = 4096
 #: Deepest nesting any kind accepts; senders must not nest unknown values deeper (gaia-migration-v1).
 MAX_DEPTH = 32
+#: The pool's messages: returns of at most 4096 items a generation (a population after IPOP's
+#: doublings), a log of at most 4096 generations in 8 MiB.
+MAX_POOL_ITEMS = 4096
+MAX_POOL_RESULTS_BYTES = 64 + 6 * MAX_POOL_ITEMS + 64
+MAX_POOL_LOG_GENERATIONS = 4096
+MAX_POOL_LOG_BYTES = 8 << 20
 
 LIMITS: dict[Kind, Limits] = {
     Kind.ELITE: Limits(MAX_ELITE_BYTES, max_str=MAX_ELITE_BYTES, max_bin=MAX_ELITE_BYTES,
@@ -106,6 +121,13 @@ LIMITS: dict[Kind, Limits] = {
                                 max_array=64, max_map=64, max_depth=MAX_DEPTH),
     Kind.TELEMETRY_REQUEST: Limits(128, max_str=128, max_bin=0, max_array=0, max_map=8, max_depth=MAX_DEPTH,
                                    oversize=Reason.BAD_REQUEST, malformed=Reason.BAD_REQUEST),
+    Kind.POOL_RESULTS: Limits(MAX_POOL_RESULTS_BYTES, max_str=64, max_bin=MAX_POOL_RESULTS_BYTES,
+                              max_array=MAX_POOL_LOG_GENERATIONS, max_map=16, max_depth=MAX_DEPTH,
+                              oversize=Reason.TOO_LARGE, malformed=Reason.NOT_MSGPACK),
+    Kind.POOL_LOG_REQUEST: Limits(256, max_str=64, max_bin=256, max_array=MAX_POOL_LOG_GENERATIONS, max_map=16,
+                                  max_depth=MAX_DEPTH, oversize=Reason.TOO_LARGE, malformed=Reason.NOT_MSGPACK),
+    Kind.POOL_LOG: Limits(MAX_POOL_LOG_BYTES, max_str=64, max_bin=MAX_POOL_LOG_BYTES, max_array=MAX_POOL_LOG_GENERATIONS,
+                          max_map=16, max_depth=MAX_DEPTH, oversize=Reason.TOO_LARGE, malformed=Reason.NOT_MSGPACK),
     Kind.STATUS_REQUEST: Limits(1024, max_str=1024, max_bin=0, max_array=64, max_map=64, max_depth=8,
                                 encoding="json"),
     Kind.STATUS_RESPONSE: Limits(256 * 1024, max_str=256 * 1024, max_bin=0, max_array=256 * 1024,
@@ -296,12 +318,18 @@ def settings(cfg: object, what: str = "cfg", *, non_finite: Reason = Reason.BAD_
     return cfg
 
 
-def float32_vector(raw: bytes, dim: int, what: str = "params") -> np.ndarray:
-    """``dim`` little-endian float32 values, all finite: ``wrong_dimension`` or ``non_finite`` otherwise."""
-    if len(raw) != 4 * dim:
+def float32_vector(raw: object, what: str, *, dim: int | None = None,
+                   non_finite: Reason = Reason.NON_FINITE) -> np.ndarray:
+    """Little-endian float32 values in a bin, all finite. Not a bin of whole float32s: ``bad_field``;
+    not ``dim`` of them (when given): ``wrong_dimension``; a NaN or an infinity: ``non_finite``."""
+    if type(raw) is not bytes:
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"{what} is {type(raw).__name__}, must be bin")
+    if dim is not None and len(raw) != 4 * dim:
         raise RemoteProtocolError(Reason.WRONG_DIMENSION, f"{what} is {len(raw)} bytes, dim = {dim} needs {4 * dim}")
+    if len(raw) % 4:
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"{what} is {len(raw)} bytes, not whole float32s")
     vec = np.frombuffer(raw, dtype=_FLOAT32).astype(np.float32, copy=False)
     if not np.isfinite(vec).all():
         bad = int(np.flatnonzero(~np.isfinite(vec))[0])
-        raise RemoteProtocolError(Reason.NON_FINITE, f"{what}[{bad}] = {vec[bad]!r}")
+        raise RemoteProtocolError(non_finite, f"{what}[{bad}] = {vec[bad]!r}")
     return vec

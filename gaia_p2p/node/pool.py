@@ -1,7 +1,7 @@
 """The pool's protocol handlers (protocols/gaia-pool-v1.md); the policy is core/pool.py.
 
 - ``PoolTopic``: ``/gaia/<experiment-id>/pool/<pool-id>/1``, the gossip topic members tell their
-  results on; its validator decodes once (core/poolwire.py), rate-limits per sender and counts
+  results on; its validator decodes once (core/poolwire.py on core/wire.py), rate-limits per sender and counts
   rejections by reason. Its topic peers are the pool's members as this node sees them.
 - ``PoolLogService``: ``/gaia/pool/log/1.0.0``, a member behind or on the losing side of a fork asks
   one member for the log (the returns of every generation from a point on) and replays it.
@@ -22,7 +22,8 @@ import trio
 
 from gaia_p2p.core import poolwire
 from gaia_p2p.core.pool import Pool, Results
-from gaia_p2p.core.schedule import TokenBucket
+from gaia_p2p.core.schedule import Outcome, TokenBucket
+from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
 from gaia_p2p.node.gossip import ValidatedTopic
@@ -32,6 +33,20 @@ log = structlog.get_logger("gaia.pool")
 POOL_LOG_PROTOCOL = "/gaia/pool/log/1.0.0"
 #: log requests answered per asking peer: 1 a second, bursts of 3 (a joiner asks once or twice)
 SERVE_RATE_PER_S, SERVE_BURST = 1.0, 3.0
+
+
+class PoolLogOutcome(Outcome):
+    """What asking one member for the pool's log came to, counted under this name (``failed_<reason>``:
+    the answer broke a gaia-pool-v1 check; ``failed_unreachable``: no answer)."""
+
+    FETCHED = "fetched"
+    FAILED_TOO_LARGE = "failed_too_large"
+    FAILED_NOT_MSGPACK = "failed_not_msgpack"
+    FAILED_BAD_VERSION = "failed_bad_version"
+    FAILED_BAD_FIELD = "failed_bad_field"
+    FAILED_WRONG_POOL = "failed_wrong_pool"
+    FAILED_NONFINITE = "failed_nonfinite"
+    FAILED_UNREACHABLE = "failed_unreachable"
 
 
 def pool_topic(experiment_id: str, pid: str) -> str:
@@ -89,13 +104,13 @@ class PoolLogService:
         return poolwire.encode_log(self.pool.pid, start, returns)
 
     async def handle(self, stream: Any) -> None:
-        def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
+        def respond(peer: str, req: bytes) -> tuple[bytes, Reason | None]:
             if not self.bucket.allow(peer, trio.current_time()):
-                return b"", "rate_limited"
+                return b"", Reason.RATE_LIMITED
             try:
                 return self.answer(req), None
             except RemoteProtocolError as e:
-                return b"", e.reason
+                return b"", Reason(e.reason)
 
         await serve_request(stream, max_request=256, respond=respond, stats=self.stats,
                             event="pool_log_request_rejected", logger=log)
@@ -107,12 +122,12 @@ class PoolLogService:
                                  poolwire.encode_log_request(self.pool.pid, start, head), poolwire.MAX_LOG_BYTES)
             got = poolwire.decode_log(data, pid=self.pool.pid)
         except RemoteProtocolError as e:
-            self.stats[f"failed_{e.reason}"] += 1
+            self.stats[PoolLogOutcome.failed(Reason(e.reason))] += 1
             log.warning("pool_log_rejected", peer_id=peer, reason=e.reason, error=e.detail[:200])
             return None
         except Exception as e:  # noqa: BLE001 - no such protocol, reset, timeout: the peer's problem, counted
-            self.stats["failed_unreachable"] += 1
+            self.stats[PoolLogOutcome.FAILED_UNREACHABLE] += 1
             log.info("pool_log_failed", peer_id=peer, error=f"{type(e).__name__}: {e}"[:200])
             return None
-        self.stats["fetched"] += 1
+        self.stats[PoolLogOutcome.FETCHED] += 1
         return got

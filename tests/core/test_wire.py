@@ -160,3 +160,81 @@ async def test_a_gossiped_elite_is_decoded_once_by_the_validator_for_the_receive
     got, via = topic.take(msg)
     assert got == elite and via == "12D3KooWforwarder"
     assert count.calls == 1
+
+
+# ------------------------------------------------------------------ the pool's messages (core/poolwire.py)
+
+PID = "0123456789abcdef"
+POOL_REASONS = {Reason.TOO_LARGE, Reason.NOT_MSGPACK, Reason.BAD_VERSION, Reason.BAD_FIELD, Reason.WRONG_POOL,
+                Reason.NONFINITE}
+
+
+def results(**kw):
+    from gaia_p2p.core.pool import Results
+
+    base = dict(generation=3, head=b"h" * 16, indices=(0, 5, 2), returns=np.array([1.0, -2.5, 3.0], np.float32),
+                platform="x86_64-np2-Haswell")
+    return Results(**(base | kw))
+
+
+def pool_reason(call, data) -> str:
+    with pytest.raises(RemoteProtocolError) as e:
+        call(data)
+    return e.value.reason
+
+
+def test_pool_messages_round_trip():
+    from gaia_p2p.core import poolwire
+
+    got = poolwire.decode_results(poolwire.encode_results(PID, results()), pid=PID)
+    assert (got.generation, got.head, got.indices, got.platform) == (3, b"h" * 16, (0, 5, 2), "x86_64-np2-Haswell")
+    assert got.returns.tolist() == [1.0, -2.5, 3.0]
+    assert poolwire.decode_log_request(poolwire.encode_log_request(PID, 7, b"h" * 16), pid=PID) == (7, b"h" * 16)
+    start, log = poolwire.decode_log(poolwire.encode_log(PID, 2, (np.ones(3), np.zeros(1))), pid=PID)
+    assert start == 2 and [r.tolist() for r in log] == [[1.0, 1.0, 1.0], [0.0]]
+
+
+def test_pool_rejections_keep_the_pools_reason_codes():
+    from gaia_p2p.core import poolwire
+
+    def res(**fields):
+        d = msgpack.unpackb(poolwire.encode_results(PID, results()))
+        return msgpack.packb(d | fields, use_bin_type=True)
+
+    decode = lambda data: poolwire.decode_results(data, pid=PID)  # noqa: E731
+    assert pool_reason(decode, b"\x00" * (poolwire.MAX_RESULTS_BYTES + 1)) == "too_large"
+    assert pool_reason(decode, b"\xc1") == "not_msgpack"
+    assert pool_reason(decode, res(v=2)) == "bad_version"
+    assert pool_reason(decode, res(p="f" * 16)) == "wrong_pool"
+    assert pool_reason(decode, res(p="nope")) == "bad_field"
+    assert pool_reason(decode, res(r=np.array([1, np.nan, 3], "<f4").tobytes())) == "nonfinite"
+    assert pool_reason(decode, res(r=b"\x00" * 13)) == "bad_field"
+    assert pool_reason(decode, res(i=np.array([1, 1, 2], "<u2").tobytes())) == "bad_field"  # repeated index
+    assert pool_reason(decode, res(h=b"short")) == "bad_field"
+    log = lambda data: poolwire.decode_log(data, pid=PID)  # noqa: E731
+    assert pool_reason(log, poolwire.encode_log(PID, 0, (np.array([np.inf]),))) == "nonfinite"
+    assert pool_reason(log, poolwire.encode_log(PID, 0, (np.array([]),))) == "bad_field"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 200), st.binary(min_size=1, max_size=4))
+def test_pool_decoders_raise_only_their_reasons(junk, pos, patch):
+    from gaia_p2p.core import poolwire
+
+    good = bytearray(poolwire.encode_results(PID, results()))
+    good[pos % len(good):pos % len(good) + len(patch)] = patch
+    for call, data in [(lambda d: poolwire.decode_results(d, pid=PID), bytes(good)),
+                       (lambda d: poolwire.decode_results(d, pid=PID), junk),
+                       (lambda d: poolwire.decode_log_request(d, pid=PID), junk),
+                       (lambda d: poolwire.decode_log(d, pid=PID), junk)]:
+        try:
+            call(data)
+        except RemoteProtocolError as e:
+            assert e.reason in POOL_REASONS
+
+
+def test_every_pool_log_answer_has_its_outcome():
+    from gaia_p2p.node.pool import PoolLogOutcome
+
+    assert {PoolLogOutcome.failed(r) for r in POOL_REASONS} | {PoolLogOutcome.FETCHED, PoolLogOutcome.FAILED_UNREACHABLE} \
+        == set(PoolLogOutcome)
