@@ -328,7 +328,6 @@ class Pool:
         self.counters = PoolCounters()
         self.last_share_s = 0.0
         self.fetching_since = -math.inf
-        self.sent_results = 0
         self._pending_check: _Check | None = None  # the spot check being evaluated
 
     # ------------------------------------------------------------ views
@@ -528,7 +527,6 @@ class Pool:
         rnd.own += len(fresh)
         if ev.why == Work.OWN:
             rnd.share_done_at = now
-        self.sent_results += 1
         effects.append(PublishResults(Results(ev.generation, self.heads[ev.generation], tuple(ev.indices),
                                               returns, self.platform)))
         return effects + self._maybe_complete(rng) + self._next_work(now)
