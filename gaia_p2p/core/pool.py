@@ -485,7 +485,8 @@ class Pool:
             wait = max(self.policy.min_help_wait_s, self.policy.help_after * self.last_share_s)
             unknown = rnd.unknown()
             if unknown and now - rnd.share_done_at >= wait:
-                quiet = {o for o in rnd.owners if o != self.self_id and self._record(o).generation < rnd.generation}
+                quiet = {o for o in rnd.owners if o != self.self_id
+                         and (o not in self.records or self.records[o].generation < rnd.generation)}
                 # the silent members' items first (probably dead), from the end of each share (its
                 # owner works from the front), so that two helpers rarely pick the same item
                 order = sorted(unknown, key=lambda i: (rnd.owners[i] not in quiet, -i))
