@@ -19,6 +19,9 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
   disagree about the past see it at once. A member that is behind (a joiner, a restarted node) or
   on the losing side of a fork (the side fewer members announce; a tie goes to the smaller head)
   fetches the log and replays it: from its own last consistent generation, or from the genesis.
+  The winning side fences the other off (it owns no items of theirs) until it tells results from
+  their past again, so a member that never gives way (a liar that evicted everyone else) costs
+  the others nothing.
   No optimizer state (a pickle is code) ever crosses the wire.
 - **Replicas of one platform class are bit-identical** (same BLAS kernel: same candidates); across
   classes they drift by rounding only, so a result is checked exactly only against a member of our
@@ -321,6 +324,7 @@ class Pool:
         self.members: frozenset[str] = frozenset({self_id})
         self.records: dict[str, MemberRecord] = {}
         self.evicted: set[str] = set()
+        self.fenced: dict[str, int] = {}  # members on the other side of a fork we keep -> the generation
         self.round: _Round | None = None
         self.ahead: dict[int, dict[int, tuple[float, str, bytes]]] = {}  # generation -> index -> (return, src, head)
         self.busy: Work | None = None
@@ -337,7 +341,7 @@ class Pool:
         return len(self.log)
 
     def live_members(self) -> tuple[str, ...]:
-        return tuple(sorted(self.members - self.evicted | {self.self_id}))
+        return tuple(sorted(self.members - self.evicted - self.fenced.keys() | {self.self_id}))
 
     def seeds_for(self, generation: int) -> tuple[int, ...]:
         return generation_seeds(self.pid, generation, self.episodes)
@@ -349,7 +353,7 @@ class Pool:
                 "own_items": c.own, "helped": c.helped, "checks": c.checks, "wasted": c.wasted,
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
-                "evicted": sorted(self.evicted),
+                "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),
                 "records": {p: r.as_dict() for p, r in sorted(self.records.items())}}
 
     # ------------------------------------------------------------ driving
@@ -376,6 +380,7 @@ class Pool:
             if len(self.records) >= self.policy.max_members:
                 stalest = min(self.records, key=lambda p: self.records[p].heard_at)
                 del self.records[stalest]
+                self.fenced.pop(stalest, None)
             rec = self.records[peer] = MemberRecord()
         return rec
 
@@ -542,6 +547,8 @@ class Pool:
         if res.generation >= rec.generation:
             rec.generation, rec.head = res.generation, res.head
         g = res.generation
+        if g <= self.generation and res.head == self.heads[g]:
+            self.fenced.pop(src, None)  # it shares our past (again)
         if g < self.generation:
             # late: compare with the log where we evaluated the item ourselves is not known any more;
             # a head that differs from ours at g is a fork
@@ -584,6 +591,9 @@ class Pool:
         support_theirs = sum(1 for r in at_g if r.head == theirs)
         support_ours = 1 + sum(1 for r in at_g if r.head == ours)
         if theirs is None or (support_ours, theirs) > (support_theirs, ours):
+            # it works from another past: its items are no longer ours to wait for (a member that
+            # gives way, replays our log and tells results from our head is a member again)
+            self.fenced[src] = g
             self.counters.reject("fork_kept")
             return []
         if now - self.fetching_since < self.policy.fetch_retry_s:
@@ -611,6 +621,7 @@ class Pool:
             heads.append(next_head(heads[-1], k, new_log[k]))
         self.log, self.heads = new_log, heads
         self.round, self.ahead = None, {}
+        self.fenced.clear()  # our past changed: who works from another one is learnt anew
         self.counters.replays += 1
         self.counters.replayed_generations += len(new_log) - same
         return [Replay(same, tuple(new_log), ev.src)]

@@ -236,6 +236,36 @@ def test_a_fork_is_settled_by_the_side_more_members_announce():
     assert solo.replays and solo.pool.heads[-1] == side.pool.heads[-1]
 
 
+
+def test_a_member_that_keeps_another_past_is_fenced_off_until_it_shares_ours():
+    # F evicted A and B (say, it lies, and so finds everyone else "wrong") and computes alone: the
+    # two keep their log, stop waiting for F's items, and take F back once it tells their head
+    ms = [Member(n) for n in "AB"]
+    form(ms)
+    for m in ms:
+        m.feed(P.MembersChanged(frozenset("ABF")), 0.0)
+    for t in range(6):
+        step(ms, t * 0.05)
+    g = ms[0].pool.generation
+    told = fitness(ms[0].candidates(g)[:2], ms[0].pool.seeds_for(g)).astype(np.float32)
+    for k, (m, other) in enumerate([(ms[0], ms[1]), (ms[1], ms[0])]):  # each learns the other is at g too
+        m.feed(P.ResultsReceived(other.name, P.Results(g, m.pool.heads[g], (k,), told[k:k + 1], "same")), 1.0)
+    for m in ms:
+        m.feed(P.ResultsReceived("F", P.Results(g, bytes(32), (2,), np.array([0.0], np.float32), "same")), 1.0)
+        assert not m.fetches and "F" in m.pool.fenced and "F" not in m.pool.live_members()
+    a = ms[0]
+    t = 20
+    while a.pool.generation < g + 2:  # the round under way when F forked still counted F as an owner
+        step(ms, t * 0.05)
+        t += 1
+    before, helped = a.pool.generation, a.pool.counters.helped
+    for t in range(t, t + 20):  # from then on no help wait for F's share: A and B end each round
+        step(ms, t * 0.05)
+    assert a.pool.counters.helped == helped and a.pool.generation >= before + 10
+    g = a.pool.generation
+    a.feed(P.ResultsReceived("F", P.Results(g, a.pool.heads[g], (1,), np.array([0.0], np.float32), "same")), 3.0)
+    assert "F" not in a.pool.fenced and "F" in a.pool.live_members()
+
 # ---------------------------------------------------------------- a replica's replay (core/island.py)
 
 def pool_island(seed: int = 5):
