@@ -1,5 +1,8 @@
-"""The pool's protocol handlers (protocols/gaia-pool-v1.md); the policy is core/pool.py.
+"""A pool member's shell (protocols/gaia-pool-v1.md); the policy is core/pool.py.
 
+- ``PoolMember``: what a pool member owns besides the island: the tasks that evaluate its work,
+  publish its results, receive the others', tick the pool's clock and fetch the log, and the
+  handlers of the pool's effects that need no island (node/runtime.py dispatches them).
 - ``PoolTopic``: ``/gaia/<experiment-id>/pool/<pool-id>/1``, the gossip topic members tell their
   results on; its validator decodes once (core/poolwire.py on core/wire.py), rate-limits per sender and counts
   rejections by reason. Its topic peers are the pool's members as this node sees them.
@@ -14,25 +17,37 @@ from __future__ import annotations
 import ctypes
 import platform
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 import trio
 
 from gaia_p2p.core import poolwire
-from gaia_p2p.core.pool import Pool, Results
+from gaia_p2p.core.events import Evaluate
+from gaia_p2p.core.pool import (EvaluateItems, FetchLog, ItemsEvaluated, LogReceived, MembersChanged, Pool, PoolInput,
+                                PublishResults, Results, ResultsReceived, RoundComplete, RoundStarted, Tick)
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.node.control import request, serve_request
 from gaia_p2p.node.gossip import ValidatedTopic
 
+if TYPE_CHECKING:
+    from gaia_p2p.node.evaluator import Evaluator
+
 log = structlog.get_logger("gaia.pool")
 
 POOL_LOG_PROTOCOL = "/gaia/pool/log/1.0.0"
 #: log requests answered per asking peer: 1 a second, bursts of 3 (a joiner asks once or twice)
 SERVE_RATE_PER_S, SERVE_BURST = 1.0, 3.0
+#: pool results waiting to be published at most (one message per evaluation; full: the network is
+#: stuck, the newest is dropped and counted, and the others' helpers fill the gap)
+PUBLISH_QUEUE = 16
+#: how often the pool's clock ticks (helping and spot checks start on a tick) and how often its
+#: members are looked up (the pool topic's peers)
+TICK_S, MEMBERS_S = 0.05, 1.0
 
 
 class PoolLogOutcome(Outcome):
@@ -40,6 +55,7 @@ class PoolLogOutcome(Outcome):
     the answer broke a gaia-pool-v1 check; ``failed_unreachable``: no answer)."""
 
     FETCHED = "fetched"
+    REFUSED = "refused"  # an empty answer: rate-limited, or our request broke a check there
     FAILED_TOO_LARGE = "failed_too_large"
     FAILED_NOT_MSGPACK = "failed_not_msgpack"
     FAILED_BAD_VERSION = "failed_bad_version"
@@ -120,6 +136,10 @@ class PoolLogService:
         try:
             data = await request(self.host, peer, POOL_LOG_PROTOCOL,
                                  poolwire.encode_log_request(self.pool.pid, start, head), poolwire.MAX_LOG_BYTES)
+            if not data:
+                self.stats[PoolLogOutcome.REFUSED] += 1
+                log.info("pool_log_refused", peer_id=peer)
+                return None
             got = poolwire.decode_log(data, pid=self.pool.pid)
         except RemoteProtocolError as e:
             self.stats[PoolLogOutcome.failed(Reason(e.reason))] += 1
@@ -131,3 +151,131 @@ class PoolLogService:
             return None
         self.stats[PoolLogOutcome.FETCHED] += 1
         return got
+
+
+class PoolMember:
+    """A pool member's shell: the pool's replica (``pool``), its topic, its log service, and the
+    tasks around them. Inputs go to ``feed`` (the node's one loop); the effects come back to the
+    handlers below through node/runtime.py's dispatch table."""
+
+    def __init__(self, p2p: Any, pool: Pool, topic: PoolTopic, *, genesis: Callable[[], Any],
+                 evaluator: Evaluator, feed: Callable[[PoolInput], None]) -> None:
+        self.p2p, self.pool, self.topic = p2p, pool, topic
+        self.genesis = genesis  # a fresh optimizer at the pool's start (a replay from the genesis)
+        self.evaluator, self._feed = evaluator, feed  # node/evaluator.py: the node's workers
+        self.log_service = PoolLogService(p2p.host, pool)
+        self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
+        self._publishes_in, self._publishes_out = trio.open_memory_channel[Results](PUBLISH_QUEUE)
+        self.publishes_dropped = 0
+        self._round_done = trio.Event()
+        self._round_result: RoundComplete | None = None
+        self._nursery: trio.Nursery | None = None
+
+    def statistics(self) -> dict[str, object]:
+        return self.pool.statistics() | {"topic": self.topic.topic, "rejected": dict(self.topic.rejected),
+                                         "log_service": dict(self.log_service.stats),
+                                         "publishes_dropped": self.publishes_dropped}
+
+    # ------------------------------------------------------------ the tasks
+
+    async def run(self, live_members: Callable[[], frozenset[str]], *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribes, serves the log, and runs the member's tasks until cancelled."""
+        pubsub = self.p2p.pubsub
+        pubsub.set_topic_validator(self.topic.topic, self.topic.validator, is_async_validator=False)
+        sub = await pubsub.subscribe(self.topic.topic)
+        self.p2p.host.set_stream_handler(POOL_LOG_PROTOCOL, self.log_service.handle)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive, sub)
+            nursery.start_soon(self._work)
+            nursery.start_soon(self._publish)
+            nursery.start_soon(self._clock, live_members)
+            task_status.started()
+
+    async def evaluate_generation(self, effect: Evaluate) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The island's generation, done by the pool: the candidates go to the pool (our share,
+        help, the others' results), the extras of an assessment round are ours and scored here
+        meanwhile. The returns, the extras' fitness and how many items we evaluated; None when a
+        replay of the pool's log abandoned the generation."""
+        self._round_done, self._round_result = trio.Event(), None
+        self._feed(RoundStarted(effect.generation, effect.candidates, effect.seeds))
+        extra_fit = await self.evaluator.evaluate(effect.extras, effect.extra_seeds) if len(effect.extras) else np.zeros(0)
+        await self._round_done.wait()
+        done = self._round_result
+        if done is None or done.generation != effect.generation:
+            return None
+        return done.returns, extra_fit, done.own
+
+    async def _work(self) -> None:
+        """The pool's evaluations (own share, help, spot checks), one at a time, fed back."""
+        async for work in self._work_out:
+            t0 = trio.current_time()
+            returns = await self.evaluator.evaluate(work.candidates, work.seeds)
+            self._feed(ItemsEvaluated(work.generation, work.indices, returns, work.why,
+                                      seconds=trio.current_time() - t0))
+
+    async def _publish(self) -> None:
+        async for results in self._publishes_out:
+            await self.p2p.pubsub.publish(self.topic.topic, poolwire.encode_results(self.pool.pid, results))
+
+    async def _receive(self, sub: Any) -> None:
+        from libp2p.peer.id import ID
+
+        me = str(self.p2p.peer_id)
+        while True:
+            msg = await sub.get()
+            src = str(ID(msg.from_id))
+            if src == me:
+                continue
+            try:
+                results, _ = self.topic.take(msg)  # decoded by the validator
+            except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
+                self.topic.reject(e.reason, src, e.detail)
+                continue
+            self._feed(ResultsReceived(src, results))
+
+    async def _clock(self, live_members: Callable[[], frozenset[str]]) -> None:
+        members_at = -float("inf")
+        while True:
+            await trio.sleep(TICK_S)
+            now = trio.current_time()
+            if now - members_at >= MEMBERS_S:
+                members_at = now
+                live = live_members()
+                if live != self.pool.members:
+                    self._feed(MembersChanged(live))
+            if self.pool.round is not None or self.pool.checks:
+                self._feed(Tick())
+
+    async def _fetch_log(self, effect: FetchLog) -> None:
+        got = await self.log_service.fetch(effect.peer, effect.start, effect.head)
+        if got is not None:
+            start, returns = got
+            self._feed(LogReceived(effect.peer, start, returns))
+
+    # ------------------------------------------------------------ effect handlers (never block)
+
+    def want_evaluation(self, effect: EvaluateItems) -> None:
+        self._work_in.send_nowait(effect)  # the pool asks for one evaluation at a time
+
+    def publish(self, effect: PublishResults) -> None:
+        try:
+            self._publishes_in.send_nowait(effect.results)
+        except trio.WouldBlock:
+            self.publishes_dropped += 1
+            log.warning("pool_results_dropped", generation=effect.results.generation, queued=PUBLISH_QUEUE,
+                        dropped=self.publishes_dropped)
+
+    def round_complete(self, effect: RoundComplete) -> None:
+        self._round_result = effect
+        self._round_done.set()
+
+    def abandon_round(self) -> None:
+        """The log was replaced under the generation in flight: its waiter returns None."""
+        self._round_result = None
+        self._round_done.set()
+
+    def fetch_log(self, effect: FetchLog) -> None:
+        assert self._nursery is not None, "the pool asked for its log before its tasks ran"
+        self._nursery.start_soon(self._fetch_log, effect)

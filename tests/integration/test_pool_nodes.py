@@ -64,7 +64,7 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             from gaia_p2p.core.pool import ask_rng
 
             for n in nodes:
-                opt, g = n.pool_genesis(), n.island.generation
+                opt, g = n.member.genesis(), n.island.generation
                 for k, r in enumerate(n.pool.log[:g]):
                     opt.tell(opt.ask(ask_rng(n.pool.pid, k)), r.astype(np.float64))
                 assert opt.mean.tobytes() == n.island.opt.mean.tobytes(), n.peer_id
