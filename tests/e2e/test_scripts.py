@@ -114,3 +114,11 @@ def test_bench_islands_presets():
     assert [f[f.index("--popsize") + 1] for f in ladder] == ["14", "28", "56", "112", "224", "448", "896", "896"]
     assert {opts(f)[:2] for f in ladder} == {("cmaes", "0.5")}
     assert mixed[0] == ("cmaes", "0.5", "0.12") and {m[0] for m in mixed} == {"cmaes", "openai-es"}
+
+
+def test_bench_pool_lies_catches_a_liar_that_lies_on_every_result():
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_pool_lies.py"), "--trials", "3", "--sizes", "3",
+                        "--rates", "1", "--check-share", "0.3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| 3 | 1 |"))
+    assert "| 3 of 3 |" in row, row
