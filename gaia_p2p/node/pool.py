@@ -249,10 +249,18 @@ class PoolMember:
                 self._feed(Tick())
 
     async def _fetch_log(self, effect: FetchLog) -> None:
-        got = await self.log_service.fetch(effect.peer, effect.start, effect.head)
+        """The member that told us of the generation we lack, when we hold a connection to it; else
+        one we are connected to that is on the pool's topic (a joiner hears of members through the
+        mesh before it has their addresses; every member that agrees holds the same log)."""
+        connected = set(self.p2p.connected_peers())
+        peer = effect.peer
+        if peer not in connected:
+            near = sorted(connected & set(self.p2p.topic_peers(self.topic.topic)))
+            peer = near[0] if near else peer
+        got = await self.log_service.fetch(peer, effect.start, effect.head)
         if got is not None:
             start, returns = got
-            self._feed(LogReceived(effect.peer, start, returns))
+            self._feed(LogReceived(peer, start, returns))
 
     # ------------------------------------------------------------ effect handlers (never block)
 
