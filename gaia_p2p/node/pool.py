@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import platform
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,10 +159,16 @@ class PoolMember:
     handlers below through node/runtime.py's dispatch table."""
 
     def __init__(self, p2p: Any, pool: Pool, topic: PoolTopic, *, genesis: Callable[[], Any],
-                 evaluator: Evaluator, feed: Callable[[PoolInput], None]) -> None:
+                 evaluator: Evaluator, feed: Callable[[PoolInput], None],
+                 rest: Callable[..., Awaitable[None]] | None = None) -> None:
         self.p2p, self.pool, self.topic = p2p, pool, topic
         self.genesis = genesis  # a fresh optimizer at the pool's start (a replay from the genesis)
         self.evaluator, self._feed = evaluator, feed  # node/evaluator.py: the node's workers
+        # the duty cycle's rest (Node.rest) after each evaluation: a member emulating a slower machine
+        # is slow at its own items, and the others see its results late, as from a slower machine.
+        # It counts all evaluation CPU since the evaluation began, so the extras of an assessment
+        # round, scored meanwhile, are charged there too.
+        self._rest = rest
         self.log_service = PoolLogService(p2p.host, pool)
         self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
         self._publishes_in, self._publishes_out = trio.open_memory_channel[Results](PUBLISH_QUEUE)
@@ -209,9 +215,13 @@ class PoolMember:
 
     async def _work(self) -> None:
         """The pool's evaluations (own share, help, spot checks), one at a time, fed back."""
+        first = True
         async for work in self._work_out:
-            t0 = trio.current_time()
+            t0, cpu0 = trio.current_time(), self.evaluator.cpu_s
             returns = await self.evaluator.evaluate(work.candidates, work.seeds)
+            if self._rest is not None and not first:  # the first also started the workers
+                await self._rest(cpu_s=self.evaluator.cpu_s - cpu0, wall_s=trio.current_time() - t0)
+            first = False
             self._feed(ItemsEvaluated(work.generation, work.indices, returns, work.why,
                                       seconds=trio.current_time() - t0))
 

@@ -135,7 +135,7 @@ class Node:
         # a pool member's shell (node/pool.py): its tasks, topic and log service
         self.member = None if pool is None else PoolMember(
             p2p, pool, PoolTopic(pool_topic(self.exp_id, pool.pid), self.exp_id, pool.pid, p2p.peer_id),
-            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed)
+            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest)
 
     # ------------------------------------------------------------ the loop
 
@@ -161,6 +161,16 @@ class Node:
         """Returns after the island's next input was handled: a waiter on the island's state (a
         test, a tool) wakes when it may have changed instead of polling for it."""
         await self._fed.park()
+
+    async def rest(self, *, cpu_s: float, wall_s: float) -> None:
+        """The duty cycle's rest after work that cost ``cpu_s`` CPU over ``wall_s`` (core/schedule.py):
+        on the CPU clock unless asked for the wall clock or on a GPU (whose work is not CPU time)."""
+        e = self.cfg.evaluation
+        if e.duty_cycle >= 1.0:
+            return
+        cpu_clock = e.duty_clock == "cpu" and not (self.evaluator.backend == "torch" and self.evaluator.device == "cuda")
+        await trio.sleep(duty_sleep(cpu_s=cpu_s if cpu_clock else 0.0, wall_s=wall_s, duty=e.duty_cycle,
+                                    cores=max(1, e.workers)))
 
     def pool_members(self) -> frozenset[str]:
         """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
@@ -611,13 +621,10 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
 async def _run_generations(node: Node) -> None:
     """Evaluate each generation the island asks for (in the workers), then feed the result; the
-    target test and the duty cycle's rest come between two generations. Returns at
-    ``max_generations`` or, with ``stop_at_target``, once the test passed."""
+    target test and the duty cycle's rest come between two generations (a pool member rests after
+    each of its evaluations instead: node/pool.py). Returns at ``max_generations`` or, with
+    ``stop_at_target``, once the test passed."""
     isl, cfg = node.island, node.cfg
-    duty = cfg.evaluation.duty_cycle
-    # the CPU clock, unless asked for the wall clock or on a GPU (whose work is not CPU time)
-    cpu_clock = cfg.evaluation.duty_clock == "cpu" and not (
-        node.evaluator.backend == "torch" and node.evaluator.device == "cuda")
     first = True
     node.start()
     async for effect in node._evaluations_out:
@@ -641,10 +648,8 @@ async def _run_generations(node: Node) -> None:
         if await _maybe_test(node) and cfg.stop_at_target:
             log.info(logs.NODE_STOPPING, reason="target_reached")
             return
-        if duty < 1.0 and not first:
-            cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0 if cpu_clock else 0.0
-            await trio.sleep(duty_sleep(cpu_s=cpu, wall_s=time.perf_counter() - t0, duty=duty,
-                                        cores=max(1, cfg.evaluation.workers)))
+        if node.member is None and not first:
+            await node.rest(cpu_s=node.evaluator.cpu_s + node.cpu.island_s - cpu0, wall_s=time.perf_counter() - t0)
         first = False  # the first generation also started the workers: not a measure of work
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
 
