@@ -67,8 +67,9 @@ SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes",
 
 
 def scale_arm(arm: str) -> int | None:
-    """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search); one small machine each (see --duty)."""
-    return int(arm[1:]) if arm[:1] in ("n", "p") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
+    """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search), ``d<K>``: the same pool with
+    its results over direct streams (pool.transport = "direct"); one small machine each (see --duty)."""
+    return int(arm[1:]) if arm[:1] in ("n", "p", "d") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
 
 
 def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
@@ -86,7 +87,7 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
             algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
             flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                      "--workers", "1" if problem == "lunarlander" else "0"]
-            if arm.startswith("p"):  # a pool: every member with the same settings (else another pool)
+            if arm[:1] in ("p", "d") and scale_arm(arm) is not None:  # a pool: every member with the same settings (else another pool)
                 algo, sigma = SCALE_PRESETS[0]
                 flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                          "--workers", "1" if problem == "lunarlander" else "0"]
@@ -233,7 +234,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         # one pool per seed (its genesis seed comes from the pool id); its lambda: "k" scales it with
         # the members (each member's share stays one island's lambda)
         lam = str(a.popsize * scale_arm(arm)) if a.pool_popsize == "k" else (a.pool_popsize or str(a.popsize))
-        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam] for f in flags]
+        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam]
+                 + (["--set", "pool.transport=direct"] if arm.startswith("d") else []) for f in flags]
     if scale_arm(arm) is not None:
         flags = [f + ["--set", f"evaluation.duty_clock={a.duty_clock}"]
                  + (["--set", "migration.enabled=false"] if a.isolated else []) for f in flags]

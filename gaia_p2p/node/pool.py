@@ -6,6 +6,8 @@
 - ``PoolTopic``: ``/gaia/<experiment-id>/pool/<pool-id>/1``, the gossip topic members tell their
   results on; its validator decodes once (core/poolwire.py on core/wire.py), rate-limits per sender and counts
   rejections by reason. Its topic peers are the pool's members as this node sees them.
+- ``DirectResults``: ``/gaia/pool/results/1.0.0`` (``pool.transport = "direct"``): results sent once
+  to each member over a long-lived stream instead of over gossipsub.
 - ``PoolLogService``: ``/gaia/pool/log/1.0.0``, a member behind or on the losing side of a fork asks
   one member for the log (the returns of every generation from a point on) and replays it.
 - ``platform_class()``: which replicas are bit-identical to ours (same machine type, numpy and
@@ -31,7 +33,7 @@ from gaia_p2p.core.pool import (EvaluateItems, FetchLog, ItemsEvaluated, LogRece
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
-from gaia_p2p.node.control import request, serve_request
+from gaia_p2p.node.control import encode_uvarint, read_frame, request, serve_request
 from gaia_p2p.node.gossip import ValidatedTopic
 
 if TYPE_CHECKING:
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gaia.pool")
 
 POOL_LOG_PROTOCOL = "/gaia/pool/log/1.0.0"
+POOL_RESULTS_PROTOCOL = "/gaia/pool/results/1.0.0"
+#: direct results: inbound streams at most (one per member), closed after this long without a frame,
+#: and how long one write may take before that member's stream is dropped (a stuck peer delays no one)
+MAX_RESULTS_STREAMS, RESULTS_IDLE_S, RESULTS_WRITE_S = 64, 120.0, 2.0
 #: log requests answered per asking peer: 1 a second, bursts of 3 (a joiner asks once or twice)
 SERVE_RATE_PER_S, SERVE_BURST = 1.0, 3.0
 #: pool results waiting to be published at most (one message per evaluation; full: the network is
@@ -102,6 +108,101 @@ class PoolTopic(ValidatedTopic):
     def decode(self, data: bytes) -> Results:
         return poolwire.decode_results(data, pid=self.pid)
 
+    def admit(self, origin: str, data: bytes) -> Results:
+        """A results message that came over a direct stream: the validator's checks (rate, decoding),
+        raising ``RemoteProtocolError``."""
+        if not self.bucket.allow(origin, trio.current_time()):
+            raise RemoteProtocolError(Reason.RATE_LIMITED, "")
+        return self.decode(data)
+
+
+class DirectResults:
+    """``/gaia/pool/results/1.0.0``: each member's results go once to every other member, framed
+    (unsigned varint + the gossip message's bytes) on one long-lived stream per member pair. No
+    per-message signature (the connection is authenticated) and no forwarding: a member hears only
+    the members it holds a connection with, which in a small pool are all of them (gossipsub's
+    topic peers, the pool's members, are connected peers)."""
+
+    def __init__(self, host: Any, topic: PoolTopic, feed: Callable[[PoolInput], None],
+                 banned: Callable[[str], bool] = lambda peer: False) -> None:
+        self.host, self.topic, self._feed, self._banned = host, topic, feed, banned
+        self.out: dict[str, Any] = {}  # member -> our stream to it
+        self.inbound: set[str] = set()  # members whose stream to us is open
+        self.stats: Counter[str] = Counter()
+
+    async def send(self, peers: list[str], data: bytes) -> None:
+        frame = encode_uvarint(len(data)) + data
+        for peer in peers:
+            with trio.move_on_after(RESULTS_WRITE_S) as late:
+                try:
+                    stream = self.out.get(peer)
+                    if stream is None:
+                        from libp2p.custom_types import TProtocol
+                        from libp2p.peer.id import ID
+
+                        stream = await self.host.new_stream(ID.from_base58(peer), [TProtocol(POOL_RESULTS_PROTOCOL)])
+                        self.out[peer] = stream
+                    await stream.write(frame)
+                    self.stats["sent"] += 1
+                    continue
+                except Exception as e:  # noqa: BLE001 - reset, gone, no such protocol: that member's problem
+                    self.stats["send_failed"] += 1
+                    log.debug("pool_results_send_failed", peer_id=peer, error=f"{type(e).__name__}: {e}"[:200])
+            if late.cancelled_caught:
+                self.stats["send_timed_out"] += 1
+            await self._drop(peer)
+        for gone in set(self.out) - set(peers):  # members no more: their streams go
+            await self._drop(gone)
+
+    async def _drop(self, peer: str) -> None:
+        stream = self.out.pop(peer, None)
+        if stream is not None:
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.reset()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+
+    async def handle(self, stream: Any) -> None:
+        """A member's stream of results to us, until it closes, idles or breaks a rule (a frame that
+        does not decode ends it; a rate-limited one is dropped, counted)."""
+        peer = str(stream.muxed_conn.peer_id)
+        if peer in self.inbound or len(self.inbound) >= MAX_RESULTS_STREAMS or self._banned(peer):
+            self.stats["refused_stream"] += 1
+            await stream.reset()
+            return
+        self.inbound.add(peer)
+        try:
+            while True:
+                with trio.move_on_after(RESULTS_IDLE_S) as idle:
+                    try:
+                        data = await read_frame(stream, poolwire.MAX_RESULTS_BYTES)
+                    except ValueError as e:  # a length beyond the limit, or no varint
+                        self.topic.reject(Reason.TOO_LARGE, peer, str(e), in_validator=False)
+                        return
+                if idle.cancelled_caught:
+                    self.stats["closed_idle"] += 1
+                    return
+                try:
+                    results = self.topic.admit(peer, data)
+                except RemoteProtocolError as e:
+                    self.topic.reject(e.reason, peer, e.detail, in_validator=False)
+                    if e.reason == Reason.RATE_LIMITED:
+                        continue
+                    return
+                self.stats["received"] += 1
+                self._feed(ResultsReceived(peer, results))
+        except Exception as e:  # noqa: BLE001 - EOF, reset: the member left or restarted
+            self.stats["closed"] += 1
+            log.debug("pool_results_stream_closed", peer_id=peer, error=f"{type(e).__name__}: {e}"[:200])
+        finally:
+            self.inbound.discard(peer)
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.reset()
+                except Exception:  # noqa: BLE001 - already closed
+                    pass
+
 
 class PoolLogService:
     """Serves our log to a member that asks, and asks one for its log."""
@@ -160,7 +261,8 @@ class PoolMember:
 
     def __init__(self, p2p: Any, pool: Pool, topic: PoolTopic, *, genesis: Callable[[], Any],
                  evaluator: Evaluator, feed: Callable[[PoolInput], None],
-                 rest: Callable[..., Awaitable[None]] | None = None) -> None:
+                 rest: Callable[..., Awaitable[None]] | None = None, direct: bool = False,
+                 banned: Callable[[str], bool] = lambda peer: False) -> None:
         self.p2p, self.pool, self.topic = p2p, pool, topic
         self.genesis = genesis  # a fresh optimizer at the pool's start (a replay from the genesis)
         self.evaluator, self._feed = evaluator, feed  # node/evaluator.py: the node's workers
@@ -170,6 +272,9 @@ class PoolMember:
         # round, scored meanwhile, are charged there too.
         self._rest = rest
         self.log_service = PoolLogService(p2p.host, pool)
+        # every member takes direct results; ``direct`` says whether we send ours that way too
+        self.direct = DirectResults(p2p.host, topic, feed, banned)
+        self.send_direct = direct
         self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
         self._publishes_in, self._publishes_out = trio.open_memory_channel[Results](PUBLISH_QUEUE)
         self.publishes_dropped = 0
@@ -179,6 +284,8 @@ class PoolMember:
 
     def statistics(self) -> dict[str, object]:
         return self.pool.statistics() | {"topic": self.topic.topic, "rejected": dict(self.topic.rejected),
+                                         "transport": "direct" if self.send_direct else "gossip",
+                                         "direct": dict(self.direct.stats),
                                          "log_service": dict(self.log_service.stats),
                                          "publishes_dropped": self.publishes_dropped}
 
@@ -191,6 +298,7 @@ class PoolMember:
         pubsub.set_topic_validator(self.topic.topic, self.topic.validator, is_async_validator=False)
         sub = await pubsub.subscribe(self.topic.topic)
         self.p2p.host.set_stream_handler(POOL_LOG_PROTOCOL, self.log_service.handle)
+        self.p2p.host.set_stream_handler(POOL_RESULTS_PROTOCOL, self.direct.handle)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._receive, sub)
@@ -227,7 +335,12 @@ class PoolMember:
 
     async def _publish(self) -> None:
         async for results in self._publishes_out:
-            await self.p2p.pubsub.publish(self.topic.topic, poolwire.encode_results(self.pool.pid, results))
+            data = poolwire.encode_results(self.pool.pid, results)
+            if not self.send_direct:
+                await self.p2p.pubsub.publish(self.topic.topic, data)
+                continue
+            connected = set(self.p2p.connected_peers())
+            await self.direct.send([p for p in self.pool.live_members() if p != self.pool.self_id and p in connected], data)
 
     async def _receive(self, sub: Any) -> None:
         from libp2p.peer.id import ID

@@ -135,7 +135,8 @@ class Node:
         # a pool member's shell (node/pool.py): its tasks, topic and log service
         self.member = None if pool is None else PoolMember(
             p2p, pool, PoolTopic(pool_topic(self.exp_id, pool.pid), self.exp_id, pool.pid, p2p.peer_id),
-            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest)
+            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest,
+            direct=cfg.pool.transport == "direct", banned=lambda peer: peer in self.island.banned)
 
     # ------------------------------------------------------------ the loop
 
