@@ -16,33 +16,26 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
+from bench_islands import Node  # scripts/ is on the path when this runs as a script
+
 
 def stamp(ev: dict) -> float:
     return datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-class Member:
-    def __init__(self, base: Path, name: str, args: list[str]) -> None:
-        self.dir, self.log_path, self.args = base / name, base / f"{name}.log", args
-        self.events: list[dict] = []
-        self.pos = 0
-        self.proc: subprocess.Popen | None = None
+class Member(Node):
+    """A gaia-node process of bench_islands (start, stop) that keeps every log event."""
 
-    def start(self) -> None:
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gaia_p2p", "start", "--data-dir", str(self.dir),
-                                      "--listen", "/ip4/127.0.0.1/tcp/0", *self.args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    def __init__(self, base: Path, name: str, args: list[str]) -> None:
+        super().__init__(base, name, args)
+        self.events: list[dict] = []
 
     def poll(self) -> None:
         with open(self.log_path, "rb") as f:
@@ -59,14 +52,10 @@ class Member:
     def first(self, name: str) -> dict | None:
         return next((e for e in self.events if e.get("event") == name), None)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no goodbye, no checkpoint
+        self.proc.wait(timeout=10)
 
 
 def wait_for(m: Member, name: str, timeout_s: float) -> dict:
@@ -111,7 +100,7 @@ def main() -> int:
             m.start()
         time.sleep(a.before)  # the pool's own pace: nothing to wait for but time
         victim = members[-1]
-        victim.stop(signal.SIGKILL)
+        victim.kill()
         killed_at = time.time()
         time.sleep(a.join_after)
         joiner.args = [*joiner.args, "--bootstrap", boot]
@@ -120,9 +109,11 @@ def main() -> int:
         time.sleep(a.after)
     finally:
         for m in [*members, joiner]:
-            m.stop()
+            if m.proc is not None:
+                m.stop()
     for m in [*members, joiner]:
-        m.poll()
+        if m.proc is not None:
+            m.poll()
     gens = [(int(e["generation"]), stamp(e)) for e in members[0].events if e.get("event") == "generation_completed"]
     durations = [(t1, t1 - t0) for (_, t0), (_, t1) in zip(gens, gens[1:])]
     before = [d for t, d in durations if t < killed_at]
