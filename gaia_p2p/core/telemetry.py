@@ -38,7 +38,7 @@ class Migration:
 
 
 @dataclass(frozen=True)
-class Tested:
+class LastTest:
     """The sender's last test on fresh episodes (core/target.py): its score and which individual."""
 
     mean: float
@@ -72,7 +72,7 @@ class Telemetry:
     gpu_mem_mb: int = 0
     migrations: tuple[Migration, ...] = ()
     exact: bool = False  # a deterministic problem: best_fitness is the score itself (r4)
-    tested: Tested | None = None  # the last test on fresh episodes (r4)
+    tested: LastTest | None = None  # the last test on fresh episodes (r4)
 
 
 def _opt_float(x: float | None) -> float | None:
@@ -159,7 +159,7 @@ def telemetry_from_map(d: dict[str, Any], *, experiment_id: str | None = None) -
                      migrations=tuple(migrations), exact=exact, tested=tested)
 
 
-def _tested(x: Any) -> Tested | None:
+def _tested(x: Any) -> LastTest | None:
     """The optional ``tst`` map (r4): nil or absent is "not tested"."""
     if x is None:
         return None
@@ -177,7 +177,7 @@ def _tested(x: Any) -> Tested | None:
     src = x.get("src")
     if src != LOCAL:
         wire.peer_id(src, "tst.src")
-    return Tested(mean=mean, episodes=n, generation=gen, age=age, current=cur, source=src)
+    return LastTest(mean=mean, episodes=n, generation=gen, age=age, current=cur, source=src)
 
 
 def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
     }
 
 
-def tested_json(x: Tested, received_at: float) -> dict[str, Any]:
+def tested_json(x: LastTest, received_at: float) -> dict[str, Any]:
     """A test as the views show it: ``at`` is the receiver's time of the test (its age subtracted)."""
     return {"mean": x.mean, "episodes": x.episodes, "generation": x.generation, "at": received_at - x.age,
             "current": x.current, "source": x.source}

@@ -43,7 +43,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import Migration, Telemetry, Tested, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import Migration, Telemetry, LastTest, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -878,12 +878,12 @@ def telemetry_of(s: NodeStatistics, migrations: tuple[Migration, ...], *, wall_t
         exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time))
 
 
-def tested_of(last: Any, *, wall_time: float) -> Tested | None:
+def tested_of(last: Any, *, wall_time: float) -> LastTest | None:
     """The heartbeat's ``tst``: the last test on fresh episodes, if any (a deterministic problem's
     heartbeat says ``exact`` instead: its "test" is the estimate itself)."""
     if not last or not math.isfinite(last["mean"]):
         return None
-    return Tested(mean=last["mean"], episodes=last["test_episodes"], generation=last["generation"],
+    return LastTest(mean=last["mean"], episodes=last["test_episodes"], generation=last["generation"],
                   age=max(0.0, wall_time - last["at"]), current=bool(last["current"]), source=last["source"])
 
 

@@ -1,0 +1,168 @@
+"""An honest "best": periodic tests on fresh episodes (core/target.py), the ranking that puts a
+tested score above any untested estimate (core/ranking.py), the heartbeat's r4 keys and their
+vectors (protocols/vectors/telemetry-v1.json), and how status and watch show them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from gaia_p2p.core.ranking import Basis, network_best, rank, standing
+from gaia_p2p.core.target import TargetTest, Why
+from gaia_p2p.core.telemetry import Telemetry, LastTest, decode_telemetry, encode_telemetry, to_json
+from gaia_p2p.errors import RemoteProtocolError
+
+VECTORS = json.loads((Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "telemetry-v1.json").read_text())
+EXP = VECTORS["experiment_id"]
+PEER = "12D3KooWDkEtg6nnMgpSciWD8pkaDJCTyrTkWP9DyNhaht9DPGLN"
+SCORES = {"mean": 150.0, "std": 80.0, "min": -90.0, "solved_share": 0.3, "episodes": 20}
+
+
+# ---------------------------------------------------------------- periodic tests
+
+
+def test_a_periodic_test_waits_for_its_share_of_the_training_episodes():
+    t = TargetTest(None, interval_s=0.0, share=0.05, test_episodes=20)
+    x, y, z = np.zeros(3), np.ones(3), np.full(3, 2.0)
+    kw = dict(best_fitness=90.0, best_n=1, deterministic=False)
+    assert t.due(best_params=x, now=0.0, training_episodes=399, **kw) is None  # 20 > 5 % of 399
+    assert t.due(best_params=x, now=0.0, training_episodes=400, **kw) == Why.PERIODIC
+    r = t.record(SCORES, generation=12, episodes=400, source="local", spent_episodes=20, why=Why.PERIODIC,
+                 at=1.7e9, estimate=90.0)
+    assert r.passed is None and r.why == "periodic" and t.episodes_used == 20 and t.tests == {"periodic": 1}
+    assert t.is_current(x) and not t.is_current(y)
+    assert t.due(best_params=x, now=1.0, training_episodes=10**6, **kw) is None  # the same resident
+    assert t.due(best_params=y, now=1.0, training_episodes=799, **kw) is None  # 40 > 5 % of 799
+    assert t.due(best_params=y, now=1.0, training_episodes=800, **kw) == Why.PERIODIC
+    t.record(SCORES, generation=20, episodes=800, source=PEER, spent_episodes=20, why=Why.PERIODIC)
+    # the share bounds every test's episodes: 40 of 800 spent, so the next one waits for 1200
+    assert t.due(best_params=z, now=2.0, training_episodes=1199, **kw) is None
+    assert t.due(best_params=z, now=2.0, training_episodes=1200, **kw) == Why.PERIODIC
+
+
+def test_periodic_tests_keep_the_interval_and_a_rescored_resident():
+    t = TargetTest(None, interval_s=20.0, share=0.5, test_episodes=10)
+    x, y = np.zeros(3), np.ones(3)
+    kw = dict(best_fitness=10.0, deterministic=False, training_episodes=10**6)
+    assert t.due(best_params=x, best_n=0, now=0.0, **kw) is None  # provisional: not re-scored yet
+    assert t.due(best_params=None, best_n=3, now=0.0, **kw) is None
+    assert t.due(best_params=x, best_n=1, now=0.0, **kw) == Why.PERIODIC
+    assert t.due(best_params=y, best_n=1, now=19.0, **kw) is None
+    assert t.due(best_params=y, best_n=1, now=20.0, **kw) == Why.PERIODIC
+
+
+@pytest.mark.parametrize("share,deterministic", [(0.0, False), (0.05, True)])
+def test_no_periodic_test_when_off_or_on_a_deterministic_problem(share, deterministic):
+    t = TargetTest(None, interval_s=0.0, share=share, test_episodes=1)
+    assert t.due(best_params=np.zeros(3), best_fitness=1.0, best_n=5, deterministic=deterministic, now=0.0,
+                 training_episodes=10**9) is None
+
+
+def test_the_target_test_is_not_bounded_by_the_share_and_a_periodic_pass_reaches_the_target():
+    t = TargetTest(200.0, interval_s=0.0, share=0.05, test_episodes=100)
+    x, y = np.zeros(3), np.ones(3)
+    kw = dict(best_n=1, deterministic=False, now=0.0)
+    assert t.due(best_params=x, best_fitness=210.0, training_episodes=0, **kw) == Why.TARGET
+    t.record(SCORES | {"mean": 190.0, "episodes": 100}, generation=5, episodes=0, source="local",
+             spent_episodes=100, why=Why.TARGET)
+    assert t.last.passed is False and t.reached is None
+    # below the target, a periodic test: it measures the same thing, so a pass is a pass
+    assert t.due(best_params=y, best_fitness=150.0, training_episodes=4000, **kw) == Why.PERIODIC
+    r = t.record(SCORES | {"mean": 201.0, "episodes": 100}, generation=9, episodes=4000, source="local",
+                 spent_episodes=100, why=Why.PERIODIC)
+    assert r.passed and t.reached == r and t.tests == {"target": 1, "periodic": 1}
+
+
+def test_a_problem_without_a_solved_threshold_has_no_solved_share():
+    t = TargetTest(None, interval_s=0.0, share=1.0, test_episodes=2)
+    t.due(best_params=np.zeros(2), best_fitness=0.0, best_n=1, deterministic=False, now=0.0, training_episodes=10)
+    r = t.record(SCORES | {"solved_share": None}, generation=1, episodes=10, source="local", spent_episodes=2,
+                 why=Why.PERIODIC)
+    assert r.solved_share is None and r.as_dict()["why"] == "periodic"
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def row(peer: str, best: float | None, tested: float | None = None, *, exact: bool = False,
+        current: bool = True) -> dict:
+    return {"peer_id": peer, "best_fitness": best, "exact": exact,
+            "tested": None if tested is None else {"mean": tested, "episodes": 100, "generation": 7, "at": 0.0,
+                                                   "current": current, "source": "local"}}
+
+
+def test_a_tested_180_ranks_above_an_untested_240_and_the_240_is_named():
+    rows = [row("a", 240.0), row("b", 230.0, tested=180.0), row("c", 200.0, tested=150.0), row("d", None),
+            row("e", 100.0)]
+    ranked = rank(rows)
+    assert [r["peer_id"] for _, r in ranked] == ["b", "c", "a", "e", "d"]
+    assert [s.basis for s, _ in ranked] == [Basis.TESTED, Basis.TESTED, Basis.ESTIMATE, Basis.ESTIMATE, Basis.NONE]
+    nb = network_best(rows)
+    assert (nb.best.peer_id, nb.best.score, nb.best.estimate) == ("b", 180.0, 230.0)
+    assert nb.untested_above.peer_id == "a" and nb.untested_above.score == 240.0
+
+
+def test_estimates_rank_among_themselves_when_nothing_is_tested():
+    nb = network_best([row("a", 10.0), row("b", 30.0), row("c", None)])
+    assert nb.best.peer_id == "b" and nb.best.basis == Basis.ESTIMATE and nb.untested_above is None
+    assert network_best([row("x", None)]).best is None and network_best([]).best is None
+
+
+def test_exact_scores_rank_by_the_number_and_ties_by_peer_id():
+    rows = [row("b", -1.0, exact=True), row("a", -1.0, exact=True), row("c", -0.5, exact=True)]
+    assert [r["peer_id"] for _, r in rank(rows)] == ["c", "a", "b"]
+    assert network_best(rows).best.basis == Basis.EXACT
+
+
+def test_a_test_of_an_earlier_resident_still_ranks_as_tested():
+    s = standing(row("a", 250.0, tested=140.0, current=False))
+    assert s.basis == Basis.TESTED and s.score == 140.0 and s.tested["current"] is False
+
+
+# ---------------------------------------------------------------- the heartbeat (r4)
+
+
+def heartbeat(**kw) -> Telemetry:
+    base = dict(experiment_id=EXP, time=1.7e9, generation=412, evaluations=14000, episodes=14600, evals_per_s=300.5,
+                best_fitness=240.25, mean_fitness=-20.5, sigma=0.25, algorithm="cmaes", settings={"popsize": 32})
+    return Telemetry(**(base | kw))
+
+
+def test_the_r4_keys_round_trip_and_show_in_the_json_form():
+    t = heartbeat(tested=LastTest(mean=148.0, episodes=100, generation=380, age=95.5, current=False, source=PEER))
+    assert decode_telemetry(encode_telemetry(t), experiment_id=EXP) == t
+    j = to_json(PEER, t, received_at=1000.0)
+    assert j["tested"] == {"mean": 148.0, "episodes": 100, "generation": 380, "at": 904.5, "current": False,
+                           "source": PEER} and j["exact"] is False
+    e = heartbeat(exact=True)
+    assert decode_telemetry(encode_telemetry(e)) == e and "tst" not in msgpack.unpackb(encode_telemetry(e))
+    plain = msgpack.unpackb(encode_telemetry(heartbeat()))
+    assert "exact" not in plain and "tst" not in plain  # nothing to tell: an r3 heartbeat, byte for byte
+
+
+@pytest.mark.parametrize("v", VECTORS["vectors"], ids=lambda v: v["name"])
+def test_telemetry_vectors(v):
+    data = bytes.fromhex(v["hex"])
+    if v["expect"] != "ok":
+        with pytest.raises(RemoteProtocolError) as e:
+            decode_telemetry(data, experiment_id=EXP)
+        assert e.value.reason == v["expect"]
+        return
+    t = decode_telemetry(data, experiment_id=EXP)
+    assert t.exact == v["decoded"]["exact"]
+    want = v["decoded"]["tst"]
+    if want is None:
+        assert t.tested is None
+    else:
+        assert t.tested == LastTest(mean=want["mean"], episodes=want["n"], generation=want["gen"], age=want["age"],
+                                  current=want["cur"], source=want["src"])
+
+
+def test_the_vectors_cover_each_r4_rule():
+    names = {v["name"] for v in VECTORS["vectors"]}
+    assert {"ok_r3_no_test", "ok_r4_exact", "bad_tst_mean_nan", "bad_tst_src", "bad_exact_not_bool"} <= names
+    assert {v["expect"] for v in VECTORS["vectors"]} == {"ok", "bad_field", "non_finite"}
