@@ -166,3 +166,93 @@ def test_the_vectors_cover_each_r4_rule():
     names = {v["name"] for v in VECTORS["vectors"]}
     assert {"ok_r3_no_test", "ok_r4_exact", "bad_tst_mean_nan", "bad_tst_src", "bad_exact_not_bool"} <= names
     assert {v["expect"] for v in VECTORS["vectors"]} == {"ok", "bad_field", "non_finite"}
+
+
+# ---------------------------------------------------------------- gaia-node status and watch
+
+NOW = 1.7e9
+A, B, C = "12D3KooWAAAAAAAAAAAAaaaaaa", "12D3KooWBBBBBBBBBBBBbbbbbb", "12D3KooWCCCCCCCCCCCCcccccc"
+
+
+def status_doc(*, exact: bool = False, last_test: dict | None = None, islands: list | None = None) -> dict:
+    """A status document (protocols/gaia-status-v1.md) with what render_status reads."""
+    return {
+        "v": 1, "peer_id": A, "addrs": [f"/ip4/127.0.0.1/tcp/4001/p2p/{A}"], "peers": [B], "topic_peers": [B],
+        "routing_table_size": 1, "experiment_id": EXP, "topics": ["/gaia/x/migrants/1"],
+        "problem": {"name": "sphere" if exact else "lunarlander"},
+        "optimizer": {"algorithm": "cmaes", "popsize": 32, "dim": 212, "settings": {"sigma0": 0.5}, "seed": 1},
+        "migration": {"interval": 10, "topology": "full", "enabled": True},
+        "island": {"generation": 412, "evaluations": 14000, "episodes": 14600, "best_fitness": 240.25,
+                   "best_source": "local", "mean_fitness": -20.5, "sigma": 0.25, "evals_per_s": 300.0,
+                   "best_n": 3, "exact": exact},
+        "migrants": {"sent": 1, "received": 2, "accepted": 1, "rejected": {}},
+        "target": {"fitness": None if exact else 200.0, "last_test": last_test, "reached": None,
+                   "test_episodes_used": 700, "share": 0.0 if exact else 0.05, "tests": {}},
+        "network": {"islands": islands or []}, "uptime_s": 60.0, "data_dir": "/tmp/x",
+    }
+
+
+LAST = {"generation": 380, "episodes": 13000, "mean": 148.0, "std": 95.0, "min": -120.0, "solved_share": 0.4,
+        "test_episodes": 100, "passed": False, "source": B, "why": "periodic", "at": NOW - 300, "estimate": 236.0,
+        "current": False}
+
+
+def test_status_shows_the_tested_score_next_to_the_estimate_and_ranks_by_it():
+    from gaia_p2p.cli import render_status
+
+    islands = [row(A, 240.25, tested=148.0, current=False), row(B, 250.0), row(C, 190.0, tested=180.0)]
+    text = render_status(status_doc(last_test=LAST, islands=islands), now=NOW)
+    assert "fitness         best 240.250 (estimate of 3 re-scores, from local)" in text
+    assert ("tested          148 +- 95 over 100 fresh episodes, an earlier resident (generation 380, from "
+            f"{B[:16]}, periodic test, 5 min ago, estimate then 236); tests spent 700 episodes (4.8 % of training, "
+            "at most 5 %)") in text
+    assert f"best 180.000 (tested on fresh episodes, …{C[-6:]})" in text
+    assert f"higher untested estimate 250.000 (…{B[-6:]}), not ranked above it" in text
+    assert "last test 148 over 100 episodes (not yet)" in text  # the target line
+
+
+def test_status_before_any_test_says_when_tests_come():
+    from gaia_p2p.cli import render_status
+
+    text = render_status(status_doc(islands=[row(A, 240.25)]), now=NOW)
+    assert "tested          not yet (fresh-episode tests: each new resident within 5 % of the episodes)" in text
+    assert f"best 240.250 (an untested estimate, …{A[-6:]})" in text
+
+
+def test_status_on_a_deterministic_problem_says_exact_and_has_no_tested_line():
+    from gaia_p2p.cli import render_status
+
+    text = render_status(status_doc(exact=True, islands=[row(A, -0.5, exact=True), row(B, -0.25, exact=True)]),
+                         now=NOW)
+    assert "(exact, from local)" in text and "tested " not in text and "untested" not in text
+    assert f"best -0.250 (exact, …{B[-6:]})" in text
+
+
+def watch_text(snapshot: dict) -> str:
+    from rich.console import Console
+
+    from gaia_p2p.tools.watch import render
+
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render(snapshot, "test", now=NOW))
+    return console.export_text()
+
+
+def test_watch_ranks_tested_islands_first_and_marks_the_untested():
+    islands = [row(A, 240.0) | {"time": NOW}, row(B, 230.0, tested=180.0) | {"time": NOW},
+               row(C, 200.0, tested=150.0, current=False) | {"time": NOW}]
+    for r in islands:
+        if r["tested"]:
+            r["tested"]["at"] = NOW - 30
+    text = watch_text({"islands": islands})
+    lines = [ln for ln in text.splitlines() if ln.startswith("│ …")]
+    assert [ln.split()[1] for ln in lines] == [f"…{B[-6:]}", f"…{C[-6:]}", f"…{A[-6:]}"]
+    assert "estimate" in text and "tested" in text
+    assert "180.00 /100 30 s" in lines[0] and "150.00 /100* 30 s" in lines[1] and "untested" in lines[2]
+    assert f"network best 180.00 (tested on fresh episodes, …{B[-6:]}); higher untested estimate 240.00" in text
+
+
+def test_watch_on_a_deterministic_problem_has_no_tested_column():
+    text = watch_text({"islands": [row(A, -1.0, exact=True) | {"time": NOW}, row(B, -0.5, exact=True) | {"time": NOW}]})
+    assert "best (exact)" in text and "tested" not in text and "untested" not in text
+    assert f"network best -0.50 (exact, …{B[-6:]})" in text
