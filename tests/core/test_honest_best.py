@@ -5,6 +5,7 @@ vectors (protocols/vectors/telemetry-v1.json), and how status and watch show the
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgpack
@@ -256,3 +257,30 @@ def test_watch_on_a_deterministic_problem_has_no_tested_column():
     text = watch_text({"islands": [row(A, -1.0, exact=True) | {"time": NOW}, row(B, -0.5, exact=True) | {"time": NOW}]})
     assert "best (exact)" in text and "tested" not in text and "untested" not in text
     assert f"network best -0.50 (exact, …{B[-6:]})" in text
+
+
+def test_the_plot_draws_each_test_once_from_logs_and_watch_captures(tmp_path):
+    from gaia_p2p.tools.plot import parse_logs, plot_logs
+
+    log, cap = tmp_path / "node.log", tmp_path / "watch.ndjson"
+    log.write_text("\n".join(json.dumps(x) for x in [
+        {"event": "generation_completed", "timestamp": "2026-12-03T12:00:00+00:00", "generation": 10,
+         "evaluations": 400, "best_fitness": 240.0, "island_id": A[-8:]},
+        {"event": "policy_tested", "timestamp": "2026-12-03T12:00:01+00:00", "generation": 10, "mean": 148.0,
+         "test_episodes": 100, "island_id": A[-8:], "why": "periodic"},
+        {"event": "generation_completed", "timestamp": "2026-12-03T12:00:02+00:00", "generation": 11,
+         "evaluations": 440, "best_fitness": 241.0, "island_id": A[-8:]},
+    ]) + "\n")
+    t0 = datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()
+    tested = {"mean": 148.0, "episodes": 100, "generation": 10, "at": t0 + 1.2, "current": True, "source": "local"}
+    cap.write_text("\n".join(json.dumps(x) for x in [
+        {"event": "telemetry", "peer_id": A, "generation": 11, "evaluations": 440, "best_fitness": 241.0,
+         "time": t0 + 2.0, "tested": tested},  # the test the log told already
+        {"event": "telemetry", "peer_id": A, "generation": 12, "evaluations": 480, "best_fitness": 241.0,
+         "time": t0 + 3.0, "tested": tested | {"generation": 12, "mean": 160.0, "at": t0 + 2.9}},
+        {"event": "telemetry", "peer_id": B, "generation": 3, "evaluations": 90, "best_fitness": 10.0,
+         "time": t0 + 3.0, "tested": None},
+    ]) + "\n")
+    parsed = parse_logs([log, cap])
+    assert [m for _, m, _ in parsed.series[A[-8:]].tests] == [148.0, 160.0] and not parsed.series[B[-8:]].tests
+    assert plot_logs([log, cap], tmp_path / "p.png")["n_tests"] == 2
