@@ -225,7 +225,8 @@ def _tested_line(s: dict[str, Any], now: float) -> str | None:
     spent = (f"tests spent {used} episodes ({100 * used / training:.1f} % of training, "
              f"at most {100 * share:g} %)" if share and training else f"tests spent {used} episodes")
     if not last:
-        when = f"each new resident within {100 * share:g} % of the episodes" if share else "at the target only"
+        when = (f"each new resident within {100 * share:g} % of the episodes" if share else
+                "at the target only" if target.get("fitness") is not None else "off: no target and test_share 0")
         return f"tested          not yet (fresh-episode tests: {when}); {spent}"
     who = "the resident" if last.get("current") else "an earlier resident"
     src = "" if last["source"] == "local" else f", from {last['source'][:16]}"

@@ -56,7 +56,11 @@ short = fmt.short_peer
 
 
 def _tested_cell(standing: Any, now: float) -> str:
+    from gaia_p2p.core.ranking import Basis
+
     x = standing.tested
+    if standing.basis == Basis.EXACT:
+        return "exact"
     if x is None:
         return "untested"
     return (f"{fmt.num(x['mean'], 2)} /{x['episodes']}" + ("" if x.get("current", True) else "*")
