@@ -277,8 +277,8 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
                          f"{100 * cpu.get('island_s', 0) / up:.1f} %, network and the rest "
                          f"{100 * cpu.get('network_s', 0) / up:.1f} % (workers not included)")
     tested = _tested_line(s, now)
-    if tested:
-        lines.insert(lines.index(next(x for x in lines if x.startswith("fitness "))) + 1, tested)
+    if tested:  # right under the estimate it is the check of
+        lines.insert(next(i for i, x in enumerate(lines) if x.startswith("fitness ")) + 1, tested)
     net = (s.get("network") or {}).get("islands") or []
     if net:
         from gaia_p2p.core.ranking import network_best

@@ -43,7 +43,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import Migration, Telemetry, LastTest, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import LastTest, Migration, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -318,7 +318,9 @@ class Console:
         s = node.statistics()
         if show_bar:
             self.last_bar_at = now
-            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}  mean {_short(effect.mean_fitness)}"
+            last = s.target.last_test if not s.island.exact else None  # the estimate, and its check
+            tested = f" (tested {_short(last['mean'])})" if last else ""
+            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}{tested}  mean {_short(effect.mean_fitness)}"
                     f"  sigma {_short(effect.sigma)}  {s.island.evals_per_s:.0f} evals/s  {effect.evaluations} evals  "
                     f"peers {len(s.peers)}  migrants in {s.migrants.accepted} out {s.migrants.sent}")
         if show_log:
@@ -806,7 +808,7 @@ async def _maybe_test(node: Node) -> bool:
              **result.as_dict())
     if result.passed and first_pass:
         log.info(logs.TARGET_REACHED, target=node.target.target, **result.as_dict())
-    return result.passed
+    return bool(result.passed)
 
 
 async def _publish_migrants(node: Node) -> None:
@@ -884,7 +886,7 @@ def tested_of(last: Any, *, wall_time: float) -> LastTest | None:
     if not last or not math.isfinite(last["mean"]):
         return None
     return LastTest(mean=last["mean"], episodes=last["test_episodes"], generation=last["generation"],
-                  age=max(0.0, wall_time - last["at"]), current=bool(last["current"]), source=last["source"])
+                    age=max(0.0, wall_time - last["at"]), current=bool(last["current"]), source=last["source"])
 
 
 #: Acceptances one heartbeat carries at most (the wire allows 8). The heartbeat period grows with the
