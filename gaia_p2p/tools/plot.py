@@ -353,7 +353,9 @@ def add_parser(subparsers: Any) -> None:
 def run(a: argparse.Namespace) -> int:
     summary = plot_logs(a.logs, a.output, solved=a.solved)
     n, pts, mig = summary["n_series"], summary["n_points"], summary["n_migrations"]
+    tests = summary["n_tests"]
     print(f"plot: {n} island{'s' if n != 1 else ''}, {pts} points, {mig} migrant{'s' if mig != 1 else ''} "
-          f"accepted -> {summary['out']}")
+          f"accepted" + (f", {tests} test{'s' if tests != 1 else ''} on fresh episodes" if tests else "")
+          + f" -> {summary['out']}")
     sys.stdout.flush()
     return 0
