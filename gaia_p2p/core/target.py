@@ -127,3 +127,24 @@ class TargetTest:
     def exact(fitness: float) -> dict[str, Any]:
         """The scores of a deterministic problem's resident: its fitness, with nothing spent."""
         return {"mean": fitness, "std": 0.0, "min": fitness, "solved_share": 1.0, "episodes": 1}
+
+    # ------------------------------------------------------------ persistence
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """What a restarted node needs to go on: the tests so far (its share counts them) and
+        which resident the last one was of."""
+        return {"last": None if self.last is None else self.last.as_dict(),
+                "reached": None if self.reached is None else self.reached.as_dict(),
+                "episodes_used": self.episodes_used, "tests": dict(self.tests), "last_key": self._last_key}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """What :meth:`to_checkpoint` wrote; raises KeyError, TypeError or ValueError on anything else."""
+        last = None if data["last"] is None else FreshScore(**data["last"])
+        reached = None if data["reached"] is None else FreshScore(**data["reached"])
+        key = data["last_key"]
+        if key is not None and type(key) is not bytes:
+            raise TypeError("last_key must be bytes")
+        self.last, self.reached, self._last_key = last, reached, key
+        self.episodes_used = int(data["episodes_used"])
+        self.tests = {str(k): int(v) for k, v in dict(data["tests"]).items()}
+        self._tested_key = key  # the resident tested last is not tested again after a restart

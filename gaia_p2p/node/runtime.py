@@ -279,6 +279,7 @@ class Node:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"island": self.island.to_checkpoint(), "seed": self.seed, "peer_id": self.peer_id,
                 "problem": self.cfg.problem.canonical(), "written_at": time.time(),
+                "target": self.target.to_checkpoint(),
                 "pool": None if self.pool is None else self.pool.to_checkpoint()}
 
     async def write_checkpoint(self) -> None:
@@ -490,6 +491,19 @@ def _new_optimizer(cfg: Config, seed: int) -> Optimizer:
                           popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr, restarts=cfg.island.restarts)
 
 
+def _restore_tests(node: Node, data: DataDir) -> None:
+    """The tests on fresh episodes so far, from the checkpoint _make_island accepted (one written
+    before tests were checkpointed has none): the share of episodes tests may take counts them
+    over the node's whole life, not since its last start."""
+    ck = data.read_checkpoint()
+    if not ck or ck.get("target") is None:
+        return
+    try:
+        node.target.restore(ck["target"])
+    except (KeyError, TypeError, ValueError) as e:  # not worth refusing to start over: no tests known
+        log.warning("checkpoint_tests_unreadable", error=f"{type(e).__name__}: {e}")
+
+
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int, poolcore.Pool | None]:
     """The island from the checkpoint, or a new one; a pool member's optimizer starts from the
     pool's genesis (seed from the pool id) and its pool log comes back from the checkpoint."""
@@ -583,6 +597,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
         node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams, pool=pool)
+        _restore_tests(node, data)
         topic.on_lie = partial(_refuted, node)  # before the validator is installed, just below
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         for banned in island.banned:  # bans survive restarts (kept in the checkpoint)

@@ -284,3 +284,18 @@ def test_the_plot_draws_each_test_once_from_logs_and_watch_captures(tmp_path):
     parsed = parse_logs([log, cap])
     assert [m for _, m, _ in parsed.series[A[-8:]].tests] == [148.0, 160.0] and not parsed.series[B[-8:]].tests
     assert plot_logs([log, cap], tmp_path / "p.png")["n_tests"] == 2
+
+
+def test_the_tests_so_far_survive_a_checkpoint():
+    t = TargetTest(200.0, interval_s=0.0, share=0.05, test_episodes=20)
+    x = np.arange(3.0)
+    assert t.due(best_params=x, best_fitness=1.0, best_n=1, deterministic=False, now=0.0, training_episodes=400)
+    t.record(SCORES, generation=3, episodes=400, source="local", spent_episodes=20, why=Why.PERIODIC, at=5.0)
+    data = msgpack.unpackb(msgpack.packb(t.to_checkpoint(), use_bin_type=True), raw=False)
+    u = TargetTest(200.0, interval_s=0.0, share=0.05, test_episodes=20)
+    u.restore(data)
+    assert (u.last, u.reached, u.episodes_used, u.tests) == (t.last, None, 20, {"periodic": 1})
+    assert u.is_current(x.copy()) and u.due(best_params=x, best_fitness=1.0, best_n=1, deterministic=False, now=9.0,
+                                            training_episodes=10**6) is None  # not the same resident again
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        u.restore(data | {"last_key": "not bytes"})

@@ -65,3 +65,18 @@ async def test_a_deterministic_problems_heartbeat_says_exact_and_carries_no_test
             text = render_status(s)
             assert "(exact, from" in text and "\ntested " not in text and "untested" not in text
             nursery.cancel_scope.cancel()
+
+
+async def test_a_restarted_node_keeps_its_tests_and_their_share(tmp_path):
+    cfg = noisy_config(tmp_path, 0)
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            a: Node = await nursery.start(run, cfg)
+            await wait_until(lambda: a.target.last is not None, "A's first test on fresh episodes", 60, on=(a,))
+            nursery.cancel_scope.cancel()  # the final checkpoint is written on the way out
+        last, used, tests = a.target.last, a.target.episodes_used, dict(a.target.tests)
+        async with trio.open_nursery() as nursery:
+            b: Node = await nursery.start(run, cfg)
+            assert b.target.last == last and b.target.episodes_used == used and b.target.tests == tests
+            assert b.status()["target"]["last_test"]["current"] == a.target.is_current(b.island.best_params)
+            nursery.cancel_scope.cancel()
