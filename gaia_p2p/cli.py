@@ -22,6 +22,7 @@ from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
 from gaia_p2p.core.experiment import describe  # noqa: E402
+from gaia_p2p.core.ranking import network_best  # noqa: E402
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CheckpointError, ConfigError, GaiaError  # noqa: E402
 from gaia_p2p.tools import fmt  # noqa: E402
 
@@ -281,8 +282,6 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         lines.insert(next(i for i, x in enumerate(lines) if x.startswith("fitness ")) + 1, tested)
     net = (s.get("network") or {}).get("islands") or []
     if net:
-        from gaia_p2p.core.ranking import network_best
-
         lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), "
                          f"{sum(int(r.get('cpus') or 0) for r in net)} cores, best {fmt.network_best(network_best(net))}")
     pool = s.get("pool")

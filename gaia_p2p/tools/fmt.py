@@ -26,13 +26,6 @@ def ago(t: float | None, now: float) -> str:
     return f"{d:.0f} s ago" if d < 120 else f"{d / 60:.0f} min ago" if d < 7200 else f"{d / 3600:.1f} h ago"
 
 
-def tested(x: Any, nd: int = 3) -> str:
-    """A last test (a view row's ``tested``): ``148.2 over 100 episodes`` and ``(earlier resident)``
-    when the island holds another one by now."""
-    text = f"{num(x['mean'], nd)} over {x['episodes']} episodes"
-    return text if x.get("current", True) else text + " (earlier resident)"
-
-
 def network_best(nb: Any, nd: int = 3) -> str:
     """core/ranking.py's NetworkBest in words: the best and what it rests on, and the highest
     untested estimate when it lies above a measured best."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gaia_p2p.core.ranking import Basis, network_best, rank
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME
 from gaia_p2p.tools import fmt
 
@@ -56,15 +57,15 @@ short = fmt.short_peer
 
 
 def _tested_cell(standing: Any, now: float) -> str:
-    from gaia_p2p.core.ranking import Basis
-
+    """``180.00 (100 ep) 30 s``: the last test's mean, its episodes and age; ``*`` after the mean:
+    of an earlier resident."""
     x = standing.tested
     if standing.basis == Basis.EXACT:
         return "exact"
     if x is None:
         return "untested"
-    return (f"{fmt.num(x['mean'], 2)} /{x['episodes']}" + ("" if x.get("current", True) else "*")
-            + f" {fmt.ago(x.get('at'), now).replace(' ago', '')}")
+    mark = "" if x.get("current", True) else "*"
+    return f"{fmt.num(x['mean'], 2)}{mark} ({x['episodes']} ep) {fmt.ago(x.get('at'), now).replace(' ago', '')}"
 
 
 def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> Any:
@@ -75,8 +76,6 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
-
-    from gaia_p2p.core.ranking import Basis, network_best, rank
 
     ranked = rank(snapshot.get("islands", []))
     islands = [r for _, r in ranked]
@@ -111,12 +110,14 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
     summary = Text(f"network best {fmt.network_best(network_best(islands), 2)}\nislands {len(islands)}   "
                    f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations"
                    + (f"   pulled {pulls.get('pulled', 0)}/{sum(pulls.values())}" if pulls else ""))
+    legend = [] if exact else [Text("estimate: running mean of the resident's re-scores; tested: its last test "
+                                    "on fresh episodes (* of an earlier resident); tested islands rank first")]
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
         lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))
     if len(lines) == 1:
         lines.append(Text("  none yet"))
-    return Group(t, summary, *lines)
+    return Group(t, summary, *legend, *lines)
 
 
 class Output:

@@ -249,13 +249,14 @@ def test_watch_ranks_tested_islands_first_and_marks_the_untested():
     lines = [ln for ln in text.splitlines() if ln.startswith("│ …")]
     assert [ln.split()[1] for ln in lines] == [f"…{B[-6:]}", f"…{C[-6:]}", f"…{A[-6:]}"]
     assert "estimate" in text and "tested" in text
-    assert "180.00 /100 30 s" in lines[0] and "150.00 /100* 30 s" in lines[1] and "untested" in lines[2]
+    assert "180.00 (100 ep) 30 s" in lines[0] and "150.00* (100 ep) 30 s" in lines[1] and "untested" in lines[2]
+    assert "tested islands rank first" in text
     assert f"network best 180.00 (tested on fresh episodes, …{B[-6:]}); higher untested estimate 240.00" in text
 
 
 def test_watch_on_a_deterministic_problem_has_no_tested_column():
     text = watch_text({"islands": [row(A, -1.0, exact=True) | {"time": NOW}, row(B, -0.5, exact=True) | {"time": NOW}]})
-    assert "best (exact)" in text and "tested" not in text and "untested" not in text
+    assert "best (exact)" in text and "tested" not in text and "estimate" not in text
     assert f"network best -0.50 (exact, …{B[-6:]})" in text
 
 
