@@ -300,3 +300,13 @@ def test_the_tests_so_far_survive_a_checkpoint():
                                             training_episodes=10**6) is None  # not the same resident again
     with pytest.raises((KeyError, TypeError, ValueError)):
         u.restore(data | {"last_key": "not bytes"})
+
+
+@pytest.mark.parametrize("share", [-0.01, 0.51, float("nan")])
+def test_test_share_is_a_bounded_share(share, tmp_path):
+    from gaia_p2p.config import build_config
+    from gaia_p2p.errors import ConfigError
+
+    assert build_config(env={}, overrides={"": {"data_dir": tmp_path}}).test_share == 0.05
+    with pytest.raises(ConfigError, match="test_share"):
+        build_config(env={}, overrides={"": {"data_dir": tmp_path, "test_share": share}})
