@@ -5,11 +5,14 @@ many noisy estimates: the winner's curse), so the island's "best" is only an est
 scores the resident on ``test_episodes`` fresh episodes that training never used; its mean is the
 *tested score*, the one number the views rank islands by (core/ranking.py). Two reasons to test:
 
-- ``Why.TARGET``: the estimate reached the target; "reached the target" means the test averages at
-  least the target. On a deterministic problem the estimate is the score, and no episode is spent.
+- ``Why.TARGET``: the estimate reached the target, and no test has passed it yet; "reached the
+  target" means the test averages at least the target. Not bounded by the share, so that reaching
+  the target is seen as soon as it happens. On a deterministic problem the estimate is the score,
+  and no episode is spent.
 - ``Why.PERIODIC``: a new resident on a noisy problem, so that a tested score exists long before the
-  target (and on problems without one). Bounded: all tests together spend at most ``share`` of the
-  training episodes (0: off; never on deterministic problems, whose estimate is exact).
+  target (and on problems without one), and goes on being measured once the target is reached.
+  Bounded: all tests together spend at most ``share`` of the training episodes (0: off; never on
+  deterministic problems, whose estimate is exact).
 
 Both wait for a resident that was re-scored at least once (a provisional resident's one-episode
 estimate is the most biased), that is not the one tested last, and for ``interval_s`` since the
@@ -85,7 +88,7 @@ class TargetTest:
         key = best_params.tobytes()
         if key == self._tested_key or now - self._tested_at < self.interval_s:
             return None
-        if self.target is not None and best_fitness >= self.target:
+        if self.target is not None and best_fitness >= self.target and (self.reached is None or deterministic):
             why = Why.TARGET
         elif self.periodic_allowed(deterministic=deterministic, training_episodes=training_episodes):
             why = Why.PERIODIC

@@ -76,6 +76,10 @@ def test_the_target_test_is_not_bounded_by_the_share_and_a_periodic_pass_reaches
     r = t.record(SCORES | {"mean": 201.0, "episodes": 100}, generation=9, episodes=4000, source="local",
                  spent_episodes=100, why=Why.PERIODIC)
     assert r.passed and t.reached == r and t.tests == {"target": 1, "periodic": 1}
+    # reached: an estimate above the target no longer calls for a test outside the share
+    z = np.full(3, 2.0)
+    assert t.due(best_params=z, best_fitness=250.0, training_episodes=5999, **kw) is None  # 300 > 5 % of 5999
+    assert t.due(best_params=z, best_fitness=250.0, training_episodes=6000, **kw) == Why.PERIODIC
 
 
 def test_a_problem_without_a_solved_threshold_has_no_solved_share():
