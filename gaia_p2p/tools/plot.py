@@ -20,7 +20,8 @@ from both a log and a capture counts once.
 One series per island, keyed by its island id (the last 8 characters of its peer id). The figure
 has two panels: best fitness vs wall time (seconds since the first event) and best fitness vs
 evaluations, the latter with a dashed black "network best" (the best of the islands' latest values)
-vs the evaluations of all islands together. Accepted migrants are marked on the receiving island's
+vs the evaluations of all islands together, and, where there are tests, a dotted grey "network
+best, tested" (the best of the islands' latest tested scores). Accepted migrants are marked on the receiving island's
 curve, at its first point logged after the acceptance. The curves are the islands' *estimates*
 (on a noisy problem a running mean of a few re-scores, biased upward at the top); each test on
 fresh episodes is a filled diamond of the island's colour at its tested score, at the time of the
@@ -219,6 +220,26 @@ def network_best(series: Iterable[Series]) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
+def network_tested(series: Iterable[Series]) -> tuple[list[int], list[float]]:
+    """Best of the islands' latest tested scores vs the sum of their latest evaluation counts (the
+    network best as `gaia-node watch` ranks it, once every island shown has a test)."""
+    merged = sorted([(t, 0, s.island_id, evals) for s in series for t, _, evals, _ in s.points]
+                    + [(t, 1, s.island_id, mean) for s in series for t, mean, _ in s.tests])
+    evals_of: dict[str, int] = {}
+    tested_of: dict[str, float] = {}
+    xs: list[int] = []
+    ys: list[float] = []
+    for _, kind, isl, value in merged:
+        if kind == 0:
+            evals_of[isl] = int(value)
+        else:
+            tested_of[isl] = float(value)
+        if tested_of:
+            xs.append(sum(evals_of.values()))
+            ys.append(max(tested_of.values()))
+    return xs, ys
+
+
 def _point_after(s: Series, t: float) -> tuple[float, int, int, float]:
     """The island's first point logged at or after ``t`` (its best then includes the migrant)."""
     for p in s.points:
@@ -291,6 +312,10 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
     xs, ys = network_best(series)
     if n > 1:
         ax_e.plot(xs, ys, color="black", ls="--", lw=1.8, label="network best\n(vs total evaluations)", zorder=4)
+        if n_tests:
+            xs, ys = network_tested(series)
+            ax_e.plot(xs, ys, color="dimgray", ls=":", lw=1.8, drawstyle="steps-post",
+                      label="network best, tested\n(latest tests)", zorder=4)
 
     ax_t.set_xlabel("wall time since the first event (s)")
     ax_e.set_xlabel("evaluations (per island; network best: all islands together)" if n > 1 else "evaluations")

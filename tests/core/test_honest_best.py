@@ -265,7 +265,7 @@ def test_watch_on_a_deterministic_problem_has_no_tested_column():
 
 
 def test_the_plot_draws_each_test_once_from_logs_and_watch_captures(tmp_path):
-    from gaia_p2p.tools.plot import parse_logs, plot_logs
+    from gaia_p2p.tools.plot import network_tested, parse_logs, plot_logs
 
     log, cap = tmp_path / "node.log", tmp_path / "watch.ndjson"
     log.write_text("\n".join(json.dumps(x) for x in [
@@ -289,6 +289,8 @@ def test_the_plot_draws_each_test_once_from_logs_and_watch_captures(tmp_path):
     parsed = parse_logs([log, cap])
     assert [m for _, m, _ in parsed.series[A[-8:]].tests] == [148.0, 160.0] and not parsed.series[B[-8:]].tests
     assert plot_logs([log, cap], tmp_path / "p.png")["n_tests"] == 2
+    xs, ys = network_tested(parsed.series.values())  # from A's first test on; B has none
+    assert ys[0] == 148.0 and ys[-1] == 160.0 and xs[-1] == 480 + 90
 
 
 def test_the_tests_so_far_survive_a_checkpoint():
