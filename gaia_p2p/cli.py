@@ -22,6 +22,7 @@ from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
 from gaia_p2p.core.experiment import describe  # noqa: E402
+from gaia_p2p.core.ranking import network_best  # noqa: E402
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CheckpointError, ConfigError, GaiaError  # noqa: E402
 from gaia_p2p.tools import fmt  # noqa: E402
 
@@ -206,7 +207,39 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def render_status(s: dict[str, Any]) -> str:
+def _estimate(isl: dict[str, Any]) -> str:
+    """What the island's best rests on: exact (a deterministic problem) or an estimate from re-scores."""
+    if isl.get("exact"):
+        return "exact"
+    n = isl.get("best_n")
+    return "estimate" if n is None else f"estimate of {n} re-score{'s' if n != 1 else ''}"
+
+
+def _tested_line(s: dict[str, Any], now: float) -> str | None:
+    """The last test on fresh episodes; none on a deterministic problem (its best is exact)."""
+    isl, target = s["island"], s.get("target") or {}
+    if isl.get("exact") or "best_n" not in isl:
+        return None
+    last, share = target.get("last_test"), target.get("share") or 0.0
+    used = target.get("test_episodes_used", 0)
+    training = isl.get("episodes") or 0
+    spent = (f"tests spent {used} episodes ({100 * used / training:.1f} % of training, "
+             f"at most {100 * share:g} %)" if share and training else f"tests spent {used} episodes")
+    if not last:
+        when = (f"each new resident within {100 * share:g} % of the episodes" if share else
+                "at the target only" if target.get("fitness") is not None else "off: no target and test_share 0")
+        return f"tested          not yet (fresh-episode tests: {when}); {spent}"
+    who = "the resident" if last.get("current") else "an earlier resident"
+    src = "" if last["source"] == "local" else f", from {last['source'][:16]}"
+    return (f"tested          {_sig(last['mean'])} +- {_sig(last['std'])} over {last['test_episodes']} fresh episodes, "
+            f"{who} (generation {last['generation']}{src}, {last.get('why', 'target')} test, "
+            f"{fmt.ago(last.get('at'), now)}, estimate then {_sig(last.get('estimate'))}); {spent}")
+
+
+def render_status(s: dict[str, Any], now: float | None = None) -> str:
+    import time
+
+    now = time.time() if now is None else now
     isl, mig, opt = s["island"], s["migrants"], s["optimizer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(mig["rejected"].items())) or "none"
     settings = " ".join(f"{k}={v}" for k, v in opt["settings"].items() if k != "popsize")
@@ -227,7 +260,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"{'' if s['migration']['enabled'] else ' (disabled)'}",
         f"generation      {isl['generation']}   evaluations {isl['evaluations']}   "
         f"{fmt.num(isl['evals_per_s'], 1)} evals/s",
-        f"fitness         best {fmt.num(isl['best_fitness'])} (from {isl['best_source'][:16]})   "
+        f"fitness         best {fmt.num(isl['best_fitness'])} ({_estimate(isl)}, from {isl['best_source'][:16]})   "
         f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",
@@ -244,12 +277,13 @@ def render_status(s: dict[str, Any]) -> str:
         lines.insert(-1, f"cpu             {100 * cpu.get('process_s', 0) / up:.1f} % of a core on average: island "
                          f"{100 * cpu.get('island_s', 0) / up:.1f} %, network and the rest "
                          f"{100 * cpu.get('network_s', 0) / up:.1f} % (workers not included)")
+    tested = _tested_line(s, now)
+    if tested:  # right under the estimate it is the check of
+        lines.insert(next(i for i, x in enumerate(lines) if x.startswith("fitness ")) + 1, tested)
     net = (s.get("network") or {}).get("islands") or []
     if net:
-        bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]
-        lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), best "
-                         f"{fmt.num(max(bests)) if bests else '-'}, "
-                         f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
+        lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), "
+                         f"{sum(int(r.get('cpus') or 0) for r in net)} cores, best {fmt.network_best(network_best(net))}")
     pool = s.get("pool")
     if pool:
         lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "
@@ -271,7 +305,7 @@ def render_status(s: dict[str, Any]) -> str:
         elif last:
             text += f"last test {_sig(last['mean'])} over {last['test_episodes']} episodes (not yet)"
         else:
-            text += "not tested yet (tests start when the best estimate reaches it)"
+            text += "not tested yet (the target test starts when the best estimate reaches it)"
         lines.insert(-1, text)
     if isl.get("episodes") is not None and isl.get("episodes") != isl.get("evaluations"):
         lines.insert(-1, f"episodes        {isl['episodes']} (training; tests not included)")

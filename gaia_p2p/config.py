@@ -192,6 +192,9 @@ class Config:
     target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise
     test_episodes: int = 100
     test_interval_s: float = 20.0
+    # Noisy problems: also test each new resident before the target, as long as all tests together
+    # spend at most this share of the training episodes (core/target.py; 0: only the target test).
+    test_share: float = 0.05
     stop_at_target: bool = False
 
     @property
@@ -654,6 +657,8 @@ def validate(cfg: Config) -> None:
         raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", 100)
     if not cfg.test_interval_s >= 0:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
+    if not 0 <= cfg.test_share <= 0.5:
+        raise _bad("test_share", cfg.test_share, "must be in 0..0.5 (0: test only at the target)", 0.05)
     if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_torch or p.is_plugin):  # validate_resolved
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:

@@ -43,7 +43,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import LastTest, Migration, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -114,7 +114,8 @@ class Node:
         self.cpu = traffic.CpuClock()  # the island's own CPU time (ask/tell), apart from evaluation and libp2p
         # policy (gaia_p2p/core): the network-size estimate, the target test
         self.size = SizeTracker(started_at=trio.current_time())
-        self.target = TargetTest(cfg.target, cfg.test_interval_s)
+        self.target = TargetTest(cfg.target, cfg.test_interval_s, share=cfg.test_share,
+                                 test_episodes=cfg.test_episodes)
         # what the views show beyond the island's own counters
         self.netview = NetView()
         self.recent_accepts: deque[Migration] = deque(maxlen=8)  # told in the next heartbeat
@@ -254,13 +255,15 @@ class Node:
                 generation=isl.generation, evaluations=isl.evaluations, episodes=isl.episodes_used,
                 best_fitness=finite_or_none(isl.best_fitness), best_source=isl.best_source,
                 mean_fitness=finite_or_none(isl.mean_fitness), sigma=finite_or_none(opt.sigma),
-                evals_per_s=round(self.evals_per_s, 2)),
+                evals_per_s=round(self.evals_per_s, 2), best_n=isl.best_n, exact=isl.deterministic),
             migrants=MigrantStatistics(sent=c.sent, received=c.received, accepted=c.accepted,
                                        rejected=dict(rejected)),
             telemetry_rejected=dict(self.telemetry.rejected),
-            target=TargetStatistics(fitness=self.cfg.target, last_test=last.as_dict() if last else None,
-                                    reached=reached.as_dict() if reached else None,
-                                    test_episodes_used=self.target.episodes_used),
+            target=TargetStatistics(
+                fitness=self.cfg.target,
+                last_test=last.as_dict() | {"current": self.target.is_current(isl.best_params)} if last else None,
+                reached=reached.as_dict() if reached else None, test_episodes_used=self.target.episodes_used,
+                share=self.target.share if not isl.deterministic else 0.0, tests=dict(self.target.tests)),
             network={}, capabilities=dict(self.capabilities), banned_peers=sorted(isl.banned),
             peer_scores=_lowest_scores(self.p2p.gossipsub), pubsub_streams_rejected=self._bad_streams[0],
             forwarders_penalized=dict(self.forwarders_penalized),
@@ -285,6 +288,7 @@ class Node:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"island": self.island.to_checkpoint(), "seed": self.seed, "peer_id": self.peer_id,
                 "problem": self.cfg.problem.canonical(), "written_at": time.time(),
+                "target": self.target.to_checkpoint(),
                 "pool": None if self.pool is None else self.pool.to_checkpoint()}
 
     async def write_checkpoint(self) -> None:
@@ -320,7 +324,9 @@ class Console:
         s = node.statistics()
         if show_bar:
             self.last_bar_at = now
-            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}  mean {_short(effect.mean_fitness)}"
+            last = s.target.last_test if not s.island.exact else None  # the estimate, and its check
+            tested = f" (tested {_short(last['mean'])})" if last else ""
+            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}{tested}  mean {_short(effect.mean_fitness)}"
                     f"  sigma {_short(effect.sigma)}  {s.island.evals_per_s:.0f} evals/s  {effect.evaluations} evals  "
                     f"peers {len(s.peers)}  migrants in {s.migrants.accepted} out {s.migrants.sent}")
         if show_log:
@@ -471,6 +477,19 @@ def _new_optimizer(cfg: Config, seed: int) -> Optimizer:
                           popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr, restarts=cfg.island.restarts)
 
 
+def _restore_tests(node: Node, data: DataDir) -> None:
+    """The tests on fresh episodes so far, from the checkpoint _make_island accepted (one written
+    before tests were checkpointed has none): the share of episodes tests may take counts them
+    over the node's whole life, not since its last start."""
+    ck = data.read_checkpoint()
+    if not ck or ck.get("target") is None:
+        return
+    try:
+        node.target.restore(ck["target"])
+    except (KeyError, TypeError, ValueError) as e:  # not worth refusing to start over: no tests known
+        log.warning("checkpoint_tests_unreadable", error=f"{type(e).__name__}: {e}")
+
+
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int, poolcore.Pool | None]:
     """The island from the checkpoint, or a new one; a pool member's optimizer starts from the
     pool's genesis (seed from the pool id) and its pool log comes back from the checkpoint."""
@@ -564,6 +583,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
         node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams, pool=pool)
+        _restore_tests(node, data)
         topic.on_lie = partial(_refuted, node)  # before the validator is installed, just below
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         for banned in island.banned:  # bans survive restarts (kept in the checkpoint)
@@ -675,10 +695,13 @@ async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarra
 
 
 async def _maybe_test(node: Node) -> bool:
-    """The target test (gaia_p2p/core/target.py), when due. True when it ran and passed."""
+    """A test on fresh episodes (gaia_p2p/core/target.py: the target's or a periodic one), when
+    due. True when it ran and passed the target."""
     isl = node.island
-    if not node.target.due(best_params=isl.best_params, best_fitness=isl.best_fitness, best_n=isl.best_n,
-                           deterministic=isl.deterministic, now=trio.current_time()):
+    why = node.target.due(best_params=isl.best_params, best_fitness=isl.best_fitness, best_n=isl.best_n,
+                          deterministic=isl.deterministic, now=trio.current_time(),
+                          training_episodes=isl.episodes_used)
+    if why is None:
         return False
     if isl.deterministic:
         scores, spent = TargetTest.exact(isl.best_fitness), 0
@@ -688,11 +711,13 @@ async def _maybe_test(node: Node) -> bool:
         spent = int(scores["episodes"])
     first_pass = node.target.reached is None
     result = node.target.record(scores, generation=isl.generation, episodes=isl.episodes_used,
-                                source=isl.best_source, spent_episodes=spent)
-    log.info(logs.POLICY_TESTED, estimate=isl.best_fitness, target=node.target.target, **result.as_dict())
+                                source=isl.best_source, spent_episodes=spent, why=why, at=time.time(),
+                                estimate=finite_or_none(isl.best_fitness))
+    log.info(logs.POLICY_TESTED, target=node.target.target, test_episodes_used=node.target.episodes_used,
+             **result.as_dict())
     if result.passed and first_pass:
         log.info(logs.TARGET_REACHED, target=node.target.target, **result.as_dict())
-    return result.passed
+    return bool(result.passed)
 
 
 async def _publish_migrants(node: Node) -> None:
@@ -760,7 +785,17 @@ def telemetry_of(s: NodeStatistics, migrations: tuple[Migration, ...], *, wall_t
         mean_fitness=isl.mean_fitness, sigma=isl.sigma, algorithm=s.optimizer["algorithm"],
         settings=dict(s.optimizer["settings"]), sent=m.sent, received=m.received, accepted=m.accepted,
         rejected=sum(m.rejected.values()), peers=len(s.peers), cpus=int(s.capabilities["cpus"]),
-        gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations)
+        gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations,
+        exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time))
+
+
+def tested_of(last: Any, *, wall_time: float) -> LastTest | None:
+    """The heartbeat's ``tst``: the last test on fresh episodes, if any (a deterministic problem's
+    heartbeat says ``exact`` instead: its "test" is the estimate itself)."""
+    if not last or not math.isfinite(last["mean"]):
+        return None
+    return LastTest(mean=last["mean"], episodes=last["test_episodes"], generation=last["generation"],
+                    age=max(0.0, wall_time - last["at"]), current=bool(last["current"]), source=last["source"])
 
 
 #: Acceptances one heartbeat carries at most (the wire allows 8). The heartbeat period grows with the
