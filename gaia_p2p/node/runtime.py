@@ -54,7 +54,10 @@ from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
+from gaia_p2p.net.addrs import usable_listen_addrs
+from gaia_p2p.net.dns import resolve_bootstrap
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
+from gaia_p2p.net.reachability import AutoNAT
 from gaia_p2p.net.liveness import keep_alive
 from gaia_p2p.node import control
 from gaia_p2p.node.evaluator import Evaluator
@@ -83,6 +86,18 @@ def _local_ipv4s() -> list[str]:
         ips = []
     ips = sorted(set(ips), key=lambda ip: (not ip.startswith("127."), ip))
     return ips or ["0.0.0.0"]
+
+
+def _local_ipv6s() -> list[str]:
+    """This machine's IPv6 addresses but link-local ones, loopback first (for a :: listener)."""
+    try:
+        import ifaddr
+
+        ips = [str(ip.ip[0]) for ad in ifaddr.get_adapters() for ip in ad.ips if isinstance(ip.ip, tuple)]
+    except Exception:
+        ips = []
+    ips = [ip for ip in set(ips) if not ip.lower().startswith("fe80")]
+    return sorted(ips, key=lambda ip: (ip != "::1", ip)) or ["::1"]
 
 
 def _short(x: float | None) -> str:
@@ -138,6 +153,7 @@ class Node:
         self.pool_work_in, self._pool_work_out = trio.open_memory_channel[poolcore.EvaluateItems](1)
         self.pool_publishes_in, self._pool_publishes_out = trio.open_memory_channel[poolcore.Results](POOL_PUBLISH_QUEUE)
         self.pool_publishes_dropped = 0
+        self.reach: AutoNAT | None = None  # reachability (AutoNAT), set in _run_locked when network.autonat
         self.round_done = trio.Event()
         self.round_result: poolcore.RoundComplete | None = None
         self.pool_topic: PoolTopic | None = None
@@ -208,12 +224,15 @@ class Node:
         return self.size.estimate.nodes
 
     def addrs(self) -> list[str]:
-        """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
+        """Dialable addresses: a wildcard listen address (0.0.0.0, ::) is shown as each interface's
+        IPv4 / IPv6 address (link-local IPv6 left out: it needs a zone a peer cannot know)."""
         out: list[str] = []
         for a in self.p2p.addrs():
             a = a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}"
             if a.startswith("/ip4/0.0.0.0/"):
                 out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1) for ip in _local_ipv4s())
+            elif a.startswith("/ip6/::/"):
+                out.extend(a.replace("/ip6/::/", f"/ip6/{ip}/", 1) for ip in _local_ipv6s())
             else:
                 out.append(a)
         return list(dict.fromkeys(out))
@@ -260,7 +279,8 @@ class Node:
                 "topic": self.pool_topic.topic if self.pool_topic else None,
                 "rejected": dict(self.pool_topic.rejected) if self.pool_topic else {},
                 "log_service": dict(self.pool_log.stats) if self.pool_log else {},
-                "publishes_dropped": self.pool_publishes_dropped})
+                "publishes_dropped": self.pool_publishes_dropped},
+            reachability=None if self.reach is None else self.reach.snapshot())
         wall = time.time()
         own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
         return dataclasses.replace(stats, network=self.netview.snapshot(own=own))
@@ -555,9 +575,13 @@ async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 
 async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
+    listen = usable_listen_addrs(cfg.network.listen)  # no IPv6 here: IPv4 only, logged
+    if listen != cfg.network.listen:
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, listen=listen))
     check_listen_ports_free(cfg.network.listen)
     key_pair = load_or_create_identity(data.path)
-    bootstrap = tuple(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
+    # names (/dns4, /dns6, /dnsaddr) resolved once, here: one that does not resolve stops the node (exit 2)
+    bootstrap = await resolve_bootstrap(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
     from libp2p.peer.id import ID
 
     self_id = str(ID.from_pubkey(key_pair.public_key))
@@ -591,6 +615,11 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
         p2p.host.set_stream_handler(TELEMETRY_PROTOCOL, node.heartbeats.handle)
+        if cfg.network.autonat:
+            node.reach = AutoNAT(p2p.host, rng=node.net_rng, advertised=node.addrs,
+                                 confirmations=cfg.network.autonat_confirmations,
+                                 interval_s=cfg.network.autonat_interval_s)
+            node.reach.install()
         pool_sub = None
         if pool is not None and node.pool_log is not None:
             node.pool_topic = PoolTopic(pool_topic(exp, pool.pid), exp, pool.pid, self_id)
@@ -618,6 +647,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                                timeout_s=2 * cfg.network.keepalive_s,
                                                dead_after_s=4 * cfg.network.keepalive_s,
                                                rate_per_s=cfg.network.keepalive_rate, rng=node.net_rng))
+                if node.reach is not None:
+                    nursery.start_soon(node.reach.run)
                 nursery.start_soon(_publish_migrants, node)
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_fetch_elites, node)
