@@ -1,5 +1,5 @@
-"""IPv6 next to IPv4: nodes over /ip6/::1, py-libp2p 0.8.1's IPv6 remote-address bug (libp2p_fixes
-S) and what it broke, and starting on a host without IPv6."""
+"""IPv6 next to IPv4: nodes over /ip6/::1, AutoNAT over it (which needs libp2p_fixes S, tested in
+test_libp2p_fixes.py), and starting on a host without IPv6."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 import trio
 from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.io.trio import TrioTCPStream
 from libp2p.peer.peerinfo import PeerInfo
 
 from gaia_p2p.core.reachability import Reachability
@@ -31,33 +30,6 @@ def _host():
     kp = create_new_key_pair()
     return new_host(key_pair=kp, muxer_opt=create_yamux_muxer_option(),
                     sec_opt=libp2p_fixes.noise_only_security(kp))
-
-
-async def _remote_of_inbound(a, b):
-    await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
-    with trio.fail_after(10):
-        while not a.get_network().get_connections(b.get_id()):
-            await trio.sleep(0.01)
-    return a.get_network().get_connections(b.get_id())[0].muxed_conn.get_remote_address()
-
-
-async def test_bug_s_upstream_ipv6_connections_have_no_remote_address(monkeypatch):
-    """py-libp2p 0.8.1 (TrioTCPStream.get_remote_address wants a 2-tuple; IPv6 gives 4). If this
-    fails, upstream fixed S and the patch may go."""
-    monkeypatch.setattr(TrioTCPStream, "get_remote_address", libp2p_fixes.upstream(TrioTCPStream, "get_remote_address"))
-    with trio.fail_after(30):
-        a, b = _host(), _host()
-        async with a.run(listen_addrs=[V6]), b.run(listen_addrs=[V6]):
-            assert await _remote_of_inbound(a, b) is None
-
-
-async def test_bug_s_fixed_ipv6_connections_have_their_remote_address():
-    libp2p_fixes.install_class_patches()
-    with trio.fail_after(30):
-        a, b = _host(), _host()
-        async with a.run(listen_addrs=[V6]), b.run(listen_addrs=[V6]):
-            remote = await _remote_of_inbound(a, b)
-            assert remote is not None and remote[0] == "::1"
 
 
 async def test_autonat_over_ipv6_loopback():
