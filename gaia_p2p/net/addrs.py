@@ -7,6 +7,8 @@ import socket
 import multiaddr
 import structlog
 
+from gaia_p2p import logs
+
 log = structlog.get_logger("gaia.addrs")
 
 
@@ -39,5 +41,5 @@ def usable_listen_addrs(listen: tuple[str, ...], *, has_ipv6=ipv6_available) -> 
         return listen
     if not keep:
         return listen
-    log.warning("ipv6_unavailable", dropped=dropped, listen=keep)
+    log.warning(logs.IPV6_UNAVAILABLE, dropped=dropped, listen=keep)
     return tuple(keep)

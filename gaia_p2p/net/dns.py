@@ -24,6 +24,7 @@ import multiaddr
 import structlog
 import trio
 
+from gaia_p2p import logs
 from gaia_p2p.errors import ConfigError
 
 log = structlog.get_logger("gaia.dns")
@@ -162,6 +163,6 @@ async def resolve_bootstrap(addrs: Iterable[str], *, txt: TxtResolver = system_t
                 resolved = await resolve_addr(addr, txt=txt)
         except trio.TooSlowError:
             raise _fail("network.bootstrap", addr, f"no answer within {timeout_s:g} s") from None
-        log.info("bootstrap_resolved", name=addr, addrs=resolved)
+        log.info(logs.BOOTSTRAP_RESOLVED, name=addr, addrs=resolved)
         out.extend(resolved)
     return tuple(dict.fromkeys(out))

@@ -41,6 +41,7 @@ import numpy as np
 import structlog
 import trio
 
+from gaia_p2p import logs
 from gaia_p2p.core.reachability import (MAX_REQUEST_ADDRS, DialBackLimiter, Reachability, ReachabilityTracker,
                                         Verdict, describe, dialback_targets, normalize_ip, pick_servers)
 
@@ -375,7 +376,7 @@ class AutoNAT:
         if new is None:
             return
         s = self.snapshot()
-        log.info("reachability_changed", old=str(old), new=str(new), text=s["text"], asked=s["asked"],
+        log.info(logs.REACHABILITY_CHANGED, old=str(old), new=str(new), text=s["text"], asked=s["asked"],
                  dialled_back=s["dialled_back"], dialled_at=s["dialled_at"])
         event, self._changed = self._changed, trio.Event()
         event.set()
