@@ -290,8 +290,8 @@ class AutoNAT:
         return response
 
     async def _dial_back(self, peer_id: Any, addr: multiaddr.Multiaddr) -> bool:
-        """A new TCP connection to ``addr`` and a Noise handshake proving it is ``peer_id``, then
-        closed. Not through the swarm: ``host.connect`` would reuse the connection the request came
+        """A new TCP connection to ``addr``, a Noise handshake proving it is ``peer_id`` and the
+        muxer negotiated, then closed. Not through the swarm: ``host.connect`` would reuse the connection the request came
         on (upstream's bug), and a registered connection would count against limits and notify."""
         network = self.host.get_network()
         raw = None
@@ -302,7 +302,10 @@ class AutoNAT:
                     return False
                 raw = await transport.dial(addr)
                 secured = await network.upgrader.upgrade_security(raw, True, peer_id)
-                await secured.close()
+                # The muxer too, though we send nothing over it: a peer whose inbound connection
+                # stops after Noise logs a libp2p ERROR ("fail to upgrade mux") for each dial-back.
+                muxed = await network.upgrader.upgrade_connection(secured, peer_id)
+                await muxed.close()
                 return True
         except Exception as e:  # refused, timed out, wrong peer behind the address, handshake failed
             log.debug("autonat_dial_back_failed", peer_id=str(peer_id), addr=str(addr),
@@ -409,7 +412,11 @@ class AutoNAT:
         """Ask peers forever: every ``unknown_interval_s`` while the status is unknown, else every
         ``interval_s`` (each peer at most once per ``interval_s``)."""
         while True:
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception as e:  # our bug or py-libp2p's: reachability is not worth the node
+                self.stats["round_failed"] += 1
+                log.warning("reachability_round_failed", error=f"{type(e).__name__}: {e}")
             wait = self.unknown_interval_s if self.status == Reachability.UNKNOWN else self.interval_s
             await trio.sleep(wait * float(self.rng.uniform(0.8, 1.2)) if math.isfinite(wait) else wait)
 
