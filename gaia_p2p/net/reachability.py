@@ -327,11 +327,7 @@ class AutoNAT:
 
         Message = _message_class()
         key = str(server)
-        now = trio.current_time()
-        self.last_asked.pop(key, None)
-        self.last_asked[key] = now
-        while len(self.last_asked) > MAX_ASKED:
-            self.last_asked.pop(next(iter(self.last_asked)))
+        self._note_asked(key, trio.current_time())
         request = Message(type=Message.DIAL)
         request.dial.peer.id = self.host.get_id().to_bytes()
         request.dial.peer.addrs.extend(self.request_addrs())
@@ -367,6 +363,12 @@ class AutoNAT:
             self._verdict(Verdict(server=key, ok=False, at=trio.current_time()))
             return self._count(Asked.DIAL_FAILED)
         return self._count(Asked.REFUSED)
+
+    def _note_asked(self, key: str, now: float) -> None:
+        self.last_asked.pop(key, None)  # newest last: the oldest goes first when the table is full
+        self.last_asked[key] = now
+        while len(self.last_asked) > MAX_ASKED:
+            self.last_asked.pop(next(iter(self.last_asked)))
 
     def _count(self, outcome: Asked) -> Asked:
         self.stats[f"asked_{outcome}"] += 1

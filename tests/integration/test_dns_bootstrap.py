@@ -12,7 +12,7 @@ import trio
 
 from gaia_p2p.cli import main, render_status
 from gaia_p2p.net import dns
-from gaia_p2p.net.dns import MAX_ADDRS, MAX_DEPTH, NameNotResolved, resolve_addr, resolve_bootstrap
+from gaia_p2p.net.dns import MAX_ADDRS, MAX_DEPTH, MAX_TXT_RECORDS, NameNotResolved, resolve_addr, resolve_bootstrap
 from gaia_p2p.node.runtime import run
 
 from swarm_helpers import node_config, wait_until
@@ -94,6 +94,10 @@ async def test_dnsaddr_recursion_and_fan_out_are_bounded(no_dns):
         wide = {"_dnsaddr.wide.example": [f"dnsaddr=/ip4/192.0.2.{i % 250}/tcp/{1000 + i}/p2p/{A}"
                                           for i in range(500)]}
         assert len(await resolve_addr(f"/dnsaddr/wide.example/p2p/{A}", txt=fake_txt(wide))) == MAX_ADDRS
+        # only the first MAX_TXT_RECORDS records of a name are looked at
+        late = {"_dnsaddr.late.example": ["v=other"] * MAX_TXT_RECORDS + [f"dnsaddr=/ip4/192.0.2.1/tcp/1/p2p/{A}"]}
+        with pytest.raises(NameNotResolved):
+            await resolve_addr(f"/dnsaddr/late.example/p2p/{A}", txt=fake_txt(late))
 
 
 async def test_names_under_invalid_fail_without_a_query(no_dns):

@@ -20,7 +20,7 @@ from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_byt
 
 from gaia_p2p.core.reachability import DialBackLimiter, Reachability
 from gaia_p2p.net import libp2p_fixes
-from gaia_p2p.net.reachability import AUTONAT_PROTOCOL, MAX_OBSERVED, AutoNAT
+from gaia_p2p.net.reachability import AUTONAT_PROTOCOL, MAX_ASKED, MAX_CONCURRENT_DIALBACKS, MAX_OBSERVED, AutoNAT
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
@@ -223,3 +223,40 @@ def test_observed_addresses_are_bounded():
     for i in range(MAX_OBSERVED + 10):
         host._observed_addr_manager.record_observation(Conn(i), multiaddr.Multiaddr(f"/ip4/1.2.3.4/tcp/{i + 1}"), [])
     assert len(svc.observed) == MAX_OBSERVED and "peer0" not in svc.observed
+
+
+async def test_dial_backs_in_flight_are_bounded_and_the_rest_refused_not_queued():
+    """Addresses that accept TCP and then say nothing hold a dial-back until its timeout: at most
+    MAX_CONCURRENT_DIALBACKS at once, the next request is refused at once."""
+    with trio.fail_after(30):
+        silent = trio.socket.socket()
+        await silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        async with _hosts(2) as (client, server):
+            srv = _autonat(server, dial_timeout_s=3.0,
+                           limiter=DialBackLimiter(per_peer_burst=100, global_burst=100, global_per_s=100))
+            await _connect(client, server)
+            answers: list[int] = []
+
+            async def one() -> None:
+                answers.append((await _raw_request(client, server, _dial(client, [f"/ip4/127.0.0.1/tcp/{port}"]))
+                                ).dialResponse.status)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(MAX_CONCURRENT_DIALBACKS):
+                    nursery.start_soon(one)
+                while srv.dialbacks.value > 0:  # all four are dialling
+                    await trio.sleep(0.01)
+                nursery.start_soon(one)
+            silent.close()
+            assert answers[0] == Message.E_DIAL_REFUSED and srv.stats["served_busy"] == 1
+            assert sorted(answers[1:]) == [Message.E_DIAL_ERROR] * MAX_CONCURRENT_DIALBACKS
+
+
+def test_the_peers_asked_are_bounded():
+    svc = AutoNAT(object(), rng=np.random.default_rng(0))
+    for i in range(MAX_ASKED + 50):
+        svc._note_asked(f"p{i}", float(i))
+    svc._note_asked("p60", 1e6)  # asked again: moves to the newest end
+    assert len(svc.last_asked) == MAX_ASKED and "p0" not in svc.last_asked and next(reversed(svc.last_asked)) == "p60"
