@@ -235,7 +235,9 @@ class Node:
                 out.extend(a.replace("/ip6/::/", f"/ip6/{ip}/", 1) for ip in _local_ipv6s())
             else:
                 out.append(a)
-        return list(dict.fromkeys(out))
+        # IPv4 first (py-libp2p lists its listeners in no particular order): the first address is
+        # the one node_started and status show first, the one a person copies
+        return sorted(dict.fromkeys(out), key=lambda a: not a.startswith("/ip4/"))
 
     def statistics(self) -> NodeStatistics:
         isl, opt, c = self.island, self.island.opt, self.island.counters
