@@ -163,16 +163,23 @@ class DialBackLimiter:
     nothing) and in all. Each is a token bucket; a refused request is answered E_DIAL_REFUSED."""
 
     def __init__(self, *, per_peer_s: float = 30.0, per_peer_burst: float = 2, global_per_s: float = 1.0,
-                 global_burst: float = 8, max_keys: int = 1024) -> None:
+                 global_burst: float = 8, max_keys: int = 1024, exempt_ips: tuple[str, ...] = ()) -> None:
+        # exempt_ips (CIDRs, network.limits_exempt): the per-IP bucket skips them, since every node of
+        # a one-machine swarm asks from 127.0.0.1; the per-peer and global buckets still hold
+        self.exempt = tuple(ipaddress.ip_network(c, strict=False) for c in exempt_ips)
         self.peer = TokenBucket(1.0 / per_peer_s, per_peer_burst, max_keys=max_keys)
         self.ip = TokenBucket(1.0 / per_peer_s, 2 * per_peer_burst, max_keys=max_keys)
         self.all = TokenBucket(global_per_s, global_burst, max_keys=1)
+
+    def _exempt(self, ip: str) -> bool:
+        norm = normalize_ip(ip)
+        return norm is not None and any(ipaddress.ip_address(norm) in net for net in self.exempt)
 
     def allow(self, peer: str, ip: str, now: float) -> str | None:
         """None if a dial-back is allowed now, else the name of the limit that refused it."""
         if not self.peer.allow(peer, now):
             return "rate_peer"
-        if not self.ip.allow(ip, now):
+        if not self._exempt(ip) and not self.ip.allow(ip, now):
             return "rate_ip"
         if not self.all.allow("", now):
             return "rate_global"

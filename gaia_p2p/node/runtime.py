@@ -54,6 +54,7 @@ from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
+from gaia_p2p.core.reachability import DialBackLimiter
 from gaia_p2p.net.addrs import usable_listen_addrs
 from gaia_p2p.net.dns import resolve_bootstrap
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
@@ -620,7 +621,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         if cfg.network.autonat:
             node.reach = AutoNAT(p2p.host, rng=node.net_rng, advertised=node.addrs,
                                  confirmations=cfg.network.autonat_confirmations,
-                                 interval_s=cfg.network.autonat_interval_s)
+                                 interval_s=cfg.network.autonat_interval_s,
+                                 limiter=DialBackLimiter(exempt_ips=cfg.network.limits_exempt))
             node.reach.install()
         pool_sub = None
         if pool is not None and node.pool_log is not None:

@@ -130,3 +130,10 @@ def test_limiter_tables_are_bounded():
     for i in range(100):
         lim.allow(f"p{i}", f"10.0.{i}.1", 0)
     assert len(lim.peer.tokens) <= 8 and len(lim.ip.tokens) <= 8
+
+
+def test_limiter_per_ip_skips_exempt_networks():
+    lim = DialBackLimiter(per_peer_s=10, per_peer_burst=2, global_per_s=1, global_burst=100,
+                          exempt_ips=("127.0.0.0/8", "::1/128"))
+    assert all(lim.allow(f"s{i}", "127.0.0.1", 0) is None for i in range(10))  # a one-machine swarm
+    assert [lim.allow(f"t{i}", "10.0.0.1", 0) for i in range(5)] == [None] * 4 + ["rate_ip"]
