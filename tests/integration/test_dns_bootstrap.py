@@ -144,3 +144,17 @@ async def test_nodes_bootstrap_by_dns4_localhost_and_learn_they_are_public(tmp_p
             assert r["dialled_back"] >= 2 and r["text"].startswith(f"public ({r['dialled_back']} of {r['asked']} peers")
             assert "reachability    public (" in render_status(s)
             nursery.cancel_scope.cancel()
+
+
+async def test_autonat_off_serves_nothing_and_status_shows_no_line(tmp_path, no_dns):
+    import dataclasses
+
+    cfg = node_config(tmp_path, 0)
+    cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, autonat=False))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run, cfg)
+            s = node.status()
+            assert s["reachability"] is None and "reachability" not in render_status(s)
+            assert "/libp2p/autonat/1.0.0" not in node.p2p.host.get_mux().handlers
+            nursery.cancel_scope.cancel()
