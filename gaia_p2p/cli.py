@@ -257,7 +257,8 @@ def render_status(s: dict[str, Any]) -> str:
     if pool:
         lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "
                          f"{pool['generation']}, we evaluated {pool['own_items']} items ({pool['helped']} helping), "
-                         f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, {pool['replays']} log replays")
+                         f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, "
+                         f"{len(pool.get('fenced', []))} fenced off (another past), {pool['replays']} log replays")
         for peer, rec in sorted(pool.get("records", {}).items()):
             if peer in pool["members"]:
                 lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "

@@ -65,7 +65,7 @@ from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
-from gaia_p2p.node.pool import POOL_LOG_PROTOCOL, PoolLogService, PoolTopic, platform_class, pool_topic
+from gaia_p2p.node.pool import PoolMember, PoolTopic, platform_class, pool_topic
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
 from gaia_p2p.node.stats import (STATUS_VERSION, IslandStatistics, MigrantStatistics, NodeStatistics,
                                  TargetStatistics, finite_or_none)
@@ -119,7 +119,6 @@ class Node:
                  evaluator: Evaluator, telemetry: TelemetryTopic, bad_streams: list[int],
                  pool: poolcore.Pool | None = None) -> None:
         self.cfg, self.data, self.island, self.seed = cfg, data, island, seed
-        self.pool = pool  # our replica's share of a pool's search (core/pool.py), or None: an island
         self.p2p, self.topic, self.telemetry, self.evaluator = p2p, topic, telemetry, evaluator
         self.exp_id = island.experiment_id
         self.capabilities = local_capabilities(cfg.evaluation.backend)
@@ -149,18 +148,12 @@ class Node:
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
         self.heartbeats = TelemetryService(self.exp_id, lambda: encode_telemetry(self.heartbeat()))
-        # a pool member: its work (one evaluation at a time), its results to publish, the round the
-        # generation runner waits for, the log service, and a nursery for log fetches
-        self.pool_work_in, self._pool_work_out = trio.open_memory_channel[poolcore.EvaluateItems](1)
-        self.pool_publishes_in, self._pool_publishes_out = trio.open_memory_channel[poolcore.Results](POOL_PUBLISH_QUEUE)
-        self.pool_publishes_dropped = 0
+        # a pool member's shell (node/pool.py): its tasks, topic and log service
+        self.member = None if pool is None else PoolMember(
+            p2p, pool, PoolTopic(pool_topic(self.exp_id, pool.pid), self.exp_id, pool.pid, p2p.peer_id),
+            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest,
+            direct=cfg.pool.transport == "direct", banned=lambda peer: peer in self.island.banned)
         self.reach: AutoNAT | None = None  # reachability (AutoNAT), set in _run_locked when network.autonat
-        self.round_done = trio.Event()
-        self.round_result: poolcore.RoundComplete | None = None
-        self.pool_topic: PoolTopic | None = None
-        self.pool_log = PoolLogService(p2p.host, pool) if pool is not None else None
-        self.pool_genesis: Callable[[], Optimizer] | None = None
-        self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ the loop
 
@@ -187,6 +180,21 @@ class Node:
         test, a tool) wakes when it may have changed instead of polling for it."""
         await self._fed.park()
 
+    async def rest(self, *, cpu_s: float, wall_s: float) -> None:
+        """The duty cycle's rest after work that cost ``cpu_s`` CPU over ``wall_s`` (core/schedule.py):
+        on the CPU clock unless asked for the wall clock or on a GPU (whose work is not CPU time)."""
+        e = self.cfg.evaluation
+        if e.duty_cycle >= 1.0:
+            return
+        cpu_clock = e.duty_clock == "cpu" and not (self.evaluator.backend == "torch" and self.evaluator.device == "cuda")
+        await trio.sleep(duty_sleep(cpu_s=cpu_s if cpu_clock else 0.0, wall_s=wall_s, duty=e.duty_cycle,
+                                    cores=max(1, e.workers)))
+
+    def pool_members(self) -> frozenset[str]:
+        """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
+        assert self.member is not None
+        return frozenset(self.p2p.topic_peers(self.member.topic.topic)) - self.island.banned | {self.peer_id}
+
     def peers_changed(self) -> PeersChanged | None:
         """The island's view of the network, when it changed: live topic peers (banned peers are not
         live: py-libp2p keeps recording a blacklisted peer's subscriptions, and a ring or random
@@ -205,6 +213,11 @@ class Node:
             return None
         elite = self.island.best_elite()
         return codec.encode_elite(elite), elite.fitness
+
+    @property
+    def pool(self) -> poolcore.Pool | None:
+        """Our replica's share of a pool's search (core/pool.py), or None: an island."""
+        return None if self.member is None else self.member.pool
 
     @property
     def peer_id(self) -> str:
@@ -278,11 +291,7 @@ class Node:
             traffic=traffic.snapshot(), cpu=self.cpu.snapshot(self.evaluator.thread_cpu_s),
             workers=self.cfg.evaluation.workers, uptime_s=round(time.monotonic() - self.started_mono, 1),
             data_dir=str(self.data.path), pid=os.getpid(),
-            pool=None if self.pool is None else self.pool.statistics() | {
-                "topic": self.pool_topic.topic if self.pool_topic else None,
-                "rejected": dict(self.pool_topic.rejected) if self.pool_topic else {},
-                "log_service": dict(self.pool_log.stats) if self.pool_log else {},
-                "publishes_dropped": self.pool_publishes_dropped},
+            pool=None if self.member is None else self.member.statistics(),
             reachability=None if self.reach is None else self.reach.snapshot())
         wall = time.time()
         own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
@@ -308,10 +317,6 @@ class Node:
         log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
                  best_fitness=finite_or_none(snap["best_fitness"]))
 
-
-#: pool results waiting to be published at most (one message per evaluation; full: the network is
-#: stuck, the newest is dropped and counted, and the others' helpers fill the gap)
-POOL_PUBLISH_QUEUE = 16
 
 #: migrants waiting to be published at most; the island publishes at most one per
 #: min_publish_interval_s, so a full queue means the network is stuck: the newest is dropped (counted)
@@ -405,29 +410,11 @@ def _blacklist(node: Node, peer: str) -> None:
         log.error("peer_ban_failed", peer_id=peer, error=f"{type(e).__name__}: {e}")
 
 
-def _pool_evaluate(node: Node, effect: poolcore.EvaluateItems) -> None:
-    node.pool_work_in.send_nowait(effect)  # the pool asks for one evaluation at a time
-
-
-def _pool_publish(node: Node, effect: poolcore.PublishResults) -> None:
-    try:
-        node.pool_publishes_in.send_nowait(effect.results)
-    except trio.WouldBlock:
-        node.pool_publishes_dropped += 1
-        log.warning("pool_results_dropped", generation=effect.results.generation, queued=POOL_PUBLISH_QUEUE,
-                    dropped=node.pool_publishes_dropped)
-
-
-def _pool_round_complete(node: Node, effect: poolcore.RoundComplete) -> None:
-    node.round_result = effect
-    node.round_done.set()
-
-
 def _pool_fetch_log(node: Node, effect: poolcore.FetchLog) -> None:
     log.info("pool_log_wanted", peer_id=effect.peer, start=effect.start, why=effect.why,
              generation=node.island.generation)
-    assert node.nursery is not None
-    node.nursery.start_soon(_fetch_pool_log, node, effect)
+    assert node.member is not None
+    node.member.fetch_log(effect)
 
 
 def _pool_replay(node: Node, effect: poolcore.Replay) -> None:
@@ -437,16 +424,15 @@ def _pool_replay(node: Node, effect: poolcore.Replay) -> None:
         node._evaluations_out.receive_nowait()
     except trio.WouldBlock:
         pass
-    assert node.pool_genesis is not None
+    assert node.member is not None
     before = node.island.generation
     if effect.start == 0 or before > effect.start:  # our past after the fork point differs: from the start
-        effects = node.island.replay(effect.log, start=0, genesis=node.pool_genesis(), rng=node.rng)
+        effects = node.island.replay(effect.log, start=0, genesis=node.member.genesis(), rng=node.rng)
     else:  # the island may still lack the round the pool completed last: it gets it here
         effects = node.island.replay(effect.log[before:], start=before, genesis=None, rng=node.rng)
     log.info("pool_log_replayed", src=effect.src, start=effect.start, generation_before=before,
              generation=node.island.generation)
-    node.round_result = None
-    node.round_done.set()
+    node.member.abandon_round()
     node._dispatch(effects)
 
 
@@ -467,9 +453,9 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     MigrantAccepted: _migrant_accepted,
     MigrantRejected: _migrant_rejected,
     PeerBanned: _ban,
-    poolcore.EvaluateItems: _pool_evaluate,
-    poolcore.PublishResults: _pool_publish,
-    poolcore.RoundComplete: _pool_round_complete,
+    poolcore.EvaluateItems: lambda node, effect: node.member.want_evaluation(effect),
+    poolcore.PublishResults: lambda node, effect: node.member.publish(effect),
+    poolcore.RoundComplete: lambda node, effect: node.member.round_complete(effect),
     poolcore.FetchLog: _pool_fetch_log,
     poolcore.Replay: _pool_replay,
     poolcore.Evict: _pool_evict,
@@ -624,13 +610,6 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                  interval_s=cfg.network.autonat_interval_s,
                                  limiter=DialBackLimiter(exempt_ips=cfg.network.limits_exempt))
             node.reach.install()
-        pool_sub = None
-        if pool is not None and node.pool_log is not None:
-            node.pool_topic = PoolTopic(pool_topic(exp, pool.pid), exp, pool.pid, self_id)
-            node.pool_genesis = partial(_new_optimizer, cfg, seed)
-            p2p.pubsub.set_topic_validator(node.pool_topic.topic, node.pool_topic.validator, is_async_validator=False)
-            pool_sub = await p2p.pubsub.subscribe(node.pool_topic.topic)
-            p2p.host.set_stream_handler(POOL_LOG_PROTOCOL, node.pool_log.handle)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
@@ -659,12 +638,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
-                if pool_sub is not None:
-                    node.nursery = nursery
-                    nursery.start_soon(_receive_pool_results, node, pool_sub)
-                    nursery.start_soon(_pool_worker, node)
-                    nursery.start_soon(_publish_pool_results, node)
-                    nursery.start_soon(_pool_clock, node)
+                if node.member is not None:
+                    await nursery.start(node.member.run, node.pool_members)
                 task_status.started(node)
                 await _run_generations(node)
                 nursery.cancel_scope.cancel()
@@ -682,13 +657,10 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
 async def _run_generations(node: Node) -> None:
     """Evaluate each generation the island asks for (in the workers), then feed the result; the
-    target test and the duty cycle's rest come between two generations. Returns at
-    ``max_generations`` or, with ``stop_at_target``, once the test passed."""
+    target test and the duty cycle's rest come between two generations (a pool member rests after
+    each of its evaluations instead: node/pool.py). Returns at ``max_generations`` or, with
+    ``stop_at_target``, once the test passed."""
     isl, cfg = node.island, node.cfg
-    duty = cfg.evaluation.duty_cycle
-    # the CPU clock, unless asked for the wall clock or on a GPU (whose work is not CPU time)
-    cpu_clock = cfg.evaluation.duty_clock == "cpu" and not (
-        node.evaluator.backend == "torch" and node.evaluator.device == "cuda")
     first = True
     node.start()
     async for effect in node._evaluations_out:
@@ -698,11 +670,11 @@ async def _run_generations(node: Node) -> None:
         if changed is not None:
             node.feed(changed)
         t0, cpu0 = time.perf_counter(), node.evaluator.cpu_s + node.cpu.island_s
-        if node.pool is None:
+        if node.member is None:
             fit, extra_fit = await _evaluate(node, effect)
             own = None
         else:
-            pooled = await _evaluate_pooled(node, effect)
+            pooled = await node.member.evaluate_generation(effect)
             if pooled is None:
                 continue  # the pool's log replaced this generation: the island has asked for the next
             fit, extra_fit, own = pooled
@@ -712,10 +684,8 @@ async def _run_generations(node: Node) -> None:
         if await _maybe_test(node) and cfg.stop_at_target:
             log.info(logs.NODE_STOPPING, reason="target_reached")
             return
-        if duty < 1.0 and not first:
-            cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0 if cpu_clock else 0.0
-            await trio.sleep(duty_sleep(cpu_s=cpu, wall_s=time.perf_counter() - t0, duty=duty,
-                                        cores=max(1, cfg.evaluation.workers)))
+        if node.member is None and not first:
+            await node.rest(cpu_s=node.evaluator.cpu_s + node.cpu.island_s - cpu0, wall_s=time.perf_counter() - t0)
         first = False  # the first generation also started the workers: not a measure of work
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
 
@@ -737,82 +707,6 @@ async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarra
         nursery.start_soon(one, "c", effect.candidates, effect.seeds)
         nursery.start_soon(one, "e", effect.extras, effect.extra_seeds)
     return out["c"], out["e"]
-
-
-async def _evaluate_pooled(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """A pool member's generation: the candidates go to the pool (our share, help, the others'
-    results: core/pool.py), the extras of an assessment round are ours and scored here meanwhile.
-    None when a replay of the pool's log abandoned the generation."""
-    node.round_done, node.round_result = trio.Event(), None
-    node.feed(poolcore.RoundStarted(effect.generation, effect.candidates, effect.seeds))
-    extra_fit = await node.evaluator.evaluate(effect.extras, effect.extra_seeds) if len(effect.extras) else np.zeros(0)
-    await node.round_done.wait()
-    done = node.round_result
-    if done is None or done.generation != effect.generation:
-        return None
-    return done.returns, extra_fit, done.own
-
-
-async def _pool_worker(node: Node) -> None:
-    """The pool's evaluations (own share, help, spot checks), one at a time, fed back."""
-    async for work in node._pool_work_out:
-        t0 = time.perf_counter()
-        returns = await node.evaluator.evaluate(work.candidates, work.seeds)
-        node.feed(poolcore.ItemsEvaluated(work.generation, work.indices, returns, work.why,
-                                          seconds=time.perf_counter() - t0))
-
-
-async def _publish_pool_results(node: Node) -> None:
-    from gaia_p2p.core import poolwire
-
-    assert node.pool is not None and node.pool_topic is not None
-    async for results in node._pool_publishes_out:
-        await node.p2p.pubsub.publish(node.pool_topic.topic, poolwire.encode_results(node.pool.pid, results))
-
-
-async def _receive_pool_results(node: Node, sub: Any) -> None:
-    from libp2p.peer.id import ID
-
-    assert node.pool_topic is not None
-    while True:
-        msg = await sub.get()
-        src = str(ID(msg.from_id))
-        if src == node.peer_id:
-            continue
-        try:
-            results, _ = node.pool_topic.take(msg)  # decoded by the validator
-        except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
-            node.pool_topic.reject(e.reason, src, e.detail)
-            continue
-        node.feed(poolcore.ResultsReceived(src, results))
-
-
-#: how often the pool's clock ticks (helping and spot checks start on a tick) and how often its
-#: members are looked up (the pool topic's peers)
-POOL_TICK_S, POOL_MEMBERS_S = 0.05, 1.0
-
-
-async def _pool_clock(node: Node) -> None:
-    assert node.pool is not None and node.pool_topic is not None
-    members_at = -math.inf
-    while True:
-        await trio.sleep(POOL_TICK_S)
-        now = trio.current_time()
-        if now - members_at >= POOL_MEMBERS_S:
-            members_at = now
-            live = frozenset(node.p2p.topic_peers(node.pool_topic.topic)) - node.island.banned | {node.peer_id}
-            if live != node.pool.members:
-                node.feed(poolcore.MembersChanged(live))
-        if node.pool.round is not None or node.pool.checks:
-            node.feed(poolcore.Tick())
-
-
-async def _fetch_pool_log(node: Node, effect: poolcore.FetchLog) -> None:
-    assert node.pool_log is not None
-    got = await node.pool_log.fetch(effect.peer, effect.start, effect.head)
-    if got is not None:
-        start, returns = got
-        node.feed(poolcore.LogReceived(effect.peer, start, returns))
 
 
 async def _maybe_test(node: Node) -> bool:
