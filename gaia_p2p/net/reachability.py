@@ -169,10 +169,11 @@ class AutoNAT:
         return [str(a) for a in self.host.get_transport_addrs()]
 
     def request_addrs(self) -> list[bytes]:
-        """What we ask peers to dial: our advertised addresses, and each IP peers observed us at with
-        each listen port of its family (what a router that forwards our port would expose)."""
-        out: list[str] = [a for a in self.advertised() if not a.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))]
-        ports = {"ip4": set(), "ip6": set()}  # type: dict[str, set[int]]
+        """What we ask peers to dial: each IP peers observed us at with each listen port of its
+        family (what a router that forwards our port would expose; first, so that many interface
+        addresses cannot push them past MAX_REQUEST_ADDRS), then our advertised addresses."""
+        out: list[str] = []
+        ports: dict[str, set[int]] = {"ip4": set(), "ip6": set()}
         for a in self.host.get_transport_addrs():
             ep = tcp_endpoint(a)
             if ep is not None:
@@ -182,6 +183,7 @@ class AutoNAT:
             if ep is not None:
                 fam = "ip6" if ":" in ep[0] else "ip4"
                 out.extend(f"/{fam}/{ep[0]}/tcp/{p}" for p in sorted(ports[fam]))
+        out.extend(a for a in self.advertised() if not a.startswith(("/ip4/0.0.0.0/", "/ip6/::/")))
         raw: list[bytes] = []
         for a in dict.fromkeys(out):
             try:
