@@ -260,3 +260,19 @@ def test_the_peers_asked_are_bounded():
         svc._note_asked(f"p{i}", float(i))
     svc._note_asked("p60", 1e6)  # asked again: moves to the newest end
     assert len(svc.last_asked) == MAX_ASKED and "p0" not in svc.last_asked and next(reversed(svc.last_asked)) == "p60"
+
+
+def test_a_request_lists_observed_guesses_first_and_at_most_32_addresses():
+    from gaia_p2p.core.reachability import MAX_REQUEST_ADDRS
+
+    class Host:
+        def get_transport_addrs(self):
+            return [multiaddr.Multiaddr("/ip4/0.0.0.0/tcp/4001"), multiaddr.Multiaddr("/ip6/::/tcp/4001")]
+
+    pid = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+    many = [f"/ip4/10.0.{i // 250}.{i % 250}/tcp/4001/p2p/{pid}" for i in range(100)]
+    svc = AutoNAT(Host(), rng=np.random.default_rng(0), advertised=lambda: ["/ip4/0.0.0.0/tcp/4001", *many])
+    svc.observed["peer"] = "/ip4/203.0.113.7/tcp/51234"  # an ephemeral port: we ask for our listen port there
+    got = [str(multiaddr.Multiaddr(b)) for b in svc.request_addrs()]
+    assert got[0] == "/ip4/203.0.113.7/tcp/4001" and len(got) == MAX_REQUEST_ADDRS
+    assert "/ip4/0.0.0.0/tcp/4001" not in got and got[1] == "/ip4/10.0.0.0/tcp/4001"  # /p2p/ suffix dropped
