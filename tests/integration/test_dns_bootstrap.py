@@ -158,3 +158,9 @@ async def test_autonat_off_serves_nothing_and_status_shows_no_line(tmp_path, no_
             assert s["reachability"] is None and "reachability" not in render_status(s)
             assert "/libp2p/autonat/1.0.0" not in node.p2p.host.get_mux().handlers
             nursery.cancel_scope.cancel()
+
+
+def test_watch_with_an_unresolvable_bootstrap_exits_2_with_one_line(capsys, no_dns):
+    rc = main(["watch", "--bootstrap", f"/dnsaddr/seed.invalid/p2p/{A}", "--listen", "/ip4/127.0.0.1/tcp/0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "seed.invalid" in err and "Traceback" not in err, err
