@@ -92,11 +92,12 @@ START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
     )),
     ("network", (
         ("network.listen", {"action": "append", "metavar": "MULTIADDR",
-                            "help": "listen address, repeatable (default /ip4/0.0.0.0/tcp/4001; port 0 picks a "
-                                    "free port)"}),
+                            "help": "listen address, repeatable (default /ip4/0.0.0.0/tcp/4001 and "
+                                    "/ip6/::/tcp/4001; port 0 picks a free port)"}),
         ("network.bootstrap", {"action": "append", "metavar": "MULTIADDR",
-                               "help": "a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID, repeatable; added to "
-                                       "bootstrap_nodes.toml"}),
+                               "help": "a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID (or /dns4/NAME/..., "
+                                       "/dns6/NAME/..., /dnsaddr/NAME/p2p/PEER_ID, resolved at start), "
+                                       "repeatable; added to bootstrap_nodes.toml"}),
         ("migration.topology", {"help": "whose migrants to consider: everyone's (full, default), the ring "
                                         "predecessor's, or a few random peers'"}),
         ("pool.name", {"metavar": "NAME", "help": "share one search with the nodes started with the same pool "
@@ -253,6 +254,8 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
         *([f"  made from     {describe(s['experiment']['made_from'])}"] if s.get("experiment") else []),
+        *([f"reachability    {s['reachability'].get('text', '?')}"] if s.get("reachability") else []),
+        *[f"  observed at   {a}" for a in ((s.get("reachability") or {}).get("observed_addrs") or [])[:4]],
         f"topics          {', '.join(s['topics'])}",
         f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"
         f"{' restarted ' + str(opt['restarts']) + 'x' if opt.get('restarts') else ''}",

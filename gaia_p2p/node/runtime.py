@@ -54,7 +54,11 @@ from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
+from gaia_p2p.core.reachability import DialBackLimiter
+from gaia_p2p.net.addrs import usable_listen_addrs
+from gaia_p2p.net.dns import resolve_bootstrap
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
+from gaia_p2p.net.reachability import AutoNAT
 from gaia_p2p.net.liveness import keep_alive
 from gaia_p2p.node import control
 from gaia_p2p.node.evaluator import Evaluator
@@ -83,6 +87,18 @@ def _local_ipv4s() -> list[str]:
         ips = []
     ips = sorted(set(ips), key=lambda ip: (not ip.startswith("127."), ip))
     return ips or ["0.0.0.0"]
+
+
+def _local_ipv6s() -> list[str]:
+    """This machine's IPv6 addresses but link-local ones, loopback first (for a :: listener)."""
+    try:
+        import ifaddr
+
+        ips = [str(ip.ip[0]) for ad in ifaddr.get_adapters() for ip in ad.ips if isinstance(ip.ip, tuple)]
+    except Exception:
+        ips = []
+    ips = [ip for ip in set(ips) if not ip.lower().startswith("fe80")]
+    return sorted(ips, key=lambda ip: (ip != "::1", ip)) or ["::1"]
 
 
 def _short(x: float | None) -> str:
@@ -138,6 +154,7 @@ class Node:
             p2p, pool, PoolTopic(pool_topic(self.exp_id, pool.pid), self.exp_id, pool.pid, p2p.peer_id),
             genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest,
             direct=cfg.pool.transport == "direct", banned=lambda peer: peer in self.island.banned)
+        self.reach: AutoNAT | None = None  # reachability (AutoNAT), set in _run_locked when network.autonat
 
     # ------------------------------------------------------------ the loop
 
@@ -222,15 +239,20 @@ class Node:
         return self.size.estimate.nodes
 
     def addrs(self) -> list[str]:
-        """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
+        """Dialable addresses: a wildcard listen address (0.0.0.0, ::) is shown as each interface's
+        IPv4 / IPv6 address (link-local IPv6 left out: it needs a zone a peer cannot know)."""
         out: list[str] = []
         for a in self.p2p.addrs():
             a = a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}"
             if a.startswith("/ip4/0.0.0.0/"):
                 out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1) for ip in _local_ipv4s())
+            elif a.startswith("/ip6/::/"):
+                out.extend(a.replace("/ip6/::/", f"/ip6/{ip}/", 1) for ip in _local_ipv6s())
             else:
                 out.append(a)
-        return list(dict.fromkeys(out))
+        # IPv4 first (py-libp2p lists its listeners in no particular order): the first address is
+        # the one node_started and status show first, the one a person copies
+        return sorted(dict.fromkeys(out), key=lambda a: not a.startswith("/ip4/"))
 
     def statistics(self) -> NodeStatistics:
         isl, opt, c = self.island, self.island.opt, self.island.counters
@@ -272,7 +294,8 @@ class Node:
             traffic=traffic.snapshot(), cpu=self.cpu.snapshot(self.evaluator.thread_cpu_s),
             workers=self.cfg.evaluation.workers, uptime_s=round(time.monotonic() - self.started_mono, 1),
             data_dir=str(self.data.path), pid=os.getpid(),
-            pool=None if self.member is None else self.member.statistics())
+            pool=None if self.member is None else self.member.statistics(),
+            reachability=None if self.reach is None else self.reach.snapshot())
         wall = time.time()
         own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
         return dataclasses.replace(stats, network=self.netview.snapshot(own=own))
@@ -560,9 +583,13 @@ async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 
 async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
+    listen = usable_listen_addrs(cfg.network.listen)  # no IPv6 here: IPv4 only, logged
+    if listen != cfg.network.listen:
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, listen=listen))
     check_listen_ports_free(cfg.network.listen)
     key_pair = load_or_create_identity(data.path)
-    bootstrap = tuple(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
+    # names (/dns4, /dns6, /dnsaddr) resolved once, here: one that does not resolve stops the node (exit 2)
+    bootstrap = await resolve_bootstrap(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
     from libp2p.peer.id import ID
 
     self_id = str(ID.from_pubkey(key_pair.public_key))
@@ -597,6 +624,12 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
         p2p.host.set_stream_handler(TELEMETRY_PROTOCOL, node.heartbeats.handle)
+        if cfg.network.autonat:
+            node.reach = AutoNAT(p2p.host, rng=node.net_rng, advertised=node.addrs,
+                                 confirmations=cfg.network.autonat_confirmations,
+                                 interval_s=cfg.network.autonat_interval_s,
+                                 limiter=DialBackLimiter(exempt_ips=cfg.network.limits_exempt))
+            node.reach.install()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
@@ -617,6 +650,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                                timeout_s=2 * cfg.network.keepalive_s,
                                                dead_after_s=4 * cfg.network.keepalive_s,
                                                rate_per_s=cfg.network.keepalive_rate, rng=node.net_rng))
+                if node.reach is not None:
+                    nursery.start_soon(node.reach.run)
                 nursery.start_soon(_publish_migrants, node)
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_fetch_elites, node)

@@ -93,6 +93,9 @@ class NodeStatistics:
     data_dir: str
     pid: int
     pool: Mapping[str, Any] | None = None  # the pool this node is a member of (core/pool.py), None: an island
+    # AutoNAT (net/reachability.py): public / private / unknown, the verdicts behind it, the addresses
+    # peers observed us at; None: network.autonat = false
+    reachability: Mapping[str, Any] | None = None
 
     def as_status(self) -> dict[str, Any]:
         """The status document (plain dicts and lists, JSON- and msgpack-ready)."""

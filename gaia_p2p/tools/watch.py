@@ -194,6 +194,9 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
     from gaia_p2p.node.netview import NetView
     from gaia_p2p.node.pull import pull_loop
 
+    from gaia_p2p.net.dns import resolve_bootstrap
+
+    a.bootstrap = list(await resolve_bootstrap(a.bootstrap))  # /dns4, /dns6, /dnsaddr: as for start
     status = None
     for addr in a.bootstrap:
         try:
