@@ -619,12 +619,24 @@ class Pool:
         heads = self.heads[:same + 1]
         for k in range(same, len(new_log)):
             heads.append(next_head(heads[-1], k, new_log[k]))
+        # the log of one member is not the pool's: take it only when at least as many members tell
+        # results from it as from ours (a tie: the longer one), or a member that runs ahead alone,
+        # or claims to, would rewrite everyone's past with whatever it serves
+        if (self._support(heads), len(new_log)) < (1 + self._support(self.heads), len(self.log)):
+            self.fenced[ev.src] = len(new_log)
+            self.counters.reject("log_outvoted")
+            return []
         self.log, self.heads = new_log, heads
         self.round, self.ahead = None, {}
         self.fenced.clear()  # our past changed: who works from another one is learnt anew
         self.counters.replays += 1
         self.counters.replayed_generations += len(new_log) - same
         return [Replay(same, tuple(new_log), ev.src)]
+
+    def _support(self, heads: list[bytes]) -> int:
+        """Members (not us, not evicted) whose latest results were computed from the past ``heads`` describes."""
+        return sum(1 for p, r in self.records.items() if p not in self.evicted
+                   and 0 <= r.generation < len(heads) and heads[r.generation] == r.head)
 
     def log_from(self, start: int) -> tuple[np.ndarray, ...]:
         return tuple(self.log[start:])

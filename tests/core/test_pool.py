@@ -200,6 +200,32 @@ def test_a_member_that_keeps_another_past_is_fenced_off_until_it_shares_ours():
     a.feed(P.ResultsReceived("F", P.Results(g, a.pool.heads[g], (1,), np.array([0.0], np.float32), "same")), 3.0)
     assert "F" not in a.pool.fenced and "F" in a.pool.live_members()
 
+
+def test_a_member_that_runs_ahead_alone_cannot_rewrite_the_others_past():
+    # F computed alone (its returns its own), and tells a generation far ahead: A fetches F's log,
+    # but B tells results from A's past, F only from its own: A keeps its log and fences F off
+    ms = [Member(n) for n in "AB"]
+    form(ms)
+    for m in ms:
+        m.feed(P.MembersChanged(frozenset("ABF")), 0.0)
+    for t in range(20):
+        step(ms, t * 0.05)
+    f = Member("F", lie=3.0, check_share=0.0)
+    for t in range(60):
+        step([f], t * 0.05)
+    a = ms[0]
+    assert f.pool.generation > a.pool.generation + 2 and f.pool.heads[1] != a.pool.heads[1]
+    g = a.pool.generation
+    told = fitness(a.candidates(g)[:1], a.pool.seeds_for(g)).astype(np.float32)
+    a.feed(P.ResultsReceived("B", P.Results(g, a.pool.heads[g], (0,), told, "same")), 5.0)
+    a.feed(P.ResultsReceived("F", P.Results(f.pool.generation, f.pool.heads[-1], (1,), np.array([0.0], np.float32),
+                                            "same")), 5.0)
+    assert a.fetches and a.fetches[-1].peer == "F"
+    log_before = [r.tobytes() for r in a.pool.log]
+    a.feed(sim.answer_log(f, a.fetches[-1].start, a.fetches[-1].head), 5.1)
+    assert not a.replays and [r.tobytes() for r in a.pool.log] == log_before
+    assert a.pool.counters.results_rejected.get("log_outvoted") == 1 and "F" in a.pool.fenced
+
 # ---------------------------------------------------------------- a replica's replay (core/island.py)
 
 def pool_island(seed: int = 5):

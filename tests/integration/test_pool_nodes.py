@@ -41,18 +41,18 @@ def one_log(nodes) -> bool:
 
 
 async def all_members(nodes, k):
-    await wait_until(lambda: all(len(n.pool.live_members()) == k for n in nodes), f"{k} members each", 20, on=nodes)
+    await wait_until(lambda: all(len(n.pool.live_members()) == k for n in nodes), f"{k} members each", 45, on=nodes)
 
 
 async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path):
-    with trio.fail_after(60):
+    with trio.fail_after(150):  # bounds for a loaded box; on an idle one this takes ~10 s
         async with trio.open_nursery() as nursery:
             nodes = await start_pool(nursery, tmp_path, 3)
             await all_members(nodes, 3)
             start = min(n.pool.generation for n in nodes)
             own0 = [n.pool.counters.own for n in nodes]
             await wait_until(lambda: min(n.pool.generation for n in nodes) >= start + 30, "30 pooled generations",
-                             40, on=nodes)
+                             90, on=nodes)
             assert one_log(nodes)
             gens = max(n.pool.generation for n in nodes) - start
             own = [n.pool.counters.own - o for n, o in zip(nodes, own0)]
@@ -81,7 +81,7 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
 
 
 async def test_a_dead_members_items_are_done_by_the_others(tmp_path):
-    with trio.fail_after(60):
+    with trio.fail_after(150):
         async with trio.open_nursery() as nursery:
             a, b = await start_pool(nursery, tmp_path, 2)
             doomed = trio.CancelScope()
@@ -96,7 +96,7 @@ async def test_a_dead_members_items_are_done_by_the_others(tmp_path):
             at_death = max(a.pool.generation, b.pool.generation)
             helped0 = a.pool.counters.helped + b.pool.counters.helped
             await wait_until(lambda: min(a.pool.generation, b.pool.generation) >= at_death + 20,
-                             "20 generations after the death", 40, on=[a, b])
+                             "20 generations after the death", 90, on=[a, b])
             assert a.pool.counters.helped + b.pool.counters.helped > helped0  # its items were taken over
             assert one_log([a, b])
             nursery.cancel_scope.cancel()
@@ -106,7 +106,7 @@ async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
     # every result of the others checked: a lie is caught at the first one that enters a log. The
     # liar runs its own code: it trusts everyone (an honest checker would find the honest members
     # "wrong", evict them and fork off alone: that case is fencing, tests/core/test_pool.py)
-    with trio.fail_after(90):
+    with trio.fail_after(180):
         async with trio.open_nursery() as nursery:
             honest = await start_pool(nursery, tmp_path, 2, check_share=1.0)
             liar = await start_member(nursery, tmp_path, 2, (honest[0].addrs()[0],), check_share=0.0)
@@ -118,10 +118,10 @@ async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
             liar.evaluator.evaluate = inflated
             liar.pool._compare = lambda *args: []
             await wait_until(lambda: all(liar.peer_id in n.pool.evicted for n in honest),
-                             "the liar evicted by both honest members", 60, on=honest)
+                             "the liar evicted by both honest members", 90, on=honest)
             g = min(n.pool.generation for n in honest)
             await wait_until(lambda: min(n.pool.generation for n in honest) >= g + 10,
-                             "10 generations after the eviction", 20, on=honest)
+                             "10 generations after the eviction", 40, on=honest)
             assert all(liar.peer_id not in n.pool.live_members() for n in honest)
             assert all(liar.peer_id in n.status()["banned_peers"] or n.pool.evicted for n in honest)
             nursery.cancel_scope.cancel()
@@ -137,13 +137,13 @@ async def test_direct_transport_carries_every_result_and_cuts_off_a_broken_strea
     from gaia_p2p.node.pool import POOL_RESULTS_PROTOCOL
     from tests.integration.attacker import open_attacker
 
-    with trio.fail_after(60):
+    with trio.fail_after(150):
         async with trio.open_nursery() as nursery:
             nodes = await start_pool(nursery, tmp_path, 3, transport="direct")
             await all_members(nodes, 3)
             start = min(n.pool.generation for n in nodes)
             await wait_until(lambda: min(n.pool.generation for n in nodes) >= start + 10, "10 pooled generations",
-                             40, on=nodes)
+                             90, on=nodes)
             assert one_log(nodes)
             for n in nodes:  # every result the pool took came over a direct stream, none over gossip
                 assert n.member.direct.stats["received"] == n.pool.counters.results_in > 0, n.member.direct.stats
@@ -168,5 +168,5 @@ async def test_direct_transport_carries_every_result_and_cuts_off_a_broken_strea
                     except Exception:
                         pass
             g = victim.pool.generation
-            await wait_until(lambda: victim.pool.generation >= g + 3, "the pool going on", 20, on=nodes)
+            await wait_until(lambda: victim.pool.generation >= g + 3, "the pool going on", 40, on=nodes)
             nursery.cancel_scope.cancel()
