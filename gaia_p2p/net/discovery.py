@@ -60,6 +60,8 @@ async def _dial(p2p: P2P, pid: str, limit: trio.CapacityLimiter, results: dict[s
                 ok = True
             except Exception as e:  # dial errors come in many libp2p types
                 log.debug("peer_dial_failed", peer_id=pid, error=f"{type(e).__name__}: {e}"[:200])
+        if not ok and p2p.relay is not None:  # behind NAT: through a relay it reserved on
+            ok = await p2p.relay.dial(ID.from_base58(pid))
         results[pid] = ok
 
 

@@ -1,0 +1,99 @@
+"""Nodes behind NAT: two homes, each a host behind a MASQUERADE router, and one public node, in
+network namespaces (netns_helpers.NatLab: 10.213.X.0/24 WAN, 10.101.X / 10.102.X home LANs).
+
+The public node (the relay; it runs another problem, so it never forwards the homes' migrants) is
+the only address either home knows. Each home reserves a slot on it (network.relay_client=on),
+advertises its /p2p-circuit address, finds the other through the DHT, dials it through the relay,
+exchanges migrants over the circuit, and DCUtR tries a TCP hole punch. With plain MASQUERADE the
+router keeps the source port, so the punch can work; with --random-fully it cannot, and the relay
+keeps carrying the traffic. Measured numbers are printed (run with -s).
+
+Needs root, `ip netns` and `iptables`; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cli_helpers import wait_for
+from netns_helpers import NatLab, NsNodeProc, iptables_unavailable_reason
+
+pytestmark = pytest.mark.e2e
+
+PORT = 4001
+HOME = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "migration.interval=5",
+        "--set", "migration.network_rate=0", "--set", "migration.publish_only_new=false",
+        "--set", "telemetry_interval_s=1", "--set", "network.relay_client=on",
+        "--set", "network.refresh_max_s=4")
+PUBLIC = ("--problem", "sphere", "--dim", "4", "--workers", "0", "--set", "network.refresh_max_s=4")
+
+
+def _relay(n: NsNodeProc) -> dict:
+    return n.status()["connections"]["relay"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("random_fully", [False, True], ids=["masquerade", "random-fully"])
+def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
+    why = iptables_unavailable_reason()
+    if why:
+        pytest.skip(f"NAT emulation unavailable: {why}")
+    lab = NatLab(homes=2, random_fully=random_fully)
+    nodes: list[NsNodeProc] = []
+    try:
+        lab.setup()
+        assert ("--random-fully" in lab.nat_rules(0)) == random_fully
+        pub = NsNodeProc(tmp_path, "public", lab.hosts[0], f"/ip4/{lab.addr(0)}/tcp/{PORT}", *PUBLIC)
+        nodes.append(pub.start())
+        boot = pub.wait_event("node_started", 60)["addrs"][0]
+        homes = [NsNodeProc(tmp_path, f"home{k}", lab.homes[k], f"/ip4/{lab.home_addr(k)}/tcp/{PORT}", *HOME,
+                            "--seed", str(k + 1)) for k in range(2)]
+        t0 = time.monotonic()
+        for h in homes:
+            nodes.append(h.start("--bootstrap", boot))
+        ids = [h.wait_event("node_started", 60)["peer_id"] for h in homes]
+        pub_id = pub.wait_event("node_started", 5)["peer_id"]
+
+        wait_for(lambda: all(pub_id in _relay(h)["reservations"] for h in homes), "both homes reserved on the relay", 30)
+        reserved_s = time.monotonic() - t0
+        assert all(f"/p2p/{pub_id}/p2p-circuit/p2p/{ids[k]}" in " ".join(_relay(h)["circuit_addrs"] + h.status()["addrs"])
+                   for k, h in enumerate(homes))
+        wait_for(lambda: all(h.status()["migrants"]["received"] > 0 for h in homes),
+                 "a migrant between the two homes, each way", 45)
+        migrant_s = time.monotonic() - t0
+        # the homes reached each other only through the relay: their LANs are not routed
+        relayed = [set(_relay(h)["relayed_peers"]) for h in homes]
+        via_relay = _relay(pub)["stats"].get("bytes_relayed", 0)
+        assert via_relay > 0 and _relay(pub)["stats"].get("circuit_directions_opened", 0) >= 2
+
+        def direct() -> bool:
+            st = [h.status() for h in homes]
+            return all(ids[1 - k] in st[k]["connections"]["relay"]["direct_peers"] for k in range(2))
+
+        punched = False
+        deadline = time.monotonic() + (25 if not random_fully else 20)
+        while time.monotonic() < deadline and not punched:
+            punched = direct()
+            time.sleep(0.5)
+        punch_s = time.monotonic() - t0 if punched else None
+        rx = [h.status()["migrants"]["received"] for h in homes]
+        wait_for(lambda: all(h.status()["migrants"]["received"] > rx[k] for k, h in enumerate(homes)),
+                 "migrants keep flowing after the punch attempt", 30)
+        relay_bytes = _relay(pub)["stats"].get("bytes_relayed", 0)
+        print(f"\n[{'random-fully' if random_fully else 'masquerade'}] reservations on the relay after "
+              f"{reserved_s:.1f} s; first migrant both ways after {migrant_s:.1f} s (relayed peers at that time: "
+              f"{[sorted(r) for r in relayed]}); hole punch: {'yes after %.1f s' % punch_s if punched else 'no'}; "
+              f"bytes through the relay: {via_relay} at first migrant, {relay_bytes} at the end; relay stats "
+              f"{_relay(pub)['stats']}; home0 hole_punch {_relay(homes[0]).get('hole_punch')}")
+        if random_fully:
+            assert not punched, "a punch through --random-fully NAT: the emulation is not what it claims"
+        for n in nodes:
+            assert n.proc.poll() is None, f"{n.data_dir.name} died: {n.log_path.read_text()[-1500:]}"
+    finally:
+        for n in nodes:
+            n.kill()
+        failed = lab.close()
+        left = lab.leftovers()
+        assert not failed and not left, f"namespace cleanup failed: {failed} left: {left}"
