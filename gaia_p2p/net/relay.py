@@ -341,7 +341,57 @@ def build(host: Any, net: Any) -> Relay:
         from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
         r.dcutr = DCUtRProtocol(host)
+        one_initiator(r.dcutr, host, r.stats)
     return r
+
+
+def should_initiate(own: str, peer: str, directions: set[str]) -> bool:
+    """Whether we open the DCUtR stream to ``peer``, given the directions of our relayed connections
+    to it. The spec has the side that accepted the relayed connection initiate; when each side
+    dialled the other (two circuits) or the direction is unknown, the lower peer id does."""
+    if directions == {"inbound"}:
+        return True
+    if directions == {"outbound"}:
+        return False
+    return own < peer
+
+
+def relayed_directions(host: Any, peer_id: Any) -> set[str]:
+    out = set()
+    for c in host.get_network().get_connections(peer_id):
+        try:
+            if any(is_circuit(a) for a in c.get_transport_addresses()):
+                out.add(str(getattr(c, "direction", "unknown")).rsplit(".", 1)[-1].lower())
+        except Exception:
+            continue
+    return out
+
+
+def one_initiator(dcutr: Any, host: Any, stats: Counter[str]) -> None:
+    """Fix T: py-libp2p 0.8.1's DCUtR auto-drive loop initiates on every relayed connection, on both
+    ends. Two py-libp2p peers behind NAT then run two sessions at once (``Concurrent hole punch
+    session``): each side dials the other's predicted address twice from its listen port, once
+    upgrading as Noise initiator and once as responder; the second socket fails with EADDRNOTAVAIL
+    (the 4-tuple is taken) and the simultaneous-open connection that does form has initiators on
+    both ends, so its handshake fails (measured in tests/e2e/test_nat_relay.py: 0 direct
+    connections). Here one side initiates (``should_initiate``); the other only answers."""
+    upstream = dcutr.initiate_hole_punch
+    waiting: set[str] = set()
+
+    async def initiate_hole_punch(peer_id: Any) -> bool:
+        if await dcutr._have_direct_connection(peer_id):
+            return True  # the auto-drive loop asks again until the relayed connection is closed
+        if not should_initiate(str(host.get_id()), str(peer_id), relayed_directions(host, peer_id)):
+            if str(peer_id) not in waiting and len(waiting) < 1024:
+                waiting.add(str(peer_id))
+                stats["punch_left_to_peer"] += 1
+            return False
+        stats["punch_initiated"] += 1
+        ok = await upstream(peer_id)
+        stats["punch_succeeded" if ok else "punch_failed"] += 1
+        return ok
+
+    dcutr.initiate_hole_punch = initiate_hole_punch
 
 
 async def run(relay: Relay, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

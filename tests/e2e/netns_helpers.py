@@ -154,7 +154,8 @@ class NatLab(NetnsLab):
 
     WAN 10.213.<subnet>.0/24: host 0 (public, `hosts[0]`) is .1, router k is .(k+2) (`hosts[k+1]`).
     Home k: router `lan0` 10.<101+k>.<subnet>.1/24, host `homes[k]` `eth0` 10.<101+k>.<subnet>.2/24
-    with its default route via the router. Routers forward and MASQUERADE out of `eth0`
+    with its default route via the router. Routers forward, drop new connections coming in on
+    `eth0` (a home router's stateful firewall) and MASQUERADE out of `eth0`
     (`--random-fully` with `random_fully=True`: a new random source port per mapping, so the port a
     peer saw is not the port the next connection gets); they have no default route, so a home dials
     nothing but the WAN. Deleting the namespaces removes veths, rules and conntrack with them.
@@ -188,7 +189,15 @@ class NatLab(NetnsLab):
             sh("ip", "netns", "exec", r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
             sh("ip", "netns", "exec", r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j",
                "MASQUERADE", *(["--random-fully"] if self.random_fully else []))
+            # a home router's stateful firewall: unsolicited connections from the WAN are dropped,
+            # not answered with a RST (Linux's own answer for a port nothing listens on), which
+            # would tear down the router's half-open mapping before the peer's SYN arrives
+            for chain in ("INPUT", "FORWARD"):
+                sh("ip", "netns", "exec", r, "iptables", "-A", chain, "-i", "eth0", "-m", "conntrack",
+                   "--ctstate", "NEW", "-j", "DROP")
         return self
 
     def nat_rules(self, k: int) -> str:
-        return sh("ip", "netns", "exec", self.router(k), "iptables", "-t", "nat", "-S", "POSTROUTING").stdout
+        r = self.router(k)
+        return (sh("ip", "netns", "exec", r, "iptables", "-t", "nat", "-S", "POSTROUTING").stdout
+                + sh("ip", "netns", "exec", r, "iptables", "-S").stdout)

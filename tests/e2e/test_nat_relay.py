@@ -89,6 +89,8 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
               f"{_relay(pub)['stats']}; home0 hole_punch {_relay(homes[0]).get('hole_punch')}")
         if random_fully:
             assert not punched, "a punch through --random-fully NAT: the emulation is not what it claims"
+        else:
+            assert punched, f"no direct connection between the homes: {_relay(homes[0])}"
         for n in nodes:
             assert n.proc.poll() is None, f"{n.data_dir.name} died: {n.log_path.read_text()[-1500:]}"
     finally:
