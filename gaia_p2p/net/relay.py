@@ -122,44 +122,62 @@ def make_protocol(host: Any, limits: RelayLimitsCfg, *, hop: bool, stats: Counte
                 named = msg.peer.id[:64].hex()
             log.warning("relay_reserve_spoofed", peer_id=str(remote), named=named)
         msg.peer.CopyFrom(CircuitPeerId(id=remote.to_bytes()))  # fix S: always for the asker
-        before = rm.get_reservation(remote)
         await up_reserve(stream, msg)
-        res = rm.get_reservation(remote)
-        if res is not None:
-            stats["reservations_granted" if before is None else "reservations_refreshed"] += 1
-            own = [a for a in host.get_addrs() if not is_circuit(a)]
-            circuit = [multiaddr.Multiaddr(f"{a}{CIRCUIT}/p2p/{remote}") for a in own]
-            if circuit:
-                host.get_peerstore().add_addrs(remote, circuit, limits.reservation_ttl_s)
 
+    def granted(peer_id: Any, counter: str) -> None:  # before the answer is written
+        stats[counter] += 1
+        own = [a for a in host.get_addrs() if not is_circuit(a)]
+        circuit = [multiaddr.Multiaddr(f"{a}{CIRCUIT}/p2p/{peer_id}") for a in own]
+        if circuit:
+            host.get_peerstore().add_addrs(peer_id, circuit, limits.reservation_ttl_s)
+
+    up_new, up_refresh = rm.reserve, rm.refresh_reservation
+
+    def reserve(peer_id: Any) -> int:
+        ttl = up_new(peer_id)
+        granted(peer_id, "reservations_granted")
+        return ttl
+
+    def refresh_reservation(peer_id: Any) -> int:
+        ttl = up_refresh(peer_id)
+        if ttl:
+            granted(peer_id, "reservations_refreshed")
+        return ttl
+
+    rm.reserve, rm.refresh_reservation = reserve, refresh_reservation
     proto._handle_reserve = handle_reserve
 
     up_relay = proto._relay_data
 
     async def relay_data(src: Any, dst: Any, peer_id: Any, deadline: Any = None, limit: Any = None) -> None:
         stats["circuit_directions_opened"] += 1
-        try:
-            await up_relay(_Counted(src, stats), dst, peer_id, deadline, limit)
-        finally:
-            if limit is not None and limit[0] <= 0:
-                stats["circuits_ended_bytes"] += 1
+        await up_relay(src, _Counted(dst, stats), peer_id, deadline, limit)
 
     proto._relay_data = relay_data
+    up_status = proto._send_status
+
+    async def send_status(stream: Any, code: Any, message: str, limit: Any = None) -> None:
+        ended = {"Data transfer limit exceeded": "bytes", "Circuit duration limit exceeded": "duration"}.get(message)
+        if ended:
+            stats[f"circuits_ended_{ended}"] += 1
+            log.info("relay_circuit_ended", reason=ended, peer_id=str(getattr(stream.muxed_conn, "peer_id", "")),
+                     limit=limits.circuit_bytes if ended == "bytes" else limits.circuit_s)
+        await up_status(stream, code, message, limit)
+
+    proto._send_status = send_status
     return proto
 
 
 class _Counted:
-    """A stream whose reads are counted as relayed bytes (what the relay forwards)."""
+    """A stream whose writes are counted as relayed bytes (what the relay forwarded)."""
 
     def __init__(self, stream: Any, stats: Counter[str]) -> None:
         self._s = stream
         self._stats = stats
 
-    async def read(self, n: int | None = None) -> bytes:
-        data = await self._s.read(n)
-        if data:
-            self._stats["bytes_relayed"] += len(data)
-        return data
+    async def write(self, data: bytes) -> None:
+        await self._s.write(data)
+        self._stats["bytes_relayed"] += len(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._s, name)
