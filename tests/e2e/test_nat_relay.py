@@ -27,6 +27,7 @@ HOME = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "mig
         "--set", "migration.network_rate=0", "--set", "migration.publish_only_new=false",
         "--set", "telemetry_interval_s=1", "--set", "network.relay_client=on",
         "--set", "network.refresh_max_s=4")
+CIRCUIT_BYTES = 48 * 1024  # the relay's per-circuit limit in the --random-fully variant
 PUBLIC = ("--problem", "sphere", "--dim", "4", "--workers", "0", "--set", "network.refresh_max_s=4")
 
 
@@ -34,7 +35,7 @@ def _relay(n: NsNodeProc) -> dict:
     return n.status()["connections"]["relay"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 @pytest.mark.parametrize("random_fully", [False, True], ids=["masquerade", "random-fully"])
 def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
     why = iptables_unavailable_reason()
@@ -45,7 +46,10 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
     try:
         lab.setup()
         assert ("--random-fully" in lab.nat_rules(0)) == random_fully
-        pub = NsNodeProc(tmp_path, "public", lab.hosts[0], f"/ip4/{lab.addr(0)}/tcp/{PORT}", *PUBLIC)
+        # unpunchable: a small per-circuit byte limit on the relay, so the test sees a circuit reset
+        # and the homes carry on over a new one
+        limit = ("--set", f"network.relay_circuit_bytes={CIRCUIT_BYTES}") if random_fully else ()
+        pub = NsNodeProc(tmp_path, "public", lab.hosts[0], f"/ip4/{lab.addr(0)}/tcp/{PORT}", *PUBLIC, *limit)
         nodes.append(pub.start())
         boot = pub.wait_event("node_started", 60)["addrs"][0]
         homes = [NsNodeProc(tmp_path, f"home{k}", lab.homes[k], f"/ip4/{lab.home_addr(k)}/tcp/{PORT}", *HOME,
@@ -89,6 +93,16 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
               f"{_relay(pub)['stats']}; home0 hole_punch {_relay(homes[0]).get('hole_punch')}")
         if random_fully:
             assert not punched, "a punch through --random-fully NAT: the emulation is not what it claims"
+            # the relay's limit ends a circuit; the homes dial a new one and migrants keep coming
+            wait_for(lambda: _relay(pub)["stats"].get("circuits_ended_bytes", 0) >= 1, "a circuit reset at its byte limit", 40)
+            rx = [h.status()["migrants"]["received"] for h in homes]
+            t1 = time.monotonic()
+            wait_for(lambda: all(h.status()["migrants"]["received"] > rx[k] for k, h in enumerate(homes)),
+                     "migrants after the circuit reset", 40)
+            st = _relay(pub)["stats"]
+            print(f"circuit reset at {CIRCUIT_BYTES} bytes: migrants both ways again {time.monotonic() - t1:.1f} s "
+                  f"later; relay stats {st}")
+            assert st["circuit_directions_opened"] >= 4 and st["bytes_relayed"] > CIRCUIT_BYTES
         else:
             assert punched, f"no direct connection between the homes: {_relay(homes[0])}"
         for n in nodes:
