@@ -386,13 +386,15 @@ def relayed_directions(host: Any, peer_id: Any) -> set[str]:
 
 
 def one_initiator(dcutr: Any, host: Any, stats: Counter[str]) -> None:
-    """Fix T: py-libp2p 0.8.1's DCUtR auto-drive loop initiates on every relayed connection, on both
-    ends. Two py-libp2p peers behind NAT then run two sessions at once (``Concurrent hole punch
-    session``): each side dials the other's predicted address twice from its listen port, once
-    upgrading as Noise initiator and once as responder; the second socket fails with EADDRNOTAVAIL
-    (the 4-tuple is taken) and the simultaneous-open connection that does form has initiators on
-    both ends, so its handshake fails (measured in tests/e2e/test_nat_relay.py: 0 direct
-    connections). Here one side initiates (``should_initiate``); the other only answers."""
+    """T: py-libp2p 0.8.1's DCUtR auto-drive loop initiates on every relayed connection, from both
+    ends. Two py-libp2p peers behind NAT may then run two sessions at once (``Concurrent hole
+    punch session``): each side dials the other's address twice from its listen port, once
+    upgrading as Noise initiator and once as responder; one socket fails with EADDRNOTAVAIL (the
+    4-tuple is taken) and the connection the simultaneous open makes can fail its handshake. Seen
+    once in the NAT test (with debug logging: no direct connection); in 2 later runs without this
+    change the punch succeeded anyway (py-libp2p retries), so this is the spec's rule (the side
+    that accepted the relayed connection initiates; the lower peer id when both dialled), not a
+    workaround with a test that shows the failure every time."""
     upstream = dcutr.initiate_hole_punch
     waiting: set[str] = set()
 
