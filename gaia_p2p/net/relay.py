@@ -76,6 +76,37 @@ class RelayLimitsCfg:
     reservation_ttl_s: int
 
 
+#: relay messages (HOP / STOP) from peers that did not decode, by reason, in this process: py-libp2p
+#: answers MALFORMED_MESSAGE and closes the stream; this counts and logs them (``install_reject_counter``)
+REJECTED: Counter[str] = Counter()
+
+
+def install_reject_counter() -> None:
+    """Wrap the relay protocol module's message reader (once per process): a message that does not
+    decode (bad varint, over 64 KiB, not protobuf) is counted in ``REJECTED`` and logged before
+    py-libp2p's own handling (a MALFORMED_MESSAGE answer, the stream closed; the node goes on)."""
+    from libp2p.relay.circuit_v2 import protocol as hop_module
+
+    if getattr(hop_module.read_delimited_msg, "gaia_counted", False):
+        return
+    upstream = hop_module.read_delimited_msg
+
+    async def read_delimited_msg(stream: Any, msg_cls: Any) -> Any:
+        try:
+            return await upstream(stream, msg_cls)
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            reason = type(e).__name__
+            REJECTED[reason] += 1
+            log.warning("relay_message_rejected", peer_id=str(getattr(stream.muxed_conn, "peer_id", "")),
+                        kind=msg_cls.__name__, reason=reason, error=str(e)[:200])
+            raise
+
+    read_delimited_msg.gaia_counted = True  # type: ignore[attr-defined]
+    hop_module.read_delimited_msg = read_delimited_msg
+
+
 def make_protocol(host: Any, limits: RelayLimitsCfg, *, hop: bool, stats: Counter[str]) -> Any:
     """py-libp2p's CircuitV2Protocol (STOP always, HOP if ``hop``) with our limits, the spoofed-RESERVE
     fix, a peerstore entry for each reserved peer's circuit address, and byte/refusal counters."""
@@ -84,6 +115,7 @@ def make_protocol(host: Any, limits: RelayLimitsCfg, *, hop: bool, stats: Counte
     from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
     from libp2p.relay.circuit_v2.resources import RelayLimits
 
+    install_reject_counter()
     rl = RelayLimits(duration=limits.circuit_s, data=limits.circuit_bytes,
                      max_circuit_conns=limits.circuits_per_peer, max_reservations=limits.max_reservations,
                      reservation_ttl=limits.reservation_ttl_s)
@@ -317,6 +349,7 @@ class Relay:
             "relayed_peers": relayed_peers(self.host),
             "direct_peers": direct_peers(self.host),
             "stats": dict(sorted(self.stats.items())),
+            "messages_rejected": dict(sorted(REJECTED.items())),  # this process
         }
         if self.service and self.protocol is not None:
             rm = self.protocol.resource_manager

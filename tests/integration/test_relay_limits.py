@@ -216,3 +216,28 @@ async def test_fix_T_one_dcutr_initiator_per_pair():
     # both dialled (two circuits) or unknown: exactly one of the two initiates
     for dirs in ({"inbound", "outbound"}, {"unknown"}, set()):
         assert relay.should_initiate(lo, hi, dirs) != relay.should_initiate(hi, lo, dirs)
+
+
+@pytest.mark.timeout(30)
+async def test_malformed_relay_messages_are_counted_and_the_relay_goes_on():
+    """Garbage on the hop stream (not protobuf; a length over 64 KiB): each is answered, counted and
+    logged; the relay then grants an honest reservation."""
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+    from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg
+
+    async with AsyncExitStack() as stack:
+        hosts, protos, _, stats, _ = await _lab(stack, 3, _limits())
+        a, b, c = hosts
+        before = sum(relay.REJECTED.values())
+        for junk in (b"\x05\xff\xff\xff\xff\xff", b"\xff\xff\x7f" + b"x" * 100):
+            stream = await b.new_stream(a.get_id(), [PROTOCOL_ID])
+            await stream.write(junk)
+            with trio.fail_after(10):
+                resp = await read_delimited_msg(stream, HopMessage)
+            assert resp.status == StatusCode.MALFORMED_MESSAGE
+            await stream.reset()
+        assert sum(relay.REJECTED.values()) == before + 2, relay.REJECTED
+        assert await _reserve(c, a.get_id())
+        assert protos[0].resource_manager.get_reservation(c.get_id()) is not None
