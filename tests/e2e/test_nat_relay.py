@@ -13,11 +13,12 @@ Needs root, `ip netns` and `iptables`; skipped otherwise.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
-from cli_helpers import wait_for
+from cli_helpers import GAIA, wait_for
 from netns_helpers import NatLab, NsNodeProc, iptables_unavailable_reason
 
 pytestmark = pytest.mark.e2e
@@ -106,6 +107,9 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
             assert st["circuit_directions_opened"] >= 4 and st["bytes_relayed"] > CIRCUIT_BYTES
         else:
             assert punched, f"no direct connection between the homes: {_relay(homes[0])}"
+        text = subprocess.run([*GAIA, "status", "--data-dir", str(pub.data_dir)], capture_output=True, text=True,
+                              timeout=60).stdout
+        assert "relay           " in text and "reservations held" in text and "serving 2 reservations" in text, text
         for n in nodes:
             assert n.proc.poll() is None, f"{n.data_dir.name} died: {n.log_path.read_text()[-1500:]}"
     finally:
