@@ -22,6 +22,7 @@ from typing import Any, NoReturn  # noqa: E402
 
 from gaia_p2p import __version__  # noqa: E402
 from gaia_p2p.core.experiment import describe  # noqa: E402
+from gaia_p2p.core.ranking import network_best  # noqa: E402
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CheckpointError, ConfigError, GaiaError  # noqa: E402
 from gaia_p2p.tools import fmt  # noqa: E402
 
@@ -91,11 +92,12 @@ START_GROUPS: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
     )),
     ("network", (
         ("network.listen", {"action": "append", "metavar": "MULTIADDR",
-                            "help": "listen address, repeatable (default /ip4/0.0.0.0/tcp/4001; port 0 picks a "
-                                    "free port)"}),
+                            "help": "listen address, repeatable (default /ip4/0.0.0.0/tcp/4001 and "
+                                    "/ip6/::/tcp/4001; port 0 picks a free port)"}),
         ("network.bootstrap", {"action": "append", "metavar": "MULTIADDR",
-                               "help": "a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID, repeatable; added to "
-                                       "bootstrap_nodes.toml"}),
+                               "help": "a known peer /ip4/HOST/tcp/PORT/p2p/PEER_ID (or /dns4/NAME/..., "
+                                       "/dns6/NAME/..., /dnsaddr/NAME/p2p/PEER_ID, resolved at start), "
+                                       "repeatable; added to bootstrap_nodes.toml"}),
         ("migration.topology", {"help": "whose migrants to consider: everyone's (full, default), the ring "
                                         "predecessor's, or a few random peers'"}),
         ("pool.name", {"metavar": "NAME", "help": "share one search with the nodes started with the same pool "
@@ -206,7 +208,39 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def render_status(s: dict[str, Any]) -> str:
+def _estimate(isl: dict[str, Any]) -> str:
+    """What the island's best rests on: exact (a deterministic problem) or an estimate from re-scores."""
+    if isl.get("exact"):
+        return "exact"
+    n = isl.get("best_n")
+    return "estimate" if n is None else f"estimate of {n} re-score{'s' if n != 1 else ''}"
+
+
+def _tested_line(s: dict[str, Any], now: float) -> str | None:
+    """The last test on fresh episodes; none on a deterministic problem (its best is exact)."""
+    isl, target = s["island"], s.get("target") or {}
+    if isl.get("exact") or "best_n" not in isl:
+        return None
+    last, share = target.get("last_test"), target.get("share") or 0.0
+    used = target.get("test_episodes_used", 0)
+    training = isl.get("episodes") or 0
+    spent = (f"tests spent {used} episodes ({100 * used / training:.1f} % of training, "
+             f"at most {100 * share:g} %)" if share and training else f"tests spent {used} episodes")
+    if not last:
+        when = (f"each new resident within {100 * share:g} % of the episodes" if share else
+                "at the target only" if target.get("fitness") is not None else "off: no target and test_share 0")
+        return f"tested          not yet (fresh-episode tests: {when}); {spent}"
+    who = "the resident" if last.get("current") else "an earlier resident"
+    src = "" if last["source"] == "local" else f", from {last['source'][:16]}"
+    return (f"tested          {_sig(last['mean'])} +- {_sig(last['std'])} over {last['test_episodes']} fresh episodes, "
+            f"{who} (generation {last['generation']}{src}, {last.get('why', 'target')} test, "
+            f"{fmt.ago(last.get('at'), now)}, estimate then {_sig(last.get('estimate'))}); {spent}")
+
+
+def render_status(s: dict[str, Any], now: float | None = None) -> str:
+    import time
+
+    now = time.time() if now is None else now
     isl, mig, opt = s["island"], s["migrants"], s["optimizer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(mig["rejected"].items())) or "none"
     settings = " ".join(f"{k}={v}" for k, v in opt["settings"].items() if k != "popsize")
@@ -220,6 +254,8 @@ def render_status(s: dict[str, Any]) -> str:
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
         *([f"  made from     {describe(s['experiment']['made_from'])}"] if s.get("experiment") else []),
+        *([f"reachability    {s['reachability'].get('text', '?')}"] if s.get("reachability") else []),
+        *[f"  observed at   {a}" for a in ((s.get("reachability") or {}).get("observed_addrs") or [])[:4]],
         f"topics          {', '.join(s['topics'])}",
         f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"
         f"{' restarted ' + str(opt['restarts']) + 'x' if opt.get('restarts') else ''}",
@@ -227,7 +263,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"{'' if s['migration']['enabled'] else ' (disabled)'}",
         f"generation      {isl['generation']}   evaluations {isl['evaluations']}   "
         f"{fmt.num(isl['evals_per_s'], 1)} evals/s",
-        f"fitness         best {fmt.num(isl['best_fitness'])} (from {isl['best_source'][:16]})   "
+        f"fitness         best {fmt.num(isl['best_fitness'])} ({_estimate(isl)}, from {isl['best_source'][:16]})   "
         f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",
@@ -244,12 +280,13 @@ def render_status(s: dict[str, Any]) -> str:
         lines.insert(-1, f"cpu             {100 * cpu.get('process_s', 0) / up:.1f} % of a core on average: island "
                          f"{100 * cpu.get('island_s', 0) / up:.1f} %, network and the rest "
                          f"{100 * cpu.get('network_s', 0) / up:.1f} % (workers not included)")
+    tested = _tested_line(s, now)
+    if tested:  # right under the estimate it is the check of
+        lines.insert(next(i for i, x in enumerate(lines) if x.startswith("fitness ")) + 1, tested)
     net = (s.get("network") or {}).get("islands") or []
     if net:
-        bests = [r["best_fitness"] for r in net if r.get("best_fitness") is not None]
-        lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), best "
-                         f"{fmt.num(max(bests)) if bests else '-'}, "
-                         f"{sum(int(r.get('cpus') or 0) for r in net)} cores")
+        lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), "
+                         f"{sum(int(r.get('cpus') or 0) for r in net)} cores, best {fmt.network_best(network_best(net))}")
     rel = (s.get("connections") or {}).get("relay") or {}
     if rel.get("reservations") or rel.get("relayed_peers") or rel.get("served_reservations"):
         st = rel.get("stats") or {}
@@ -261,7 +298,8 @@ def render_status(s: dict[str, Any]) -> str:
     if pool:
         lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "
                          f"{pool['generation']}, we evaluated {pool['own_items']} items ({pool['helped']} helping), "
-                         f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, {pool['replays']} log replays")
+                         f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, "
+                         f"{len(pool.get('fenced', []))} fenced off (another past), {pool['replays']} log replays")
         for peer, rec in sorted(pool.get("records", {}).items()):
             if peer in pool["members"]:
                 lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "
@@ -277,7 +315,7 @@ def render_status(s: dict[str, Any]) -> str:
         elif last:
             text += f"last test {_sig(last['mean'])} over {last['test_episodes']} episodes (not yet)"
         else:
-            text += "not tested yet (tests start when the best estimate reaches it)"
+            text += "not tested yet (the target test starts when the best estimate reaches it)"
         lines.insert(-1, text)
     if isl.get("episodes") is not None and isl.get("episodes") != isl.get("evaluations"):
         lines.insert(-1, f"episodes        {isl['episodes']} (training; tests not included)")

@@ -30,6 +30,9 @@ from gaia_p2p.errors import ConfigError, EvaluationError
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+# IPv6 next to IPv4 by default: many home connections have a public IPv6 address and no public IPv4
+# one. A machine without IPv6 drops it at start with a log line (net/addrs.usable_listen_addrs).
+DEFAULT_LISTEN6 = "/ip6/::/tcp/4001"
 
 # Every setting whose value is one of a fixed set, by key; validate() checks them all, and the CLI's
 # `choices=` come from here. The core's own choices are its StrEnums (core/types.py, core/migration.py:
@@ -46,6 +49,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluation.backend": ("numpy", "torch"),
     "evaluation.device": ("auto", "cpu", "cuda"),
     "evaluation.duty_clock": ("wall", "cpu"),
+    "pool.transport": ("gossip", "direct"),
     "log_format": LOG_FORMATS,
     "log_level": LOG_LEVELS,
     "libp2p_log_level": (*LOG_LEVELS, "critical"),
@@ -117,11 +121,15 @@ class PoolConfig:
     name: str = ""
     check_share: float = 0.05  # share of the other members' results re-evaluated here (spot checks)
     help_after: float = 0.5  # help with others' items after this share of our own share's duration
+    # how our results reach the others: "gossip" (the pool's gossipsub topic: signed, forwarded, reaches
+    # members we hold no connection with) or "direct" (one stream per member: fewer bytes and less
+    # CPU, but only to members we are connected to). Every member takes both.
+    transport: str = "gossip"
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    listen: tuple[str, ...] = (DEFAULT_LISTEN, DEFAULT_LISTEN6)
     bootstrap: tuple[str, ...] = ()
     bootstrap_file: str | None = None  # None: ./bootstrap_nodes.toml, else the one shipped at the repo top
     heartbeat_s: float = 1.0
@@ -146,10 +154,15 @@ class NetworkConfig:
     keepalive_s: float = 5.0  # ping every connected peer this often; silent for 4x this -> disconnect (0: off)
     meshsub: str = "1.1"  # gossipsub version offered first: "1.1" (1.2 and 1.0 accepted) or "1.2"
     keepalive_rate: float = 0.25  # at most this many pings/s in all: many peers stretch the period (0: no cap)
+    # Reachability (AutoNAT, net/reachability.py): serve dial-backs and ask peers to dial us back
+    # every autonat_interval_s; public/private needs autonat_confirmations agreeing peers.
+    autonat: bool = True
+    autonat_interval_s: float = 120.0
+    autonat_confirmations: int = 2
     # Circuit relay v2 and hole punching (net/relay.py, docs/RELAY.md). relay_client: "on" reserves
-    # slots on relays and advertises /p2p-circuit addresses (a node behind NAT); "auto" is off until
-    # reachability detection decides (HOOK: Relay.set_private). relay_service "auto": on unless
-    # relay_client is on. Limits are the relay's, per reservation / circuit.
+    # slots on relays and advertises /p2p-circuit addresses (a node behind NAT); "auto" does so while
+    # AutoNAT says private (network.autonat; Relay.set_private). relay_service "auto": on unless
+    # relay_client is "on". Limits are the relay's, per reservation / circuit.
     relay_client: str = "auto"
     relay_service: str = "auto"
     relay_reservations: int = 2  # relays a client keeps a reservation on
@@ -202,6 +215,9 @@ class Config:
     target_fitness: float | None = None  # None: 200 on lunarlander, off otherwise
     test_episodes: int = 100
     test_interval_s: float = 20.0
+    # Noisy problems: also test each new resident before the target, as long as all tests together
+    # spend at most this share of the training episodes (core/target.py; 0: only the target test).
+    test_share: float = 0.05
     stop_at_target: bool = False
 
     @property
@@ -550,10 +566,24 @@ def check_listen_addr(addr: str) -> None:
                           f"/ip6/HOST/tcp/PORT; {fix}")
 
 
+#: how a peer address may start: an IP, a name resolved at start (A or AAAA), or a dnsaddr name
+#: whose TXT records list the addresses (net/dns.py)
+PEER_ADDR_FIRST = ("ip4", "ip6", "dns", "dns4", "dns6", "dnsaddr")
+
+
 def check_peer_addr(addr: str, label: str, fix: str) -> None:
     ma = _parse_multiaddr(addr, label, fix)
     protos = [p.name for p in ma.protocols()]
-    if "p2p" not in protos or "tcp" not in protos:
+    if protos[0] not in PEER_ADDR_FIRST:
+        raise ConfigError(f"config error: {label} = {addr!r} must start with /ip4, /ip6, /dns4, /dns6 or "
+                          f"/dnsaddr; {fix}")
+    if protos[0] == "dnsaddr":
+        if protos not in (["dnsaddr"], ["dnsaddr", "p2p"]):  # the TXT records' addresses carry their ids
+            raise ConfigError(f"config error: {label} = {addr!r} must be /dnsaddr/HOST/p2p/PEER_ID or "
+                              f"/dnsaddr/HOST; {fix}")
+        if protos == ["dnsaddr"]:
+            return
+    elif "p2p" not in protos or "tcp" not in protos:
         raise ConfigError(f"config error: {label} = {addr!r} needs a /tcp/PORT and a /p2p/PEER_ID part; {fix}")
     try:
         from libp2p.peer.id import ID
@@ -616,7 +646,7 @@ def validate(cfg: Config) -> None:
     for a in n.listen:
         check_listen_addr(a)
     for a in n.bootstrap:
-        check_peer_addr(a, "network.bootstrap", fix_hint("network.bootstrap", "/ip4/HOST/tcp/PORT/p2p/PEER_ID"))
+        check_peer_addr(a, "network.bootstrap", fix_hint("network.bootstrap", "/ip4/HOST/tcp/PORT/p2p/PEER_ID or /dns4/NAME/tcp/PORT/p2p/PEER_ID"))
     if not 0.05 <= n.heartbeat_s <= 120:
         raise _bad("network.heartbeat_s", n.heartbeat_s, "must be in 0.05..120", 1.0)
     for key, value in (("network.degree_low", n.degree_low), ("network.degree", n.degree),
@@ -638,6 +668,10 @@ def validate(cfg: Config) -> None:
         raise _bad("network.keepalive_rate", n.keepalive_rate, "must be in 0..1000 (0: no cap)", 0.25)
     if n.max_peers < 1:
         raise _bad("network.max_peers", n.max_peers, "must be >= 1", 64)
+    if not (math.isfinite(n.autonat_interval_s) and 5 <= n.autonat_interval_s <= 86400):
+        raise _bad("network.autonat_interval_s", n.autonat_interval_s, "must be in 5..86400", 120)
+    if not 1 <= n.autonat_confirmations <= 16:
+        raise _bad("network.autonat_confirmations", n.autonat_confirmations, "must be in 1..16", 2)
     if not 0 <= n.relay_reservations <= 16:
         raise _bad("network.relay_reservations", n.relay_reservations, "must be in 0..16", 2)
     if not 0 <= n.relay_max_reservations <= 4096:
@@ -676,6 +710,8 @@ def validate(cfg: Config) -> None:
         raise _bad("test_episodes", cfg.test_episodes, "must be in 1..10000", 100)
     if not cfg.test_interval_s >= 0:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
+    if not 0 <= cfg.test_share <= 0.5:
+        raise _bad("test_share", cfg.test_share, "must be in 0..0.5 (0: test only at the target)", 0.05)
     if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_torch or p.is_plugin):  # validate_resolved
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:
@@ -735,5 +771,6 @@ def load_bootstrap_file(cfg: Config) -> tuple[str, ...]:
     if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
         raise ConfigError(f"config error: {path}: bootstrap must be a list of multiaddr strings")
     for a in addrs:
-        check_peer_addr(a, f"{path}: bootstrap", "fix the entry (format /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
+        check_peer_addr(a, f"{path}: bootstrap", "fix the entry (format /ip4/HOST/tcp/PORT/p2p/PEER_ID, /dns4/NAME/tcp/PORT/p2p/PEER_ID "
+                                                  "or /dnsaddr/NAME/p2p/PEER_ID)")
     return tuple(addrs)

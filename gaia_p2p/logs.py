@@ -36,6 +36,9 @@ PEER_DISCONNECTED = "peer_disconnected"
 PEER_DISCOVERED = "peer_discovered"
 BOOTSTRAP_CONNECTED = "bootstrap_connected"
 BOOTSTRAP_FAILED = "bootstrap_failed"
+BOOTSTRAP_RESOLVED = "bootstrap_resolved"  # a /dns4, /dns6 or /dnsaddr bootstrap and what it resolved to
+REACHABILITY_CHANGED = "reachability_changed"  # AutoNAT: public / private / unknown (net/reachability.py)
+IPV6_UNAVAILABLE = "ipv6_unavailable"  # no IPv6 on this host: the /ip6 listen addresses were dropped
 PUBSUB_STREAM_REJECTED = "pubsub_stream_rejected"
 # metrics endpoint (node/metrics.py, --metrics-port)
 METRICS_STARTED = "metrics_started"

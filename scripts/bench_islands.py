@@ -59,14 +59,17 @@ class Run:
     # node 0 (the same seed in every arm: alone it is the n1 run): (generation, seconds since its
     # node_started) until its first accepted migrant, while its trajectory is still n1's
     node0: list[tuple[int, float]] = field(default_factory=list)
+    # what the network cost, per node, read from its status just before the end (Node.wire)
+    wire: list[dict] = field(default_factory=list)
 
 
 SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes", "1.2"), ("openai-es", "0.1")]
 
 
 def scale_arm(arm: str) -> int | None:
-    """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search); one small machine each (see --duty)."""
-    return int(arm[1:]) if arm[:1] in ("n", "p") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
+    """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search), ``d<K>``: the same pool with
+    its results over direct streams (pool.transport = "direct"); one small machine each (see --duty)."""
+    return int(arm[1:]) if arm[:1] in ("n", "p", "d") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
 
 
 def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
@@ -84,7 +87,7 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
             algo, sigma = SCALE_PRESETS[i % len(SCALE_PRESETS) if presets == "mixed" else 0]
             flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                      "--workers", "1" if problem == "lunarlander" else "0"]
-            if arm.startswith("p"):  # a pool: every member with the same settings (else another pool)
+            if arm[:1] in ("p", "d") and scale_arm(arm) is not None:  # a pool: every member with the same settings (else another pool)
                 algo, sigma = SCALE_PRESETS[0]
                 flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
                          "--workers", "1" if problem == "lunarlander" else "0"]
@@ -170,6 +173,23 @@ class Node:
         start = self.gen_times[0][1]
         return [(g, round(t - start, 3)) for g, t in self.gen_times]
 
+    def wire(self) -> dict | None:
+        """What this node's networking cost so far (its status: bytes on the TCP sockets, pubsub
+        copies received, the process CPU outside island and evaluation), and the evaluations it did."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        try:
+            out = subprocess.run([sys.executable, "-m", "gaia_p2p", "status", "--data-dir", str(self.dir), "--json"],
+                                 capture_output=True, text=True, timeout=20)
+            s = json.loads(out.stdout)
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
+        t, cpu, isl = s.get("traffic") or {}, s.get("cpu") or {}, s.get("island") or {}
+        return {"bytes_in": t.get("bytes_in", 0), "bytes_out": t.get("bytes_out", 0),
+                "copies_in": t.get("pubsub_copies_in", 0), "network_s": cpu.get("network_s", 0.0),
+                "uptime_s": s.get("uptime_s", 0.0), "evaluations": isl.get("evaluations", 0),
+                "by_protocol": t.get("by_protocol", {})}
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -214,7 +234,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         # one pool per seed (its genesis seed comes from the pool id); its lambda: "k" scales it with
         # the members (each member's share stays one island's lambda)
         lam = str(a.popsize * scale_arm(arm)) if a.pool_popsize == "k" else (a.pool_popsize or str(a.popsize))
-        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam] for f in flags]
+        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam]
+                 + (["--set", "pool.transport=direct"] if arm.startswith("d") else []) for f in flags]
     if scale_arm(arm) is not None:
         flags = [f + ["--set", f"evaluation.duty_clock={a.duty_clock}"]
                  + (["--set", "migration.enabled=false"] if a.isolated else []) for f in flags]
@@ -253,6 +274,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
             if total >= a.budget or now > a.max_wall or all(n.proc.poll() is not None for n in nodes):
                 break
     finally:
+        if a.wire:
+            run.wire = [w for w in (n.wire() for n in nodes) if w is not None]
         for n in nodes:
             n.stop()
         for n in nodes:
@@ -415,6 +438,22 @@ def table(runs: list[Run], a: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def wire_table(runs: list[Run]) -> str:
+    """Bytes on the wire per evaluation (every node's sent bytes over every node's evaluations, so
+    each copy counts once, at its sender) and each node's networking CPU as a share of one core."""
+    lines = ["| arm | nodes | evaluations | bytes sent per evaluation | pubsub copies received per evaluation "
+             "| networking CPU per node, % of a core, median (range) |", "|---|---|---|---|---|---|"]
+    for arm in dict.fromkeys(r.arm for r in runs):
+        ws = [w for r in runs if r.arm == arm for w in r.wire]
+        evals = sum(w["evaluations"] for w in ws)
+        if not ws or not evals:
+            continue
+        shares = [100 * w["network_s"] / w["uptime_s"] for w in ws if w["uptime_s"]]
+        lines.append(f"| {arm} | {len(ws)} | {evals} | {sum(w['bytes_out'] for w in ws) / evals:.0f} | "
+                     f"{sum(w['copies_in'] for w in ws) / evals:.2f} | {med(shares)} |")
+    return "\n".join(lines)
+
+
 def plot(runs: list[Run], path: Path, a: argparse.Namespace) -> None:
     import matplotlib
 
@@ -515,6 +554,8 @@ def main() -> int:
                          "ladder = default settings, node i with popsize0 x 2^min(i, 6) (IPOP's rungs)")
     ap.add_argument("--isolated", action="store_true",
                     help="n<K> arms: migration off (each island alone; the network best is the best island's)")
+    ap.add_argument("--wire", action="store_true",
+                    help="read every node's status at the end of a run: bytes and networking CPU per evaluation")
     ap.add_argument("--x", choices=["work", "wall"], default="work", help="plot against total work or wall time")
     a = ap.parse_args()
     if a.replot:
@@ -553,7 +594,7 @@ def main() -> int:
                   f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
                   f"accepted={r.accepted}", flush=True)
     md = table(runs, a)
-    for extra in (scaling_summary(runs, a), node0_speed(runs)):
+    for extra in (scaling_summary(runs, a), node0_speed(runs), wire_table(runs) if a.wire else ""):
         if extra:
             md += "\n\n" + extra
     print("\n" + md)

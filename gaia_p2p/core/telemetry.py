@@ -1,6 +1,8 @@
 """Telemetry heartbeat: msgpack codec with the same validation discipline as elites (codec.py).
 
-Spec: protocols/gaia-telemetry-v1.md. Decoding untrusted bytes (bounded by core/wire.py, kind
+Spec: protocols/gaia-telemetry-v1.md (r4 added the optional keys ``exact`` and ``tst``: a heartbeat
+without them, from an older node, decodes with ``exact`` False and ``tested`` None, and older
+receivers ignore them). Decoding untrusted bytes (bounded by core/wire.py, kind
 ``TELEMETRY``) raises only RemoteProtocolError with a stable reason code (oversize, malformed,
 bad_version, bad_field, non_finite, wrong_experiment).
 """
@@ -22,6 +24,8 @@ MAX_TELEMETRY_BYTES = wire.LIMITS[Kind.TELEMETRY].max_bytes
 MAX_SETTINGS = wire.MAX_SETTINGS
 MAX_MIGRATIONS = 8
 MAX_COUNT = 2**63 - 1
+MAX_TEST_EPISODES = 1 << 20
+LOCAL = "local"  # a tested resident of the sender's own making (else: the peer it migrated from)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,18 @@ class Migration:
     src: str
     generation: int
     gain: float
+
+
+@dataclass(frozen=True)
+class LastTest:
+    """The sender's last test on fresh episodes (core/target.py): its score and which individual."""
+
+    mean: float
+    episodes: int  # fresh episodes of the test
+    generation: int  # the sender's generation when it tested
+    age: float  # seconds from the test to this heartbeat, by the sender's clock
+    current: bool  # the tested individual is still the sender's resident
+    source: str = LOCAL  # where the tested individual came from: "local" or a peer id
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,8 @@ class Telemetry:
     gpu: str | None = None
     gpu_mem_mb: int = 0
     migrations: tuple[Migration, ...] = ()
+    exact: bool = False  # a deterministic problem: best_fitness is the score itself (r4)
+    tested: LastTest | None = None  # the last test on fresh episodes (r4)
 
 
 def _opt_float(x: float | None) -> float | None:
@@ -73,6 +91,12 @@ def encode_telemetry(t: Telemetry) -> bytes:
         "peers": int(t.peers), "caps": {"cpus": int(t.cpus), "gpu": t.gpu, "gpu_mem_mb": int(t.gpu_mem_mb)},
         "acc": [[m.src, int(m.generation), float(m.gain)] for m in t.migrations[-MAX_MIGRATIONS:]],
     }
+    if t.exact:
+        body["exact"] = True
+    if t.tested is not None:
+        x = t.tested
+        body["tst"] = {"mean": float(x.mean), "n": int(x.episodes), "gen": int(x.generation),
+                       "age": max(0.0, float(x.age)), "cur": bool(x.current), "src": x.source}
     data = msgpack.packb(body, use_bin_type=True)
     if len(data) > MAX_TELEMETRY_BYTES:
         raise LocalProtocolError(f"telemetry of {len(data)} bytes exceeds {MAX_TELEMETRY_BYTES}")
@@ -122,13 +146,38 @@ def telemetry_from_map(d: dict[str, Any], *, experiment_id: str | None = None) -
         if type(g) is not int or not 0 <= g <= MAX_COUNT:
             raise RemoteProtocolError(Reason.BAD_FIELD, "acc generation must be an int >= 0")
         migrations.append(Migration(src, g, wire.finite(wire.number(gain, "acc gain"), "acc gain")))
+    exact = d.get("exact", False)
+    if type(exact) is not bool:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "exact must be a bool")
+    tested = _tested(d.get("tst"))
     if experiment_id is not None and exp != experiment_id:
         raise RemoteProtocolError(Reason.WRONG_EXPERIMENT, f"exp = {exp}, expected {experiment_id}")
     return Telemetry(experiment_id=exp, time=t, generation=gen, evaluations=evals, episodes=eps,  # type: ignore[arg-type]
                      evals_per_s=rate, best_fitness=best, mean_fitness=mean, sigma=sigma,  # type: ignore[arg-type]
                      algorithm=algo, settings=settings, sent=mig[0], received=mig[1], accepted=mig[2],
                      rejected=mig[3], peers=peers, cpus=cpus, gpu=gpu, gpu_mem_mb=gpu_mem,
-                     migrations=tuple(migrations))
+                     migrations=tuple(migrations), exact=exact, tested=tested)
+
+
+def _tested(x: Any) -> LastTest | None:
+    """The optional ``tst`` map (r4): nil or absent is "not tested"."""
+    if x is None:
+        return None
+    if type(x) is not dict:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "tst must be a map or nil")
+    mean = wire.finite(wire.number(x.get("mean"), "tst.mean"), "tst.mean")
+    n = wire.int_field(x, "n", 1, MAX_TEST_EPISODES)
+    gen = wire.int_field(x, "gen", 0, MAX_COUNT)
+    age = wire.finite(wire.number(x.get("age"), "tst.age"), "tst.age")
+    if age < 0:
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"tst.age = {age}, must be >= 0")
+    cur = x.get("cur")
+    if type(cur) is not bool:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "tst.cur must be a bool")
+    src = x.get("src")
+    if src != LOCAL:
+        wire.peer_id(src, "tst.src")
+    return LastTest(mean=mean, episodes=n, generation=gen, age=age, current=cur, source=src)
 
 
 def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
@@ -140,4 +189,11 @@ def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
         "sigma": t.sigma, "algorithm": t.algorithm, "settings": t.settings,
         "migrants": {"sent": t.sent, "received": t.received, "accepted": t.accepted, "rejected": t.rejected},
         "peers": t.peers, "cpus": t.cpus, "gpu": t.gpu, "gpu_mem_mb": t.gpu_mem_mb,
+        "exact": t.exact, "tested": None if t.tested is None else tested_json(t.tested, received_at),
     }
+
+
+def tested_json(x: LastTest, received_at: float) -> dict[str, Any]:
+    """A test as the views show it: ``at`` is the receiver's time of the test (its age subtracted)."""
+    return {"mean": x.mean, "episodes": x.episodes, "generation": x.generation, "at": received_at - x.age,
+            "current": x.current, "source": x.source}

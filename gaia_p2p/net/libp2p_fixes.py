@@ -2,7 +2,7 @@
 
 See docs/LIBP2P.md for how each was found and what it cost. tests/integration/test_libp2p_fixes.py
 shows each bug on the pinned py-libp2p, unpatched, next to the test of its fix: a
-``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q and R, the ``fixed=False`` cases for N, O, P
+``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q, R and S, the ``fixed=False`` cases for N, O, P
 and P1, the first half of the J and K tests. The day py-libp2p is upgraded, the upstream tests
 that fail name the fixes that may go. C/D are checked as the options a node runs with; H is
 exercised by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
@@ -89,6 +89,11 @@ Q. ``_return_inbound_slots`` (a class patch): the inbound handler held its conne
 R. ``_teardown_without_race`` (a class patch): ``Pubsub._teardown_if_connected`` (run by
    ``add_to_blacklist``) deleted a peer after an await during which ``_handle_dead_peer`` may have
    deleted it: the KeyError ended the host. A burst of bans (29 liars) crashed the node.
+S. ``_ipv6_remote_address`` (a class patch): ``TrioTCPStream.get_remote_address`` accepts only a
+   2-tuple from ``getpeername()``, and an IPv6 socket gives a 4-tuple, so every IPv6 connection
+   has no remote address: the per-IP inbound limit (Q) treated IPv6 peers as "no IP" and let them
+   all in, identify sent them no observed address, and AutoNAT could not dial them back. The
+   (host, port) of the 4-tuple is returned.
 J, K, L and M measured with 40 node processes (scripts/scale.py, docs/BENCHMARKS.md "Scaling").
 Not worked around (documented in the README): E, mesh isolation with more topic peers than
 ``degree_high`` (seen at 20 nodes in one process, not at 12; J may have been its cause, unverified).
@@ -487,7 +492,7 @@ def install_outgoing_rpc_pipeline(pubsub: Any, stages: tuple[RpcStage, ...] = OU
 
 
 # --------------------------------------------------------------------------------------------------
-# Class-level patches (H's keepalive, Q, R): every host of the process gets them, installed once by
+# Class-level patches (H's keepalive, Q, R, S): every host of the process gets them, installed once by
 # ``install_class_patches``; ``upstream`` keeps py-libp2p's own function for the tests that show
 # each bug on the pinned version.
 
@@ -506,8 +511,8 @@ def upstream(cls: type, name: str) -> Any:
 
 
 def install_class_patches() -> None:
-    """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back) and R (a
-    ban that cannot crash the host), on py-libp2p's classes. Once per process: a second call is a
+    """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back), R (a
+    ban that cannot crash the host) and S (IPv6 remote addresses), on py-libp2p's classes. Once per process: a second call is a
     no-op, so each method is wrapped exactly once and ``upstream`` always returns py-libp2p's own."""
     if _CLASS_PATCHES_INSTALLED[0]:
         return
@@ -515,6 +520,34 @@ def install_class_patches() -> None:
     _tcp_keepalive()
     _return_inbound_slots()
     _teardown_without_race()
+    _ipv6_remote_address()
+
+
+# --------------------------------------------------------------------------------------------------
+# S
+
+
+def _ipv6_remote_address() -> None:
+    """S: the remote (host, port) of an IPv6 TCP connection, which py-libp2p 0.8.1 returns as None
+    (it expects getpeername() to give 2 values; IPv6 gives host, port, flowinfo, scope id)."""
+    from libp2p.io.trio import TrioTCPStream
+
+    original = upstream(TrioTCPStream, "get_remote_address")
+
+    def get_remote_address(self: Any) -> tuple[str, int] | None:
+        got = original(self)
+        if got is not None:
+            return got
+        try:
+            peer = self.stream.socket.getpeername()
+        except (AttributeError, OSError):
+            return None
+        if isinstance(peer, tuple) and len(peer) == 4:
+            self._cached_remote_address = (str(peer[0]), int(peer[1]))
+            return self._cached_remote_address
+        return None
+
+    _patch_class(TrioTCPStream, "get_remote_address", get_remote_address)
 
 
 # --------------------------------------------------------------------------------------------------

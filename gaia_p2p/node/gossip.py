@@ -70,9 +70,11 @@ class ValidatedTopic:
         hit = self.decoded.pop(_key(msg), None)
         return hit if hit is not None else (self.decode(msg.data), "")
 
-    def reject(self, reason: str, origin: str, detail: str = "") -> None:
+    def reject(self, reason: str, origin: str, detail: str = "", *, in_validator: bool = True) -> None:
+        """Counted and logged; inside the gossipsub validator, some reasons are IGNOREs rather than
+        invalid messages (``in_validator=False``: the message did not come through gossipsub)."""
         self.rejected[reason] += 1
-        if reason in IGNORED_REASONS:
+        if reason in IGNORED_REASONS and in_validator:
             libp2p_fixes.ignore_message()
         log.warning(logs.MESSAGE_REJECTED, topic=self.topic, reason=reason, peer_id=origin, error=detail[:200],
                     count=self.rejected[reason])

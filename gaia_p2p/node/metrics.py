@@ -17,6 +17,8 @@ gaia_generation                      gauge   completed generations
 gaia_evaluations_total               counter candidate evaluations
 gaia_episodes_total                  counter env episodes spent (island.episodes, when reported)
 gaia_best_fitness                    gauge   resident best (running mean of re-evaluations)
+gaia_tested_score                    gauge   mean of the last test on fresh episodes (noisy problems, once tested)
+gaia_test_episodes_total             counter episodes spent on tests on fresh episodes (not training)
 gaia_mean_fitness                    gauge   mean fitness of the last generation
 gaia_sigma                           gauge   optimizer step size
 gaia_evals_per_second                gauge   over the last generation
@@ -104,6 +106,10 @@ class StatusCollector:
                    isl.get("episodes")),
             family(G, "best_fitness", "Resident best fitness (running mean of its re-evaluations)",
                    isl.get("best_fitness")),
+            family(G, "tested_score", "Mean of the last test on fresh episodes (core/target.py)",
+                   ((s.get("target") or {}).get("last_test") or {}).get("mean")),
+            family(C, "test_episodes", "Episodes spent on tests on fresh episodes (not training)",
+                   (s.get("target") or {}).get("test_episodes_used")),
             family(G, "mean_fitness", "Mean fitness of the last generation's candidates", isl.get("mean_fitness")),
             family(G, "sigma", "Optimizer step size", isl.get("sigma")),
             family(G, "evals_per_second", "Evaluations per second over the last generation", isl.get("evals_per_s")),

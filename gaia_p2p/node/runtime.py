@@ -43,7 +43,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import Migration, Telemetry, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import LastTest, Migration, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -54,14 +54,18 @@ from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
+from gaia_p2p.core.reachability import DialBackLimiter
+from gaia_p2p.net.addrs import usable_listen_addrs
+from gaia_p2p.net.dns import resolve_bootstrap
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
+from gaia_p2p.net.reachability import AutoNAT
 from gaia_p2p.net.liveness import keep_alive
 from gaia_p2p.node import control
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
 from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
-from gaia_p2p.node.pool import POOL_LOG_PROTOCOL, PoolLogService, PoolTopic, platform_class, pool_topic
+from gaia_p2p.node.pool import PoolMember, PoolTopic, platform_class, pool_topic
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
 from gaia_p2p.node.stats import (STATUS_VERSION, IslandStatistics, MigrantStatistics, NodeStatistics,
                                  TargetStatistics, finite_or_none)
@@ -85,6 +89,18 @@ def _local_ipv4s() -> list[str]:
     return ips or ["0.0.0.0"]
 
 
+def _local_ipv6s() -> list[str]:
+    """This machine's IPv6 addresses but link-local ones, loopback first (for a :: listener)."""
+    try:
+        import ifaddr
+
+        ips = [str(ip.ip[0]) for ad in ifaddr.get_adapters() for ip in ad.ips if isinstance(ip.ip, tuple)]
+    except Exception:
+        ips = []
+    ips = [ip for ip in set(ips) if not ip.lower().startswith("fe80")]
+    return sorted(ips, key=lambda ip: (ip != "::1", ip)) or ["::1"]
+
+
 def _short(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
 
@@ -103,7 +119,6 @@ class Node:
                  evaluator: Evaluator, telemetry: TelemetryTopic, bad_streams: list[int],
                  pool: poolcore.Pool | None = None) -> None:
         self.cfg, self.data, self.island, self.seed = cfg, data, island, seed
-        self.pool = pool  # our replica's share of a pool's search (core/pool.py), or None: an island
         self.p2p, self.topic, self.telemetry, self.evaluator = p2p, topic, telemetry, evaluator
         self.exp_id = island.experiment_id
         self.capabilities = local_capabilities(cfg.evaluation.backend)
@@ -115,7 +130,8 @@ class Node:
         self.cpu = traffic.CpuClock()  # the island's own CPU time (ask/tell), apart from evaluation and libp2p
         # policy (gaia_p2p/core): the network-size estimate, the target test
         self.size = SizeTracker(started_at=trio.current_time())
-        self.target = TargetTest(cfg.target, cfg.test_interval_s)
+        self.target = TargetTest(cfg.target, cfg.test_interval_s, share=cfg.test_share,
+                                 test_episodes=cfg.test_episodes)
         # what the views show beyond the island's own counters
         self.netview = NetView()
         self.recent_accepts: deque[Migration] = deque(maxlen=8)  # told in the next heartbeat
@@ -133,17 +149,12 @@ class Node:
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
         self.heartbeats = TelemetryService(self.exp_id, lambda: encode_telemetry(self.heartbeat()))
-        # a pool member: its work (one evaluation at a time), its results to publish, the round the
-        # generation runner waits for, the log service, and a nursery for log fetches
-        self.pool_work_in, self._pool_work_out = trio.open_memory_channel[poolcore.EvaluateItems](1)
-        self.pool_publishes_in, self._pool_publishes_out = trio.open_memory_channel[poolcore.Results](POOL_PUBLISH_QUEUE)
-        self.pool_publishes_dropped = 0
-        self.round_done = trio.Event()
-        self.round_result: poolcore.RoundComplete | None = None
-        self.pool_topic: PoolTopic | None = None
-        self.pool_log = PoolLogService(p2p.host, pool) if pool is not None else None
-        self.pool_genesis: Callable[[], Optimizer] | None = None
-        self.nursery: trio.Nursery | None = None
+        # a pool member's shell (node/pool.py): its tasks, topic and log service
+        self.member = None if pool is None else PoolMember(
+            p2p, pool, PoolTopic(pool_topic(self.exp_id, pool.pid), self.exp_id, pool.pid, p2p.peer_id),
+            genesis=partial(_new_optimizer, cfg, seed), evaluator=evaluator, feed=self.feed, rest=self.rest,
+            direct=cfg.pool.transport == "direct", banned=lambda peer: peer in self.island.banned)
+        self.reach: AutoNAT | None = None  # reachability (AutoNAT), set in _run_locked when network.autonat
 
     # ------------------------------------------------------------ the loop
 
@@ -170,6 +181,21 @@ class Node:
         test, a tool) wakes when it may have changed instead of polling for it."""
         await self._fed.park()
 
+    async def rest(self, *, cpu_s: float, wall_s: float) -> None:
+        """The duty cycle's rest after work that cost ``cpu_s`` CPU over ``wall_s`` (core/schedule.py):
+        on the CPU clock unless asked for the wall clock or on a GPU (whose work is not CPU time)."""
+        e = self.cfg.evaluation
+        if e.duty_cycle >= 1.0:
+            return
+        cpu_clock = e.duty_clock == "cpu" and not (self.evaluator.backend == "torch" and self.evaluator.device == "cuda")
+        await trio.sleep(duty_sleep(cpu_s=cpu_s if cpu_clock else 0.0, wall_s=wall_s, duty=e.duty_cycle,
+                                    cores=max(1, e.workers)))
+
+    def pool_members(self) -> frozenset[str]:
+        """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
+        assert self.member is not None
+        return frozenset(self.p2p.topic_peers(self.member.topic.topic)) - self.island.banned | {self.peer_id}
+
     def peers_changed(self) -> PeersChanged | None:
         """The island's view of the network, when it changed: live topic peers (banned peers are not
         live: py-libp2p keeps recording a blacklisted peer's subscriptions, and a ring or random
@@ -190,6 +216,11 @@ class Node:
         return codec.encode_elite(elite), elite.fitness
 
     @property
+    def pool(self) -> poolcore.Pool | None:
+        """Our replica's share of a pool's search (core/pool.py), or None: an island."""
+        return None if self.member is None else self.member.pool
+
+    @property
     def peer_id(self) -> str:
         return self.p2p.peer_id
 
@@ -208,15 +239,20 @@ class Node:
         return self.size.estimate.nodes
 
     def addrs(self) -> list[str]:
-        """Dialable addresses: a wildcard listen address (0.0.0.0) is shown as each interface's IPv4."""
+        """Dialable addresses: a wildcard listen address (0.0.0.0, ::) is shown as each interface's
+        IPv4 / IPv6 address (link-local IPv6 left out: it needs a zone a peer cannot know)."""
         out: list[str] = []
         for a in self.p2p.addrs():
             a = a if "/p2p/" in a else f"{a}/p2p/{self.peer_id}"
             if a.startswith("/ip4/0.0.0.0/"):
                 out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1) for ip in _local_ipv4s())
+            elif a.startswith("/ip6/::/"):
+                out.extend(a.replace("/ip6/::/", f"/ip6/{ip}/", 1) for ip in _local_ipv6s())
             else:
                 out.append(a)
-        return list(dict.fromkeys(out))
+        # IPv4 first (py-libp2p lists its listeners in no particular order): the first address is
+        # the one node_started and status show first, the one a person copies
+        return sorted(dict.fromkeys(out), key=lambda a: not a.startswith("/ip4/"))
 
     def statistics(self) -> NodeStatistics:
         isl, opt, c = self.island, self.island.opt, self.island.counters
@@ -241,13 +277,15 @@ class Node:
                 generation=isl.generation, evaluations=isl.evaluations, episodes=isl.episodes_used,
                 best_fitness=finite_or_none(isl.best_fitness), best_source=isl.best_source,
                 mean_fitness=finite_or_none(isl.mean_fitness), sigma=finite_or_none(opt.sigma),
-                evals_per_s=round(self.evals_per_s, 2)),
+                evals_per_s=round(self.evals_per_s, 2), best_n=isl.best_n, exact=isl.deterministic),
             migrants=MigrantStatistics(sent=c.sent, received=c.received, accepted=c.accepted,
                                        rejected=dict(rejected)),
             telemetry_rejected=dict(self.telemetry.rejected),
-            target=TargetStatistics(fitness=self.cfg.target, last_test=last.as_dict() if last else None,
-                                    reached=reached.as_dict() if reached else None,
-                                    test_episodes_used=self.target.episodes_used),
+            target=TargetStatistics(
+                fitness=self.cfg.target,
+                last_test=last.as_dict() | {"current": self.target.is_current(isl.best_params)} if last else None,
+                reached=reached.as_dict() if reached else None, test_episodes_used=self.target.episodes_used,
+                share=self.target.share if not isl.deterministic else 0.0, tests=dict(self.target.tests)),
             network={}, capabilities=dict(self.capabilities), banned_peers=sorted(isl.banned),
             peer_scores=_lowest_scores(self.p2p.gossipsub), pubsub_streams_rejected=self._bad_streams[0],
             forwarders_penalized=dict(self.forwarders_penalized),
@@ -256,11 +294,8 @@ class Node:
             traffic=traffic.snapshot(), cpu=self.cpu.snapshot(self.evaluator.thread_cpu_s),
             workers=self.cfg.evaluation.workers, uptime_s=round(time.monotonic() - self.started_mono, 1),
             data_dir=str(self.data.path), pid=os.getpid(),
-            pool=None if self.pool is None else self.pool.statistics() | {
-                "topic": self.pool_topic.topic if self.pool_topic else None,
-                "rejected": dict(self.pool_topic.rejected) if self.pool_topic else {},
-                "log_service": dict(self.pool_log.stats) if self.pool_log else {},
-                "publishes_dropped": self.pool_publishes_dropped})
+            pool=None if self.member is None else self.member.statistics(),
+            reachability=None if self.reach is None else self.reach.snapshot())
         wall = time.time()
         own = to_json(self.peer_id, telemetry_of(stats, (), wall_time=wall), wall)  # our row, live
         return dataclasses.replace(stats, network=self.netview.snapshot(own=own))
@@ -276,6 +311,7 @@ class Node:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"island": self.island.to_checkpoint(), "seed": self.seed, "peer_id": self.peer_id,
                 "problem": self.cfg.problem.canonical(), "written_at": time.time(),
+                "target": self.target.to_checkpoint(),
                 "pool": None if self.pool is None else self.pool.to_checkpoint()}
 
     async def write_checkpoint(self) -> None:
@@ -285,10 +321,6 @@ class Node:
         log.info(logs.CHECKPOINT_WRITTEN, generation=snap["generation"], size_bytes=size,
                  best_fitness=finite_or_none(snap["best_fitness"]))
 
-
-#: pool results waiting to be published at most (one message per evaluation; full: the network is
-#: stuck, the newest is dropped and counted, and the others' helpers fill the gap)
-POOL_PUBLISH_QUEUE = 16
 
 #: migrants waiting to be published at most; the island publishes at most one per
 #: min_publish_interval_s, so a full queue means the network is stuck: the newest is dropped (counted)
@@ -315,7 +347,9 @@ class Console:
         s = node.statistics()
         if show_bar:
             self.last_bar_at = now
-            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}  mean {_short(effect.mean_fitness)}"
+            last = s.target.last_test if not s.island.exact else None  # the estimate, and its check
+            tested = f" (tested {_short(last['mean'])})" if last else ""
+            bar.set(f"gen {effect.generation}  best {_short(effect.best_fitness)}{tested}  mean {_short(effect.mean_fitness)}"
                     f"  sigma {_short(effect.sigma)}  {s.island.evals_per_s:.0f} evals/s  {effect.evaluations} evals  "
                     f"peers {len(s.peers)}  migrants in {s.migrants.accepted} out {s.migrants.sent}")
         if show_log:
@@ -382,29 +416,11 @@ def _blacklist(node: Node, peer: str) -> None:
         log.error("peer_ban_failed", peer_id=peer, error=f"{type(e).__name__}: {e}")
 
 
-def _pool_evaluate(node: Node, effect: poolcore.EvaluateItems) -> None:
-    node.pool_work_in.send_nowait(effect)  # the pool asks for one evaluation at a time
-
-
-def _pool_publish(node: Node, effect: poolcore.PublishResults) -> None:
-    try:
-        node.pool_publishes_in.send_nowait(effect.results)
-    except trio.WouldBlock:
-        node.pool_publishes_dropped += 1
-        log.warning("pool_results_dropped", generation=effect.results.generation, queued=POOL_PUBLISH_QUEUE,
-                    dropped=node.pool_publishes_dropped)
-
-
-def _pool_round_complete(node: Node, effect: poolcore.RoundComplete) -> None:
-    node.round_result = effect
-    node.round_done.set()
-
-
 def _pool_fetch_log(node: Node, effect: poolcore.FetchLog) -> None:
     log.info("pool_log_wanted", peer_id=effect.peer, start=effect.start, why=effect.why,
              generation=node.island.generation)
-    assert node.nursery is not None
-    node.nursery.start_soon(_fetch_pool_log, node, effect)
+    assert node.member is not None
+    node.member.fetch_log(effect)
 
 
 def _pool_replay(node: Node, effect: poolcore.Replay) -> None:
@@ -414,16 +430,15 @@ def _pool_replay(node: Node, effect: poolcore.Replay) -> None:
         node._evaluations_out.receive_nowait()
     except trio.WouldBlock:
         pass
-    assert node.pool_genesis is not None
+    assert node.member is not None
     before = node.island.generation
     if effect.start == 0 or before > effect.start:  # our past after the fork point differs: from the start
-        effects = node.island.replay(effect.log, start=0, genesis=node.pool_genesis(), rng=node.rng)
+        effects = node.island.replay(effect.log, start=0, genesis=node.member.genesis(), rng=node.rng)
     else:  # the island may still lack the round the pool completed last: it gets it here
         effects = node.island.replay(effect.log[before:], start=before, genesis=None, rng=node.rng)
     log.info("pool_log_replayed", src=effect.src, start=effect.start, generation_before=before,
              generation=node.island.generation)
-    node.round_result = None
-    node.round_done.set()
+    node.member.abandon_round()
     node._dispatch(effects)
 
 
@@ -444,9 +459,9 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     MigrantAccepted: _migrant_accepted,
     MigrantRejected: _migrant_rejected,
     PeerBanned: _ban,
-    poolcore.EvaluateItems: _pool_evaluate,
-    poolcore.PublishResults: _pool_publish,
-    poolcore.RoundComplete: _pool_round_complete,
+    poolcore.EvaluateItems: lambda node, effect: node.member.want_evaluation(effect),
+    poolcore.PublishResults: lambda node, effect: node.member.publish(effect),
+    poolcore.RoundComplete: lambda node, effect: node.member.round_complete(effect),
     poolcore.FetchLog: _pool_fetch_log,
     poolcore.Replay: _pool_replay,
     poolcore.Evict: _pool_evict,
@@ -483,6 +498,19 @@ def _new_optimizer(cfg: Config, seed: int) -> Optimizer:
         x0 = initial_params(cfg.problem)
     return make_optimizer(cfg.island.optimizer, cfg.problem.param_dim, sigma=cfg.island.sigma,
                           popsize=cfg.popsize, seed=seed, x0=x0, lr=cfg.island.lr, restarts=cfg.island.restarts)
+
+
+def _restore_tests(node: Node, data: DataDir) -> None:
+    """The tests on fresh episodes so far, from the checkpoint _make_island accepted (one written
+    before tests were checkpointed has none): the share of episodes tests may take counts them
+    over the node's whole life, not since its last start."""
+    ck = data.read_checkpoint()
+    if not ck or ck.get("target") is None:
+        return
+    try:
+        node.target.restore(ck["target"])
+    except (KeyError, TypeError, ValueError) as e:  # not worth refusing to start over: no tests known
+        log.warning("checkpoint_tests_unreadable", error=f"{type(e).__name__}: {e}")
 
 
 def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int, poolcore.Pool | None]:
@@ -555,9 +583,13 @@ async def run(cfg: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 
 async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
+    listen = usable_listen_addrs(cfg.network.listen)  # no IPv6 here: IPv4 only, logged
+    if listen != cfg.network.listen:
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, listen=listen))
     check_listen_ports_free(cfg.network.listen)
     key_pair = load_or_create_identity(data.path)
-    bootstrap = tuple(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
+    # names (/dns4, /dns6, /dnsaddr) resolved once, here: one that does not resolve stops the node (exit 2)
+    bootstrap = await resolve_bootstrap(dict.fromkeys((*cfg.network.bootstrap, *load_bootstrap_file(cfg))))
     from libp2p.peer.id import ID
 
     self_id = str(ID.from_pubkey(key_pair.public_key))
@@ -578,6 +610,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
     async with open_p2p(key_pair, cfg.network, on_bad_stream=on_bad_stream) as p2p:
         node = Node(cfg, data, island, seed, p2p, topic, evaluator, tele, bad_streams=bad_streams, pool=pool)
+        _restore_tests(node, data)
         topic.on_lie = partial(_refuted, node)  # before the validator is installed, just below
         p2p.pubsub.set_topic_validator(topic_name, topic.validator, is_async_validator=False)
         for banned in island.banned:  # bans survive restarts (kept in the checkpoint)
@@ -591,13 +624,12 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
         p2p.host.set_stream_handler(ELITE_PROTOCOL, node.elites.handle)
         p2p.host.set_stream_handler(TELEMETRY_PROTOCOL, node.heartbeats.handle)
-        pool_sub = None
-        if pool is not None and node.pool_log is not None:
-            node.pool_topic = PoolTopic(pool_topic(exp, pool.pid), exp, pool.pid, self_id)
-            node.pool_genesis = partial(_new_optimizer, cfg, seed)
-            p2p.pubsub.set_topic_validator(node.pool_topic.topic, node.pool_topic.validator, is_async_validator=False)
-            pool_sub = await p2p.pubsub.subscribe(node.pool_topic.topic)
-            p2p.host.set_stream_handler(POOL_LOG_PROTOCOL, node.pool_log.handle)
+        if cfg.network.autonat:
+            node.reach = AutoNAT(p2p.host, rng=node.net_rng, advertised=node.addrs,
+                                 confirmations=cfg.network.autonat_confirmations,
+                                 interval_s=cfg.network.autonat_interval_s,
+                                 limiter=DialBackLimiter(exempt_ips=cfg.network.limits_exempt))
+            node.reach.install()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)
@@ -618,18 +650,16 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                                timeout_s=2 * cfg.network.keepalive_s,
                                                dead_after_s=4 * cfg.network.keepalive_s,
                                                rate_per_s=cfg.network.keepalive_rate, rng=node.net_rng))
+                if node.reach is not None:
+                    nursery.start_soon(node.reach.run)
                 nursery.start_soon(_publish_migrants, node)
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_fetch_elites, node)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
-                if pool_sub is not None:
-                    node.nursery = nursery
-                    nursery.start_soon(_receive_pool_results, node, pool_sub)
-                    nursery.start_soon(_pool_worker, node)
-                    nursery.start_soon(_publish_pool_results, node)
-                    nursery.start_soon(_pool_clock, node)
+                if node.member is not None:
+                    await nursery.start(node.member.run, node.pool_members)
                 task_status.started(node)
                 await _run_generations(node)
                 nursery.cancel_scope.cancel()
@@ -647,13 +677,10 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
 
 async def _run_generations(node: Node) -> None:
     """Evaluate each generation the island asks for (in the workers), then feed the result; the
-    target test and the duty cycle's rest come between two generations. Returns at
-    ``max_generations`` or, with ``stop_at_target``, once the test passed."""
+    target test and the duty cycle's rest come between two generations (a pool member rests after
+    each of its evaluations instead: node/pool.py). Returns at ``max_generations`` or, with
+    ``stop_at_target``, once the test passed."""
     isl, cfg = node.island, node.cfg
-    duty = cfg.evaluation.duty_cycle
-    # the CPU clock, unless asked for the wall clock or on a GPU (whose work is not CPU time)
-    cpu_clock = cfg.evaluation.duty_clock == "cpu" and not (
-        node.evaluator.backend == "torch" and node.evaluator.device == "cuda")
     first = True
     node.start()
     async for effect in node._evaluations_out:
@@ -663,11 +690,11 @@ async def _run_generations(node: Node) -> None:
         if changed is not None:
             node.feed(changed)
         t0, cpu0 = time.perf_counter(), node.evaluator.cpu_s + node.cpu.island_s
-        if node.pool is None:
+        if node.member is None:
             fit, extra_fit = await _evaluate(node, effect)
             own = None
         else:
-            pooled = await _evaluate_pooled(node, effect)
+            pooled = await node.member.evaluate_generation(effect)
             if pooled is None:
                 continue  # the pool's log replaced this generation: the island has asked for the next
             fit, extra_fit, own = pooled
@@ -677,10 +704,8 @@ async def _run_generations(node: Node) -> None:
         if await _maybe_test(node) and cfg.stop_at_target:
             log.info(logs.NODE_STOPPING, reason="target_reached")
             return
-        if duty < 1.0 and not first:
-            cpu = node.evaluator.cpu_s + node.cpu.island_s - cpu0 if cpu_clock else 0.0
-            await trio.sleep(duty_sleep(cpu_s=cpu, wall_s=time.perf_counter() - t0, duty=duty,
-                                        cores=max(1, cfg.evaluation.workers)))
+        if node.member is None and not first:
+            await node.rest(cpu_s=node.evaluator.cpu_s + node.cpu.island_s - cpu0, wall_s=time.perf_counter() - t0)
         first = False  # the first generation also started the workers: not a measure of work
         await trio.sleep(0)  # let the network breathe between generations, even on trivial problems
 
@@ -704,87 +729,14 @@ async def _evaluate(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarra
     return out["c"], out["e"]
 
 
-async def _evaluate_pooled(node: Node, effect: Evaluate) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """A pool member's generation: the candidates go to the pool (our share, help, the others'
-    results: core/pool.py), the extras of an assessment round are ours and scored here meanwhile.
-    None when a replay of the pool's log abandoned the generation."""
-    node.round_done, node.round_result = trio.Event(), None
-    node.feed(poolcore.RoundStarted(effect.generation, effect.candidates, effect.seeds))
-    extra_fit = await node.evaluator.evaluate(effect.extras, effect.extra_seeds) if len(effect.extras) else np.zeros(0)
-    await node.round_done.wait()
-    done = node.round_result
-    if done is None or done.generation != effect.generation:
-        return None
-    return done.returns, extra_fit, done.own
-
-
-async def _pool_worker(node: Node) -> None:
-    """The pool's evaluations (own share, help, spot checks), one at a time, fed back."""
-    async for work in node._pool_work_out:
-        t0 = time.perf_counter()
-        returns = await node.evaluator.evaluate(work.candidates, work.seeds)
-        node.feed(poolcore.ItemsEvaluated(work.generation, work.indices, returns, work.why,
-                                          seconds=time.perf_counter() - t0))
-
-
-async def _publish_pool_results(node: Node) -> None:
-    from gaia_p2p.core import poolwire
-
-    assert node.pool is not None and node.pool_topic is not None
-    async for results in node._pool_publishes_out:
-        await node.p2p.pubsub.publish(node.pool_topic.topic, poolwire.encode_results(node.pool.pid, results))
-
-
-async def _receive_pool_results(node: Node, sub: Any) -> None:
-    from libp2p.peer.id import ID
-
-    assert node.pool_topic is not None
-    while True:
-        msg = await sub.get()
-        src = str(ID(msg.from_id))
-        if src == node.peer_id:
-            continue
-        try:
-            results, _ = node.pool_topic.take(msg)  # decoded by the validator
-        except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
-            node.pool_topic.reject(e.reason, src, e.detail)
-            continue
-        node.feed(poolcore.ResultsReceived(src, results))
-
-
-#: how often the pool's clock ticks (helping and spot checks start on a tick) and how often its
-#: members are looked up (the pool topic's peers)
-POOL_TICK_S, POOL_MEMBERS_S = 0.05, 1.0
-
-
-async def _pool_clock(node: Node) -> None:
-    assert node.pool is not None and node.pool_topic is not None
-    members_at = -math.inf
-    while True:
-        await trio.sleep(POOL_TICK_S)
-        now = trio.current_time()
-        if now - members_at >= POOL_MEMBERS_S:
-            members_at = now
-            live = frozenset(node.p2p.topic_peers(node.pool_topic.topic)) - node.island.banned | {node.peer_id}
-            if live != node.pool.members:
-                node.feed(poolcore.MembersChanged(live))
-        if node.pool.round is not None or node.pool.checks:
-            node.feed(poolcore.Tick())
-
-
-async def _fetch_pool_log(node: Node, effect: poolcore.FetchLog) -> None:
-    assert node.pool_log is not None
-    got = await node.pool_log.fetch(effect.peer, effect.start, effect.head)
-    if got is not None:
-        start, returns = got
-        node.feed(poolcore.LogReceived(effect.peer, start, returns))
-
-
 async def _maybe_test(node: Node) -> bool:
-    """The target test (gaia_p2p/core/target.py), when due. True when it ran and passed."""
+    """A test on fresh episodes (gaia_p2p/core/target.py: the target's or a periodic one), when
+    due. True when it ran and passed the target."""
     isl = node.island
-    if not node.target.due(best_params=isl.best_params, best_fitness=isl.best_fitness, best_n=isl.best_n,
-                           deterministic=isl.deterministic, now=trio.current_time()):
+    why = node.target.due(best_params=isl.best_params, best_fitness=isl.best_fitness, best_n=isl.best_n,
+                          deterministic=isl.deterministic, now=trio.current_time(),
+                          training_episodes=isl.episodes_used)
+    if why is None:
         return False
     if isl.deterministic:
         scores, spent = TargetTest.exact(isl.best_fitness), 0
@@ -794,11 +746,13 @@ async def _maybe_test(node: Node) -> bool:
         spent = int(scores["episodes"])
     first_pass = node.target.reached is None
     result = node.target.record(scores, generation=isl.generation, episodes=isl.episodes_used,
-                                source=isl.best_source, spent_episodes=spent)
-    log.info(logs.POLICY_TESTED, estimate=isl.best_fitness, target=node.target.target, **result.as_dict())
+                                source=isl.best_source, spent_episodes=spent, why=why, at=time.time(),
+                                estimate=finite_or_none(isl.best_fitness))
+    log.info(logs.POLICY_TESTED, target=node.target.target, test_episodes_used=node.target.episodes_used,
+             **result.as_dict())
     if result.passed and first_pass:
         log.info(logs.TARGET_REACHED, target=node.target.target, **result.as_dict())
-    return result.passed
+    return bool(result.passed)
 
 
 async def _publish_migrants(node: Node) -> None:
@@ -866,7 +820,17 @@ def telemetry_of(s: NodeStatistics, migrations: tuple[Migration, ...], *, wall_t
         mean_fitness=isl.mean_fitness, sigma=isl.sigma, algorithm=s.optimizer["algorithm"],
         settings=dict(s.optimizer["settings"]), sent=m.sent, received=m.received, accepted=m.accepted,
         rejected=sum(m.rejected.values()), peers=len(s.peers), cpus=int(s.capabilities["cpus"]),
-        gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations)
+        gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations,
+        exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time))
+
+
+def tested_of(last: Any, *, wall_time: float) -> LastTest | None:
+    """The heartbeat's ``tst``: the last test on fresh episodes, if any (a deterministic problem's
+    heartbeat says ``exact`` instead: its "test" is the estimate itself)."""
+    if not last or not math.isfinite(last["mean"]):
+        return None
+    return LastTest(mean=last["mean"], episodes=last["test_episodes"], generation=last["generation"],
+                    age=max(0.0, wall_time - last["at"]), current=bool(last["current"]), source=last["source"])
 
 
 #: Acceptances one heartbeat carries at most (the wire allows 8). The heartbeat period grows with the

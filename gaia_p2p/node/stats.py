@@ -33,6 +33,8 @@ class IslandStatistics:
     mean_fitness: float | None
     sigma: float | None
     evals_per_s: float
+    best_n: int = 0  # re-scores behind the estimate best_fitness (noisy problems)
+    exact: bool = False  # a deterministic problem: best_fitness is the score, not an estimate
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,11 @@ class MigrantStatistics:
 @dataclass(frozen=True)
 class TargetStatistics:
     fitness: float | None
-    last_test: Mapping[str, Any] | None
+    last_test: Mapping[str, Any] | None  # FreshScore.as_dict() and "current" (still the resident)
     reached: Mapping[str, Any] | None
     test_episodes_used: int
+    share: float = 0.0  # periodic tests' bound: all tests within this share of the training episodes
+    tests: Mapping[str, int] = dataclasses.field(default_factory=dict)  # tests run, by why (target, periodic)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class NodeStatistics:
     data_dir: str
     pid: int
     pool: Mapping[str, Any] | None = None  # the pool this node is a member of (core/pool.py), None: an island
+    # AutoNAT (net/reachability.py): public / private / unknown, the verdicts behind it, the addresses
+    # peers observed us at; None: network.autonat = false
+    reachability: Mapping[str, Any] | None = None
 
     def as_status(self) -> dict[str, Any]:
         """The status document (plain dicts and lists, JSON- and msgpack-ready)."""

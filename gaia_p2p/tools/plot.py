@@ -9,7 +9,10 @@ lack the keys below; a line may carry a prefix before its ``{``, like ``scripts/
   (``peer_id``, ``problem``);
 - captures of ``gaia-node watch --json``: ``"event": "telemetry"`` with ``peer_id``,
   ``generation``, ``evaluations``, ``best_fitness`` and ``time`` (unix seconds), and
-  ``"event": "migration"`` with ``src``, ``dst`` (the receiving peer id), ``generation`` and ``time``.
+  ``"event": "migration"`` with ``src``, ``dst`` (the receiving peer id), ``generation`` and ``time``;
+- tests on fresh episodes: ``policy_tested`` log lines (``mean``, ``test_episodes``,
+  ``generation``, ``timestamp``, ``island_id``) and a telemetry line's ``tested`` (``mean``,
+  ``episodes``, ``generation``, ``at``).
 
 The same point (island, generation, evaluations) or acceptance (island, source, generation) read
 from both a log and a capture counts once.
@@ -17,9 +20,13 @@ from both a log and a capture counts once.
 One series per island, keyed by its island id (the last 8 characters of its peer id). The figure
 has two panels: best fitness vs wall time (seconds since the first event) and best fitness vs
 evaluations, the latter with a dashed black "network best" (the best of the islands' latest values)
-vs the evaluations of all islands together. Accepted migrants are marked on the receiving island's
-curve, at its first point logged after the acceptance. A horizontal line marks "solved" (200 on
-LunarLander, or ``--solved``).
+vs the evaluations of all islands together, and, where there are tests, a dotted grey "network
+best, tested" (the best of the islands' latest tested scores). Accepted migrants are marked on the receiving island's
+curve, at its first point logged after the acceptance. The curves are the islands' *estimates*
+(on a noisy problem a running mean of a few re-scores, biased upward at the top); each test on
+fresh episodes is a filled diamond of the island's colour at its tested score, at the time of the
+test (and at the island's evaluations then), so the distance between a curve and its diamonds is
+the estimate's optimism. A horizontal line marks "solved" (200 on LunarLander, or ``--solved``).
 
 Nothing heavy at import time: matplotlib is imported inside :func:`plot_logs`.
 """
@@ -47,6 +54,7 @@ GENERATION_COMPLETED = "generation_completed"
 MIGRANT_ACCEPTED = "migrant_accepted"
 TELEMETRY_EVENT = "telemetry"  # gaia-node watch --json (core/telemetry.py to_json)
 MIGRATION_EVENT = "migration"  # gaia-node watch --json (node/netview.py)
+POLICY_TESTED = "policy_tested"  # a test on fresh episodes (node/runtime.py _maybe_test)
 
 
 @dataclass
@@ -56,6 +64,8 @@ class Series:
     points: list[tuple[float, int, int, float]] = field(default_factory=list)
     # (unix time, source peer id) of each accepted migrant
     migrations: list[tuple[float, str]] = field(default_factory=list)
+    # (unix time, tested score, test episodes) of each test on fresh episodes
+    tests: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,9 +136,25 @@ def parse_logs(paths: Sequence[str | Path]) -> Parsed:
     out = Parsed()
     seen: set[tuple[str, int, int]] = set()  # the same point from a log and a watch capture counts once
     seen_mig: set[tuple[str, str, int]] = set()
+    seen_test: set[tuple[str, int, float]] = set()  # a heartbeat repeats the last test; a log tells it once
+
+    def tested(isl: str | None, t: float | None, gen: Any, mean: Any, n: Any) -> None:
+        gen, mean, n = _int(gen), _number(mean), _int(n)
+        if isl is None or t is None or gen is None or mean is None or not n or (isl, gen, mean) in seen_test:
+            return
+        seen_test.add((isl, gen, mean))
+        out.island(isl).tests.append((t, mean, n))
+
     for path in paths:
         for ev in _json_lines(Path(path)):
             name = ev.get("event")
+            if name == POLICY_TESTED:
+                tested(_island_of(ev), _iso_time(ev.get("timestamp")), ev.get("generation"), ev.get("mean"),
+                       ev.get("test_episodes"))
+                continue
+            if name == TELEMETRY_EVENT and isinstance(ev.get("tested"), dict):
+                x = ev["tested"]
+                tested(_island_of(ev), _number(x.get("at")), x.get("generation"), x.get("mean"), x.get("episodes"))
             if name == NODE_STARTED:
                 if isinstance(ev.get("problem"), str):
                     out.problems.add(ev["problem"])
@@ -173,6 +199,7 @@ def parse_logs(paths: Sequence[str | Path]) -> Parsed:
     for s in out.series.values():
         s.points.sort()
         s.migrations.sort()
+        s.tests.sort()
     # An island with migrations but no fitness point has no curve to mark: drop it.
     out.series = {k: s for k, s in sorted(out.series.items()) if s.points}
     return out
@@ -190,6 +217,26 @@ def network_best(series: Iterable[Series]) -> tuple[list[int], list[float]]:
         best_of[isl] = best
         xs.append(sum(evals_of.values()))
         ys.append(max(best_of.values()))
+    return xs, ys
+
+
+def network_tested(series: Iterable[Series]) -> tuple[list[int], list[float]]:
+    """Best of the islands' latest tested scores vs the sum of their latest evaluation counts (the
+    network best as `gaia-node watch` ranks it, once every island shown has a test)."""
+    merged = sorted([(t, 0, s.island_id, evals) for s in series for t, _, evals, _ in s.points]
+                    + [(t, 1, s.island_id, mean) for s in series for t, mean, _ in s.tests])
+    evals_of: dict[str, int] = {}
+    tested_of: dict[str, float] = {}
+    xs: list[int] = []
+    ys: list[float] = []
+    for _, kind, isl, value in merged:
+        if kind == 0:
+            evals_of[isl] = int(value)
+        else:
+            tested_of[isl] = float(value)
+        if tested_of:
+            xs.append(sum(evals_of.values()))
+            ys.append(max(tested_of.values()))
     return xs, ys
 
 
@@ -219,7 +266,7 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
 
     ``solved``: None draws the solved line at 200 when a log says the problem is lunarlander; a
     number draws it there; ``"none"`` draws none. Returns ``{"n_series", "n_points",
-    "n_migrations", "out", "problems", "solved"}``. Raises :class:`ConfigError` on an unreadable file
+    "n_migrations", "n_tests", "out", "problems", "solved"}``. Raises :class:`ConfigError` on an unreadable file
     or when no usable event is found.
     """
     if not paths:
@@ -242,7 +289,7 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
     ax_t, ax_e = fig.subplots(1, 2, sharey=True)
     n = len(series)
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    n_mig = 0
+    n_mig = n_tests = 0
     lw = 1.6 if n <= 10 else 1.1
     for i, s in enumerate(series):
         color = cmap(i % cmap.N)
@@ -257,13 +304,22 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
             kw = dict(marker="o", s=34, facecolors="white", edgecolors=color, linewidths=1.6, zorder=3)
             ax_t.scatter([p[0] - t0 for p in at], [p[3] for p in at], **kw)
             ax_e.scatter([p[2] for p in at], [p[3] for p in at], **kw)
+        if s.tests:
+            n_tests += len(s.tests)
+            kw = dict(marker="D", s=30, color=color, edgecolors="black", linewidths=0.6, zorder=5)
+            ax_t.scatter([t - t0 for t, _, _ in s.tests], [m for _, m, _ in s.tests], **kw)
+            ax_e.scatter([_point_after(s, t)[2] for t, _, _ in s.tests], [m for _, m, _ in s.tests], **kw)
     xs, ys = network_best(series)
     if n > 1:
         ax_e.plot(xs, ys, color="black", ls="--", lw=1.8, label="network best\n(vs total evaluations)", zorder=4)
+        if n_tests:
+            xs, ys = network_tested(series)
+            ax_e.plot(xs, ys, color="dimgray", ls=":", lw=1.8, drawstyle="steps-post",
+                      label="network best, tested\n(latest tests)", zorder=4)
 
     ax_t.set_xlabel("wall time since the first event (s)")
     ax_e.set_xlabel("evaluations (per island; network best: all islands together)" if n > 1 else "evaluations")
-    ax_t.set_ylabel("best fitness")
+    ax_t.set_ylabel("best fitness (curves: estimates; diamonds: tested)" if n_tests else "best fitness")
     ax_t.set_title("best fitness vs time")
     ax_e.set_title("best fitness vs evaluations")
     for ax in (ax_t, ax_e):
@@ -284,18 +340,25 @@ def plot_logs(paths: Sequence[str | Path], out: str | Path, solved: float | str 
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="gray",
                               markeredgewidth=1.6, markersize=6))
         labels.append("migrant accepted")
+    if n_tests:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], ls="", marker="D", markerfacecolor="gray", markeredgecolor="black",
+                              markeredgewidth=0.6, markersize=6))
+        labels.append("tested on fresh\nepisodes")
     fig.legend(handles, labels, loc="outside right center", title="island", fontsize=9, title_fontsize=9,
                ncols=1 if n <= 16 else 2, frameon=False)
     problem = ", ".join(sorted(parsed.problems)) or "unknown problem"
     n_points = sum(len(s.points) for s in series)
     fig.suptitle(f"gaia-p2p: {problem}, {n} island{'s' if n != 1 else ''}, {n_points} points, "
-                 f"{n_mig} migrant{'s' if n_mig != 1 else ''} accepted", fontsize=11)
+                 f"{n_mig} migrant{'s' if n_mig != 1 else ''} accepted"
+                 + (f", {n_tests} test{'s' if n_tests != 1 else ''} on fresh episodes" if n_tests else ""), fontsize=11)
     out = Path(out)
     try:
         fig.savefig(out)
     except (OSError, ValueError) as e:
         raise ConfigError(f"-o {out}: cannot write the figure ({e})") from None
-    return {"n_series": n, "n_points": n_points, "n_migrations": n_mig, "out": str(out),
+    return {"n_series": n, "n_points": n_points, "n_migrations": n_mig, "n_tests": n_tests, "out": str(out),
             "problems": sorted(parsed.problems), "solved": solved_y}
 
 
@@ -315,7 +378,9 @@ def add_parser(subparsers: Any) -> None:
 def run(a: argparse.Namespace) -> int:
     summary = plot_logs(a.logs, a.output, solved=a.solved)
     n, pts, mig = summary["n_series"], summary["n_points"], summary["n_migrations"]
+    tests = summary["n_tests"]
     print(f"plot: {n} island{'s' if n != 1 else ''}, {pts} points, {mig} migrant{'s' if mig != 1 else ''} "
-          f"accepted -> {summary['out']}")
+          f"accepted" + (f", {tests} test{'s' if tests != 1 else ''} on fresh episodes" if tests else "")
+          + f" -> {summary['out']}")
     sys.stdout.flush()
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gaia_p2p.core.ranking import Basis, network_best, rank
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME
 from gaia_p2p.tools import fmt
 
@@ -52,50 +53,71 @@ def sparkline(values: list[float], width: int = 24) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / (hi - lo) * (len(SPARK) - 1) + 0.5))] for v in vals)
 
 
-def short(peer_id: str) -> str:
-    return "…" + peer_id[-6:]
+short = fmt.short_peer
 
 
-def render(snapshot: dict[str, Any], source: str) -> Any:
+def _tested_cell(standing: Any, now: float) -> str:
+    """``180.00 (100 ep) 30 s``: the last test's mean, its episodes and age; ``*`` after the mean:
+    of an earlier resident."""
+    x = standing.tested
+    if standing.basis == Basis.EXACT:
+        return "exact"
+    if x is None:
+        return "untested"
+    mark = "" if x.get("current", True) else "*"
+    return f"{fmt.num(x['mean'], 2)}{mark} ({x['episodes']} ep) {fmt.ago(x.get('at'), now).replace(' ago', '')}"
+
+
+def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> Any:
+    """The table, best first by core/ranking.py: islands with a tested score (or an exact one, on a
+    deterministic problem) above those with an estimate only. Where any island's best is an
+    estimate, the "tested" column shows each one's last test on fresh episodes (``*``: of an
+    earlier resident); on a deterministic problem there is no such column, the best is exact."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    islands = sorted(snapshot.get("islands", []), key=lambda r: -(r.get("best_fitness") or -1e300))
+    ranked = rank(snapshot.get("islands", []))
+    islands = [r for _, r in ranked]
+    exact = bool(ranked) and all(st.basis in (Basis.EXACT, Basis.NONE) for st, _ in ranked)
     history = snapshot.get("history", {})
-    now = time.time()
+    now = time.time() if now is None else now
     t = Table(title=f"gaia-node watch — {source}", expand=False)
     for col, kw in (("island", {}), ("optimizer", {}), ("gen", {"justify": "right"}),
                     ("evals", {"justify": "right"}), ("evals/s", {"justify": "right"}),
-                    ("best", {"justify": "right"}), ("best over time", {}), ("mean", {"justify": "right"}),
+                    ("best (exact)" if exact else "estimate", {"justify": "right"}),
+                    *(() if exact else (("tested", {"justify": "right"}),)),
+                    ("best over time", {}), ("mean", {"justify": "right"}),
                     ("sigma", {"justify": "right"}), ("migr in/out", {"justify": "right"}),
                     ("peers", {"justify": "right"}), ("seen", {"justify": "right"})):
         t.add_column(col, **kw)
-    for r in islands:
+    for st, r in ranked:
         settings = r.get("settings") or {}
         opt = f"{r.get('algorithm')} σ0={settings.get('sigma0', '?')} λ={settings.get('popsize', '?')}"
         m = r.get("migrants") or {}
         age = now - float(r.get("time") or now)
         t.add_row(short(r["peer_id"]), opt, str(r.get("generation")), str(r.get("evaluations")),
                   fmt.num(r.get("evals_per_s"), 0), fmt.num(r.get("best_fitness"), 2),
+                  *(() if exact else (_tested_cell(st, now),)),
                   sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
                   fmt.num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
                   f"{age:.0f}s ago" if age < 3600 else "stale")
-    bests = [r["best_fitness"] for r in islands if r.get("best_fitness") is not None]
     cpus = sum(int(r.get("cpus") or 0) for r in islands)
     gpus = sum(1 for r in islands if r.get("gpu"))
     rate = sum(float(r.get("evals_per_s") or 0.0) for r in islands)
     total = sum(int(r.get("evaluations") or 0) for r in islands)
     pulls = snapshot.get("pull")
-    summary = Text(f"network best {fmt.num(max(bests), 2) if bests else '-'}   islands {len(islands)}   "
+    summary = Text(f"network best {fmt.network_best(network_best(islands), 2)}\nislands {len(islands)}   "
                    f"cores {cpus}   GPUs {gpus}   {rate:.0f} evals/s   {total} evaluations"
                    + (f"   pulled {pulls.get('pulled', 0)}/{sum(pulls.values())}" if pulls else ""))
+    legend = [] if exact else [Text("estimate: running mean of the resident's re-scores; tested: its last test "
+                                    "on fresh episodes (* of an earlier resident); tested islands rank first")]
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
         lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))
     if len(lines) == 1:
         lines.append(Text("  none yet"))
-    return Group(t, summary, *lines)
+    return Group(t, summary, *legend, *lines)
 
 
 class Output:
@@ -172,6 +194,9 @@ async def _watch_network(a: argparse.Namespace, out: Output) -> None:
     from gaia_p2p.node.netview import NetView
     from gaia_p2p.node.pull import pull_loop
 
+    from gaia_p2p.net.dns import resolve_bootstrap
+
+    a.bootstrap = list(await resolve_bootstrap(a.bootstrap))  # /dns4, /dns6, /dnsaddr: as for start
     status = None
     for addr in a.bootstrap:
         try:

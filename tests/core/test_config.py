@@ -18,6 +18,7 @@ from gaia_p2p.cli import build_parser
 from gaia_p2p.config import (
     CHOICES,
     DEFAULT_LISTEN,
+    DEFAULT_LISTEN6,
     FLAGS,
     SECTIONS,
     Config,
@@ -62,7 +63,7 @@ def test_defaults():
     assert cfg.problem == ProblemConfig()
     assert cfg.island == IslandConfig()
     assert cfg.migration == MigrationConfig()
-    assert cfg.network.listen == (DEFAULT_LISTEN,)
+    assert cfg.network.listen == (DEFAULT_LISTEN, DEFAULT_LISTEN6) == ("/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001")
     assert cfg.network.bootstrap == ()
     assert (cfg.log_format, cfg.log_level, cfg.max_generations, cfg.fresh) == ("auto", "info", None, False)
     assert isinstance(cfg.data_dir, Path)
@@ -168,6 +169,9 @@ INVALID = [
     ("network", "max_rpc_bytes", 10, "network.max_rpc_bytes"),
     ("network", "refresh_min_s", 0.0, "network.refresh_min_s"),
     ("network", "max_peers", 0, "network.max_peers"),
+    ("network", "autonat_interval_s", 1.0, "network.autonat_interval_s"),
+    ("network", "autonat_interval_s", math.inf, "network.autonat_interval_s"),
+    ("network", "autonat_confirmations", 0, "network.autonat_confirmations"),
     ("evaluation", "workers", -1, "evaluation.workers"),
     ("evaluation", "backend", "jax", "evaluation.backend"),
     ("", "log_format", "xml", "log_format"),
@@ -259,6 +263,8 @@ def test_bad_listen_addresses(addr):
     "/ip4/10.0.0.1/tcp/4001",  # no peer id
     f"/ip4/10.0.0.1/udp/4001/p2p/{PEER}",  # not tcp
     "/ip4/10.0.0.1/tcp/4001/p2p/0OIl",  # not base58
+    f"/dnsaddr/example.com/tcp/4001/p2p/{PEER}",  # dnsaddr names no port: its TXT records do
+    f"/unix/tmp/sock/p2p/{PEER}",
 ])
 def test_bad_bootstrap_addresses(addr):
     msg = config_error("network.bootstrap", overrides={"network": {"bootstrap": (GOOD_BOOTSTRAP, addr)}})
@@ -268,9 +274,10 @@ def test_bad_bootstrap_addresses(addr):
 def test_good_addresses_pass():
     cfg = build_config(env={}, overrides={"network": {
         "listen": ("/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/4001"),
-        "bootstrap": (GOOD_BOOTSTRAP, f"/dns4/example.com/tcp/4001/p2p/{PEER}"),
-    }})
-    assert len(cfg.network.listen) == 2 and len(cfg.network.bootstrap) == 2
+        "bootstrap": (GOOD_BOOTSTRAP, f"/dns4/example.com/tcp/4001/p2p/{PEER}", f"/dns6/example.com/tcp/4001/p2p/{PEER}",
+                      f"/dnsaddr/example.com/p2p/{PEER}", "/dnsaddr/example.com"),
+    }})  # names are only checked for form here; they are resolved at start (tests/integration/test_dns_bootstrap.py)
+    assert len(cfg.network.listen) == 2 and len(cfg.network.bootstrap) == 5
 
 
 # ------------------------------------------------------------------------------------------------

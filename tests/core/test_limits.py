@@ -37,3 +37,16 @@ def test_exempt_networks_and_non_ip_links_are_not_limited():
 def test_bad_cap_is_our_bug():
     with pytest.raises(ValueError):
         InboundLimits(per_ip=0)
+
+
+def test_ipv6_is_limited_per_64_and_mapped_ipv4_is_its_ipv4():
+    """A /64 is one subscriber's (2^64 addresses): limiting single IPv6 addresses would limit nothing."""
+    lim = InboundLimits(per_ip=2, exempt=["127.0.0.0/8", "::1/128"])
+    assert lim.admit("2001:db8:1:2::1") and lim.admit("2001:db8:1:2:ffff::9")
+    assert not lim.admit("2001:db8:1:2::3")  # same /64
+    assert lim.admit("2001:db8:1:3::1")  # the next /64
+    assert lim.admit("::ffff:10.0.0.1") and lim.admit("10.0.0.1") and not lim.admit("10.0.0.1")
+    assert lim.admit("::ffff:127.0.0.1") and "127.0.0.1" not in lim.held  # loopback, however spelled
+    lim.release("2001:db8:1:2::1")
+    assert lim.admit("2001:db8:1:2::3")
+    assert set(lim.held) == {"2001:db8:1:2::/64", "2001:db8:1:3::/64", "10.0.0.1"}

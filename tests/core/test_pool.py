@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gaia_p2p.core import pool as P
+from gaia_p2p.core import poolsim as sim
 from gaia_p2p.core import poolwire as W
 from gaia_p2p.errors import RemoteProtocolError
 
@@ -69,78 +70,11 @@ def test_hostile_results_are_rejected_with_a_reason(data, reason):
 # ---------------------------------------------------------------- simulated members
 
 DIM, LAM = 4, 12
+fitness, step, form = sim.quadratic, sim.step, sim.form
 
 
-def fitness(X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
-    return -np.sum(np.asarray(X) ** 2, axis=1) + 0.001 * seeds[0] % 7
-
-
-class Member:
-    """One member: a pool, a fake replica (candidates from the generation alone, as a replica's
-    would be from the shared state) and an evaluator that answers at once."""
-
-    def __init__(self, name: str, *, lie: float = 0.0, check_share: float = 0.3) -> None:
-        self.name, self.lie = name, lie
-        self.pool = P.Pool(pid=PID, self_id=name, platform="same", episodes=1,
-                           policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=0.1))
-        self.rng = np.random.default_rng([ord(c) for c in name])
-        self.outbox: list[P.Results] = []
-        self.work: list[P.EvaluateItems] = []
-        self.completed: list[int] = []
-        self.replays: list[P.Replay] = []
-        self.evicted: list[str] = []
-        self.fetches: list[P.FetchLog] = []
-
-    def candidates(self, g: int) -> np.ndarray:
-        return np.random.default_rng([g, 1]).normal(size=(LAM, DIM)).astype(np.float32).astype(np.float64)
-
-    def feed(self, event, now: float) -> None:
-        for e in self.pool.handle(event, now=now, rng=self.rng):
-            if isinstance(e, P.EvaluateItems):
-                self.work.append(e)
-            elif isinstance(e, P.PublishResults):
-                self.outbox.append(e.results)
-            elif isinstance(e, P.RoundComplete):
-                self.completed.append(e.generation)
-            elif isinstance(e, P.Replay):
-                self.replays.append(e)
-            elif isinstance(e, P.Evict):
-                self.evicted.append(e.peer)
-            elif isinstance(e, P.FetchLog):
-                self.fetches.append(e)
-
-    def start_round(self, now: float) -> None:
-        g = self.pool.generation
-        self.feed(P.RoundStarted(g, self.candidates(g), self.pool.seeds_for(g)), now)
-
-    def do_work(self, now: float) -> None:
-        while self.work:
-            w = self.work.pop(0)
-            r = fitness(w.candidates, w.seeds) + (self.lie if w.why != P.Work.CHECK else 0.0)
-            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why, seconds=0.01), now)
-
-
-def step(members: list[Member], now: float, *, deliver_from=None) -> None:
-    """Every member works, then every message is delivered to the others, then a tick."""
-    for m in members:
-        if m.pool.round is None and m.pool.busy is None and not m.work:
-            m.start_round(now)
-        m.do_work(now)
-    for m in members:
-        out, m.outbox = m.outbox, []
-        if deliver_from is not None and m.name not in deliver_from:
-            continue
-        for r in out:
-            for other in members:
-                if other is not m:
-                    other.feed(P.ResultsReceived(m.name, r), now)
-    for m in members:
-        m.feed(P.Tick(), now)
-
-
-def form(members: list[Member]) -> None:
-    for m in members:
-        m.feed(P.MembersChanged(frozenset(x.name for x in members)), 0.0)
+def Member(name: str, **kw) -> sim.Member:
+    return sim.Member(name, pid=PID, lam=LAM, dim=DIM, **kw)
 
 
 def test_members_split_the_items_and_keep_one_log():

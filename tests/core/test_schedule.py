@@ -83,7 +83,7 @@ def test_the_target_test_waits_for_a_rescored_new_resident_and_its_interval():
     r = t.record({"mean": 205.0, "std": 9.0, "min": 180.0, "solved_share": 0.7, "episodes": 100}, generation=9,
                  episodes=700, source="peer", spent_episodes=100)
     assert r.passed and t.reached == r and t.last == r and r.as_dict()["source"] == "peer"
-    assert TargetTest(None, 0.0).due(best_params=x, best_n=9, now=0.0, **kw) is False
+    assert TargetTest(None, 0.0).due(best_params=x, best_n=9, now=0.0, **kw) is None
 
 
 def test_every_effect_of_the_island_and_the_pool_has_a_handler():

@@ -236,5 +236,6 @@ def test_pool_decoders_raise_only_their_reasons(junk, pos, patch):
 def test_every_pool_log_answer_has_its_outcome():
     from gaia_p2p.node.pool import PoolLogOutcome
 
-    assert {PoolLogOutcome.failed(r) for r in POOL_REASONS} | {PoolLogOutcome.FETCHED, PoolLogOutcome.FAILED_UNREACHABLE} \
+    assert {PoolLogOutcome.failed(r) for r in POOL_REASONS} | {PoolLogOutcome.FETCHED, PoolLogOutcome.REFUSED,
+                                                               PoolLogOutcome.FAILED_UNREACHABLE} \
         == set(PoolLogOutcome)

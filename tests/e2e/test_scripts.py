@@ -114,3 +114,22 @@ def test_bench_islands_presets():
     assert [f[f.index("--popsize") + 1] for f in ladder] == ["14", "28", "56", "112", "224", "448", "896", "896"]
     assert {opts(f)[:2] for f in ladder} == {("cmaes", "0.5")}
     assert mixed[0] == ("cmaes", "0.5", "0.12") and {m[0] for m in mixed} == {"cmaes", "openai-es"}
+
+
+def test_bench_pool_lies_catches_a_liar_that_lies_on_every_result():
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_pool_lies.py"), "--trials", "3", "--sizes", "3",
+                        "--rates", "1", "--check-share", "0.3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| 3 | 1 |"))
+    assert "| 3 of 3 |" in row, row
+
+
+def test_pool_faults_script_kills_a_member_and_a_joiner_catches_up():
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "pool_faults.py"), "--members", "3", "--problem", "sphere",
+                        "--popsize", "8", "--duty", "0.2", "--before", "4", "--join-after", "2", "--after", "6"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = dict(line.strip("|").split("|")[:2] for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line)
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["joiner: start to log replayed, s"] != "-" and rows["joiner: start to its first own evaluations, s"] != "-", r.stdout
+    assert rows["exit codes (SIGTERM at the end; the killed one -9)"] == "[0, 0, -9, 0]", r.stdout

@@ -14,7 +14,8 @@ from libp2p.kad_dht.common import PROTOCOL_ID as KAD
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.io.trio import TrioTCPStream
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -22,6 +23,7 @@ from libp2p.pubsub.score import PeerScorer, ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
 from gaia_p2p.net import libp2p_fixes, scoring
+from gaia_p2p.net.addrs import ipv6_available
 from gaia_p2p.node.control import encode_uvarint
 from gaia_p2p.node.runtime import run
 
@@ -677,7 +679,8 @@ def test_class_patches_install_once():
     from libp2p.network.swarm import Swarm
 
     patched = [(Swarm, "_do_handle_inbound_connection"), (Swarm, "upgrade_inbound_raw_conn"),
-               (Pubsub, "_teardown_if_connected"), (TrioTCPStream, "__init__")]
+               (Pubsub, "_teardown_if_connected"), (TrioTCPStream, "__init__"),
+               (TrioTCPStream, "get_remote_address")]
     libp2p_fixes.install_class_patches()
     ours = [getattr(cls, name) for cls, name in patched]
     originals = [libp2p_fixes.upstream(cls, name) for cls, name in patched]
@@ -929,3 +932,37 @@ async def test_bug_p1_dht_stores_junk_records(fixed):
             else:
                 assert echoed == 0 and stored == 0 and providers == 0
                 assert dht.gaia_record_stats == {"records_refused": n, "providers_refused": 1}
+
+
+# S: IPv6 remote addresses
+
+V6_LOOPBACK = multiaddr.Multiaddr("/ip6/::1/tcp/0")
+
+
+async def _remote_of_inbound(a, b):
+    await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
+    with trio.fail_after(10):
+        while not a.get_network().get_connections(b.get_id()):
+            await trio.sleep(0.01)
+    return a.get_network().get_connections(b.get_id())[0].muxed_conn.get_remote_address()
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="this machine has no IPv6 loopback")
+async def test_bug_s_upstream_ipv6_connections_have_no_remote_address(monkeypatch):
+    """py-libp2p 0.8.1 (TrioTCPStream.get_remote_address wants a 2-tuple; IPv6 gives 4). If this
+    fails, upstream fixed S and the patch may go."""
+    monkeypatch.setattr(TrioTCPStream, "get_remote_address", libp2p_fixes.upstream(TrioTCPStream, "get_remote_address"))
+    with trio.fail_after(30):
+        a, b = _host(), _host()
+        async with a.run(listen_addrs=[V6_LOOPBACK]), b.run(listen_addrs=[V6_LOOPBACK]):
+            assert await _remote_of_inbound(a, b) is None
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="this machine has no IPv6 loopback")
+async def test_bug_s_fixed_ipv6_connections_have_their_remote_address():
+    libp2p_fixes.install_class_patches()
+    with trio.fail_after(30):
+        a, b = _host(), _host()
+        async with a.run(listen_addrs=[V6_LOOPBACK]), b.run(listen_addrs=[V6_LOOPBACK]):
+            remote = await _remote_of_inbound(a, b)
+            assert remote is not None and remote[0] == "::1"

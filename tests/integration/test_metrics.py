@@ -37,6 +37,7 @@ STATUS = {
     "problem": {"name": "lunarlander", "episodes": 1},
     "optimizer": {"algorithm": "cmaes", "popsize": 32, "dim": 212, "settings": {"sigma0": 0.5}, "seed": 1},
     "migration": {"enabled": True, "interval": 10, "topology": "full", "accept_only_better": True},
+    "target": {"fitness": 200.0, "last_test": {"mean": 98.5, "test_episodes": 100}, "test_episodes_used": 100},
     "island": {"generation": 42, "evaluations": 1344, "episodes": 1500, "best_fitness": 123.5, "best_source": "local",
                "mean_fitness": -20.25, "sigma": 0.375, "evals_per_s": 812.5},
     "migrants": {"sent": 4, "received": 9, "accepted": 2, "rejected": {"not_better": 6, "bad_field": 1}},
@@ -99,7 +100,7 @@ async def test_metrics_reflect_status_at_scrape_time():
             got = samples(body)
             expected = {
                 "gaia_generation": 42, "gaia_evaluations_total": 1344, "gaia_episodes_total": 1500,
-                "gaia_best_fitness": 123.5,
+                "gaia_best_fitness": 123.5, "gaia_tested_score": 98.5, "gaia_test_episodes_total": 100,
                 "gaia_mean_fitness": -20.25, "gaia_sigma": 0.375, "gaia_evals_per_second": 812.5, "gaia_peers": 3,
                 "gaia_topic_peers": 2, "gaia_routing_table_size": 7, "gaia_migrants_sent_total": 4,
                 "gaia_migrants_received_total": 9, "gaia_migrants_accepted_total": 2,

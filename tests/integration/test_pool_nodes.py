@@ -64,7 +64,7 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             from gaia_p2p.core.pool import ask_rng
 
             for n in nodes:
-                opt, g = n.pool_genesis(), n.island.generation
+                opt, g = n.member.genesis(), n.island.generation
                 for k, r in enumerate(n.pool.log[:g]):
                     opt.tell(opt.ask(ask_rng(n.pool.pid, k)), r.astype(np.float64))
                 assert opt.mean.tobytes() == n.island.opt.mean.tobytes(), n.peer_id
@@ -124,4 +124,49 @@ async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
                              "10 generations after the eviction", 20, on=honest)
             assert all(liar.peer_id not in n.pool.live_members() for n in honest)
             assert all(liar.peer_id in n.status()["banned_peers"] or n.pool.evicted for n in honest)
+            nursery.cancel_scope.cancel()
+
+
+async def test_direct_transport_carries_every_result_and_cuts_off_a_broken_stream(tmp_path):
+    # pool.transport = "direct": results over /gaia/pool/results/1.0.0, one stream per member pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    import multiaddr
+
+    from gaia_p2p.node.control import encode_uvarint
+    from gaia_p2p.node.pool import POOL_RESULTS_PROTOCOL
+    from tests.integration.attacker import open_attacker
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_pool(nursery, tmp_path, 3, transport="direct")
+            await all_members(nodes, 3)
+            start = min(n.pool.generation for n in nodes)
+            await wait_until(lambda: min(n.pool.generation for n in nodes) >= start + 10, "10 pooled generations",
+                             40, on=nodes)
+            assert one_log(nodes)
+            for n in nodes:  # every result the pool took came over a direct stream, none over gossip
+                assert n.member.direct.stats["received"] == n.pool.counters.results_in > 0, n.member.direct.stats
+                assert n.status()["pool"]["transport"] == "direct"
+            victim = nodes[0]
+            async with open_attacker() as bad:
+                await bad.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(victim.addrs()[0])))
+                s1 = await bad.host.new_stream(victim.p2p.host.get_id(), [TProtocol(POOL_RESULTS_PROTOCOL)])
+                await wait_until(lambda: bad.peer_id in victim.member.direct.inbound, "the stream taken", 10)
+                try:  # reset as soon as it is negotiated: the open itself may fail here
+                    await bad.host.new_stream(victim.p2p.host.get_id(), [TProtocol(POOL_RESULTS_PROTOCOL)])
+                except Exception:
+                    pass
+                await wait_until(lambda: victim.member.direct.stats["refused_stream"] >= 1,
+                                 "a second stream of one peer refused", 10)
+                await s1.write(encode_uvarint(5) + b"\xc1\xc1\xc1\xc1\xc1")  # not msgpack
+                await wait_until(lambda: bad.peer_id not in victim.member.direct.inbound, "the broken stream cut", 10)
+                assert victim.member.topic.rejected["not_msgpack"] >= 1
+                with trio.move_on_after(1):
+                    try:
+                        await s1.reset()
+                    except Exception:
+                        pass
+            g = victim.pool.generation
+            await wait_until(lambda: victim.pool.generation >= g + 3, "the pool going on", 20, on=nodes)
             nursery.cancel_scope.cancel()

@@ -101,3 +101,20 @@ def test_mutated_valid_messages_raise_only_remote_protocol_error(pos, patch):
         decode_telemetry(bytes(data), experiment_id=EXP)
     except RemoteProtocolError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(tree, st.dictionaries(st.sampled_from(["mean", "n", "gen", "age", "cur", "src", "x"]), tree,
+                                       max_size=7)), tree)
+def test_hostile_r4_keys_raise_only_remote_protocol_error(tst, exact):
+    d = msgpack.unpackb(encode_telemetry(sample()))
+    d.update(tst=tst, exact=exact)
+    try:
+        data = msgpack.packb(d, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        return
+    try:
+        t = decode_telemetry(data, experiment_id=EXP)
+    except RemoteProtocolError:
+        return
+    assert type(t.exact) is bool and (t.tested is None or t.tested.episodes >= 1 and t.tested.age >= 0)

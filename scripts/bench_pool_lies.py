@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""How fast a pool catches a member that inflates its returns, and what the lies cost before.
+
+The real state machine (gaia_p2p/core/pool.py) with simulated members (core/poolsim.py: evaluations
+finish at once, messages are delivered step by step, one generation per step or so), so that many
+trials of many lie rates take seconds. One member of each pool reports return + LIE on a share
+(the lie rate) of the results it tells; the honest members spot-check ``check_share`` of the others'
+results. Per (pool size, lie rate): generations until every honest member has evicted the liar,
+and the harm: log entries (over the honest members' logs) that are not the true return.
+
+    python scripts/bench_pool_lies.py --trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+
+import numpy as np
+
+from gaia_p2p.core import poolsim as sim
+
+PID = "bench-lies-0123456789abcdef0123"
+
+
+def trial(n: int, rate: float, seed: int, a: argparse.Namespace) -> tuple[int | None, int, int]:
+    """(generation at which the last honest member evicted the liar or None, lies told, lies in the log)."""
+    names = [f"h{k}-{seed}" for k in range(n - 1)] + [f"L-{seed}"]
+    ms = [sim.Member(name, pid=PID, lam=a.popsize, dim=4, check_share=a.check_share,
+                     lie=a.lie if name.startswith("L") else 0.0, lie_rate=rate) for name in names]
+    honest, liar = ms[:-1], ms[-1]
+    sim.form(ms)
+    caught = None
+    for t in range(a.max_steps):
+        sim.step(ms, t * 0.05)
+        if caught is None and all(liar.name in m.pool.evicted for m in honest):
+            caught = min(m.pool.generation for m in honest)
+            break
+    harm = 0
+    h = honest[0]
+    for g, told in enumerate(h.pool.log):
+        truth = sim.quadratic(h.candidates(g), h.pool.seeds_for(g)).astype(np.float32)
+        harm += int(np.sum(told != truth))
+    return caught, liar.lies_told, harm
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="4,8")
+    ap.add_argument("--rates", default="1,0.5,0.2,0.1,0.05")
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--popsize", type=int, default=32)
+    ap.add_argument("--check-share", type=float, default=0.05)
+    ap.add_argument("--lie", type=float, default=10.0, help="what a lie adds to the true return")
+    ap.add_argument("--max-steps", type=int, default=2000)
+    a = ap.parse_args()
+    cmd = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__), *sys.argv[1:]])
+    print(f"Command: `{cmd}`\n")
+    print("| pool size | lie rate | caught | generations to eviction by every honest member, median (p90, max) "
+          "| lies told before, median (max) | lies in the log (the harm), median (max) |")
+    print("|---|---|---|---|---|---|")
+    for n in (int(x) for x in a.sizes.split(",")):
+        for rate in (float(x) for x in a.rates.split(",")):
+            rs = [trial(n, rate, s, a) for s in range(a.trials)]
+            gens = sorted(g for g, _, _ in rs if g is not None)
+            told = [t for _, t, _ in rs]
+            harm = [h for _, _, h in rs]
+            p90 = gens[min(len(gens) - 1, int(0.9 * len(gens)))] if gens else None
+            print(f"| {n} | {rate:g} | {len(gens)} of {len(rs)} | "
+                  f"{statistics.median(gens) if gens else '-'} ({p90}, {gens[-1] if gens else '-'}) | "
+                  f"{statistics.median(told):g} ({max(told)}) | {statistics.median(harm):g} ({max(harm)}) |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
