@@ -37,8 +37,12 @@ def _relay(n: NsNodeProc) -> dict:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("random_fully", [False, True], ids=["masquerade", "random-fully"])
-def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
+@pytest.mark.parametrize(("random_fully", "autonat"), [(False, False), (True, False), (False, True)],
+                         ids=["masquerade", "random-fully", "masquerade-autonat"])
+def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully, autonat):
+    """With ``autonat`` the homes run relay_client = auto: they reserve once AutoNAT finds them
+    private (the public node's dial-back to the router is dropped; one verdict is enough here,
+    since the public node is the only peer they reach directly)."""
     why = iptables_unavailable_reason()
     if why:
         pytest.skip(f"NAT emulation unavailable: {why}")
@@ -53,7 +57,9 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
         pub = NsNodeProc(tmp_path, "public", lab.hosts[0], f"/ip4/{lab.addr(0)}/tcp/{PORT}", *PUBLIC, *limit)
         nodes.append(pub.start())
         boot = pub.wait_event("node_started", 60)["addrs"][0]
-        homes = [NsNodeProc(tmp_path, f"home{k}", lab.homes[k], f"/ip4/{lab.home_addr(k)}/tcp/{PORT}", *HOME,
+        home = HOME if not autonat else (*(a.replace("relay_client=on", "relay_client=auto") for a in HOME),
+                                         "--set", "network.autonat_confirmations=1")
+        homes = [NsNodeProc(tmp_path, f"home{k}", lab.homes[k], f"/ip4/{lab.home_addr(k)}/tcp/{PORT}", *home,
                             "--seed", str(k + 1)) for k in range(2)]
         t0 = time.monotonic()
         for h in homes:
@@ -61,8 +67,11 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
         ids = [h.wait_event("node_started", 60)["peer_id"] for h in homes]
         pub_id = pub.wait_event("node_started", 5)["peer_id"]
 
-        wait_for(lambda: all(pub_id in _relay(h)["reservations"] for h in homes), "both homes reserved on the relay", 30)
+        wait_for(lambda: all(pub_id in _relay(h)["reservations"] for h in homes), "both homes reserved on the relay",
+                 60 if autonat else 30)
         reserved_s = time.monotonic() - t0
+        if autonat:
+            assert all(h.status()["reachability"]["status"] == "private" for h in homes)
         assert all(f"/p2p/{pub_id}/p2p-circuit/p2p/{ids[k]}" in " ".join(_relay(h)["circuit_addrs"] + h.status()["addrs"])
                    for k, h in enumerate(homes))
         wait_for(lambda: all(h.status()["migrants"]["received"] > 0 for h in homes),
@@ -88,7 +97,7 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully):
         wait_for(lambda: all(h.status()["migrants"]["received"] > rx[k] for k, h in enumerate(homes)),
                  "migrants keep flowing after the punch attempt", 30)
         relay_bytes = _relay(pub)["stats"].get("bytes_relayed", 0)
-        print(f"\n[{'random-fully' if random_fully else 'masquerade'}] reservations on the relay after "
+        print(f"\n[{'random-fully' if random_fully else 'masquerade'}{'-autonat' if autonat else ''}] reservations on the relay after "
               f"{reserved_s:.1f} s; first migrant both ways after {migrant_s:.1f} s (relayed peers at that time: "
               f"{[sorted(r) for r in relayed]}); hole punch: {'yes' if punched else 'no'} (decided {punch_s:.1f} s after start); "
               f"bytes through the relay: {via_relay} at first migrant, {relay_bytes} at the end; relay stats "

@@ -1,5 +1,5 @@
 """Circuit relay v2 between real hosts on 127.0.0.1 (net/relay.py): every relay resource is bounded,
-and what py-libp2p 0.8.1 gets wrong (fix S: RESERVE for another peer; fix T: two DCUtR initiators).
+and what py-libp2p 0.8.1 gets wrong (fix U: RESERVE for another peer; fix V: two DCUtR initiators).
 
 A = relay (hop), B = reserves on A, C and D = dial B through A (/ip4/127.0.0.1/tcp/PA/p2p/A/p2p-circuit/p2p/B).
 """
@@ -93,7 +93,7 @@ async def _echo_server(host, got: list[int]) -> None:
 
 
 @pytest.mark.timeout(30)
-async def test_bug_S_upstream_reserve_for_another_peer():
+async def test_bug_U_upstream_reserve_for_another_peer():
     """py-libp2p's hop handler reserves for whatever peer id the RESERVE names: B takes a slot in
     C's name (C never asked), so any connected peer can fill a relay with reservations for others."""
     async with AsyncExitStack() as stack:
@@ -105,7 +105,7 @@ async def test_bug_S_upstream_reserve_for_another_peer():
 
 
 @pytest.mark.timeout(30)
-async def test_fix_S_reservation_is_for_the_asker():
+async def test_fix_U_reservation_is_for_the_asker():
     async with AsyncExitStack() as stack:
         hosts, protos, _, stats, _ = await _lab(stack, 3, _limits())
         a, b, c = hosts
@@ -209,7 +209,7 @@ async def test_circuit_duration_is_bounded(monkeypatch):
         assert stats["circuits_ended_duration"] >= 1, stats
 
 
-async def test_fix_T_one_dcutr_initiator_per_pair():
+async def test_fix_V_one_dcutr_initiator_per_pair():
     lo, hi = "12D3KooWA", "12D3KooWB"
     assert relay.should_initiate(lo, hi, {"inbound"}) and relay.should_initiate(hi, lo, {"inbound"})
     assert not relay.should_initiate(lo, hi, {"outbound"})
