@@ -12,8 +12,8 @@ Three parts, each switched by a ``[network]`` key (docs/RELAY.md):
 - **relay client** (``relay_client``: ``on`` | ``off`` | ``auto``): reserve on up to
   ``relay_reservations`` connected peers that serve the hop protocol, refresh before expiry,
   replace relays that go, and advertise ``<relay>/p2p-circuit/p2p/<us>`` (identify, DHT records).
-  ``auto`` is off until reachability detection exists: HOOK, ``RelayClient.set_private()`` is what
-  an AutoNAT "private" verdict should call.
+  ``auto`` follows AutoNAT (``net/reachability.py``): the node runtime calls ``Relay.set_private``
+  on every change of reachability, so a node found private reserves, and stops when found public.
 - **dialing through relays** and **DCUtR**: a peer whose direct addresses fail is dialled through
   a circuit address from the peerstore; py-libp2p's DCUtR service then tries to punch a direct
   TCP connection (simultaneous open from the listen port) on every relayed connection.
@@ -153,7 +153,7 @@ def make_protocol(host: Any, limits: RelayLimitsCfg, *, hop: bool, stats: Counte
             except Exception:
                 named = msg.peer.id[:64].hex()
             log.warning("relay_reserve_spoofed", peer_id=str(remote), named=named)
-        msg.peer.CopyFrom(CircuitPeerId(id=remote.to_bytes()))  # fix S: always for the asker
+        msg.peer.CopyFrom(CircuitPeerId(id=remote.to_bytes()))  # fix U: always for the asker
         await up_reserve(stream, msg)
 
     def granted(peer_id: Any, counter: str) -> None:  # before the answer is written
@@ -234,7 +234,8 @@ class Relay:
     wake: trio.Event = field(default_factory=trio.Event)
 
     def set_private(self, private: bool) -> None:
-        """HOOK for reachability detection (AutoNAT): a private node reserves relay slots."""
+        """Reachability changed (AutoNAT, with relay_client = auto): a private node reserves relay
+        slots and advertises circuit addresses; a public one drops them."""
         if private != self.client_on:
             self.client_on = private
             self.wake.set()
@@ -371,7 +372,7 @@ def build(host: Any, net: Any) -> Relay:
     from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
     from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
-    client_on = net.relay_client == "on"  # "auto": off until reachability detection says private
+    client_on = net.relay_client == "on"  # "auto": off until AutoNAT says private (Relay.set_private)
     service = net.relay_service == "on" or (net.relay_service == "auto" and not client_on)
     limits = RelayLimitsCfg(max_reservations=net.relay_max_reservations,
                             circuits_per_peer=net.relay_circuits_per_peer,
@@ -419,7 +420,7 @@ def relayed_directions(host: Any, peer_id: Any) -> set[str]:
 
 
 def one_initiator(dcutr: Any, host: Any, stats: Counter[str]) -> None:
-    """T: py-libp2p 0.8.1's DCUtR auto-drive loop initiates on every relayed connection, from both
+    """V: py-libp2p 0.8.1's DCUtR auto-drive loop initiates on every relayed connection, from both
     ends. Two py-libp2p peers behind NAT may then run two sessions at once (``Concurrent hole
     punch session``): each side dials the other's address twice from its listen port, once
     upgrading as Noise initiator and once as responder; one socket fails with EADDRNOTAVAIL (the
