@@ -232,6 +232,7 @@ class Relay:
     reservations: dict[str, dict[str, Any]] = field(default_factory=dict)  # relay peer id -> info
     circuit_addrs: list[Any] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
+    service_auto: bool = False  # relay_service = auto: follows set_private
 
     def set_private(self, private: bool) -> None:
         """Reachability changed (AutoNAT, with relay_client = auto): a private node reserves relay
@@ -239,6 +240,18 @@ class Relay:
         if private != self.client_on:
             self.client_on = private
             self.wake.set()
+        if self.service_auto and self.protocol is not None and self.service == private:
+            # relay_service = auto: a node found private stops offering the hop protocol (peers
+            # would reserve on a relay nobody can reach), and offers it again once found public
+            from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+
+            self.service = not private
+            if self.service:
+                self.host.set_stream_handler(PROTOCOL_ID, self.protocol._handle_hop_stream)
+            else:
+                self.host.remove_stream_handler(PROTOCOL_ID)
+            self.protocol.allow_hop = self.service
+            self.wake.set()  # the loop pushes identify when the addresses change
 
     # dialing ----------------------------------------------------------------------------------
     async def dial(self, peer_id: Any, timeout_s: float = 10.0) -> bool:
@@ -378,7 +391,8 @@ def build(host: Any, net: Any) -> Relay:
                             circuits_per_peer=net.relay_circuits_per_peer,
                             circuit_bytes=net.relay_circuit_bytes, circuit_s=net.relay_circuit_s,
                             reservation_ttl_s=net.relay_reservation_ttl_s)
-    r = Relay(host=host, limits=limits, service=service, client_on=client_on, want=net.relay_reservations)
+    r = Relay(host=host, limits=limits, service=service, client_on=client_on, want=net.relay_reservations,
+              service_auto=net.relay_service == "auto" and net.relay_client == "auto")
     r.protocol = make_protocol(host, limits, hop=service, stats=r.stats)
     r.dialer = CircuitV2Transport(host, r.protocol, RelayConfig(roles=RelayRole.STOP))
     r.reserver = CircuitV2Transport(host, r.protocol, RelayConfig(roles=RelayRole.STOP | RelayRole.CLIENT))

@@ -64,3 +64,27 @@ async def test_reservation_moves_to_another_relay_when_its_relay_goes():
         assert other.relay.snapshot()["served_reservations"] == 1
         for s in stops:
             s.set()
+
+
+@pytest.mark.timeout(30)
+async def test_auto_follows_reachability():
+    """relay_client = relay_service = auto: private -> reserves and stops serving the hop protocol;
+    public again -> drops its reservation and serves again (what AutoNAT's on_change drives)."""
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+
+    base = NetworkConfig(listen=("/ip4/127.0.0.1/tcp/0",), keepalive_s=0)
+    stops = [trio.Event() for _ in range(2)]
+    async with trio.open_nursery() as nursery:
+        r = await nursery.start(_serve, base, stops[0])
+        b = await nursery.start(_serve, base, stops[1])
+        hop = str(PROTOCOL_ID)
+        assert b.relay.service and not b.relay.client_on and hop in b.host.get_mux().handlers
+        await connect_to(b, r.addrs()[0])
+        b.relay.set_private(True)
+        assert not b.relay.service and hop not in b.host.get_mux().handlers
+        await _until(lambda: r.peer_id in b.relay.reservations, "a reservation once private", 20)
+        b.relay.set_private(False)
+        assert b.relay.service and hop in b.host.get_mux().handlers
+        await _until(lambda: not b.relay.reservations and not b.relay.circuit_addrs, "reservations dropped once public", 20)
+        for s in stops:
+            s.set()
