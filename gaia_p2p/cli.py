@@ -287,6 +287,13 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
     if net:
         lines.insert(-1, f"network         {len(net)} islands (ours now, the others as of their last heartbeat), "
                          f"{sum(int(r.get('cpus') or 0) for r in net)} cores, best {fmt.network_best(network_best(net))}")
+    rel = (s.get("connections") or {}).get("relay") or {}
+    if rel.get("reservations") or rel.get("relayed_peers") or rel.get("served_reservations"):
+        st = rel.get("stats") or {}
+        lines.insert(-1, f"relay           {len(rel.get('reservations') or {})} reservations held, "
+                         f"{len(rel.get('relayed_peers') or [])} relayed connections"
+                         + (f"; serving {rel['served_reservations']} reservations, {rel.get('served_circuits', 0)} "
+                            f"circuits, {_bytes(st.get('bytes_relayed', 0))} relayed" if rel.get("service") else ""))
     pool = s.get("pool")
     if pool:
         lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "

@@ -42,6 +42,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "island.optimizer": ALGORITHMS,
     "island.restarts": RESTARTS,
     "migration.topology": TOPOLOGIES,
+    "network.relay_client": ("auto", "on", "off"),
+    "network.relay_service": ("auto", "on", "off"),
     "migration.entry": ENTRIES,
     "network.meshsub": ("1.1", "1.2"),
     "evaluation.backend": ("numpy", "torch"),
@@ -157,6 +159,19 @@ class NetworkConfig:
     autonat: bool = True
     autonat_interval_s: float = 120.0
     autonat_confirmations: int = 2
+    # Circuit relay v2 and hole punching (net/relay.py, docs/RELAY.md). relay_client: "on" reserves
+    # slots on relays and advertises /p2p-circuit addresses (a node behind NAT); "auto" does so while
+    # AutoNAT says private (network.autonat; Relay.set_private). relay_service "auto": on unless
+    # relay_client is "on". Limits are the relay's, per reservation / circuit.
+    relay_client: str = "auto"
+    relay_service: str = "auto"
+    relay_reservations: int = 2  # relays a client keeps a reservation on
+    relay_max_reservations: int = 32  # reservations a relay holds in all
+    relay_circuits_per_peer: int = 4  # concurrent circuits to one reserved peer
+    relay_circuit_bytes: int = 1 << 20  # bytes per circuit (both ways together), then it is reset
+    relay_circuit_s: int = 600  # seconds per circuit, then it is reset
+    relay_reservation_ttl_s: int = 900  # a reservation lasts this long unless renewed (at 3/4)
+    hole_punch: bool = True  # DCUtR on relayed connections
 
 
 @dataclass(frozen=True)
@@ -657,6 +672,18 @@ def validate(cfg: Config) -> None:
         raise _bad("network.autonat_interval_s", n.autonat_interval_s, "must be in 5..86400", 120)
     if not 1 <= n.autonat_confirmations <= 16:
         raise _bad("network.autonat_confirmations", n.autonat_confirmations, "must be in 1..16", 2)
+    if not 0 <= n.relay_reservations <= 16:
+        raise _bad("network.relay_reservations", n.relay_reservations, "must be in 0..16", 2)
+    if not 0 <= n.relay_max_reservations <= 4096:
+        raise _bad("network.relay_max_reservations", n.relay_max_reservations, "must be in 0..4096", 32)
+    if not 1 <= n.relay_circuits_per_peer <= 64:
+        raise _bad("network.relay_circuits_per_peer", n.relay_circuits_per_peer, "must be in 1..64", 4)
+    if not 1024 <= n.relay_circuit_bytes <= 1 << 30:
+        raise _bad("network.relay_circuit_bytes", n.relay_circuit_bytes, "must be in 1 KiB..1 GiB", 1 << 20)
+    if not 1 <= n.relay_circuit_s <= 86400:
+        raise _bad("network.relay_circuit_s", n.relay_circuit_s, "must be in 1..86400", 600)
+    if not 30 <= n.relay_reservation_ttl_s <= 86400:
+        raise _bad("network.relay_reservation_ttl_s", n.relay_reservation_ttl_s, "must be in 30..86400", 900)
     if not 1 <= n.max_inbound_per_ip <= 4096:
         raise _bad("network.max_inbound_per_ip", n.max_inbound_per_ip, "must be in 1..4096", 8)
     for cidr in n.limits_exempt:

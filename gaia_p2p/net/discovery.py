@@ -25,10 +25,23 @@ from gaia_p2p.net.host import P2P, connect_to
 
 log = structlog.get_logger("gaia.discovery")
 
+def forget_failed_dials(p2p: P2P, addr: str) -> None:
+    """py-libp2p 0.8.1's swarm refuses to dial a peer for 60 s after every address of it failed once
+    (``_NegativePeerCache``, ``SwarmException: ... recently failed all addresses``). A node cut off
+    by a partition dials its bootstraps every couple of seconds; the first failure then locked it
+    out for a minute after the heal (tests/e2e/test_netns.py waited 60 s for a bootstrap it could
+    reach), and a peer's dial candidates (the table entries it lost) the same. Bootstrap and
+    candidate dials have their own backoff, so they skip that cache."""
+    cache = getattr(p2p.host.get_network(), "_negative_peer_cache", None)
+    if cache is not None and "/p2p/" in addr:
+        cache.evict(addr.rsplit("/p2p/", 1)[1])
+
+
 async def dial_bootstrap(p2p: P2P, addr: str, rng: np.random.Generator, *, attempts: int = 5,
                          timeout_s: float = 10.0) -> bool:
     delay = 0.5
     for attempt in range(1, attempts + 1):
+        forget_failed_dials(p2p, addr)
         try:
             peer = await connect_to(p2p, addr, timeout_s=timeout_s)
             log.info(logs.BOOTSTRAP_CONNECTED, peer_id=peer, addr=addr, attempt=attempt)
@@ -53,6 +66,7 @@ async def _dial(p2p: P2P, pid: str, limit: trio.CapacityLimiter, results: dict[s
 
     async with limit:
         ok = False
+        forget_failed_dials(p2p, "/p2p/" + pid)  # candidates have their own backoff (net/candidates.py)
         with trio.move_on_after(5):
             try:
                 peer = ID.from_base58(pid)
@@ -60,6 +74,8 @@ async def _dial(p2p: P2P, pid: str, limit: trio.CapacityLimiter, results: dict[s
                 ok = True
             except Exception as e:  # dial errors come in many libp2p types
                 log.debug("peer_dial_failed", peer_id=pid, error=f"{type(e).__name__}: {e}"[:200])
+        if not ok and p2p.relay is not None:  # behind NAT: through a relay it reserved on
+            ok = await p2p.relay.dial(ID.from_base58(pid))
         results[pid] = ok
 
 

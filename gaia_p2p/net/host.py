@@ -102,6 +102,7 @@ class P2P:
     gossipsub: Any
     dht: Any
     candidates: DialCandidates = field(default_factory=DialCandidates)  # peers lookups named, not met yet
+    relay: Any = None  # net/relay.py Relay: circuits, reservations, hole punching
 
     @property
     def peer_id(self) -> str:
@@ -129,7 +130,7 @@ class P2P:
     def topic_peers(self, topic: str) -> list[str]:
         return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))
 
-    def connection_stats(self) -> dict[str, int]:
+    def connection_stats(self) -> dict[str, Any]:
         """Connections opened since start and open now, by direction, and the inbound slots held:
         an operator's view of fix Q (held slots follow open inbound connections, never the total)."""
         network = self.host.get_network()
@@ -141,7 +142,8 @@ class P2P:
                 "open_inbound": now["inbound"], "open_outbound": now["outbound"],
                 "inbound_slots_held": int(limiter.borrowed_tokens), "inbound_slots": int(limiter.total_tokens),
                 "refused_per_ip": network.gaia_inbound_limits.refused["per_ip"],
-                "refused_per_peer": network.gaia_inbound_limits.refused["per_peer"]}
+                "refused_per_peer": network.gaia_inbound_limits.refused["per_peer"],
+                **({"relay": self.relay.snapshot()} if self.relay is not None else {})}
 
 
 class _ConnectionNotifee:
@@ -253,12 +255,19 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     libp2p_fixes.bound_kad_streams(host, dht)
     libp2p_fixes.refuse_dht_records(dht)
     host.get_network().register_notifee(_ConnectionNotifee(host))
+    from gaia_p2p.net import relay as relay_mod
+
+    rel = relay_mod.build(host, net)  # before identify runs: it lists the relay protocols
+    host.get_network().register_notifee(relay_mod.WakeNotifee(rel))
 
     async with host.run(listen_addrs=listen):
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
             await pubsub.wait_until_ready()
-            async with background_trio_service(dht):
-                yield P2P(host=host, pubsub=pubsub, gossipsub=gossipsub, dht=dht, candidates=candidates)
+            async with background_trio_service(dht), trio.open_nursery() as relay_nursery:
+                await relay_nursery.start(relay_mod.run, rel)
+                yield P2P(host=host, pubsub=pubsub, gossipsub=gossipsub, dht=dht, candidates=candidates,
+                          relay=rel)
+                relay_nursery.cancel_scope.cancel()
 
 
 async def connect_to(p2p: P2P, addr: str, *, timeout_s: float = 10.0) -> str:

@@ -54,7 +54,7 @@ from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
 from gaia_p2p.net.discovery import run_discovery
-from gaia_p2p.core.reachability import DialBackLimiter
+from gaia_p2p.core.reachability import DialBackLimiter, Reachability
 from gaia_p2p.net.addrs import usable_listen_addrs
 from gaia_p2p.net.dns import resolve_bootstrap
 from gaia_p2p.net.host import P2P, check_listen_ports_free, load_or_create_identity, open_p2p
@@ -630,6 +630,9 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                                  interval_s=cfg.network.autonat_interval_s,
                                  limiter=DialBackLimiter(exempt_ips=cfg.network.limits_exempt))
             node.reach.install()
+            if cfg.network.relay_client == "auto" and p2p.relay is not None:
+                # behind NAT (AutoNAT says private): reserve relay slots and advertise circuit addresses
+                node.reach.on_change(lambda status: p2p.relay.set_private(status == Reachability.PRIVATE))
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(control.serve_control, data.control_socket, node.status)

@@ -51,11 +51,13 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
         (["start", "--problem", "gym:FrozenLake-v1"], "only Box observations are supported"),
         (["start", "--problem", "no_such_pkg.mod:Thing"], "cannot import no_such_pkg.mod"),
         (["start", "--problem", "sphre"], "did you mean sphere?"),
+        (["start", "--set", "network.relay_client=maybe"], "network.relay_client = 'maybe', must be one of auto, on, off"),
+        (["start", "--set", "network.relay_circuit_bytes=10"], "network.relay_circuit_bytes"),
     ],
     ids=["sigma-negative", "sigma-not-a-number", "unknown-topology", "bad-bootstrap", "missing-config",
          "udp-listen", "set-out-of-range", "set-unknown-key", "set-no-value", "flag-and-set", "removed-flag",
          "removed-switch", "unknown-flag", "unknown-gym-env", "unsupported-obs-space", "missing-problem-module",
-         "misspelt-problem"],
+         "misspelt-problem", "relay-client-choice", "relay-circuit-bytes-range"],
 )
 def test_bad_start_input_exits_2_with_one_line(tmp_path, args, expected):
     line = one_line_error(gaia(*args, cwd=tmp_path), 2)

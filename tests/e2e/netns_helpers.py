@@ -137,3 +137,67 @@ class NsNodeProc(NodeProc):
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return self
 
+
+
+def iptables_unavailable_reason() -> str | None:
+    """Why NAT can't be emulated here (None if it can): namespaces unusable or no `iptables`."""
+    why = netns_unavailable_reason()
+    if why:
+        return why
+    if shutil.which("iptables") is None:
+        return "iptables not installed (apt-get install -y iptables; .ci/run does it)"
+    return None
+
+
+class NatLab(NetnsLab):
+    """A public host and `homes` home networks behind NAT routers, all on one WAN bridge.
+
+    WAN 10.213.<subnet>.0/24: host 0 (public, `hosts[0]`) is .1, router k is .(k+2) (`hosts[k+1]`).
+    Home k: router `lan0` 10.<101+k>.<subnet>.1/24, host `homes[k]` `eth0` 10.<101+k>.<subnet>.2/24
+    with its default route via the router. Routers forward, drop new connections coming in on
+    `eth0` (a home router's stateful firewall) and MASQUERADE out of `eth0`
+    (`--random-fully` with `random_fully=True`: a new random source port per mapping, so the port a
+    peer saw is not the port the next connection gets); they have no default route, so a home dials
+    nothing but the WAN. Deleting the namespaces removes veths, rules and conntrack with them.
+    """
+
+    def __init__(self, homes: int = 2, random_fully: bool = False) -> None:
+        super().__init__(1 + homes)
+        self.random_fully = random_fully
+        self.homes = [f"gaia-ns-{self.tag}-h{k}" for k in range(homes)]
+
+    def router(self, k: int) -> str:
+        return self.hosts[k + 1]
+
+    def wan_addr(self, k: int) -> str:
+        return self.addr(k + 1)
+
+    def home_addr(self, k: int) -> str:
+        return f"10.{101 + k}.{self.subnet}.2"
+
+    def setup(self) -> NatLab:
+        super().setup()
+        for k, home in enumerate(self.homes):
+            r = self.router(k)
+            self._add_ns(home)
+            sh("ip", "-n", r, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", home)
+            sh("ip", "-n", r, "addr", "add", f"10.{101 + k}.{self.subnet}.1/24", "dev", "lan0")
+            sh("ip", "-n", r, "link", "set", "lan0", "up")
+            sh("ip", "-n", home, "addr", "add", f"{self.home_addr(k)}/24", "dev", "eth0")
+            sh("ip", "-n", home, "link", "set", "eth0", "up")
+            sh("ip", "-n", home, "route", "add", "default", "via", f"10.{101 + k}.{self.subnet}.1")
+            sh("ip", "netns", "exec", r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+            sh("ip", "netns", "exec", r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j",
+               "MASQUERADE", *(["--random-fully"] if self.random_fully else []))
+            # a home router's stateful firewall: unsolicited connections from the WAN are dropped,
+            # not answered with a RST (Linux's own answer for a port nothing listens on), which
+            # would tear down the router's half-open mapping before the peer's SYN arrives
+            for chain in ("INPUT", "FORWARD"):
+                sh("ip", "netns", "exec", r, "iptables", "-A", chain, "-i", "eth0", "-m", "conntrack",
+                   "--ctstate", "NEW", "-j", "DROP")
+        return self
+
+    def nat_rules(self, k: int) -> str:
+        r = self.router(k)
+        return (sh("ip", "netns", "exec", r, "iptables", "-t", "nat", "-S", "POSTROUTING").stdout
+                + sh("ip", "netns", "exec", r, "iptables", "-S").stdout)
