@@ -9,7 +9,7 @@ exercised by the partition in tests/e2e/test_netns.py (needs root and network na
 
 How they are installed (by net/host.py):
 
-- ``install_class_patches()``: H's keepalive, Q and R patch py-libp2p's classes, once per process
+- ``install_class_patches()``: H's keepalive, Q, R and S patch py-libp2p's classes, once per process
   (a second call is a no-op); ``upstream(cls, name)`` returns py-libp2p's own method.
 - ``noise_only_security`` (G) and ``gossipsub_options`` (C/D) are arguments of ``new_host`` and
   ``GossipSub``.
@@ -512,8 +512,9 @@ def upstream(cls: type, name: str) -> Any:
 
 def install_class_patches() -> None:
     """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back), R (a
-    ban that cannot crash the host) and S (IPv6 remote addresses), on py-libp2p's classes. Once per process: a second call is a
-    no-op, so each method is wrapped exactly once and ``upstream`` always returns py-libp2p's own."""
+    ban that cannot crash the host) and S (IPv6 remote addresses), on py-libp2p's classes. Once
+    per process: a second call is a no-op, so each method is wrapped exactly once and ``upstream``
+    always returns py-libp2p's own."""
     if _CLASS_PATCHES_INSTALLED[0]:
         return
     _CLASS_PATCHES_INSTALLED[0] = True
