@@ -188,7 +188,7 @@ async def open_p2p(key_pair: Any, net: NetworkConfig, *,
     from libp2p.tools.anyio_service import background_trio_service
 
     quiet_libp2p_logging()  # again: the imports above created more loggers
-    libp2p_fixes.install_class_patches()  # H's keepalive, Q, R, S: once per process
+    libp2p_fixes.install_class_patches()  # H's keepalive, Q, R, S, T: once per process
     traffic.install()  # wire-byte counters, on the same classes
     listen = [multiaddr.Multiaddr(a) for a in net.listen]
     # Small watermarks: the defaults (min 50, low 100) make the auto-connector dial every peer it

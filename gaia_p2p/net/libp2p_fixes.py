@@ -9,7 +9,7 @@ exercised by the partition in tests/e2e/test_netns.py (needs root and network na
 
 How they are installed (by net/host.py):
 
-- ``install_class_patches()``: H's keepalive, Q, R and S patch py-libp2p's classes, once per process
+- ``install_class_patches()``: H's keepalive, Q, R, S and T patch py-libp2p's classes, once per process
   (a second call is a no-op); ``upstream(cls, name)`` returns py-libp2p's own method.
 - ``noise_only_security`` (G) and ``gossipsub_options`` (C/D) are arguments of ``new_host`` and
   ``GossipSub``.
@@ -512,7 +512,8 @@ def upstream(cls: type, name: str) -> Any:
 
 def install_class_patches() -> None:
     """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back), R (a
-    ban that cannot crash the host) and S (IPv6 remote addresses), on py-libp2p's classes. Once
+    ban that cannot crash the host), S (IPv6 remote addresses) and T (the peerstore keeps our own
+    key), on py-libp2p's classes. Once
     per process: a second call is a no-op, so each method is wrapped exactly once and ``upstream``
     always returns py-libp2p's own."""
     if _CLASS_PATCHES_INSTALLED[0]:
@@ -522,6 +523,7 @@ def install_class_patches() -> None:
     _return_inbound_slots()
     _teardown_without_race()
     _ipv6_remote_address()
+    _keep_own_key()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -549,6 +551,32 @@ def _ipv6_remote_address() -> None:
         return None
 
     _patch_class(TrioTCPStream, "get_remote_address", get_remote_address)
+
+
+# --------------------------------------------------------------------------------------------------
+# T
+
+
+def _keep_own_key() -> None:
+    """T: py-libp2p 0.8.1's peerstore holds 1,000 peers; past that its periodic cleanup evicts the
+    entries without addresses first, and the local peer's own entry (its key pair) has none. Once it
+    is gone every identify request raises PeerStoreError out of the connection's nursery and the node
+    dies: 1,000 visitors with fresh identities (a monitoring script) kill a public node. Entries that
+    hold a private key (only the local peer's) are kept out of the eviction."""
+    from libp2p.peer.peerstore import PeerStore
+
+    original = upstream(PeerStore, "_enforce_peer_limit")
+
+    def _enforce_peer_limit(self: Any) -> None:
+        own = {pid: pd for pid, pd in self.peer_data_map.items() if pd.privkey is not None}
+        for pid in own:
+            del self.peer_data_map[pid]
+        try:
+            original(self)
+        finally:
+            self.peer_data_map.update(own)
+
+    _patch_class(PeerStore, "_enforce_peer_limit", _enforce_peer_limit)
 
 
 # --------------------------------------------------------------------------------------------------

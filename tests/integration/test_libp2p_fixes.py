@@ -966,3 +966,45 @@ async def test_bug_s_fixed_ipv6_connections_have_their_remote_address():
         async with a.run(listen_addrs=[V6_LOOPBACK]), b.run(listen_addrs=[V6_LOOPBACK]):
             remote = await _remote_of_inbound(a, b)
             assert remote is not None and remote[0] == "::1"
+
+
+def _crowded_peerstore(host, n: int = 1001) -> None:
+    """More peers than py-libp2p's peerstore holds (1,000), each with an address, as 1,000 visitors
+    with fresh identities leave behind; then its periodic cleanup (every 300 s) runs."""
+    from libp2p.crypto.ed25519 import create_new_key_pair as new_key
+
+    ps = host.get_peerstore()
+    for k in range(n):
+        kp = new_key()
+        pid = ID.from_pubkey(kp.public_key)
+        ps.add_addrs(pid, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{20000 + k}")], 3600)
+        ps.add_pubkey(pid, kp.public_key)
+    ps._cleanup_expired_records()
+
+
+def test_bug_t_upstream_a_full_peerstore_evicts_our_own_key(monkeypatch):
+    """py-libp2p 0.8.1 (PeerStore._enforce_peer_limit evicts entries without addresses first; ours
+    has none). If this fails, upstream fixed T and the patch may go."""
+    from libp2p.peer.peerstore import PeerStore, PeerStoreError
+
+    monkeypatch.setattr(PeerStore, "_enforce_peer_limit", libp2p_fixes.upstream(PeerStore, "_enforce_peer_limit"))
+    host = _host()
+    _crowded_peerstore(host)
+    with pytest.raises(PeerStoreError):
+        host.get_public_key()  # what identify calls for every peer that asks: the node dies there
+
+
+async def test_bug_t_fixed_a_node_with_a_full_peerstore_still_answers_identify():
+    from libp2p.identity.identify.identify import ID as IDENTIFY, parse_identify_response
+
+    libp2p_fixes.install_class_patches()
+    with trio.fail_after(30):
+        a, b = _host(), _host()
+        _crowded_peerstore(a)
+        assert len(a.get_peerstore().peer_data_map) <= 1001  # bounded: 1,000 peers and our own entry
+        a.get_public_key()
+        async with a.run(listen_addrs=[LOOPBACK]), b.run(listen_addrs=[LOOPBACK]):
+            await b.connect(info_from_p2p_addr(multiaddr.Multiaddr(f"{a.get_addrs()[0]}")))
+            stream = await b.new_stream(a.get_id(), [IDENTIFY])
+            got = parse_identify_response(await stream.read(8192))
+            assert got.public_key == a.get_public_key().serialize()
