@@ -171,15 +171,20 @@ def test_a_fork_is_settled_by_the_side_more_members_announce():
 
 
 
+def pair_that_counts_f_in(steps: int) -> list:
+    """A and B in a pool they think F is a member of, after ``steps`` steps (F says nothing)."""
+    ms = [Member(n) for n in "AB"]
+    for m in ms:
+        m.feed(P.MembersChanged(frozenset("ABF")), 0.0)
+    for t in range(steps):
+        step(ms, t * 0.05)
+    return ms
+
+
 def test_a_member_that_keeps_another_past_is_fenced_off_until_it_shares_ours():
     # F evicted A and B (say, it lies, and so finds everyone else "wrong") and computes alone: the
     # two keep their log, stop waiting for F's items, and take F back once it tells their head
-    ms = [Member(n) for n in "AB"]
-    form(ms)
-    for m in ms:
-        m.feed(P.MembersChanged(frozenset("ABF")), 0.0)
-    for t in range(6):
-        step(ms, t * 0.05)
+    ms = pair_that_counts_f_in(6)
     g = ms[0].pool.generation
     told = fitness(ms[0].candidates(g)[:2], ms[0].pool.seeds_for(g)).astype(np.float32)
     for k, (m, other) in enumerate([(ms[0], ms[1]), (ms[1], ms[0])]):  # each learns the other is at g too
@@ -204,12 +209,7 @@ def test_a_member_that_keeps_another_past_is_fenced_off_until_it_shares_ours():
 def test_a_member_that_runs_ahead_alone_cannot_rewrite_the_others_past():
     # F computed alone (its returns its own), and tells a generation far ahead: A fetches F's log,
     # but B tells results from A's past, F only from its own: A keeps its log and fences F off
-    ms = [Member(n) for n in "AB"]
-    form(ms)
-    for m in ms:
-        m.feed(P.MembersChanged(frozenset("ABF")), 0.0)
-    for t in range(20):
-        step(ms, t * 0.05)
+    ms = pair_that_counts_f_in(20)
     f = Member("F", lie=3.0, check_share=0.0)
     for t in range(60):
         step([f], t * 0.05)

@@ -149,19 +149,24 @@ async def test_circuits_per_peer_and_no_reservation_are_refused():
         assert relay.relayed_peers(c) == [str(b.get_id())] and relay.relayed_peers(d) == []
 
 
+async def _circuit_to_sink(hosts, transports, relay_addr, got: list[int]):
+    """b reserves on the relay a and runs a sink; c dials b through a: c's stream to the sink."""
+    a, b, c = hosts
+    await _echo_server(b, got)
+    assert await _reserve(b, a.get_id())
+    with trio.fail_after(10):
+        await transports[2].dial(multiaddr.Multiaddr(f"{relay_addr}/p2p-circuit/p2p/{b.get_id()}"))
+        return await c.new_stream(b.get_id(), ["/test/sink/1"])
+
+
 @pytest.mark.timeout(30)
 async def test_circuit_bytes_are_bounded():
     """A circuit that has carried relay_circuit_bytes (both ways) is reset; no byte beyond it crosses."""
     limit = 16384
     async with AsyncExitStack() as stack:
         hosts, _, transports, stats, relay_addr = await _lab(stack, 3, _limits(circuit_bytes=limit))
-        a, b, c = hosts
         got: list[int] = []
-        await _echo_server(b, got)
-        assert await _reserve(b, a.get_id())
-        with trio.fail_after(10):
-            await transports[2].dial(multiaddr.Multiaddr(f"{relay_addr}/p2p-circuit/p2p/{b.get_id()}"))
-            stream = await c.new_stream(b.get_id(), ["/test/sink/1"])
+        stream = await _circuit_to_sink(hosts, transports, relay_addr, got)
         with pytest.raises(Exception):
             with trio.fail_after(10):
                 for _ in range(64):
@@ -192,13 +197,9 @@ async def test_circuit_duration_is_bounded(monkeypatch):
     monkeypatch.setattr(hop_module, "time", Clock())
     async with AsyncExitStack() as stack:
         hosts, _, transports, stats, relay_addr = await _lab(stack, 3, _limits(circuit_s=30))
-        a, b, c = hosts
         got: list[int] = []
-        await _echo_server(b, got)
-        assert await _reserve(b, a.get_id())
+        stream = await _circuit_to_sink(hosts, transports, relay_addr, got)
         with trio.fail_after(10):
-            await transports[2].dial(multiaddr.Multiaddr(f"{relay_addr}/p2p-circuit/p2p/{b.get_id()}"))
-            stream = await c.new_stream(b.get_id(), ["/test/sink/1"])
             await stream.write(b"before")
         offset[0] = 31.0
         with pytest.raises(Exception):
