@@ -19,6 +19,8 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
   disagree about the past see it at once. A member that is behind (a joiner, a restarted node) or
   on the losing side of a fork (the side fewer members announce; a tie goes to the smaller head)
   fetches the log and replays it: from its own last consistent generation, or from the genesis.
+  A fetched log replaces ours only when at least as many members tell results from it as from
+  ours (a tie: the longer one): one member cannot rewrite the pool's past by running ahead.
   The winning side fences the other off (it owns no items of theirs) until it tells results from
   their past again, so a member that never gives way (a liar that evicted everyone else) costs
   the others nothing.
@@ -623,7 +625,8 @@ class Pool:
         # results from it as from ours (a tie: the longer one), or a member that runs ahead alone,
         # or claims to, would rewrite everyone's past with whatever it serves
         if (self._support(heads), len(new_log)) < (1 + self._support(self.heads), len(self.log)):
-            self.fenced[ev.src] = len(new_log)
+            if ev.src in self.records:  # fenced entries stay within the member records' bound
+                self.fenced[ev.src] = len(new_log)
             self.counters.reject("log_outvoted")
             return []
         self.log, self.heads = new_log, heads

@@ -73,15 +73,20 @@ class DialCandidates:
                  if c.given_up_at is None and c.next_at <= now]
         return [p for _, _, p in sorted(ready)[:max(0, limit)]]
 
-    def dialled(self, peer: str, ok: bool, now: float) -> None:
+    def dialled(self, peer: str, ok: bool, now: float, *, isolated: bool = False) -> None:
         """A dial of ``peer`` ended: a connected peer is no candidate any more; a failed one waits
-        ``backoff_s * 2**(attempts - 1)`` or, after ``max_attempts``, is given up."""
+        ``backoff_s * 2**(attempts - 1)`` or, after ``max_attempts``, is given up. A failure while we
+        hold no connection at all (``isolated``: a partition, our link down) says nothing about the
+        peer: it costs no attempt and is tried again after ``backoff_s``."""
         c = self._entries.get(peer)
         if c is None:
             return
         self.stats["dialled"] += 1
         if ok:
             self._remove(peer)
+            return
+        if isolated:
+            c.next_at = now + self.backoff_s
             return
         c.attempts += 1
         if c.attempts >= self.max_attempts:

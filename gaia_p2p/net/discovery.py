@@ -128,8 +128,9 @@ async def dial_candidates(p2p: P2P, room: int) -> dict[str, bool]:
         for pid in due:
             dials.start_soon(_dial, p2p, pid, limit, results)
     now = trio.current_time()
+    isolated = not p2p.connected_peers()  # every dial failed and nobody else reaches us: our side is cut
     for pid, ok in results.items():
-        p2p.candidates.dialled(pid, ok, now)
+        p2p.candidates.dialled(pid, ok, now, isolated=isolated)
         if not ok:
             p2p.dht.routing_table.remove_peer(ID.from_base58(pid))
     p2p.candidates.prune(now)

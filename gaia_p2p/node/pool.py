@@ -273,6 +273,7 @@ class PoolMember:
         self._rest = rest
         self.log_service = PoolLogService(p2p.host, pool)
         # every member takes direct results; ``direct`` says whether we send ours that way too
+        self._banned = banned  # the island's bans (lies told as migrants): not members, no streams
         self.direct = DirectResults(p2p.host, topic, feed, banned)
         self.send_direct = direct
         self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
@@ -291,8 +292,7 @@ class PoolMember:
 
     # ------------------------------------------------------------ the tasks
 
-    async def run(self, live_members: Callable[[], frozenset[str]], *,
-                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribes, serves the log, and runs the member's tasks until cancelled."""
         pubsub = self.p2p.pubsub
         pubsub.set_topic_validator(self.topic.topic, self.topic.validator, is_async_validator=False)
@@ -304,7 +304,7 @@ class PoolMember:
             nursery.start_soon(self._receive, sub)
             nursery.start_soon(self._work)
             nursery.start_soon(self._publish)
-            nursery.start_soon(self._clock, live_members)
+            nursery.start_soon(self._clock)
             task_status.started()
 
     async def evaluate_generation(self, effect: Evaluate) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -358,14 +358,19 @@ class PoolMember:
                 continue
             self._feed(ResultsReceived(src, results))
 
-    async def _clock(self, live_members: Callable[[], frozenset[str]]) -> None:
+    def live_members(self) -> frozenset[str]:
+        """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
+        me = str(self.p2p.peer_id)
+        return frozenset(p for p in self.p2p.topic_peers(self.topic.topic) if not self._banned(p)) | {me}
+
+    async def _clock(self) -> None:
         members_at = -float("inf")
         while True:
             await trio.sleep(TICK_S)
             now = trio.current_time()
             if now - members_at >= MEMBERS_S:
                 members_at = now
-                live = live_members()
+                live = self.live_members()
                 if live != self.pool.members:
                     self._feed(MembersChanged(live))
             if self.pool.round is not None or self.pool.checks:

@@ -191,11 +191,6 @@ class Node:
         await trio.sleep(duty_sleep(cpu_s=cpu_s if cpu_clock else 0.0, wall_s=wall_s, duty=e.duty_cycle,
                                     cores=max(1, e.workers)))
 
-    def pool_members(self) -> frozenset[str]:
-        """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
-        assert self.member is not None
-        return frozenset(self.p2p.topic_peers(self.member.topic.topic)) - self.island.banned | {self.peer_id}
-
     def peers_changed(self) -> PeersChanged | None:
         """The island's view of the network, when it changed: live topic peers (banned peers are not
         live: py-libp2p keeps recording a blacklisted peer's subscriptions, and a ring or random
@@ -662,7 +657,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
                 if node.member is not None:
-                    await nursery.start(node.member.run, node.pool_members)
+                    await nursery.start(node.member.run)
                 task_status.started(node)
                 await _run_generations(node)
                 nursery.cancel_scope.cancel()

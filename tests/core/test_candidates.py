@@ -47,3 +47,16 @@ def test_due_is_capped_and_connected_peers_leave():
     c.dialled("p0", True, 1.0)
     c.discard("p1")
     assert "p0" not in c and "p1" not in c and len(c) == 28
+
+
+def test_failures_while_we_are_cut_off_cost_no_attempt():
+    # a partition: every dial fails because our side is cut, not because the peer is gone; once
+    # the link is back the peer is still a candidate (given up, it stayed out for forget_s)
+    c = DialCandidates(max_attempts=3, backoff_s=10.0)
+    c.offer("p", "s", 0.0)
+    for k in range(20):
+        assert c.due(10.0 * k, 16) == ["p"]
+        c.dialled("p", False, 10.0 * k, isolated=True)
+    assert c.stats["given_up"] == 0 and c.due(200.0, 16) == ["p"]
+    c.dialled("p", True, 200.0)
+    assert "p" not in c
