@@ -41,7 +41,11 @@ class DialCandidates:
         self.forget_s = forget_s
         self._entries: OrderedDict[str, _Candidate] = OrderedDict()
         self._by_source: Counter[str] = Counter()
-        self.stats = {"offered": 0, "refused_full": 0, "refused_per_source": 0, "given_up": 0, "dialled": 0}
+        # peers we once held a connection with (as many as entries, the oldest go): a given-up one
+        # that is named again gets new attempts (it was real; a made-up peer never gets here)
+        self._was_connected: OrderedDict[str, None] = OrderedDict()
+        self.stats = {"offered": 0, "refused_full": 0, "refused_per_source": 0, "given_up": 0, "dialled": 0,
+                      "renewed": 0}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,8 +56,13 @@ class DialCandidates:
     def offer(self, peer: str, source: str, now: float, *, capped: bool = True) -> bool:
         """``source`` named ``peer``: keep it as a candidate unless it is known or a bound says no
         (``capped=False``: no per-source cap, for sources bounded elsewhere, such as our own table)."""
-        if peer in self._entries:
-            return False
+        c = self._entries.get(peer)
+        if c is not None:
+            if c.given_up_at is None or peer not in self._was_connected:
+                return False
+            c.attempts, c.given_up_at, c.next_at = 0, None, now  # back after a partition, say
+            self.stats["renewed"] += 1
+            return True
         if len(self._entries) >= self.max_entries:
             self.prune(now)
         if len(self._entries) >= self.max_entries:
@@ -94,6 +103,14 @@ class DialCandidates:
             self.stats["given_up"] += 1
         else:
             c.next_at = now + self.backoff_s * 2 ** (c.attempts - 1)
+
+    def connected(self, peer: str) -> None:
+        """``peer`` is connected: no candidate any more, and remembered as real."""
+        self.discard(peer)
+        self._was_connected[peer] = None
+        self._was_connected.move_to_end(peer)
+        while len(self._was_connected) > self.max_entries:
+            self._was_connected.popitem(last=False)
 
     def discard(self, peer: str) -> None:
         """We met ``peer`` some other way (it dialled us, a lookup's query connected it)."""

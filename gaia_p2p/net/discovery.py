@@ -101,7 +101,7 @@ async def sync_connected_into_table(p2p: P2P) -> None:
             p2p.dht.routing_table.remove_peer(pid)
     in_table = {str(pid) for pid in p2p.routing_table_peers()}
     for pid in p2p.host.get_connected_peers():
-        p2p.candidates.discard(str(pid))
+        p2p.candidates.connected(str(pid))
         if str(pid) not in in_table:
             with trio.move_on_after(2):
                 try:

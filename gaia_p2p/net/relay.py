@@ -254,9 +254,20 @@ class Relay:
             self.wake.set()  # the loop pushes identify when the addresses change
 
     # dialing ----------------------------------------------------------------------------------
+    def _known_addrs(self, peer_id: Any) -> list[Any]:
+        """The peerstore's addresses of a peer, none if it has no entry: py-libp2p's peerstore holds
+        1,000 peers and evicts others, so a peer named a moment ago may be gone (its PeerStoreError
+        out of a discovery dial once ended a node: the soak in docs/RELIABILITY.md)."""
+        from libp2p.peer.peerstore import PeerStoreError
+
+        try:
+            return list(self.host.get_peerstore().addrs(peer_id))
+        except PeerStoreError:
+            return []
+
     async def dial(self, peer_id: Any, timeout_s: float = 10.0) -> bool:
         """Dial ``peer_id`` through each circuit address the peerstore has for it; True if connected."""
-        addrs = [a for a in self.host.get_peerstore().addrs(peer_id) if is_circuit(a)]
+        addrs = [a for a in self._known_addrs(peer_id) if is_circuit(a)]
         for ma in addrs[:4]:
             if str(self.host.get_id()) in str(ma).split(CIRCUIT)[0]:
                 continue  # a circuit through ourselves
@@ -292,7 +303,7 @@ class Relay:
                 ok = False
             if ok:
                 expires = self.reserver._reservations.get(pid, 0)
-                relay_addrs = [a for a in self.host.get_peerstore().addrs(pid) if not is_circuit(a)]
+                relay_addrs = [a for a in self._known_addrs(pid) if not is_circuit(a)]
                 self.reservations[str(pid)] = {"expires": float(expires), "addrs": [str(a) for a in relay_addrs]}
                 return True
         self.stats["reservations_failed"] += 1

@@ -60,3 +60,17 @@ def test_failures_while_we_are_cut_off_cost_no_attempt():
     assert c.stats["given_up"] == 0 and c.due(200.0, 16) == ["p"]
     c.dialled("p", True, 200.0)
     assert "p" not in c
+
+
+def test_a_peer_we_were_connected_to_gets_new_attempts_when_named_again_a_made_up_one_does_not():
+    c = DialCandidates(max_attempts=1, backoff_s=10.0, forget_s=600.0)
+    c.connected("real")  # held a connection once, then lost it (a partition)
+    for p in ("real", "fake"):
+        assert c.offer(p, "s", 0.0)
+        c.dialled(p, False, 1.0)  # given up: one attempt each
+    assert c.due(2.0, 16) == [] and c.stats["given_up"] == 2
+    assert c.offer("real", "s", 50.0) and c.due(50.0, 16) == ["real"]  # named again after the heal
+    assert not c.offer("fake", "s", 50.0) and c.stats["renewed"] == 1
+    for k in range(300):  # bounded: as many remembered as entries
+        c.connected(f"p{k}")
+    assert len(c._was_connected) == c.max_entries

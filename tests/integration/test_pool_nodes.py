@@ -110,6 +110,9 @@ async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
         async with trio.open_nursery() as nursery:
             honest = await start_pool(nursery, tmp_path, 2, check_share=1.0)
             liar = await start_member(nursery, tmp_path, 2, (honest[0].addrs()[0],), check_share=0.0)
+            # it joins honestly and starts lying once it is a member (one that lies from its first
+            # generation computes a past of its own, alone, and is fenced off: tests/core/test_pool.py)
+            await all_members([*honest, liar], 3)
             real = liar.evaluator.evaluate
 
             async def inflated(X, seeds):

@@ -88,3 +88,15 @@ async def test_auto_follows_reachability():
         await _until(lambda: not b.relay.reservations and not b.relay.circuit_addrs, "reservations dropped once public", 20)
         for s in stops:
             s.set()
+
+
+async def test_a_circuit_dial_to_a_peer_the_peerstore_no_longer_holds_fails_quietly():
+    # py-libp2p's peerstore evicts peers past 1,000: discovery may dial one it named a moment ago.
+    # The PeerStoreError once ended a node (a soak, docs/RELIABILITY.md); now it is a failed dial.
+    from libp2p.peer.id import ID
+
+    cfg = dataclasses.replace(NetworkConfig(), listen=("/ip4/127.0.0.1/tcp/0",), relay_client="on")
+    with trio.fail_after(20):
+        async with open_p2p(_key(), cfg, on_bad_stream=lambda p, e: None) as p2p:
+            assert p2p.relay is not None
+            assert await p2p.relay.dial(ID.from_pubkey(_key().public_key)) is False
