@@ -171,6 +171,10 @@ class NetworkConfig:
     relay_circuit_bytes: int = 1 << 20  # bytes per circuit (both ways together), then it is reset
     relay_circuit_s: int = 600  # seconds per circuit, then it is reset
     relay_reservation_ttl_s: int = 900  # a reservation lasts this long unless renewed (at 3/4)
+    # An elite fetch goes over a relayed-only connection only while an elite is at most this big
+    # (64 KiB: half the 128 KiB per circuit that libp2p relays grant by default); bigger ones wait
+    # for a direct connection (hole punching). core/schedule.FetchPlan.
+    relay_fetch_max_bytes: int = 64 * 1024
     hole_punch: bool = True  # DCUtR on relayed connections
 
 
@@ -680,6 +684,8 @@ def validate(cfg: Config) -> None:
         raise _bad("network.relay_circuits_per_peer", n.relay_circuits_per_peer, "must be in 1..64", 4)
     if not 1024 <= n.relay_circuit_bytes <= 1 << 30:
         raise _bad("network.relay_circuit_bytes", n.relay_circuit_bytes, "must be in 1 KiB..1 GiB", 1 << 20)
+    if not 0 <= n.relay_fetch_max_bytes <= 1 << 30:
+        raise _bad("network.relay_fetch_max_bytes", n.relay_fetch_max_bytes, "must be in 0..1 GiB", 64 * 1024)
     if not 1 <= n.relay_circuit_s <= 86400:
         raise _bad("network.relay_circuit_s", n.relay_circuit_s, "must be in 1..86400", 600)
     if not 30 <= n.relay_reservation_ttl_s <= 86400:

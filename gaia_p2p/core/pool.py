@@ -10,8 +10,10 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
   its own view of who is live; views that differ for a moment give an item two owners (the second
   result is a free spot check) or none (a helper takes it).
 - **Helping** (work stealing): a member whose own share is done and whose generation is still
-  incomplete waits a little (``help_after`` of its own share's duration), then evaluates what is
-  still unknown, the items of members that have told nothing for this generation first. A dead or
+  incomplete waits a little (``help_after`` of its own share's duration, plus the delay it measures
+  between its share's end and the others' results arriving: on a loaded network results take longer
+  than a gossip round, and helping then only repeats work in flight), then evaluates what is still
+  unknown, the items of members that have told nothing for this generation first. A dead or
   slow member delays the pool by about one share, not forever.
 - **The log is the state**: once all returns of g are known every member tells its replica the same
   float32-rounded returns. The returns of every generation form the pool's result log, chained by
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -242,6 +245,9 @@ class PoolPolicy:
     check_share: float = 0.05  # share of others' results re-evaluated here (spot checks)
     help_after: float = 0.5  # wait this share of our own share's duration before helping
     min_help_wait_s: float = 0.2  # ... and at least this (about two gossip rounds)
+    arrival_weight: float = 0.2  # weight of a new sample in the arrival delay's moving average
+    arrival_margin: float = 1.5  # wait this multiple of the average delay (about half the arrivals come later than it)
+    max_arrival_wait_s: float = 1.0  # the delay counted at most (in a pool of two, a slow member is waited for this long)
     help_chunk: int = 8  # items one helping evaluation takes at most
     behind_by: int = 2  # a member this many generations ahead of us: we fetch the log
     fetch_retry_s: float = 5.0  # between two log fetches at most once
@@ -283,6 +289,7 @@ class _Round:
     owners: tuple[str, ...]
     share_done_at: float | None = None
     own: int = 0
+    heard: bool = False  # results of another owner of items arrived (the arrival delay sampled)
 
     def unknown(self) -> list[int]:
         return [i for i, s in enumerate(self.source) if not s]
@@ -333,6 +340,8 @@ class Pool:
         self.checks: list[_Check] = []
         self.counters = PoolCounters()
         self.last_share_s = 0.0
+        self.arrival_delay_s = 0.0  # moving average: others' first results after our share was done
+        self._done_rounds: deque[_Round] = deque(maxlen=8)  # the last completed (their late arrivals count)
         self.fetching_since = -math.inf
         self._pending_check: _Check | None = None  # the spot check being evaluated
 
@@ -352,7 +361,7 @@ class Pool:
         c = self.counters
         return {"id": self.pid, "generation": self.generation, "members": list(self.live_members()),
                 "platform": self.platform, "head": self.heads[-1].hex(),
-                "own_items": c.own, "helped": c.helped, "checks": c.checks, "wasted": c.wasted,
+                "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3), "checks": c.checks, "wasted": c.wasted,
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),
@@ -467,6 +476,7 @@ class Pool:
         if len(self.log) > self.policy.max_log:
             raise LocalProtocolError("pool log full")  # unreachable in practice: 100k generations
         self.round = None
+        self._done_rounds.append(rnd)
         self.queue_checks(rnd.generation, rnd.candidates, rnd.seeds, rnd.source, returns, rng)
         return [RoundComplete(rnd.generation, returns.astype(np.float64), rnd.own)]
 
@@ -489,7 +499,7 @@ class Pool:
             if todo:
                 return [self._evaluate(rnd, tuple(todo), Work.OWN)]
             rnd.share_done_at = rnd.share_done_at if rnd.share_done_at is not None else now
-            wait = max(self.policy.min_help_wait_s, self.policy.help_after * self.last_share_s)
+            wait = self.help_wait()
             unknown = rnd.unknown()
             if unknown and now - rnd.share_done_at >= wait:
                 quiet = {o for o in rnd.owners if o != self.self_id
@@ -503,6 +513,25 @@ class Pool:
             self.busy = Work.CHECK
             return [EvaluateItems(c.generation, (c.index,), c.candidate[None, :], c.seeds, Work.CHECK)]
         return []
+
+    def help_wait(self) -> float:
+        """Seconds after our share is done before we help: a part of our share's duration plus the
+        measured arrival delay with a margin (at most ``max_arrival_wait_s``)."""
+        return max(self.policy.min_help_wait_s, self.policy.help_after * self.last_share_s
+                   + min(self.policy.arrival_margin * self.arrival_delay_s, self.policy.max_arrival_wait_s))
+
+    def _heard(self, rnd: _Round, src: str, now: float) -> None:
+        """Results of ``src`` for ``rnd``. The first owner heard gives a sample of the arrival delay:
+        how long after our share was done (0 if before) the FASTEST other member's results arrive,
+        so a slow member does not count as network delay (with more than one other member).
+        A late arrival (after the round completed with our help) counts too, or a delay that makes
+        us help would never be measured."""
+        if rnd.heard or src not in rnd.owners or src == self.self_id:
+            return
+        rnd.heard = True
+        delay = 0.0 if rnd.share_done_at is None else max(0.0, now - rnd.share_done_at)
+        w = self.policy.arrival_weight
+        self.arrival_delay_s = (1 - w) * self.arrival_delay_s + w * delay
 
     def _evaluate(self, rnd: _Round, items: tuple[int, ...], why: Work) -> EvaluateItems:
         self.busy = why
@@ -556,6 +585,9 @@ class Pool:
             # a head that differs from ours at g is a fork
             if self.heads[g] != res.head:
                 return self._fork(src, g, now)
+            for done in self._done_rounds:
+                if done.generation == g:
+                    self._heard(done, src, now)
             self.counters.reject("late")
             return []
         if g >= self.generation + self.policy.behind_by:
@@ -570,6 +602,7 @@ class Pool:
             for i, r in zip(res.indices, res.returns):
                 buf.setdefault(int(i), (float(r), src, res.head))
             return []
+        self._heard(rnd, src, now)
         effects: list[PoolEffect] = []
         for i, r in zip(res.indices, res.returns):
             if 0 <= int(i) < len(rnd.source):

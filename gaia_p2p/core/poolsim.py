@@ -25,15 +25,17 @@ class Member:
 
     def __init__(self, name: str, *, pid: str, lam: int = 12, dim: int = 4, fitness: Fitness = quadratic,
                  lie: float = 0.0, lie_rate: float = 1.0, check_share: float = 0.3,
-                 min_help_wait_s: float = 0.1) -> None:
+                 min_help_wait_s: float = 0.1, max_arrival_wait_s: float = 1.0) -> None:
         self.name, self.lam, self.dim, self.fitness = name, lam, dim, fitness
         self.lie, self.lie_rate = lie, lie_rate
         self.pool = P.Pool(pid=pid, self_id=name, platform="same", episodes=1,
-                           policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=min_help_wait_s))
+                           policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=min_help_wait_s,
+                                                        max_arrival_wait_s=max_arrival_wait_s))
         self.rng = np.random.default_rng([ord(c) for c in name])
         self.lie_rng = np.random.default_rng([ord(c) for c in name] + [1])
         self.lies_told = 0
         self.outbox: list[P.Results] = []
+        self.inbox: list[tuple[float, str, P.Results]] = []  # (due, sender, results) in flight to us
         self.work: list[P.EvaluateItems] = []
         self.completed: list[int] = []
         self.replays: list[P.Replay] = []
@@ -63,7 +65,7 @@ class Member:
         g = self.pool.generation
         self.feed(P.RoundStarted(g, self.candidates(g), self.pool.seeds_for(g)), now)
 
-    def do_work(self, now: float) -> None:
+    def do_work(self, now: float, seconds: float = 0.01) -> None:
         while self.work:
             w = self.work.pop(0)
             r = np.asarray(self.fitness(w.candidates, w.seeds), dtype=np.float64)
@@ -71,7 +73,7 @@ class Member:
                 told = self.lie_rng.random(len(r)) < self.lie_rate
                 self.lies_told += int(told.sum())
                 r = r + self.lie * told
-            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why, seconds=0.01), now)
+            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why, seconds=seconds), now)
 
 
 def answer_log(server: Member, start: int, head: bytes) -> P.LogReceived:
@@ -82,13 +84,15 @@ def answer_log(server: Member, start: int, head: bytes) -> P.LogReceived:
     return P.LogReceived(server.name, start, pool.log_from(start))
 
 
-def step(members: list[Member], now: float, *, deliver_from: set[str] | None = None) -> None:
-    """Every member works, then every message is delivered to the others, then the log fetches
-    asked of a member among ``members`` are answered, then a tick."""
+def step(members: list[Member], now: float, *, deliver_from: set[str] | None = None, latency: float = 0.0,
+         seconds: float = 0.01) -> None:
+    """Every member works (an evaluation takes ``seconds``), then every message is sent to the others
+    and those due are delivered (a message arrives ``latency`` after it was sent), then the log
+    fetches asked of a member among ``members`` are answered, then a tick."""
     for m in members:
         if m.pool.round is None and m.pool.busy is None and not m.work:
             m.start_round(now)
-        m.do_work(now)
+        m.do_work(now, seconds)
     for m in members:
         out, m.outbox = m.outbox, []
         if deliver_from is not None and m.name not in deliver_from:
@@ -96,7 +100,12 @@ def step(members: list[Member], now: float, *, deliver_from: set[str] | None = N
         for r in out:
             for other in members:
                 if other is not m:
-                    other.feed(P.ResultsReceived(m.name, r), now)
+                    other.inbox.append((now + latency, m.name, r))
+    for m in members:
+        due = [x for x in m.inbox if x[0] <= now]
+        m.inbox = [x for x in m.inbox if x[0] > now]
+        for _, src, r in due:
+            m.feed(P.ResultsReceived(src, r), now)
     by_name = {m.name: m for m in members}
     for m in members:
         for f in m.fetches[m.fetches_served:]:

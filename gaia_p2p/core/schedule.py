@@ -139,6 +139,13 @@ class FetchPlan:
       could not be reached, may be asked again ``retry_s`` later);
     - ring and random topologies: ask our source(s) every migration interval, at most every
       ``pull_min_s`` seconds (fast problems finish an interval in a fraction of a second).
+
+    Large transfers prefer a direct path: ``relayed`` names the live peers we reach only through a
+    circuit relay (its bytes are the relay's, and counted against a per-circuit limit). A joiner
+    asks directly reachable peers first; when ``large`` (our elites exceed what a fetch may put on a
+    relay), a relayed-only peer is not asked at all: a ring or random pull from it waits (counted in
+    ``deferred``) until hole punching gives a direct connection, and is made within
+    ``pull_min_s`` of it.
     """
 
     def __init__(self, *, self_id: str, topology: Topology, interval: int, started_at: float, join_peers: int,
@@ -149,6 +156,7 @@ class FetchPlan:
         self.joined: set[str] = set()  # peers that answered a join request (at most join_peers)
         self.tried: dict[str, float] = {}  # peer -> last join request (live peers only: bounded)
         self.next_pull_gen, self.next_pull_at = 0, -math.inf
+        self.deferred = 0  # asks not made: the peer was reachable only through a relay, and the elite large
 
     def finished(self, now: float) -> bool:
         """Nothing left to do: a full-topology island has joined (gossip carries the news from then on)."""
@@ -156,24 +164,38 @@ class FetchPlan:
             len(self.joined) >= self.join_peers or now - self.started_at >= self.join_window_s)
 
     def targets(self, *, now: float, live: frozenset[str], generation: int, random_sources: frozenset[str],
-                rng: np.random.Generator) -> list[tuple[str, FetchWhy]]:
+                rng: np.random.Generator, relayed: frozenset[str] = frozenset(),
+                large: bool = False) -> list[tuple[str, FetchWhy]]:
         """Whom to ask now (each asked once per call)."""
         if self.finished(now):
             return []
         if self.topology == Topology.FULL:
             self.tried = {p: t for p, t in self.tried.items() if p in live}
             ready = {p for p in live if now - self.tried.get(p, -math.inf) >= self.retry_s}
-            chosen = pick(ready, self.join_peers - len(self.joined), self.joined, rng)
+            want = self.join_peers - len(self.joined)
+            chosen = pick(ready - relayed, want, self.joined, rng)
+            if len(chosen) < want and not large:
+                chosen += pick(ready & relayed, want - len(chosen), self.joined, rng)
             for p in chosen:
                 self.tried[p] = now
             return [(p, FetchWhy.JOIN) for p in chosen]
         if generation < self.next_pull_gen or now < self.next_pull_at or not live:
             return []
-        self.next_pull_gen, self.next_pull_at = generation + self.interval, now + self.pull_min_s
         if self.topology == Topology.RING:
             src = ring_predecessor(self.self_id, live)
-            return [(src, FetchWhy.RING)] if src else []
-        return [(p, FetchWhy.RANDOM) for p in sorted(random_sources & live)]
+            asks = [(src, FetchWhy.RING)] if src else []
+        else:
+            asks = [(p, FetchWhy.RANDOM) for p in sorted(random_sources & live)]
+        if large:
+            waiting = [a for a in asks if a[0] in relayed]
+            if waiting:
+                self.deferred += len(waiting)
+                asks = [a for a in asks if a[0] not in relayed]
+                if not asks:  # nothing to ask now: the next call tries again (the punch may have worked)
+                    self.next_pull_at = now + self.pull_min_s
+                    return []
+        self.next_pull_gen, self.next_pull_at = generation + self.interval, now + self.pull_min_s
+        return asks
 
     def answered(self, peer: str, why: FetchWhy, outcome: FetchOutcome) -> None:
         """The outcome of asking ``peer``: a join counts once the peer answered (with an elite, or

@@ -127,6 +127,12 @@ class P2P:
                 "inbound_streams": dict(self.host.get_network().gaia_stream_stats),
                 "candidates": len(self.candidates), "candidate_stats": dict(self.candidates.stats)}
 
+    def relayed_only_peers(self) -> frozenset[str]:
+        """Peers we reach only through a circuit relay (net/relay.py)."""
+        from gaia_p2p.net.relay import relayed_only_peers
+
+        return relayed_only_peers(self.host)
+
     def topic_peers(self, topic: str) -> list[str]:
         return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))
 

@@ -53,6 +53,11 @@ def relayed_peers(host: Any) -> list[str]:
     return sorted(out)
 
 
+def relayed_only_peers(host: Any) -> frozenset[str]:
+    """Peers we reach only through a relay (no direct connection, yet: hole punching may add one)."""
+    return frozenset(relayed_peers(host)) - frozenset(direct_peers(host))
+
+
 def direct_peers(host: Any) -> list[str]:
     out = []
     for pid, conns in host.get_network().connections.items():

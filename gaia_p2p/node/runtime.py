@@ -794,11 +794,18 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
     plan = FetchPlan(self_id=node.peer_id, topology=isl.policy.topology, interval=isl.policy.interval,
                      started_at=trio.current_time(), join_peers=JOIN_PEERS, join_window_s=join_window_s,
                      pull_min_s=PULL_MIN_S)
+    # an elite weighs 4 bytes a parameter (+ a few hundred of envelope): too big for a relay, it
+    # waits for a direct connection
+    large = 4 * isl.opt.dim + 512 > node.cfg.network.relay_fetch_max_bytes
     while not plan.finished(trio.current_time()):
         await trio.sleep(poll_s)
         live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
-        for peer, why in plan.targets(now=trio.current_time(), live=live, generation=isl.generation,
-                                      random_sources=isl.random_sources, rng=node.net_rng):
+        asks = plan.targets(now=trio.current_time(), live=live, generation=isl.generation,
+                            random_sources=isl.random_sources, rng=node.net_rng,
+                            relayed=node.p2p.relayed_only_peers(), large=large)
+        if plan.deferred:
+            node.elites.stats["deferred_relayed"] = plan.deferred
+        for peer, why in asks:
             above = finite_or_none(isl.best_last) if isl.best_params is not None else None
             elite, outcome = await node.elites.fetch(peer, above)
             plan.answered(peer, why, outcome)

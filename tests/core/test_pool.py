@@ -103,6 +103,46 @@ def test_a_silent_members_items_are_helped_after_the_wait():
     assert alive[0].pool.heads[-1] == alive[1].pool.heads[-1] or abs(alive[0].pool.generation - alive[1].pool.generation) == 1
 
 
+def duplicated_work(latency: float, **kw) -> tuple[float, list[float]]:
+    """Items evaluated per item of the log over 20 s of a pool of 3 whose messages take ``latency``
+    to arrive (after 10 s to learn), and each member's help wait at the end."""
+    ms = [Member(n, **kw) for n in "ABC"]
+    form(ms)
+    for t in range(200):
+        step(ms, t * 0.05, latency=latency)
+    g0, own0 = min(m.pool.generation for m in ms), sum(m.pool.counters.own for m in ms)
+    for t in range(200, 600):
+        step(ms, t * 0.05, latency=latency)
+    g, own = min(m.pool.generation for m in ms), sum(m.pool.counters.own for m in ms)
+    return (own - own0) / (LAM * (g - g0)), [m.pool.help_wait() for m in ms]
+
+
+@pytest.mark.parametrize("latency", [0.3, 0.6])
+def test_members_learn_how_late_results_arrive_and_do_not_redo_work_in_flight(latency):
+    # with the help wait fixed at about two gossip rounds (min_help_wait_s 0.1 here), every member
+    # helps with every item before the owners' results arrive: 3 evaluations per item
+    fixed, _ = duplicated_work(latency, max_arrival_wait_s=0.0)
+    assert fixed > 2.5
+    measured, waits = duplicated_work(latency)
+    assert measured < 1.2, measured
+    assert all(latency < w < 2 * latency for w in waits), waits
+
+
+def test_a_dead_member_is_helped_after_the_measured_wait_at_most():
+    # results arrive 0.6 s late, then C dies: A and B wait about 1.5 x 0.6 s for its items, not longer
+    ms = [Member(n) for n in "ABC"]
+    form(ms)
+    for t in range(200):
+        step(ms, t * 0.05, latency=0.6)
+    alive, g0 = ms[:2], ms[0].pool.generation
+    wait = max(m.pool.help_wait() for m in alive)
+    assert wait <= 1.0  # max_arrival_wait_s
+    for t in range(200, 400):  # 10 s: C's share is helped each round, after the wait
+        step(alive, t * 0.05, latency=0.6)
+    assert min(m.pool.generation for m in alive) >= g0 + 10 // (wait + 0.6 + 0.2)
+    assert sum(m.pool.counters.helped for m in alive) > 0
+
+
 def test_a_liar_is_evicted_and_its_later_results_ignored():
     ms = [Member("A"), Member("B"), Member("L", lie=5.0)]
     form(ms)

@@ -48,6 +48,32 @@ def test_a_joiner_gives_up_after_its_window_and_forgets_peers_that_left():
     assert not p.finished(119.0) and p.finished(120.0)
 
 
+def test_a_joiner_asks_directly_reachable_peers_before_relayed_ones():
+    relayed = frozenset({"a", "b", "c"})
+    p, rng = plan(Topology.FULL), np.random.default_rng(4)
+    asked = {q for q, _ in p.targets(now=1.0, live=LIVE, generation=0, random_sources=frozenset(), rng=rng,
+                                     relayed=relayed)}
+    assert {"d", "e"} <= asked and len(asked & relayed) == 1
+    # large elites: a relayed-only peer is never asked
+    p = plan(Topology.FULL)
+    asked = {q for q, _ in p.targets(now=1.0, live=LIVE, generation=0, random_sources=frozenset(), rng=rng,
+                                     relayed=relayed, large=True)}
+    assert asked == {"d", "e"}
+
+
+def test_a_large_pull_from_a_relayed_only_source_waits_for_the_direct_connection():
+    p, rng = plan(Topology.RING), np.random.default_rng(5)
+    kw = dict(live=frozenset({"a", "z"}), random_sources=frozenset(), rng=rng, large=True)
+    assert p.targets(now=0.0, generation=0, relayed=frozenset({"a"}), **kw) == []
+    assert p.targets(now=6.0, generation=1, relayed=frozenset({"a"}), **kw) == [] and p.deferred == 2
+    # the punch worked: the pull is made at the next call after pull_min_s, not an interval later
+    assert p.targets(now=12.0, generation=2, relayed=frozenset(), **kw) == [("a", FetchWhy.RING)]
+    # small elites travel over the relay
+    q = plan(Topology.RING)
+    assert q.targets(now=0.0, generation=0, relayed=frozenset({"a"}), **(kw | {"large": False})) == [("a", FetchWhy.RING)]
+    assert q.deferred == 0
+
+
 def test_ring_pulls_the_predecessor_once_per_interval_and_at_most_every_pull_min_s():
     p, rng = plan(Topology.RING), np.random.default_rng(3)
     live = frozenset({"a", "z"})

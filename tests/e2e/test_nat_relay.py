@@ -8,6 +8,11 @@ exchanges migrants over the circuit, and DCUtR tries a TCP hole punch. With plai
 router keeps the source port, so the punch can work; with --random-fully it cannot, and the relay
 keeps carrying the traffic. Measured numbers are printed (run with -s).
 
+The homes run the ring topology, so each also pulls its predecessor's best over /gaia/elite every
+interval, and count their elites as large (network.relay_fetch_max_bytes = 0): those pulls never
+go over the relay. They wait for the direct connection (--random-fully: they wait for good,
+counted as deferred), while gossiped migrants keep flowing over the circuit.
+
 Needs root, `ip netns` and `iptables`; skipped otherwise.
 """
 
@@ -27,13 +32,20 @@ PORT = 4001
 HOME = ("--problem", "rastrigin", "--dim", "10", "--workers", "0", "--set", "migration.interval=5",
         "--set", "migration.network_rate=0", "--set", "migration.publish_only_new=false",
         "--set", "telemetry_interval_s=1", "--set", "network.relay_client=on",
-        "--set", "network.refresh_max_s=4")
+        "--set", "network.refresh_max_s=4", "--topology", "ring", "--set", "network.relay_fetch_max_bytes=0")
 CIRCUIT_BYTES = 48 * 1024  # the relay's per-circuit limit in the --random-fully variant
 PUBLIC = ("--problem", "sphere", "--dim", "4", "--workers", "0", "--set", "network.refresh_max_s=4")
 
 
 def _relay(n: NsNodeProc) -> dict:
     return n.status()["connections"]["relay"]
+
+
+def _fetches(n: NsNodeProc) -> tuple[int, int]:
+    """(elite fetches this node made, fetches it did not make because the source was relayed-only)"""
+    st = n.status()["elite_fetch"]
+    made = sum(v for k, v in st.items() if k == "fetched" or k.startswith(("answered_", "failed_")))
+    return made, st.get("deferred_relayed", 0)
 
 
 @pytest.mark.timeout(150)
@@ -114,8 +126,14 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully, autonat):
             print(f"circuit reset at {CIRCUIT_BYTES} bytes: migrants both ways again {time.monotonic() - t1:.1f} s "
                   f"later; relay stats {st}")
             assert st["circuit_directions_opened"] >= 4 and st["bytes_relayed"] > CIRCUIT_BYTES
+            made = [_fetches(h) for h in homes]
+            print(f"elite pulls (made, deferred) per home: {made}")
+            assert all(m == 0 and d > 0 for m, d in made), made  # never over the relay
         else:
             assert punched, f"no direct connection between the homes: {_relay(homes[0])}"
+            # the pulls waited for the punch, and are made over the direct connection now
+            wait_for(lambda: all(_fetches(h)[0] > 0 for h in homes), "elite pulls over the direct connection", 30)
+            print(f"elite pulls (made, deferred) per home: {[_fetches(h) for h in homes]}")
         text = subprocess.run([*GAIA, "status", "--data-dir", str(pub.data_dir)], capture_output=True, text=True,
                               timeout=60).stdout
         assert "relay           " in text and "reservations held" in text and "serving 2 reservations" in text, text
