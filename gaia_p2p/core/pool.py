@@ -19,10 +19,12 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
   float32-rounded returns. The returns of every generation form the pool's result log, chained by
   hash (``heads``): every results message carries the head it was computed from, so members that
   disagree about the past see it at once. A member that is behind (a joiner, a restarted node) or
-  on the losing side of a fork (the side fewer members announce; a tie goes to the smaller head)
+  on the losing side of a fork (the side fewer members announce; on a tie both sides fetch)
   fetches the log and replays it: from its own last consistent generation, or from the genesis.
-  A fetched log replaces ours only when at least as many members tell results from it as from
-  ours (a tie: the longer one): one member cannot rewrite the pool's past by running ahead.
+  A fetched log replaces ours only when more members tell results from it than from ours (one
+  member cannot rewrite the pool's past by running ahead); on a tie, when it extends ours, or when
+  its head after the first generation where the two differ is the smaller one (both sides of a
+  fork decide alike).
   The winning side fences the other off (it owns no items of theirs) until it tells results from
   their past again, so a member that never gives way (a liar that evicted everyone else) costs
   the others nothing.
@@ -618,14 +620,15 @@ class Pool:
         return [FetchLog(src, self.generation, self.heads[-1], "behind")]
 
     def _fork(self, src: str, g: int, now: float) -> list[PoolEffect]:
-        """``src`` computed generation g from another past than ours. The side fewer members announce
-        gives way (a tie: the larger head); we only ever move ourselves."""
+        """``src`` computed generation g from another past than ours. The side more members announce
+        keeps its log; we only ever move ourselves. On a tie both sides fetch the other's log, and
+        the log rule (``_log_received``) settles it the same way on both."""
         theirs = self.records[src].head if self.records[src].generation == g else None
         ours = self.heads[g]
         at_g = [r for p, r in self.records.items() if p not in self.evicted and r.generation == g]
         support_theirs = sum(1 for r in at_g if r.head == theirs)
         support_ours = 1 + sum(1 for r in at_g if r.head == ours)
-        if theirs is None or (support_ours, theirs) > (support_theirs, ours):
+        if theirs is None or support_ours > support_theirs:
             # it works from another past: its items are no longer ours to wait for (a member that
             # gives way, replays our log and tells results from our head is a member again)
             self.fenced[src] = g
@@ -654,10 +657,17 @@ class Pool:
         heads = self.heads[:same + 1]
         for k in range(same, len(new_log)):
             heads.append(next_head(heads[-1], k, new_log[k]))
-        # the log of one member is not the pool's: take it only when at least as many members tell
-        # results from it as from ours (a tie: the longer one), or a member that runs ahead alone,
-        # or claims to, would rewrite everyone's past with whatever it serves
-        if (self._support(heads), len(new_log)) < (1 + self._support(self.heads), len(self.log)):
+        # the log of one member is not the pool's: take it only when more members tell results
+        # from it than from ours, or a member that runs ahead alone, or claims to, would rewrite
+        # everyone's past with whatever it serves. A tie: a log that only extends ours is taken; of
+        # two that differ, the one with the smaller head after the first generation they differ in
+        # (both sides of a fork compute the same answer, however far each has gone since)
+        theirs, ours = self._support(heads), 1 + self._support(self.heads)
+        if theirs == ours and same < len(self.log):
+            take = heads[same + 1] < self.heads[same + 1]
+        else:
+            take = theirs >= ours
+        if not take:
             if ev.src in self.records:  # fenced entries stay within the member records' bound
                 self.fenced[ev.src] = len(new_log)
             self.counters.reject("log_outvoted")

@@ -194,12 +194,16 @@ def test_a_fork_is_settled_by_the_side_more_members_announce():
         step(pair, t * 0.05)
     g = min(solo.pool.generation, pair[0].pool.generation)
     assert g >= 3 and solo.pool.heads[g] != pair[0].pool.heads[g]
-    # the pair (outvoting A) keeps its log when A tells it its own
+    # the pair (outvoting A) keeps its log when A tells it its own. A's results came first: one
+    # against one, so B asks for A's log, and by the time it arrives C has told B it is on B's side
     pair[0].feed(P.ResultsReceived("A", P.Results(g, solo.pool.heads[g], (0,), np.array([0.0], np.float32),
                                                   "same")), 1.0)
     pair[0].feed(P.ResultsReceived("C", P.Results(g, pair[1].pool.heads[g], (1,), np.array([0.0], np.float32),
                                                   "same")), 1.0)
-    assert not pair[0].fetches
+    assert [f.peer for f in pair[0].fetches] == ["A"]
+    pair[0].feed(sim.answer_log(solo, 0, pair[0].fetches[0].head), 1.05)
+    assert not pair[0].replays and "A" in pair[0].pool.fenced
+    assert pair[0].pool.counters.results_rejected["log_outvoted"] == 1
     for p in pair:  # both of the pair tell A what they computed generation g from
         solo.feed(P.ResultsReceived(p.name, P.Results(g, p.pool.heads[g], (0,), np.array([0.0], np.float32),
                                                       "same")), 1.0)
@@ -209,6 +213,35 @@ def test_a_fork_is_settled_by_the_side_more_members_announce():
     solo.feed(P.LogReceived(src, 0, side.pool.log_from(0)), 1.1)
     assert solo.replays and solo.pool.heads[-1] == side.pool.heads[-1]
 
+
+
+@pytest.mark.parametrize("ahead", ["A", "B"])
+def test_two_members_that_forked_agree_which_log_to_keep_however_far_each_went(ahead):
+    # one against one (say a liar forked them and is evicted now): each fetches the other's log,
+    # and both keep the same one, whichever of them has gone further since
+    a, b = Member("A"), Member("B", lie=1.0, check_share=0.0)
+    for m in (a, b):
+        m.feed(P.MembersChanged(frozenset({m.name})), 0.0)
+    for t in range(12):
+        step([a], t * 0.05)
+        step([b], t * 0.05)
+    step([a if ahead == "A" else b], 0.65)  # one generation further: both see a fork, neither is behind
+    if ahead == "A":
+        a, b = b, a  # b: the one ahead
+    assert b.pool.generation == a.pool.generation + 1 and a.pool.generation >= 3
+    for m in (a, b):
+        m.feed(P.MembersChanged(frozenset("AB")), 1.0)
+    ga = a.pool.generation  # each tells the other a result of generation ga, from its own past
+    for m, other in ((a, b), (b, a)):
+        m.feed(P.ResultsReceived(other.name, P.Results(ga, other.pool.heads[ga], (0,), np.array([0.0], np.float32),
+                                                       "same")), 1.0)
+    assert a.fetches and b.fetches  # one member on each side: both ask
+    answers = [(a, sim.answer_log(b, a.fetches[-1].start, a.fetches[-1].head)),
+               (b, sim.answer_log(a, b.fetches[-1].start, b.fetches[-1].head))]
+    for m, ans in answers:
+        m.feed(ans, 1.1)
+    assert len(a.replays) + len(b.replays) == 1  # exactly one gave way
+    assert a.pool.heads[ga] == b.pool.heads[ga]
 
 
 def pair_that_counts_f_in(steps: int) -> list:
