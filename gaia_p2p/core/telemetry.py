@@ -1,8 +1,8 @@
 """Telemetry heartbeat: msgpack codec with the same validation discipline as elites (codec.py).
 
-Spec: protocols/gaia-telemetry-v1.md (r4 added the optional keys ``exact`` and ``tst``: a heartbeat
-without them, from an older node, decodes with ``exact`` False and ``tested`` None, and older
-receivers ignore them). Decoding untrusted bytes (bounded by core/wire.py, kind
+Spec: protocols/gaia-telemetry-v1.md (r4 added the optional keys ``exact`` and ``tst``, r5 the
+optional ``pool``: a heartbeat without them, from an older node, decodes with ``exact`` False and
+``tested`` and ``pool`` None, and older receivers ignore them). Decoding untrusted bytes (bounded by core/wire.py, kind
 ``TELEMETRY``) raises only RemoteProtocolError with a stable reason code (oversize, malformed,
 bad_version, bad_field, non_finite, wrong_experiment).
 """
@@ -25,6 +25,7 @@ MAX_SETTINGS = wire.MAX_SETTINGS
 MAX_MIGRATIONS = 8
 MAX_COUNT = 2**63 - 1
 MAX_TEST_EPISODES = 1 << 20
+MAX_POOL_MEMBERS = 256  # core/pool.PoolPolicy.max_members
 LOCAL = "local"  # a tested resident of the sender's own making (else: the peer it migrated from)
 
 
@@ -47,6 +48,18 @@ class LastTest:
     age: float  # seconds from the test to this heartbeat, by the sender's clock
     current: bool  # the tested individual is still the sender's resident
     source: str = LOCAL  # where the tested individual came from: "local" or a peer id
+
+
+@dataclass(frozen=True)
+class PoolShare:
+    """The sender's place in a pool (core/pool.py): which pool, how many live members it sees, and
+    what it did for it."""
+
+    pool_id: str  # 16 lowercase hex digits (gaia-pool-v1)
+    members: int  # live members the sender counts, itself included
+    own: int  # items the sender evaluated for the pool (its share and help)
+    checks: int  # spot checks it ran
+    evicted: int  # members it evicted
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class Telemetry:
     migrations: tuple[Migration, ...] = ()
     exact: bool = False  # a deterministic problem: best_fitness is the score itself (r4)
     tested: LastTest | None = None  # the last test on fresh episodes (r4)
+    pool: PoolShare | None = None  # the pool the sender is a member of (r5)
 
 
 def _opt_float(x: float | None) -> float | None:
@@ -97,6 +111,10 @@ def encode_telemetry(t: Telemetry) -> bytes:
         x = t.tested
         body["tst"] = {"mean": float(x.mean), "n": int(x.episodes), "gen": int(x.generation),
                        "age": max(0.0, float(x.age)), "cur": bool(x.current), "src": x.source}
+    if t.pool is not None:
+        p = t.pool
+        body["pool"] = {"id": p.pool_id, "n": int(p.members), "own": int(p.own), "chk": int(p.checks),
+                        "ev": int(p.evicted)}
     data = msgpack.packb(body, use_bin_type=True)
     if len(data) > MAX_TELEMETRY_BYTES:
         raise LocalProtocolError(f"telemetry of {len(data)} bytes exceeds {MAX_TELEMETRY_BYTES}")
@@ -150,13 +168,28 @@ def telemetry_from_map(d: dict[str, Any], *, experiment_id: str | None = None) -
     if type(exact) is not bool:
         raise RemoteProtocolError(Reason.BAD_FIELD, "exact must be a bool")
     tested = _tested(d.get("tst"))
+    pool = _pool(d.get("pool"))
     if experiment_id is not None and exp != experiment_id:
         raise RemoteProtocolError(Reason.WRONG_EXPERIMENT, f"exp = {exp}, expected {experiment_id}")
     return Telemetry(experiment_id=exp, time=t, generation=gen, evaluations=evals, episodes=eps,  # type: ignore[arg-type]
                      evals_per_s=rate, best_fitness=best, mean_fitness=mean, sigma=sigma,  # type: ignore[arg-type]
                      algorithm=algo, settings=settings, sent=mig[0], received=mig[1], accepted=mig[2],
                      rejected=mig[3], peers=peers, cpus=cpus, gpu=gpu, gpu_mem_mb=gpu_mem,
-                     migrations=tuple(migrations), exact=exact, tested=tested)
+                     migrations=tuple(migrations), exact=exact, tested=tested, pool=pool)
+
+
+def _pool(x: Any) -> PoolShare | None:
+    """The optional ``pool`` map (r5): absent or nil is "an island, in no pool"."""
+    if x is None:
+        return None
+    if type(x) is not dict:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "pool must be a map or nil")
+    pid = x.get("id")
+    if type(pid) is not str or len(pid) != 16 or any(c not in "0123456789abcdef" for c in pid):
+        raise RemoteProtocolError(Reason.BAD_FIELD, "pool.id must be 16 lowercase hex digits")
+    return PoolShare(pool_id=pid, members=wire.int_field(x, "n", 1, MAX_POOL_MEMBERS),
+                     own=wire.int_field(x, "own", 0, MAX_COUNT), checks=wire.int_field(x, "chk", 0, MAX_COUNT),
+                     evicted=wire.int_field(x, "ev", 0, MAX_COUNT))
 
 
 def _tested(x: Any) -> LastTest | None:
@@ -190,6 +223,8 @@ def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
         "migrants": {"sent": t.sent, "received": t.received, "accepted": t.accepted, "rejected": t.rejected},
         "peers": t.peers, "cpus": t.cpus, "gpu": t.gpu, "gpu_mem_mb": t.gpu_mem_mb,
         "exact": t.exact, "tested": None if t.tested is None else tested_json(t.tested, received_at),
+        "pool": None if t.pool is None else {"id": t.pool.pool_id, "members": t.pool.members, "own": t.pool.own,
+                                             "checks": t.pool.checks, "evicted": t.pool.evicted},
     }
 
 

@@ -43,7 +43,7 @@ from gaia_p2p.core.events import (
     PublishMigrant,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
-from gaia_p2p.core.telemetry import LastTest, Migration, Telemetry, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import LastTest, Migration, PoolShare, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
@@ -826,7 +826,14 @@ def telemetry_of(s: NodeStatistics, migrations: tuple[Migration, ...], *, wall_t
         settings=dict(s.optimizer["settings"]), sent=m.sent, received=m.received, accepted=m.accepted,
         rejected=sum(m.rejected.values()), peers=len(s.peers), cpus=int(s.capabilities["cpus"]),
         gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations,
-        exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time))
+        exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time),
+        pool=None if s.pool is None else pool_share_of(s.pool))
+
+
+def pool_share_of(p: Any) -> PoolShare:
+    """The heartbeat's ``pool`` (r5) from the pool's statistics (core/pool.Pool.statistics)."""
+    return PoolShare(pool_id=p["id"], members=len(p["members"]), own=p["own_items"], checks=p["checks"],
+                     evicted=len(p["evicted"]))
 
 
 def tested_of(last: Any, *, wall_time: float) -> LastTest | None:

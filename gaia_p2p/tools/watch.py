@@ -68,6 +68,33 @@ def _tested_cell(standing: Any, now: float) -> str:
     return f"{fmt.num(x['mean'], 2)}{mark} ({x['episodes']} ep) {fmt.ago(x.get('at'), now).replace(' ago', '')}"
 
 
+def pool_shares(islands: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per pool id: the members seen, the members they count, and each seen member's share of the
+    items evaluated for the pool (heartbeats r5; islands in no pool are left out)."""
+    pools: dict[str, dict[str, Any]] = {}
+    for r in islands:
+        p = r.get("pool")
+        if p:
+            e = pools.setdefault(p["id"], {"seen": [], "members": 0, "own": {}, "checks": 0, "evicted": 0})
+            e["seen"].append(r["peer_id"])
+            e["members"] = max(e["members"], p["members"])
+            e["own"][r["peer_id"]] = p["own"]
+            e["checks"] += p["checks"]
+            e["evicted"] = max(e["evicted"], p["evicted"])
+    for e in pools.values():
+        total = sum(e["own"].values())
+        e["share"] = {peer: (own / total if total else 0.0) for peer, own in e["own"].items()}
+    return pools
+
+
+def _pool_cell(r: dict[str, Any], pools: dict[str, dict[str, Any]]) -> str:
+    """``3f2a91 x3 34%``: the pool, the members its node counts, the node's share of its items."""
+    p = r.get("pool")
+    if not p:
+        return "-"
+    return f"{p['id'][:6]} x{p['members']} {pools[p['id']]['share'][r['peer_id']]:.0%}"
+
+
 def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> Any:
     """The table, best first by core/ranking.py: islands with a tested score (or an exact one, on a
     deterministic problem) above those with an estimate only. Where any island's best is an
@@ -81,9 +108,10 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
     islands = [r for _, r in ranked]
     exact = bool(ranked) and all(st.basis in (Basis.EXACT, Basis.NONE) for st, _ in ranked)
     history = snapshot.get("history", {})
+    pools = pool_shares(islands)
     now = time.time() if now is None else now
     t = Table(title=f"gaia-node watch — {source}", expand=False)
-    for col, kw in (("island", {}), ("optimizer", {}), ("gen", {"justify": "right"}),
+    for col, kw in (("island", {}), *((("pool", {}),) if pools else ()), ("optimizer", {}), ("gen", {"justify": "right"}),
                     ("evals", {"justify": "right"}), ("evals/s", {"justify": "right"}),
                     ("best (exact)" if exact else "estimate", {"justify": "right"}),
                     *(() if exact else (("tested", {"justify": "right"}),)),
@@ -96,7 +124,7 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
         opt = f"{r.get('algorithm')} σ0={settings.get('sigma0', '?')} λ={settings.get('popsize', '?')}"
         m = r.get("migrants") or {}
         age = now - float(r.get("time") or now)
-        t.add_row(short(r["peer_id"]), opt, str(r.get("generation")), str(r.get("evaluations")),
+        t.add_row(short(r["peer_id"]), *((_pool_cell(r, pools),) if pools else ()), opt, str(r.get("generation")), str(r.get("evaluations")),
                   fmt.num(r.get("evals_per_s"), 0), fmt.num(r.get("best_fitness"), 2),
                   *(() if exact else (_tested_cell(st, now),)),
                   sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
@@ -112,6 +140,10 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
                    + (f"   pulled {pulls.get('pulled', 0)}/{sum(pulls.values())}" if pulls else ""))
     legend = [] if exact else [Text("estimate: running mean of the resident's re-scores; tested: its last test "
                                     "on fresh episodes (* of an earlier resident); tested islands rank first")]
+    for pid, e in sorted(pools.items()):
+        legend.append(Text(f"pool {pid}: {e['members']} members ({len(e['seen'])} seen here), "
+                           f"{sum(e['own'].values())} items evaluated, {e['checks']} spot checks, "
+                           f"{e['evicted']} evicted"))
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
         lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))

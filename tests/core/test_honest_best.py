@@ -14,7 +14,7 @@ import pytest
 
 from gaia_p2p.core.ranking import Basis, network_best, rank, standing
 from gaia_p2p.core.target import TargetTest, Why
-from gaia_p2p.core.telemetry import Telemetry, LastTest, decode_telemetry, encode_telemetry, to_json
+from gaia_p2p.core.telemetry import LastTest, PoolShare, Telemetry, decode_telemetry, encode_telemetry, to_json
 from gaia_p2p.errors import RemoteProtocolError
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "telemetry-v1.json").read_text())
@@ -137,6 +137,27 @@ def heartbeat(**kw) -> Telemetry:
     return Telemetry(**(base | kw))
 
 
+def test_the_r5_pool_key_round_trips_and_watch_shows_each_members_share():
+    from gaia_p2p.tools.watch import pool_shares, render
+
+    members = [f"12D3KooW{c * 44}" for c in "ABC"]
+    beats = {m: heartbeat(pool=PoolShare(pool_id="3f2a91c04b7de815", members=3, own=own, checks=5, evicted=0))
+             for m, own in zip(members, (300, 100, 100))}
+    for t in beats.values():
+        assert decode_telemetry(encode_telemetry(t), experiment_id=EXP) == t
+    assert "pool" not in msgpack.unpackb(encode_telemetry(heartbeat()))  # an island: no key at all
+    islands = [to_json(m, t, received_at=1000.0) for m, t in beats.items()] + [to_json(PEER, heartbeat(), 1000.0)]
+    shares = pool_shares(islands)
+    assert list(shares) == ["3f2a91c04b7de815"] and shares["3f2a91c04b7de815"]["share"][members[0]] == 0.6
+    from rich.console import Console
+
+    console = Console(width=220, record=True)
+    console.print(render({"islands": islands}, "test", now=1000.0))
+    text = console.export_text()
+    assert "3f2a91 x3 60%" in text and "3f2a91 x3 20%" in text, text
+    assert "pool 3f2a91c04b7de815: 3 members (3 seen here), 500 items evaluated, 15 spot checks, 0 evicted" in text
+
+
 def test_the_r4_keys_round_trip_and_show_in_the_json_form():
     t = heartbeat(tested=LastTest(mean=148.0, episodes=100, generation=380, age=95.5, current=False, source=PEER))
     assert decode_telemetry(encode_telemetry(t), experiment_id=EXP) == t
@@ -165,11 +186,15 @@ def test_telemetry_vectors(v):
     else:
         assert t.tested == LastTest(mean=want["mean"], episodes=want["n"], generation=want["gen"], age=want["age"],
                                   current=want["cur"], source=want["src"])
+    pool = v["decoded"].get("pool")
+    assert t.pool == (None if pool is None else PoolShare(pool_id=pool["id"], members=pool["n"], own=pool["own"],
+                                                         checks=pool["chk"], evicted=pool["ev"]))
 
 
 def test_the_vectors_cover_each_r4_rule():
     names = {v["name"] for v in VECTORS["vectors"]}
     assert {"ok_r3_no_test", "ok_r4_exact", "bad_tst_mean_nan", "bad_tst_src", "bad_exact_not_bool"} <= names
+    assert {"ok_r5_pool", "bad_pool_id_upper", "bad_pool_no_members", "bad_pool_chk_missing"} <= names
     assert {v["expect"] for v in VECTORS["vectors"]} == {"ok", "bad_field", "non_finite"}
 
 

@@ -77,6 +77,12 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             text = render_status(doc)
             assert f"pool            {nodes[0].pool.pid}: 3 members" in text, text
             assert text.count("  member ..") == 2
+            # and the heartbeat (telemetry r5) tells watchers which pool, and the member's share
+            from gaia_p2p.core.telemetry import decode_telemetry, encode_telemetry
+
+            beat = decode_telemetry(encode_telemetry(nodes[0].heartbeat()))
+            assert beat.pool is not None and beat.pool.pool_id == nodes[0].pool.pid and beat.pool.members == 3
+            assert beat.pool.own == nodes[0].pool.counters.own > 0
             nursery.cancel_scope.cancel()
 
 
