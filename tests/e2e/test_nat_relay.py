@@ -18,6 +18,7 @@ Needs root, `ip netns` and `iptables`; skipped otherwise.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -49,8 +50,12 @@ def _fetches(n: NsNodeProc) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize(("random_fully", "autonat"), [(False, False), (True, False), (False, True)],
-                         ids=["masquerade", "random-fully", "masquerade-autonat"])
+# plain MASQUERADE with relay_client = on punches like the AutoNAT variant (9 of 9 runs); it is left
+# out of the suite to keep it short: run it (GAIA_NAT_ALL=1) after changing the relay client
+@pytest.mark.parametrize(("random_fully", "autonat"), [
+    pytest.param(False, False, id="masquerade", marks=pytest.mark.skipif(
+        "GAIA_NAT_ALL" not in os.environ, reason="set GAIA_NAT_ALL=1 to run it")),
+    pytest.param(True, False, id="random-fully"), pytest.param(False, True, id="masquerade-autonat")])
 def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully, autonat):
     """With ``autonat`` the homes run relay_client = auto: they reserve once AutoNAT finds them
     private (the public node's dial-back to the router is dropped; one verdict is enough here,
