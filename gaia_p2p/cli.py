@@ -237,6 +237,21 @@ def _tested_line(s: dict[str, Any], now: float) -> str | None:
             f"{fmt.ago(last.get('at'), now)}, estimate then {_sig(last.get('estimate'))}); {spent}")
 
 
+def reachability_words(s: dict[str, Any]) -> str:
+    """What AutoNAT found and what it means for other nodes: "private (no peer could dial us back;
+    asked 3); others reach us through relay …a1b2c3" or "...; no relay reservation yet: other
+    nodes cannot reach us, we can only dial out"."""
+    text = s["reachability"].get("text", "?")
+    rel = (s.get("connections") or {}).get("relay") or {}
+    relays = sorted(rel.get("reservations") or {})
+    if relays:
+        via = ", ".join(fmt.short_peer(r) for r in relays)
+        return f"{text}; others reach us through relay{'s' if len(relays) > 1 else ''} {via}"
+    if s["reachability"].get("status") == "private":
+        return f"{text}; no relay reservation yet: other nodes cannot reach us, we can only dial out"
+    return text
+
+
 def render_status(s: dict[str, Any], now: float | None = None) -> str:
     import time
 
@@ -254,7 +269,7 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         *([f"                ... and {len(s['peers']) - 16} more"] if len(s["peers"]) > 16 else []),
         f"experiment      {s['experiment_id']} ({s['problem'].get('name')}, dim {opt['dim']})",
         *([f"  made from     {describe(s['experiment']['made_from'])}"] if s.get("experiment") else []),
-        *([f"reachability    {s['reachability'].get('text', '?')}"] if s.get("reachability") else []),
+        *([f"reachability    {reachability_words(s)}"] if s.get("reachability") else []),
         *[f"  observed at   {a}" for a in ((s.get("reachability") or {}).get("observed_addrs") or [])[:4]],
         f"topics          {', '.join(s['topics'])}",
         f"optimizer       {opt['algorithm']} popsize={opt['popsize']} {settings} seed={opt['seed']}"

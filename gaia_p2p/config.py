@@ -718,7 +718,8 @@ def validate(cfg: Config) -> None:
         raise _bad("test_interval_s", cfg.test_interval_s, "must be >= 0", 20)
     if not 0 <= cfg.test_share <= 0.5:
         raise _bad("test_share", cfg.test_share, "must be in 0..0.5 (0: test only at the target)", 0.05)
-    if cfg.stop_at_target and cfg.target is None and not (p.is_gym or p.is_torch or p.is_plugin):  # validate_resolved
+    # gym, torch and plugin problems know their default target only once resolved (validate_resolved)
+    if cfg.stop_at_target and not (p.is_gym or p.is_torch or p.is_plugin) and cfg.target is None:
         raise _bad("target_fitness", None, f"stop_at_target needs a target, and {p.name} has no default one", 0)
     if not cfg.log_interval_s >= 0:
         raise _bad("log_interval_s", cfg.log_interval_s, "must be >= 0", 1)

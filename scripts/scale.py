@@ -195,6 +195,9 @@ def main() -> int:
     ap.add_argument("--label", default="")
     ap.add_argument("node_args", nargs="*", help="extra gaia-node start flags (after --)")
     a = ap.parse_args()
+    if a.duration < a.warmup + 12:  # rates need two samples (5 s apart) after the warmup, elites 10 s before the end
+        ap.error(f"--duration {a.duration:g} is too short for --warmup {a.warmup:g}: "
+                 f"use --duration {a.warmup + 12:g} or more")
 
     def on_term(*_):  # SIGTERM: unwind through `finally`, which stops every node by PID
         raise KeyboardInterrupt

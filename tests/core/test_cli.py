@@ -143,3 +143,18 @@ def test_data_dir_in_use_exits_2(tmp_path):
         os.close(fd)
     line = one_line_error(proc, 2)
     assert str(data) in line and "in use" in line, line
+
+
+def test_status_says_in_words_how_other_nodes_reach_a_private_node():
+    from gaia_p2p.cli import reachability_words
+
+    relay = "12D3KooWRelayRelayRelayRelayRelayRelayRelayRelayRe1a1b2c"
+    private = {"status": "private", "text": "private (no peer could dial us back; asked 3)"}
+    held = {"reachability": private, "connections": {"relay": {"reservations": {relay: 600}}}}
+    assert reachability_words(held) == ("private (no peer could dial us back; asked 3); others reach us "
+                                        "through relay …1a1b2c")
+    alone = {"reachability": private, "connections": {"relay": {"reservations": {}}}}
+    assert reachability_words(alone).endswith("no relay reservation yet: other nodes cannot reach us, we can only "
+                                              "dial out")
+    public = {"reachability": {"status": "public", "text": "public (3 of 3 peers dialled us back)"}}
+    assert reachability_words(public) == "public (3 of 3 peers dialled us back)"

@@ -286,3 +286,9 @@ def test_bench_eval_gym_quick_runs():
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("CartPole-v1", "Pendulum-v1"))]
     assert [r[0] for r in rows] == ["CartPole-v1", "Pendulum-v1"] and [r[1] for r in rows] == ["114", "81"]
     assert all(float(r[4]) > 0 for r in rows)  # a ratio was measured
+
+
+def test_stop_at_target_on_a_gym_env_uses_its_reward_threshold():
+    # the check ran before the env was resolved and read cfg.target: a traceback, not a config
+    cfg = build_config(env={}, overrides={"problem": {"name": "gym:CartPole-v1"}, "": {"stop_at_target": True}})
+    assert cfg.stop_at_target and cfg.target == 475

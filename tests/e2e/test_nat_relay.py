@@ -89,6 +89,9 @@ def test_homes_behind_nat_meet_through_relay(tmp_path, random_fully, autonat):
         reserved_s = time.monotonic() - t0
         if autonat:
             assert all(h.status()["reachability"]["status"] == "private" for h in homes)
+            text = subprocess.run([*GAIA, "status", "--data-dir", str(homes[0].data_dir)], capture_output=True,
+                                  text=True, timeout=60).stdout
+            assert "reachability    private" in text and "others reach us through relay" in text, text
         assert all(f"/p2p/{pub_id}/p2p-circuit/p2p/{ids[k]}" in " ".join(_relay(h)["circuit_addrs"] + h.status()["addrs"])
                    for k, h in enumerate(homes))
         wait_for(lambda: all(h.status()["migrants"]["received"] > 0 for h in homes),

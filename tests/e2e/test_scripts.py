@@ -34,13 +34,27 @@ def test_bench_islands_quick(tmp_path):
     assert (tmp_path / "sphere-quick.png").stat().st_size > 1000
 
 
+def test_bench_envs_quick(tmp_path):
+    """scripts/bench_envs.py --quick (CartPole-v1): a node and both baselines train and are tested (the n4
+    arm is bench_islands' own path, run by test_bench_islands_quick)."""
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_envs.py"), "--quick", "--arms", "n1,cma,oes",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = (tmp_path / "envs-quick.md").read_text()
+    assert "target 200" in table and table.count("\n| ") >= 4  # header + 3 arms
+    runs = json.loads((tmp_path / "envs-quick.json").read_text())["runs"]
+    assert [r["arm"] for r in runs] == ["n1", "cma", "oes"]
+    assert all(r["episodes_total"] > 0 and r["env"] == "CartPole-v1" for r in runs)
+    assert [r["nodes"] for r in runs] == [1, 0, 0] and all(r["env_steps"] > 0 for r in runs[1:])
+
+
 def test_scale_script_measures_a_small_swarm(tmp_path):
     """scripts/scale.py on 3 processes: every node reports traffic and CPU, the JSON has them all."""
     import json
 
     out = tmp_path / "scale"
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "scale.py"), "--nodes", "3", "--duration", "20",
-                        "--warmup", "5", "--out", str(out)], capture_output=True, text=True, timeout=180)
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "scale.py"), "--nodes", "3", "--duration", "15",
+                        "--warmup", "3", "--out", str(out)], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["nodes"] == 3 and len(res["per_node"]) == 3 and not res["crashed"]
@@ -54,7 +68,7 @@ def test_join_script_runs_both_modes(tmp_path):
     """scripts/join.py on a tiny network: both modes run, every process is stopped, JSON is written."""
     out = tmp_path / "join.json"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "join.py"), "--nodes", "2", "--mature", "3",
-                        "--trials", "1", "--watch", "15", "--dim", "5", "--out", str(out)],
+                        "--trials", "1", "--watch", "8", "--dim", "5", "--out", str(out)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "# with fetch:" in r.stdout and "# without fetch:" in r.stdout
