@@ -363,7 +363,8 @@ class Pool:
         c = self.counters
         return {"id": self.pid, "generation": self.generation, "members": list(self.live_members()),
                 "platform": self.platform, "head": self.heads[-1].hex(),
-                "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3), "checks": c.checks, "wasted": c.wasted,
+                "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3),
+                "checks": c.checks, "wasted": c.wasted,
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),

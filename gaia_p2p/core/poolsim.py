@@ -30,7 +30,7 @@ class Member:
         self.lie, self.lie_rate = lie, lie_rate
         self.pool = P.Pool(pid=pid, self_id=name, platform="same", episodes=1,
                            policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=min_help_wait_s,
-                                                        max_arrival_wait_s=max_arrival_wait_s))
+                                               max_arrival_wait_s=max_arrival_wait_s))
         self.rng = np.random.default_rng([ord(c) for c in name])
         self.lie_rng = np.random.default_rng([ord(c) for c in name] + [1])
         self.lies_told = 0

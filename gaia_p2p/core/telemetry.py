@@ -2,8 +2,8 @@
 
 Spec: protocols/gaia-telemetry-v1.md (r4 added the optional keys ``exact`` and ``tst``, r5 the
 optional ``pool``: a heartbeat without them, from an older node, decodes with ``exact`` False and
-``tested`` and ``pool`` None, and older receivers ignore them). Decoding untrusted bytes (bounded by core/wire.py, kind
-``TELEMETRY``) raises only RemoteProtocolError with a stable reason code (oversize, malformed,
+``tested`` and ``pool`` None, and older receivers ignore them). Decoding untrusted bytes (bounded
+by core/wire.py, kind ``TELEMETRY``) raises only RemoteProtocolError with a stable reason code (oversize, malformed,
 bad_version, bad_field, non_finite, wrong_experiment).
 """
 

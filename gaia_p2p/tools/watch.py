@@ -109,9 +109,10 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
     exact = bool(ranked) and all(st.basis in (Basis.EXACT, Basis.NONE) for st, _ in ranked)
     history = snapshot.get("history", {})
     pools = pool_shares(islands)
+    pool_col = (("pool", {}),) if pools else ()  # only where some island is in a pool (telemetry r5)
     now = time.time() if now is None else now
     t = Table(title=f"gaia-node watch — {source}", expand=False)
-    for col, kw in (("island", {}), *((("pool", {}),) if pools else ()), ("optimizer", {}), ("gen", {"justify": "right"}),
+    for col, kw in (("island", {}), *pool_col, ("optimizer", {}), ("gen", {"justify": "right"}),
                     ("evals", {"justify": "right"}), ("evals/s", {"justify": "right"}),
                     ("best (exact)" if exact else "estimate", {"justify": "right"}),
                     *(() if exact else (("tested", {"justify": "right"}),)),
@@ -124,7 +125,8 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
         opt = f"{r.get('algorithm')} σ0={settings.get('sigma0', '?')} λ={settings.get('popsize', '?')}"
         m = r.get("migrants") or {}
         age = now - float(r.get("time") or now)
-        t.add_row(short(r["peer_id"]), *((_pool_cell(r, pools),) if pools else ()), opt, str(r.get("generation")), str(r.get("evaluations")),
+        pool_cell = (_pool_cell(r, pools),) if pools else ()
+        t.add_row(short(r["peer_id"]), *pool_cell, opt, str(r.get("generation")), str(r.get("evaluations")),
                   fmt.num(r.get("evals_per_s"), 0), fmt.num(r.get("best_fitness"), 2),
                   *(() if exact else (_tested_cell(st, now),)),
                   sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
