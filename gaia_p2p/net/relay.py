@@ -39,37 +39,36 @@ def is_circuit(addr: Any) -> bool:
     return CIRCUIT in str(addr)
 
 
-def relayed_peers(host: Any) -> list[str]:
-    """Peers we hold a relayed (p2p-circuit) connection to."""
-    out = []
-    for pid, conns in host.get_network().connections.items():
-        for c in conns:
-            try:
-                if any(is_circuit(a) for a in c.get_transport_addresses()):
-                    out.append(str(pid))
-                    break
-            except Exception:
-                continue
-    return sorted(out)
-
-
-def relayed_only_peers(host: Any) -> frozenset[str]:
-    """Peers we reach only through a relay (no direct connection, yet: hole punching may add one)."""
-    return frozenset(relayed_peers(host)) - frozenset(direct_peers(host))
-
-
-def direct_peers(host: Any) -> list[str]:
-    out = []
+def _connection_kinds(host: Any) -> dict[str, set[str]]:
+    """Per connected peer, the kinds of connection we hold to it: "relayed" (a p2p-circuit address)
+    and/or "direct" (transport addresses, none of them a circuit)."""
+    kinds: dict[str, set[str]] = {}
     for pid, conns in host.get_network().connections.items():
         for c in conns:
             try:
                 addrs = c.get_transport_addresses()
             except Exception:
                 continue
-            if addrs and not any(is_circuit(a) for a in addrs):
-                out.append(str(pid))
-                break
-    return sorted(out)
+            if any(is_circuit(a) for a in addrs):
+                kinds.setdefault(str(pid), set()).add("relayed")
+            elif addrs:
+                kinds.setdefault(str(pid), set()).add("direct")
+    return kinds
+
+
+def relayed_peers(host: Any) -> list[str]:
+    """Peers we hold a relayed (p2p-circuit) connection to."""
+    return sorted(p for p, k in _connection_kinds(host).items() if "relayed" in k)
+
+
+def direct_peers(host: Any) -> list[str]:
+    """Peers we hold a direct (not relayed) connection to."""
+    return sorted(p for p, k in _connection_kinds(host).items() if "direct" in k)
+
+
+def relayed_only_peers(host: Any) -> frozenset[str]:
+    """Peers we reach only through a relay (no direct connection, yet: hole punching may add one)."""
+    return frozenset(p for p, k in _connection_kinds(host).items() if k == {"relayed"})
 
 
 @dataclass(frozen=True)
