@@ -72,6 +72,17 @@ def scale_arm(arm: str) -> int | None:
     return int(arm[1:]) if arm[:1] in ("n", "p", "d") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
 
 
+def pool_flags(arm: str, seed: int, popsize: int, pool_popsize: str | None) -> list[str]:
+    """Every member's pool flags for ``p<K>`` and ``d<K>`` arms ([] for the others): one pool per seed
+    (its genesis seed comes from the pool id); its lambda: "k" scales it with the members (each
+    member's share stays one island's lambda)."""
+    k = scale_arm(arm)
+    if k is None or arm[:1] not in ("p", "d"):
+        return []
+    lam = str(popsize * k) if pool_popsize == "k" else (pool_popsize or str(popsize))
+    return ["--pool", f"bench-s{seed}", "--popsize", lam] + (["--set", "pool.transport=direct"] if arm[:1] == "d" else [])
+
+
 def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 1.0,
               presets: str = "mixed", popsize0: int = 32) -> list[list[str]]:
     """Per-node extra flags for an arm."""
@@ -214,6 +225,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
                    "--set", "test_interval_s=0"]  # test every new resident: detection must not depend on speed
     else:
         common += ["--dim", str(a.dim)]
+    if a.max_generations:
+        common += ["--set", f"max_generations={a.max_generations}"]
     if a.interval:
         common += ["--set", f"migration.interval={a.interval}"]
     if a.reeval is not None:
@@ -230,12 +243,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
 
     popsize0 = a.popsize if a.problem == "lunarlander" else default_popsize(a.dim)
     flags = arm_nodes(arm, a.nodes, a.problem, a.workers, a.duty, a.presets, popsize0)
-    if arm.startswith("p"):
-        # one pool per seed (its genesis seed comes from the pool id); its lambda: "k" scales it with
-        # the members (each member's share stays one island's lambda)
-        lam = str(a.popsize * scale_arm(arm)) if a.pool_popsize == "k" else (a.pool_popsize or str(a.popsize))
-        flags = [f + ["--pool", f"bench-s{seed}", "--popsize", lam]
-                 + (["--set", "pool.transport=direct"] if arm.startswith("d") else []) for f in flags]
+    flags = [f + pool_flags(arm, seed, a.popsize, a.pool_popsize) for f in flags]
     if scale_arm(arm) is not None:
         flags = [f + ["--set", f"evaluation.duty_clock={a.duty_clock}"]
                  + (["--set", "migration.enabled=false"] if a.isolated else []) for f in flags]
@@ -337,20 +345,54 @@ def node0_speed(runs: list[Run]) -> str:
         if g < 5:
             continue
 
-        def at(r: Run) -> float:  # seconds to generation g, interpolated between logged generations
-            pts = r.node0
-            for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
-                if g0 <= g <= g1:
-                    return t0 + (t1 - t0) * (g - g0) / max(1, g1 - g0)
-            return pts[-1][1]
-
-        secs = {r.arm: at(r) for r in rs}
+        secs = {r.arm: _seconds_to(r.node0, g) for r in rs}
         lines.append(f"seed {seed}, generation {g}: " + ", ".join(
             f"{arm} {t:.1f} s ({t / secs['n1']:.2f})" for arm, t in secs.items()))
     if not lines:
         return ""
     return ("Node 0 (the n1 trajectory until its first accepted migrant), seconds to the same generation "
             "(ratio to n1):\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
+
+
+def pool_pace(runs: list[Run]) -> str:
+    """Pools of one seed (p<K>, d<K>) share one pool id, so one genesis and one trajectory: their
+    seconds to the same generation of member 0 compare only how fast K members run the same search.
+    The speedup of each pool over the pool of one (p1), per seed and the median."""
+    seeds = sorted({r.seed for r in runs})
+    pools = sorted({(scale_arm(r.arm), r.arm) for r in runs if r.arm[:1] in ("p", "d") and scale_arm(r.arm)})
+    arms = [arm for _, arm in pools]
+    if "p1" not in arms or len(arms) < 2:
+        return ""
+    by = {(r.arm, r.seed): r for r in runs}
+    rows, ratios = [], {arm: [] for arm in arms}
+    for seed in seeds:
+        rs = {arm: by[(arm, seed)] for arm in arms if (arm, seed) in by and len(by[(arm, seed)].node0) >= 2}
+        if "p1" not in rs or len(rs) < 2:
+            continue
+        g = min(r.node0[-1][0] for r in rs.values())
+        secs = {arm: _seconds_to(r.node0, g) for arm, r in rs.items()}
+        cells = []
+        for arm in arms:
+            if arm not in secs:
+                cells.append("-")
+                continue
+            ratios[arm].append(secs["p1"] / secs[arm])
+            cells.append(f"{secs[arm]:.1f} s ({ratios[arm][-1]:.2f}x)")
+        rows.append(f"| seed {seed}, generation {g} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    med = ["%.2fx" % statistics.median(ratios[a]) if ratios[a] else "-" for a in arms]
+    return ("Pools: seconds to the same generation of member 0 (one trajectory per seed), and the speedup "
+            "over the pool of one:\n\n| | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
+            + "\n".join(rows) + "\n| **median speedup** | " + " | ".join(med) + " |\n")
+
+
+def _seconds_to(pts: list[tuple[int, float]], g: int) -> float:
+    """Seconds to generation ``g``, interpolated between logged generations."""
+    for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
+        if g0 <= g <= g1:
+            return t0 + (t1 - t0) * (g - g0) / max(1, g1 - g0)
+    return pts[-1][1]
 
 
 def best_at(r: Run, t: float) -> float | None:
@@ -532,6 +574,8 @@ def main() -> int:
     ap.add_argument("--margin", type=float, default=None, help="migration.accept_margin of every node")
     ap.add_argument("--topology", choices=["full", "ring", "random"], default=None, help="--topology for every node")
     ap.add_argument("--final-episodes", type=int, default=100)
+    ap.add_argument("--max-generations", type=int, default=None,
+                    help="every node stops after this many generations (a pace run: pool_pace compares pools there)")
     ap.add_argument("--pool-popsize", default=None, help="p<K> arms: the pool's popsize (a number, or k: "
                     "--popsize times K; default --popsize)")
     ap.add_argument("--log-interval", type=float, default=0.0,
@@ -569,6 +613,7 @@ def main() -> int:
                     n.poll_log()
                     r.node0 = n.node0_times()
             print(node0_speed(runs))
+            print(pool_pace(runs))
         return 0
     if a.budget is None:
         a.budget = 20_000 if a.problem == "lunarlander" else 200_000
@@ -594,7 +639,7 @@ def main() -> int:
                   f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
                   f"accepted={r.accepted}", flush=True)
     md = table(runs, a)
-    for extra in (scaling_summary(runs, a), node0_speed(runs), wire_table(runs) if a.wire else ""):
+    for extra in (scaling_summary(runs, a), node0_speed(runs), pool_pace(runs), wire_table(runs) if a.wire else ""):
         if extra:
             md += "\n\n" + extra
     print("\n" + md)

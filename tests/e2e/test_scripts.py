@@ -130,6 +130,28 @@ def test_bench_islands_presets():
     assert mixed[0] == ("cmaes", "0.5", "0.12") and {m[0] for m in mixed} == {"cmaes", "openai-es"}
 
 
+def test_bench_islands_pool_arms():
+    """p<K> and d<K> are pools (d: results over direct streams), n<K> islands."""
+    bench = _bench_module()
+    assert bench.pool_flags("n8", 11, 32, None) == []
+    assert bench.pool_flags("p8", 11, 32, "k") == ["--pool", "bench-s11", "--popsize", "256"]
+    assert bench.pool_flags("d4", 12, 32, None) == ["--pool", "bench-s12", "--popsize", "32",
+                                                   "--set", "pool.transport=direct"]
+
+
+def test_bench_islands_pool_pace_compares_pools_at_one_generation():
+    bench = _bench_module()
+    Run = bench.Run
+    node0 = {"p1": [(1, 0.0), (40, 40.0), (50, 50.0)], "d2": [(1, 0.0), (50, 25.0), (60, 30.0)],
+             "d8": [(1, 0.0), (50, 10.0)], "n1": [(1, 0.0), (50, 5.0)]}
+    runs = [Run(arm=arm, seed=3, nodes=bench.scale_arm(arm), node0=pts) for arm, pts in node0.items()]
+    md = bench.pool_pace(runs)
+    assert "| | p1 | d2 | d8 |" in md  # islands are not pools
+    assert "| seed 3, generation 50 | 50.0 s (1.00x) | 25.0 s (2.00x) | 10.0 s (5.00x) |" in md, md
+    assert "| **median speedup** | 1.00x | 2.00x | 5.00x |" in md
+    assert bench.pool_pace([r for r in runs if r.arm != "p1"]) == ""
+
+
 def test_bench_pool_lies_catches_a_liar_that_lies_on_every_result():
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_pool_lies.py"), "--trials", "3", "--sizes", "3",
                         "--rates", "1", "--check-share", "0.3"], capture_output=True, text=True, timeout=120)
