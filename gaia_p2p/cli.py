@@ -252,6 +252,19 @@ def reachability_words(s: dict[str, Any]) -> str:
     return text
 
 
+def _elite_fetch_line(counts: dict[str, int]) -> list[str]:
+    """The elite protocol's counters in one line (none before the first fetch or announcement):
+    what we fetched and served, and how large elites travelled (announced, announcements taken)."""
+    shown = {k: v for k, v in counts.items() if v}
+    if not shown:
+        return []
+    main = [f"{k} {shown.pop(k)}" for k in ("fetched", "served", "announced") if k in shown]
+    rest = [f"{k.removeprefix('announcement_')} {v}" for k, v in sorted(shown.items()) if k.startswith("announcement_")]
+    other = [f"{k} {v}" for k, v in sorted(shown.items()) if not k.startswith("announcement_")]
+    return ["elite fetch     " + "  ".join(main + other)
+            + (f"   announcements received: {', '.join(rest)}" if rest else "")]
+
+
 def render_status(s: dict[str, Any], now: float | None = None) -> str:
     import time
 
@@ -282,6 +295,7 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",
+        *_elite_fetch_line(s.get("elite_fetch") or {}),
         f"uptime          {fmt.num(s['uptime_s'], 0)} s   data dir {s['data_dir']}",
     ]
     traffic, cpu = s.get("traffic") or {}, s.get("cpu") or {}

@@ -112,6 +112,10 @@ class MigrationConfig:
     accept_margin: float = 0.0  # noisy problems: needed lead over the resident on the same seeds
     max_lies: int = 3  # deterministic problems: claims that did not reproduce before a peer is banned (0: never)
     fetch: bool = True  # /gaia/elite/1.0.0: ask peers for their best when joining; ring/random pull their sources
+    # an elite whose encoding is longer is announced (~80 bytes) and its parameters fetched by the
+    # peers that want them, instead of gossiped (gaia-migration-v1, "Large elites"); 16 KiB is ~4,000
+    # parameters. At most MAX_ELITE_BYTES (256 KiB): nothing larger is ever gossiped.
+    gossip_max_bytes: int = codec.GOSSIP_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -503,6 +507,9 @@ def resolve_problem(p: ProblemConfig) -> ProblemConfig:
 # Ed25519 peer id), seqno, topic, signature and key, protobuf tags and lengths, and room
 # for control messages py-libp2p piggybacks on the same RPC. Measured: 213 bytes without control.
 PUBSUB_ENVELOPE_BYTES = 4096
+#: Most parameters the full CMA-ES is allowed (a 10,000 x 10,000 covariance is 0.8 GB): above, the
+#: separable CMA-ES or OpenAI-ES, both linear in the dimension.
+MAX_FULL_CMAES_DIM = 10_000
 
 
 def validate_resolved(cfg: Config) -> None:
@@ -525,21 +532,27 @@ def _validate_elite_size(cfg: Config) -> None:
     refused here, at start, rather than found out at the first publish (the encoder refuses it) or
     never (py-libp2p drops an RPC above max_rpc_bytes silently, on the sender)."""
     p, dim = cfg.problem, cfg.problem.param_dim
-    if dim > codec.MAX_PUBLISHABLE_DIM:
-        if p.name in TEST_FUNCTIONS:
-            key, value, example = "problem.dim", p.dim, 30
-        elif p.is_torch or p.is_plugin:
-            key, value, example = "problem.name", p.name, None
-        else:
-            key, value, example = "problem.hidden", ",".join(map(str, p.hidden)), 16
-        raise _bad(key, value, f"gives {p.name} {dim} parameters, more than the {codec.MAX_PUBLISHABLE_DIM} an "
-                   f"elite can carry (MAX_ELITE_BYTES = {codec.MAX_ELITE_BYTES} bytes, protocols/gaia-migration-v1.md)",
-                   example)
-    needed = codec.max_elite_bytes(dim) + PUBSUB_ENVELOPE_BYTES
+    if p.name in TEST_FUNCTIONS:
+        key, value, example = "problem.dim", p.dim, 30
+    elif p.is_torch or p.is_plugin:
+        key, value, example = "problem.name", p.name, None
+    else:
+        key, value, example = "problem.hidden", ",".join(map(str, p.hidden)), 16
+    if dim > codec.MAX_DIM:
+        raise _bad(key, value, f"gives {p.name} {dim} parameters, more than the {codec.MAX_DIM} an elite can carry "
+                   f"(MAX_DIM, protocols/gaia-migration-v1.md)", example)
+    if cfg.island.optimizer == Algorithm.CMAES and dim > MAX_FULL_CMAES_DIM:
+        raise _bad("island.optimizer", cfg.island.optimizer,
+                   f"keeps a {dim} x {dim} covariance matrix for {p.name}'s {dim} parameters "
+                   f"({8 * dim * dim / 1e9:.1f} GB, an O(n^3) decomposition every few generations; at most "
+                   f"{MAX_FULL_CMAES_DIM} parameters): use sep-cmaes or openai-es", Algorithm.SEP_CMAES.value)
+    largest = codec.max_elite_bytes(dim)
+    gossiped = min(largest, cfg.migration.gossip_max_bytes)  # anything longer is announced instead
+    needed = gossiped + PUBSUB_ENVELOPE_BYTES
     if cfg.network.max_rpc_bytes < needed:
         raise _bad("network.max_rpc_bytes", cfg.network.max_rpc_bytes,
                    f"is below the {needed} bytes of a gossip RPC carrying one elite of {p.name} ({dim} parameters: "
-                   f"at most {codec.max_elite_bytes(dim)} bytes, plus {PUBSUB_ENVELOPE_BYTES} for the envelope)",
+                   f"{gossiped} bytes at most gossiped, plus {PUBSUB_ENVELOPE_BYTES} for the envelope)",
                    max(1 << 20, needed))
 
 
@@ -603,8 +616,8 @@ def validate(cfg: Config) -> None:
             raise _bad(key, _value(cfg, key), f"must be one of {', '.join(choices)}", choices[0])
     p, i, m, n, e = cfg.problem, cfg.island, cfg.migration, cfg.network, cfg.evaluation
     _validate_problem(cfg)
-    if not 1 <= p.dim <= 65536:
-        raise _bad("problem.dim", p.dim, "must be in 1..65536", 30)
+    if not 1 <= p.dim <= codec.MAX_DIM:
+        raise _bad("problem.dim", p.dim, f"must be in 1..{codec.MAX_DIM}", 30)
     if not p.hidden or any(h < 1 or h > 1024 for h in p.hidden):
         raise _bad("problem.hidden", ",".join(map(str, p.hidden)), "must be 1 to many layer sizes in 1..1024",
                    "32,32")
@@ -636,6 +649,9 @@ def validate(cfg: Config) -> None:
         raise _bad("migration.accept_margin", m.accept_margin, "must be >= 0", 0)
     if not 0 <= m.max_lies <= 1_000_000:
         raise _bad("migration.max_lies", m.max_lies, "must be in 0..1000000 (0 = never ban)", 3)
+    if not 256 <= m.gossip_max_bytes <= codec.MAX_ELITE_BYTES:
+        raise _bad("migration.gossip_max_bytes", m.gossip_max_bytes, f"must be in 256..{codec.MAX_ELITE_BYTES}",
+                   codec.GOSSIP_MAX_BYTES)
     if m.reeval_episodes is not None and not 1 <= m.reeval_episodes <= 64:
         raise _bad("migration.reeval_episodes", m.reeval_episodes, "must be in 1..64", 3)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", cfg.pool.name):

@@ -16,21 +16,24 @@ import msgpack
 import numpy as np
 
 from gaia_p2p.core import wire
-from gaia_p2p.core.types import Elite
+from gaia_p2p.core.types import Announcement, Elite
 from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import LocalProtocolError, RemoteProtocolError
 
 VERSION = 1
-#: Largest encoded elite (bytes) a receiver unpacks at all; checked before unpacking.
+#: Largest encoded elite (bytes) a receiver unpacks off gossip; checked before unpacking.
 MAX_ELITE_BYTES = wire.LIMITS[Kind.ELITE].max_bytes
+#: Largest encoded elite an elite fetch (gaia-elite-v1) answers with.
+MAX_FETCHED_ELITE_BYTES = wire.LIMITS[Kind.FETCHED_ELITE].max_bytes
 #: Most evaluation seeds one elite may carry.
 MAX_SEEDS = 64
 #: Most entries in the ``cfg`` (optimizer settings) map.
 MAX_SETTINGS = wire.MAX_SETTINGS
 #: Longest ``algo``, ``cfg`` key or ``cfg`` string value, in characters (printable ASCII only).
 MAX_STR = wire.MAX_STR
-#: Largest parameter dimension on the wire. The size limit binds first: see MAX_PUBLISHABLE_DIM.
-MAX_DIM = 65536
+#: Largest parameter dimension on the wire (1 MiB of float32). Gossip's size limit binds first: an
+#: elite of more than MAX_PUBLISHABLE_DIM parameters travels announced and fetched (see ``announces``).
+MAX_DIM = 262_144
 
 MAX_SEED = 2**32 - 1
 MAX_GENERATION = 2**63 - 1
@@ -46,6 +49,8 @@ WRONG_EXPERIMENT = Reason.WRONG_EXPERIMENT
 WRONG_DIMENSION = Reason.WRONG_DIMENSION
 NON_FINITE = Reason.NON_FINITE
 REASONS = (OVERSIZE, MALFORMED, BAD_VERSION, BAD_FIELD, WRONG_EXPERIMENT, WRONG_DIMENSION, NON_FINITE)
+#: Default size above which a sender announces its elite instead of gossiping it (migration.gossip_max_bytes).
+GOSSIP_MAX_BYTES = 16 * 1024
 
 _PARAMS_DTYPE = np.dtype("<f4")
 
@@ -71,18 +76,28 @@ def _largest_publishable_dim() -> int:
     return min(MAX_DIM, (MAX_ELITE_BYTES - fixed) // 4)
 
 
-#: The most parameters an elite can have and still fit in MAX_ELITE_BYTES whatever its other fields
-#: (64,884: `max_elite_bytes(dim)` is 4 * dim + 2,606 bytes above 16,384 parameters). A config whose
-#: problem has more is refused at start (gaia_p2p/config.py), never found out at the first publish.
+#: The most parameters a gossiped elite can have and still fit in MAX_ELITE_BYTES whatever its other
+#: fields (64,884: `max_elite_bytes(dim)` is 4 * dim + 2,606 bytes above 16,384 parameters). Larger
+#: elites are always announced (``announces``); a config with more than MAX_DIM parameters is refused
+#: at start (gaia_p2p/config.py), never found out at the first publish.
 MAX_PUBLISHABLE_DIM = _largest_publishable_dim()
+
+
+def announces(encoded_bytes: int, gossip_max_bytes: int = GOSSIP_MAX_BYTES) -> bool:
+    """Whether an elite of that encoded size travels as an announcement (its parameters fetched over
+    gaia-elite-v1 by the receivers that want them) rather than as a gossip copy: every member of a
+    gossipsub mesh receives a copy from several peers, which for a 400 KB elite is megabytes a
+    publish; an announcement is ~80 bytes and the parameters then cross once, to whoever asks."""
+    return encoded_bytes > min(gossip_max_bytes, MAX_ELITE_BYTES)
 
 
 # --------------------------------------------------------------------------------------------------
 # encode
 
 
-def encode_elite(e: Elite) -> bytes:
-    """Canonical msgpack encoding of ``e``; raises LocalProtocolError if ``e`` breaks the spec."""
+def encode_elite(e: Elite, *, max_bytes: int = MAX_FETCHED_ELITE_BYTES) -> bytes:
+    """Canonical msgpack encoding of ``e``; raises LocalProtocolError if ``e`` breaks the spec or
+    its encoding exceeds ``max_bytes`` (whether it is gossiped or announced: ``announces``)."""
     if not isinstance(e, Elite):
         raise LocalProtocolError(f"encode_elite: expected Elite, got {type(e).__name__}")
     exp = e.experiment_id
@@ -127,10 +142,8 @@ def encode_elite(e: Elite) -> bytes:
         "cfg": cfg,
     }
     data = msgpack.packb(payload, use_bin_type=True, use_single_float=False)
-    if len(data) > MAX_ELITE_BYTES:
-        raise LocalProtocolError(
-            f"encode_elite: encoding is {len(data)} bytes, must be <= {MAX_ELITE_BYTES}; reduce dim"
-        )
+    if len(data) > max_bytes:
+        raise LocalProtocolError(f"encode_elite: encoding is {len(data)} bytes, must be <= {max_bytes}; reduce dim")
     return data
 
 
@@ -192,13 +205,15 @@ def _sort_key(k: object) -> tuple[int, str]:
 # decode
 
 
-def decode_elite(data: bytes, *, experiment_id: str | None = None, dim: int | None = None) -> Elite:
-    """Parse and check one received elite.
+def decode_elite(data: bytes, *, experiment_id: str | None = None, dim: int | None = None,
+                 fetched: bool = False) -> Elite:
+    """Parse and check one received elite (``fetched``: the one inside an elite response, whose size
+    limit is MAX_FETCHED_ELITE_BYTES rather than gossip's MAX_ELITE_BYTES).
 
     ``experiment_id`` and ``dim``, when given, are what the receiver expects. Raises only
     RemoteProtocolError; its ``reason`` is the first failing check in :data:`REASONS` order.
     """
-    obj = wire.decode(Kind.ELITE, data)  # oversize, malformed
+    obj = wire.decode(Kind.FETCHED_ELITE if fetched else Kind.ELITE, data)  # oversize, malformed
     wire.version(obj, VERSION)
 
     # Schema: every known field present, of the right type and in range (unknown keys ignored).
@@ -233,3 +248,39 @@ def decode_elite(data: bytes, *, experiment_id: str | None = None, dim: int | No
         algorithm=algo,
         settings=cfg,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# announcements of large elites
+
+
+def encode_announcement(a: Announcement) -> bytes:
+    """Canonical msgpack encoding of a large elite's announcement; LocalProtocolError if it breaks the spec."""
+    if not wire.is_experiment_id(a.experiment_id):
+        raise LocalProtocolError(f"encode_announcement: experiment_id = {a.experiment_id!r}")
+    fit = float(a.fitness)
+    if not math.isfinite(fit):
+        raise LocalProtocolError(f"encode_announcement: fitness = {fit!r}, must be finite")
+    payload = {"v": VERSION, "exp": a.experiment_id,
+               "gen": _local_int(a.generation, "generation", 0, MAX_GENERATION), "fit": fit,
+               "dim": _local_int(a.dim, "dim", 1, MAX_DIM),
+               "size": _local_int(a.size, "size", 1, MAX_FETCHED_ELITE_BYTES)}
+    return msgpack.packb(payload, use_bin_type=True, use_single_float=False)
+
+
+def decode_announcement(data: bytes, *, experiment_id: str | None = None, dim: int | None = None) -> Announcement:
+    """Parse and check one received announcement; raises only RemoteProtocolError (the elite's
+    reason codes, in the same order)."""
+    obj = wire.decode(Kind.ANNOUNCEMENT, data)  # oversize, malformed
+    wire.version(obj, VERSION)
+    exp = wire.experiment(obj)
+    gen = wire.int_field(obj, "gen", 0, MAX_GENERATION)
+    fit = wire.field(obj, "fit", float)
+    n_dim = wire.int_field(obj, "dim", 1, MAX_DIM)
+    size = wire.int_field(obj, "size", 1, MAX_FETCHED_ELITE_BYTES)
+    if experiment_id is not None and exp != experiment_id:
+        raise RemoteProtocolError(WRONG_EXPERIMENT, f"exp = {exp}, expected {experiment_id}")
+    if dim is not None and n_dim != dim:
+        raise RemoteProtocolError(WRONG_DIMENSION, f"dim = {n_dim}, expected {dim}")
+    wire.finite(fit, "fit")
+    return Announcement(experiment_id=exp, generation=gen, fitness=fit, dim=n_dim, size=size)

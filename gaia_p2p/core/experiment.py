@@ -328,5 +328,10 @@ def migrants_topic(exp_id: str) -> str:
     return f"/gaia/{exp_id}/migrants/1"
 
 
+def announce_topic(exp_id: str) -> str:
+    """Where large elites are announced (gaia-migration-v1, "Large elites")."""
+    return f"/gaia/{exp_id}/announce/1"
+
+
 def telemetry_topic(exp_id: str) -> str:
     return f"/gaia/{exp_id}/telemetry/1"

@@ -4,7 +4,8 @@
 - ``pick``: which peers a joiner asks for their best (/gaia/elite/1.0.0);
 - ``next_due``: which island a watcher pulls a heartbeat from next (/gaia/telemetry/1.0.0);
 - ``duty_sleep``: how long an island rests after a generation to use its share of the machine;
-- ``FetchPlan``: whom an island asks for its best over /gaia/elite/1.0.0, and when.
+- ``FetchPlan``: whom an island asks for its best over /gaia/elite/1.0.0, and when;
+- ``AnnouncedFetches``: which announced large elites it fetches, and when.
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ MAX_BUCKET_KEYS = 4096
 
 
 class TokenBucket:
-    """``burst`` tokens per key, refilled at ``rate_per_s``; one token per allowed event."""
+    """``burst`` tokens per key, refilled at ``rate_per_s``; ``cost`` tokens (default one) per allowed event."""
 
     def __init__(self, rate_per_s: float, burst: float, *, max_keys: int = MAX_BUCKET_KEYS) -> None:
         self.rate, self.burst, self.max_keys = rate_per_s, burst, max_keys
         self.tokens: dict[str, tuple[float, float]] = {}
 
-    def allow(self, key: str, now: float) -> bool:
+    def allow(self, key: str, now: float, cost: float = 1.0) -> bool:
         tokens, last = self.tokens.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
+        if tokens < cost:
             self.tokens[key] = (tokens, now)
             return False
-        self.tokens[key] = (tokens - 1.0, now)
+        self.tokens[key] = (tokens - cost, now)
         if len(self.tokens) > self.max_keys:
             self.tokens.pop(next(iter(self.tokens)))
         return True
@@ -202,3 +203,70 @@ class FetchPlan:
         "nothing better than yours")."""
         if why == FetchWhy.JOIN and outcome not in RETRY_OUTCOMES:
             self.joined.add(peer)
+
+
+class AnnounceOutcome(StrEnum):
+    """What a received announcement of a large elite came to (``announcements`` in gaia-status-v1)."""
+
+    QUEUED = "queued"  # kept: its announcer is asked once the fetcher is free
+    NOT_BETTER = "skipped_not_better"  # its claim does not beat our resident's
+    TOPOLOGY = "skipped_topology"  # ring / random: the fetch plan asks the sources by itself
+    DEFERRED_RELAYED = "deferred_relayed"  # reachable through a relay only: too big for a circuit
+    DROPPED = "dropped"  # the queue was full of better claims
+
+
+#: announcers waiting for a fetch at most (the lowest claim goes first): 1,000 identities announcing
+#: at once cost 16 entries
+MAX_PENDING_ANNOUNCERS = 16
+#: one announcer gets at most one fetch from us in this many seconds, however often it announces
+ANNOUNCER_FETCH_MIN_S = 10.0
+
+
+class AnnouncedFetches:
+    """Which announced large elites to fetch, and when (gaia-migration-v1, "Large elites"; node/runtime.py
+    runs one fetch at a time). Per announcer only its latest claim is kept; the fetcher takes the
+    highest claim that still beats ours and whose announcer was not asked in the last
+    ``min_s`` seconds. A stranger that announces made-up claims costs us one fetch per ``min_s``
+    of its own upload (the fetched elite then goes through every check a gossiped one does)."""
+
+    def __init__(self, *, max_pending: int = MAX_PENDING_ANNOUNCERS, min_s: float = ANNOUNCER_FETCH_MIN_S) -> None:
+        self.max_pending, self.min_s = max_pending, min_s
+        self.pending: dict[str, float] = {}  # announcer -> its latest claim
+        self.asked_at: dict[str, float] = {}  # announcer -> when we last fetched from it (bounded below)
+
+    def offer(self, src: str, claim: float, *, ours: float | None, topology: Topology,
+              relayed_only: bool) -> AnnounceOutcome:
+        if topology != Topology.FULL:
+            return AnnounceOutcome.TOPOLOGY
+        if ours is not None and not claim > ours:
+            return AnnounceOutcome.NOT_BETTER
+        if relayed_only:
+            return AnnounceOutcome.DEFERRED_RELAYED
+        if src not in self.pending and len(self.pending) >= self.max_pending:
+            lowest = min(self.pending, key=lambda p: (self.pending[p], p))
+            if self.pending[lowest] >= claim:
+                return AnnounceOutcome.DROPPED
+            del self.pending[lowest]
+        self.pending[src] = claim
+        return AnnounceOutcome.QUEUED
+
+    def next(self, now: float, ours: float | None) -> tuple[str, float] | None:
+        """The announcer to fetch from now and its claim (taken off the queue), or None. Claims that
+        no longer beat ours leave the queue."""
+        for src in [p for p, c in self.pending.items() if ours is not None and not c > ours]:
+            del self.pending[src]
+        ready = [p for p in self.pending if now - self.asked_at.get(p, -math.inf) >= self.min_s]
+        if not ready:
+            return None
+        src = max(ready, key=lambda p: (self.pending[p], p))
+        claim = self.pending.pop(src)
+        for p in [p for p, t in self.asked_at.items() if now - t >= self.min_s]:
+            del self.asked_at[p]  # bounded by the announcers asked in the last min_s seconds
+        self.asked_at[src] = now
+        return src, claim
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until a pending announcer may be asked (0: now), None with nothing pending."""
+        if not self.pending:
+            return None
+        return max(0.0, min(self.asked_at.get(p, -math.inf) + self.min_s for p in self.pending) - now)

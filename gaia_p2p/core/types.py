@@ -69,3 +69,15 @@ class Elite:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A large elite's announcement (gaia-migration-v1, "Large elites"): its claim and size only; a
+    receiver that wants the parameters fetches them from the announcer over gaia-elite-v1."""
+
+    experiment_id: str
+    generation: int
+    fitness: float
+    dim: int
+    size: int  # bytes of the encoded elite the announcer will answer a fetch with

@@ -69,7 +69,9 @@ class Reason(StrEnum):
 class Kind(StrEnum):
     """Every message kind a node decodes from a peer."""
 
-    ELITE = "elite"  # gaia-migration-v1: a gossiped elite, also the one inside an elite response
+    ELITE = "elite"  # gaia-migration-v1: a gossiped elite
+    FETCHED_ELITE = "fetched_elite"  # gaia-elite-v1: the elite inside a response (larger ones allowed)
+    ANNOUNCEMENT = "announcement"  # gaia-migration-v1: a large elite's announcement (its parameters are fetched)
     TELEMETRY = "telemetry"  # gaia-telemetry-v1: a gossiped heartbeat, or a pull's answer (heartbeat or refusal)
     ELITE_REQUEST = "elite_request"  # gaia-elite-v1 request
     ELITE_RESPONSE = "elite_response"  # gaia-elite-v1 response: the elite as bin, or a refusal
@@ -96,8 +98,13 @@ class Limits:
     encoding: str = "msgpack"  # or "json" (gaia-status-v1)
 
 
-#: Largest elite: 256 KiB, about 65,500 float32 parameters (gaia-migration-v1 MAX_ELITE_BYTES).
+#: Largest gossiped elite: 256 KiB, about 65,500 float32 parameters (gaia-migration-v1 MAX_ELITE_BYTES).
 MAX_ELITE_BYTES = 256 * 1024
+#: Largest elite a fetch answers with (gaia-elite-v1 r2, MAX_FETCHED_ELITE_BYTES): 1 MiB + 4 KiB, room
+#: for 262,144 float32 parameters and every other field at its limit.
+MAX_FETCHED_ELITE_BYTES = (1 << 20) + 4096
+#: Largest announcement of a large elite (gaia-migration-v1 MAX_ANNOUNCEMENT_BYTES).
+MAX_ANNOUNCEMENT_BYTES = 512
 #: Largest heartbeat (gaia-telemetry-v1 MAX_TELEMETRY_BYTES).
 MAX_TELEMETRY_BYTES = 4096
 #: Deepest nesting any kind accepts; senders must not nest unknown values deeper (gaia-migration-v1).
@@ -117,8 +124,12 @@ LIMITS: dict[Kind, Limits] = {
     # a request is refused as bad_request whatever is wrong with it, and answered (node/fetch.py)
     Kind.ELITE_REQUEST: Limits(256, max_str=256, max_bin=256, max_array=64, max_map=64, max_depth=MAX_DEPTH,
                                oversize=Reason.BAD_REQUEST, malformed=Reason.BAD_REQUEST),
-    Kind.ELITE_RESPONSE: Limits(MAX_ELITE_BYTES + 64, max_str=MAX_ELITE_BYTES + 64, max_bin=MAX_ELITE_BYTES + 64,
-                                max_array=64, max_map=64, max_depth=MAX_DEPTH),
+    Kind.FETCHED_ELITE: Limits(MAX_FETCHED_ELITE_BYTES, max_str=MAX_ELITE_BYTES, max_bin=MAX_FETCHED_ELITE_BYTES,
+                               max_array=MAX_ELITE_BYTES, max_map=MAX_ELITE_BYTES, max_depth=MAX_DEPTH),
+    Kind.ANNOUNCEMENT: Limits(MAX_ANNOUNCEMENT_BYTES, max_str=MAX_ANNOUNCEMENT_BYTES, max_bin=MAX_ANNOUNCEMENT_BYTES,
+                              max_array=64, max_map=64, max_depth=MAX_DEPTH),
+    Kind.ELITE_RESPONSE: Limits(MAX_FETCHED_ELITE_BYTES + 64, max_str=MAX_FETCHED_ELITE_BYTES + 64,
+                                max_bin=MAX_FETCHED_ELITE_BYTES + 64, max_array=64, max_map=64, max_depth=MAX_DEPTH),
     Kind.TELEMETRY_REQUEST: Limits(128, max_str=128, max_bin=0, max_array=0, max_map=8, max_depth=MAX_DEPTH,
                                    oversize=Reason.BAD_REQUEST, malformed=Reason.BAD_REQUEST),
     Kind.POOL_RESULTS: Limits(MAX_POOL_RESULTS_BYTES, max_str=64, max_bin=MAX_POOL_RESULTS_BYTES,

@@ -49,6 +49,10 @@ JOIN_PEERS = 3
 PULL_MIN_S = 5.0
 #: Requests answered per asking peer: 1 every 2 s, bursts of 3.
 SERVE_RATE_PER_S, SERVE_BURST = 0.5, 3.0
+#: Elite bytes answered per second to all askers together, and the burst: a large elite's announcement
+#: makes every peer it beats ask at once, and 1,000 identities asking for a 1 MiB elite must not make
+#: us upload a gigabyte. Beyond it: ``rate_limited`` (the asker tries again later).
+SERVE_BYTES_PER_S, SERVE_BYTES_BURST = 4 << 20, 8 << 20
 #: Response error codes (``err``).
 ERRORS = (Reason.BAD_REQUEST, Reason.UNSUPPORTED_VERSION, Reason.WRONG_EXPERIMENT, Reason.NO_ELITE,
           Reason.NOT_BETTER, Reason.RATE_LIMITED)
@@ -93,7 +97,8 @@ def decode_response(data: bytes, *, experiment_id: str, dim: int) -> Elite | Rea
     obj = wire.decode(Kind.ELITE_RESPONSE, data)
     wire.version(obj, VERSION)
     if "elite" in obj:
-        return codec.decode_elite(wire.field(obj, "elite", bytes), experiment_id=experiment_id, dim=dim)
+        return codec.decode_elite(wire.field(obj, "elite", bytes), experiment_id=experiment_id, dim=dim,
+                                  fetched=True)
     err = obj.get("err")
     if type(err) is not str or err not in ERRORS:
         raise RemoteProtocolError(Reason.BAD_FIELD, f"err = {wire.short(err)}: a response needs elite or a known err")
@@ -135,14 +140,18 @@ class EliteService:
                  best: Callable[[], tuple[bytes, float] | None]) -> None:
         self.host, self.experiment_id, self.dim, self.best = host, experiment_id, dim, best
         self.bucket = TokenBucket(SERVE_RATE_PER_S, SERVE_BURST)
+        self.upload = TokenBucket(SERVE_BYTES_PER_S, SERVE_BYTES_BURST, max_keys=1)  # one key: everyone
         self.stats: Counter[str] = Counter()  # served, refused_<err>, fetched, answered_<err>, failed_<reason>
 
     async def handle(self, stream: Any) -> None:
         def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
-            if not self.bucket.allow(peer, trio.current_time()):
+            now = trio.current_time()
+            if not self.bucket.allow(peer, now):
                 err, elite = Reason.RATE_LIMITED, None
             else:
                 err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
+                if elite is not None and not self.upload.allow("", now, cost=len(elite)):
+                    err, elite = Reason.RATE_LIMITED, None
             return encode_response(elite=elite, err=err), err
 
         await serve_request(stream, max_request=MAX_REQUEST_BYTES, respond=respond, stats=self.stats,

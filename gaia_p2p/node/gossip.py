@@ -1,4 +1,4 @@
-"""The migrants topic: a gossipsub validator that decodes, checks and rate-limits every message.
+"""The migrants topic (and the large elites' announcements, the heartbeats): a gossipsub validator that decodes, checks and rate-limits every message.
 
 Rejections are counted by reason and logged at WARNING with the originator's peer id; a rejected
 message is neither delivered nor forwarded, and the validator's rejection feeds gossipsub's
@@ -30,7 +30,7 @@ from gaia_p2p.core.experiment import SPIRALS_N_POINTS, TEST_FUNCTIONS, ProblemCo
 from gaia_p2p.core.island import claim_holds
 from gaia_p2p.core.schedule import TokenBucket
 from gaia_p2p.core.telemetry import Telemetry, decode_telemetry
-from gaia_p2p.core.types import Elite
+from gaia_p2p.core.types import Announcement, Elite
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
 from gaia_p2p.net import libp2p_fixes
@@ -158,6 +158,19 @@ def penalize(gossipsub: Any, peer: str, topic: str) -> bool:
         return False
     scorer.on_invalid_message(pid, topic)
     return True
+
+
+class AnnounceTopic(ValidatedTopic):
+    """``/gaia/<experiment-id>/announce/1``: large elites' announcements (gaia-migration-v1, "Large
+    elites"); what a receiver fetches is node/runtime.py's ``AnnouncedFetches``."""
+
+    def __init__(self, topic: str, experiment_id: str, dim: int, self_id: str,
+                 rate_per_s: float = 2.0, burst: float = 10.0) -> None:
+        super().__init__(topic, experiment_id, self_id, rate_per_s, burst)
+        self.dim = dim
+
+    def decode(self, data: bytes) -> Announcement:
+        return codec.decode_announcement(data, experiment_id=self.experiment_id, dim=self.dim)
 
 
 class TelemetryTopic(ValidatedTopic):

@@ -6,7 +6,8 @@
 The loop is ``Node.feed``: every input of the island enters there, every effect leaves through
 ``EFFECTS`` (docs/ARCHITECTURE.md has the picture). The tasks around it feed it: the generation
 runner (evaluate in workers, the target test, the duty cycle's rest), the migrant receiver, the
-elite fetcher, the gossipsub validator (refuted claims); the publisher, telemetry, discovery,
+elite fetchers (joins and pulls; announced large elites), the gossipsub validator (refuted claims);
+the publisher, telemetry, discovery,
 keepalive, the control socket and checkpoints do the rest. Cancelling the scope (SIGINT / SIGTERM
 via node/shutdown.py) stops everything and a final checkpoint is written, shielded.
 """
@@ -42,14 +43,15 @@ from gaia_p2p.core.events import (
     PeersChanged,
     PublishMigrant,
 )
-from gaia_p2p.core.experiment import TEST_FUNCTIONS, experiment_id, migrants_topic, telemetry_topic
+from gaia_p2p.core.experiment import TEST_FUNCTIONS, announce_topic, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import LastTest, Migration, PoolShare, Telemetry, encode_telemetry, to_json
 from gaia_p2p.core.island import Island, MigrationPolicy
+from gaia_p2p.core.types import Announcement
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.netsize import SizeTracker
 from gaia_p2p.core import pool as poolcore
 from gaia_p2p.core.optimizer import Optimizer, make_optimizer
-from gaia_p2p.core.schedule import FetchPlan, duty_sleep
+from gaia_p2p.core.schedule import AnnouncedFetches, AnnounceOutcome, FetchOutcome, FetchPlan, duty_sleep
 from gaia_p2p.core.target import TargetTest
 from gaia_p2p.errors import CheckpointError, LocalProtocolError, RemoteProtocolError
 from gaia_p2p.net import traffic
@@ -63,7 +65,7 @@ from gaia_p2p.net.liveness import keep_alive
 from gaia_p2p.node import control
 from gaia_p2p.node.evaluator import Evaluator
 from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteService
-from gaia_p2p.node.gossip import MigrantTopic, TelemetryTopic, claim_checker, penalize
+from gaia_p2p.node.gossip import AnnounceTopic, MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pool import PoolMember, PoolTopic, platform_class, pool_topic
 from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
@@ -147,6 +149,12 @@ class Node:
         self._fed = trio.lowlevel.ParkingLot()  # woken after every input (Node.fed)
         # /gaia/elite/1.0.0: our best to peers that ask, theirs to us (node/fetch.py)
         self.elites = EliteService(p2p.host, self.exp_id, island.opt.dim, self.best_for_fetch)
+        # large elites (gaia-migration-v1, "Large elites"): announced on their own topic, fetched from the
+        # announcer by the elite fetcher above, one at a time (_fetch_announced)
+        self.announce = AnnounceTopic(announce_topic(self.exp_id), self.exp_id, island.opt.dim, p2p.peer_id)
+        self.announced = AnnouncedFetches()
+        self.announced_wake = trio.Event()
+        self.takes_announced = island.policy.enabled and cfg.migration.fetch  # subscribes to the topic
         # /gaia/telemetry/1.0.0: our heartbeat now, to a watcher that asks (node/pull.py)
         self.heartbeats = TelemetryService(self.exp_id, lambda: encode_telemetry(self.heartbeat()))
         # a pool member's shell (node/pool.py): its tasks, topic and log service
@@ -251,7 +259,7 @@ class Node:
 
     def statistics(self) -> NodeStatistics:
         isl, opt, c = self.island, self.island.opt, self.island.counters
-        rejected = Counter(c.rejected) + Counter(self.topic.rejected)
+        rejected = Counter(c.rejected) + Counter(self.topic.rejected) + Counter(self.announce.rejected)
         last, reached = self.target.last, self.target.reached
         stats = NodeStatistics(
             v=STATUS_VERSION, version=__version__, peer_id=self.peer_id, addrs=self.addrs(),
@@ -261,7 +269,7 @@ class Node:
             routing_table_size=self.p2p.routing_table_size(), dht=self.p2p.dht_stats(),
             network_size=self.network_size(), experiment_id=self.exp_id,
             experiment={"id": self.exp_id, "made_from": self.cfg.problem.canonical()},
-            topics=[self.topic.topic, self.telemetry.topic],
+            topics=[self.topic.topic, *([self.announce.topic] if self.takes_announced else []), self.telemetry.topic],
             problem=self.cfg.problem.canonical() | {"name": self.cfg.problem.name,
                                                     "episodes": self.cfg.problem.episodes},
             optimizer={"algorithm": opt.algorithm, "popsize": opt.popsize, "dim": opt.dim,
@@ -614,6 +622,9 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
             except Exception as e:
                 log.warning("peer_ban_failed", peer_id=banned, error=f"{type(e).__name__}: {e}")
         sub = await p2p.pubsub.subscribe(topic_name)
+        if node.takes_announced:  # a subscription nobody reads would fill up: none without the fetcher
+            p2p.pubsub.set_topic_validator(node.announce.topic, node.announce.validator, is_async_validator=False)
+            announce_sub = await p2p.pubsub.subscribe(node.announce.topic)
         p2p.pubsub.set_topic_validator(tele.topic, tele.validator, is_async_validator=False)
         tele_sub = await p2p.pubsub.subscribe(tele.topic)
         p2p.host.set_stream_handler(control.STATUS_PROTOCOL, control.status_stream_handler(node.status))
@@ -653,6 +664,9 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_publish_migrants, node)
                 nursery.start_soon(_receive_migrants, node, sub)
                 nursery.start_soon(_fetch_elites, node)
+                if node.takes_announced:
+                    nursery.start_soon(_receive_announcements, node, announce_sub)
+                    nursery.start_soon(_fetch_announced, node)
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
@@ -755,11 +769,19 @@ async def _maybe_test(node: Node) -> bool:
 
 async def _publish_migrants(node: Node) -> None:
     async for effect in node._publishes_out:
-        data = codec.encode_elite(effect.elite)
-        await node.p2p.pubsub.publish(node.topic.topic, data)
-        log.info(logs.MIGRANT_PUBLISHED, topic=node.topic.topic, generation=effect.elite.generation,
-                 best_fitness=effect.elite.fitness, size_bytes=len(data),
-                 n_peers=len(node.p2p.topic_peers(node.topic.topic)))
+        elite = effect.elite
+        data = codec.encode_elite(elite)
+        topic = node.topic.topic
+        if codec.announces(len(data), node.cfg.migration.gossip_max_bytes):
+            # too big to gossip: the claim goes out, the parameters to whoever asks (node.elites serves them)
+            topic = node.announce.topic
+            data = codec.encode_announcement(Announcement(experiment_id=elite.experiment_id,
+                                                          generation=elite.generation, fitness=elite.fitness,
+                                                          dim=elite.dim, size=len(data)))
+            node.elites.stats["announced"] += 1
+        await node.p2p.pubsub.publish(topic, data)
+        log.info(logs.MIGRANT_PUBLISHED, topic=topic, generation=elite.generation, best_fitness=elite.fitness,
+                 size_bytes=len(data), n_peers=len(node.p2p.topic_peers(topic)))
 
 
 def _refuted(node: Node, src: str) -> None:
@@ -785,6 +807,62 @@ async def _receive_migrants(node: Node, sub: Any) -> None:
         node.feed(MigrantReceived(src, elite, via=via))
 
 
+def _our_claim(node: Node) -> float | None:
+    """Our resident's latest claim, what a fetch asks to beat (None: no resident yet)."""
+    return finite_or_none(node.island.best_last) if node.island.best_params is not None else None
+
+
+def _large_elites(node: Node) -> bool:
+    """Whether our elites are too big for a relay's circuit (they wait for a direct connection). An
+    elite weighs 4 bytes a parameter, plus a few hundred of envelope."""
+    return 4 * node.island.opt.dim + 512 > node.cfg.network.relay_fetch_max_bytes
+
+
+async def _receive_announcements(node: Node, sub: Any) -> None:
+    """Large elites' announcements: the ones worth fetching are queued for ``_fetch_announced``."""
+    from libp2p.peer.id import ID
+
+    while True:
+        msg = await sub.get()
+        src = str(ID(msg.from_id))
+        if src == node.peer_id:
+            continue
+        try:
+            ann, _ = node.announce.take(msg)
+        except RemoteProtocolError as e:
+            node.announce.reject(e.reason, src, e.detail)
+            continue
+        outcome = node.announced.offer(src, ann.fitness, ours=_our_claim(node), topology=node.island.policy.topology,
+                                       relayed_only=_large_elites(node) and src in node.p2p.relayed_only_peers())
+        node.elites.stats[f"announcement_{outcome}"] += 1
+        log.debug("announcement_received", src=src, generation=ann.generation, claimed_fitness=ann.fitness,
+                  size_bytes=ann.size, outcome=str(outcome))
+        if outcome == AnnounceOutcome.QUEUED:
+            node.announced_wake.set()
+
+
+async def _fetch_announced(node: Node) -> None:
+    """Fetch the announced elites that beat ours, one at a time, best claim first (AnnouncedFetches
+    decides); each enters the island as a migrant from its announcer."""
+    while True:
+        ours = _our_claim(node)
+        due = node.announced.next(trio.current_time(), ours)
+        if due is None:
+            wait = node.announced.wait_s(trio.current_time())
+            node.announced_wake = trio.Event()
+            with trio.move_on_after(math.inf if wait is None else wait):
+                await node.announced_wake.wait()
+            continue
+        src, claim = due
+        elite, outcome = await node.elites.fetch(src, ours)
+        if outcome == FetchOutcome.ANSWERED_RATE_LIMITED:  # the announcer is busy serving others: later
+            node.announced.offer(src, claim, ours=ours, topology=node.island.policy.topology, relayed_only=False)
+        if elite is not None:
+            log.info(logs.ELITE_FETCHED, src=src, why="announced", generation=elite.generation,
+                     claimed_fitness=elite.fitness)
+            node.feed(MigrantReceived(src, elite))
+
+
 async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float = 120.0) -> None:
     """Ask peers for their best over /gaia/elite/1.0.0 as the FetchPlan says (gaia_p2p/core/schedule.py).
     Every answer says only what beats our resident's claim (``above``)."""
@@ -794,9 +872,7 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
     plan = FetchPlan(self_id=node.peer_id, topology=isl.policy.topology, interval=isl.policy.interval,
                      started_at=trio.current_time(), join_peers=JOIN_PEERS, join_window_s=join_window_s,
                      pull_min_s=PULL_MIN_S)
-    # an elite weighs 4 bytes a parameter (+ a few hundred of envelope): too big for a relay, it
-    # waits for a direct connection
-    large = 4 * isl.opt.dim + 512 > node.cfg.network.relay_fetch_max_bytes
+    large = _large_elites(node)
     while not plan.finished(trio.current_time()):
         await trio.sleep(poll_s)
         live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
@@ -806,8 +882,7 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
         if plan.deferred:
             node.elites.stats["deferred_relayed"] = plan.deferred
         for peer, why in asks:
-            above = finite_or_none(isl.best_last) if isl.best_params is not None else None
-            elite, outcome = await node.elites.fetch(peer, above)
+            elite, outcome = await node.elites.fetch(peer, _our_claim(node))
             plan.answered(peer, why, outcome)
             if elite is None:
                 continue

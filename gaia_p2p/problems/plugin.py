@@ -23,11 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from gaia_p2p.core.codec import MAX_DIM  # the wire format's
 from gaia_p2p.core.experiment import PROBLEMS, PluginInfo
 from gaia_p2p.errors import ConfigError, EvaluationError
 
 ENTRY_POINT_GROUP = "gaia_p2p.problems"
-MAX_DIM = 65536  # the wire format's
 MAX_CONFIG_ENTRIES = 32
 _LABEL = re.compile(r"[\x20-\x7e]{1,64}")
 _REF = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")

@@ -171,7 +171,7 @@ def load_elite(path: Path, hidden: tuple[int, ...]) -> LoadedPolicy:
 
     blob = _read(path, "elite")
     try:
-        elite = codec.decode_elite(blob)
+        elite = codec.decode_elite(blob, fetched=True)  # the largest limit: a file, not gossip
     except RemoteProtocolError as e:
         raise ConfigError(f"elite {path}: not a valid elite ({str(e).rstrip(': ')})") from None
     params = elite.params.astype(np.float64)

@@ -150,7 +150,52 @@ def test_reason_codes_are_stable() -> None:
 def test_constants() -> None:
     assert VERSION == 1
     assert MAX_ELITE_BYTES == 262144
-    assert (MAX_SEEDS, MAX_SETTINGS, MAX_STR, MAX_DIM) == (64, 16, 64, 65536)
+    assert (MAX_SEEDS, MAX_SETTINGS, MAX_STR, MAX_DIM) == (64, 16, 64, 262144)
+    assert codec.MAX_FETCHED_ELITE_BYTES == 1052672 and codec.MAX_PUBLISHABLE_DIM == 64884
+    # the largest elite of MAX_DIM parameters fits a fetch's answer, one parameter more would not be sent
+    assert codec.max_elite_bytes(MAX_DIM) <= codec.MAX_FETCHED_ELITE_BYTES
+
+
+def test_an_elite_above_the_gossip_limit_is_announced_and_decodes_only_as_a_fetched_one() -> None:
+    """gaia-migration-v1 "Large elites": above gossip_max_bytes (16 KiB by default, never above
+    MAX_ELITE_BYTES) an elite is announced; its encoding is then only accepted from a fetch."""
+    assert not codec.announces(16384) and codec.announces(16385)
+    assert codec.announces(MAX_ELITE_BYTES + 1, gossip_max_bytes=10**9)  # nothing above 256 KiB is gossiped
+    assert not codec.announces(100_000, gossip_max_bytes=MAX_ELITE_BYTES)
+    big = Elite(experiment_id=EXP, generation=3, fitness=-2.0, seeds=(1,), params=np.full(100_000, 0.25, np.float32),
+                algorithm="openai-es")
+    data = encode_elite(big)
+    assert MAX_ELITE_BYTES < len(data) <= codec.MAX_FETCHED_ELITE_BYTES
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_elite(data, experiment_id=EXP, dim=100_000)  # off gossip: too big
+    assert e.value.reason == "oversize"
+    assert decode_elite(data, experiment_id=EXP, dim=100_000, fetched=True) == big
+    with pytest.raises(LocalProtocolError, match="must be <= 262144"):
+        encode_elite(big, max_bytes=MAX_ELITE_BYTES)
+
+
+def test_announcements_round_trip_and_bad_ones_get_their_reason() -> None:
+    from gaia_p2p.core.types import Announcement
+
+    a = Announcement(experiment_id=EXP, generation=7, fitness=-1.25, dim=100_000, size=400_123)
+    data = codec.encode_announcement(a)
+    assert len(data) < 100
+    assert codec.decode_announcement(data, experiment_id=EXP, dim=100_000) == a
+
+    def reason(obj: object, **ctx: object) -> str:
+        with pytest.raises(RemoteProtocolError) as e:
+            codec.decode_announcement(obj if isinstance(obj, bytes) else msgpack.packb(obj), **ctx)
+        return e.value.reason
+
+    good = {"v": 1, "exp": EXP, "gen": 7, "fit": -1.25, "dim": 100_000, "size": 400_123}
+    assert reason(b"\x00" * 600) == "oversize"
+    assert reason(b"\xc1") == "malformed"
+    assert reason(good | {"v": 2}) == "bad_version"
+    assert reason(good | {"size": codec.MAX_FETCHED_ELITE_BYTES + 1}) == "bad_field"
+    assert reason({k: v for k, v in good.items() if k != "dim"}) == "bad_field"
+    assert reason(good, experiment_id=OTHER_EXP) == "wrong_experiment"
+    assert reason(good, dim=30) == "wrong_dimension"
+    assert reason(good | {"fit": float("nan")}) == "non_finite"
 
 
 def _largest_elite(dim: int) -> Elite:
@@ -169,15 +214,18 @@ def test_max_elite_bytes_is_the_largest_encoding(dim: int) -> None:
 
 
 def test_the_largest_publishable_dim_is_where_the_size_limit_binds() -> None:
-    """A 64-64 MLP on a MuJoCo-sized task (5k-10k parameters, 20-40 KB) is far inside the limit; the
-    largest elite of MAX_PUBLISHABLE_DIM parameters is encoded and decoded, one more is not."""
+    """The largest elite of MAX_PUBLISHABLE_DIM parameters fits gossip, one more does not (it is
+    announced: its encoding is decoded only as a fetched one); MAX_DIM fits a fetch, one more does not."""
     top = codec.MAX_PUBLISHABLE_DIM
     assert top == 64884 and codec.max_elite_bytes(top) <= MAX_ELITE_BYTES < codec.max_elite_bytes(top + 1)
     assert codec.max_elite_bytes(10_000) < 43_000
-    data = encode_elite(_largest_elite(top))
+    data = encode_elite(_largest_elite(top), max_bytes=MAX_ELITE_BYTES)
     assert decode_elite(data, experiment_id=EXP, dim=top).dim == top
     with pytest.raises(LocalProtocolError, match="reduce dim"):
-        encode_elite(_largest_elite(top + 1))
+        encode_elite(_largest_elite(top + 1), max_bytes=MAX_ELITE_BYTES)
+    data = encode_elite(_largest_elite(top + 1))
+    assert codec.announces(len(data), gossip_max_bytes=MAX_ELITE_BYTES)
+    assert decode_elite(data, experiment_id=EXP, dim=top + 1, fetched=True).dim == top + 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,9 +338,11 @@ def test_encode_rejects_non_elite() -> None:
 
 
 def test_encode_rejects_encoding_over_the_size_limit() -> None:
-    # MAX_DIM float32 is exactly MAX_ELITE_BYTES of params: the header pushes it over.
+    # 65,536 float32 is exactly MAX_ELITE_BYTES of params: the header pushes it over gossip's limit
     with pytest.raises(LocalProtocolError, match="bytes"):
-        encode_elite(make_elite(params=np.zeros(MAX_DIM, dtype=np.float32)))
+        encode_elite(make_elite(params=np.zeros(65536, dtype=np.float32)), max_bytes=MAX_ELITE_BYTES)
+    with pytest.raises(LocalProtocolError, match="dim = 262145"):
+        encode_elite(make_elite(params=np.zeros(MAX_DIM + 1, dtype=np.float32)))
     big = encode_elite(make_elite(params=np.zeros(65000, dtype=np.float32)))
     assert len(big) <= MAX_ELITE_BYTES
     assert decode_elite(big, dim=65000).dim == 65000
@@ -512,3 +562,23 @@ def test_codec_module_is_pure() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert roots <= {"__future__", "math", "re", "collections", "typing", "msgpack", "numpy", "gaia_p2p"}
+
+
+ANNOUNCE_VECTORS: list[dict[str, Any]] = json.loads(
+    (REPO_ROOT / "protocols" / "vectors" / "announce-v1.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("vec", ANNOUNCE_VECTORS, ids=[v["name"] for v in ANNOUNCE_VECTORS])
+def test_announcement_vector(vec: dict[str, Any]) -> None:
+    data = bytes.fromhex(vec["hex"])
+    ctx = vec.get("context", {})
+    if vec["expect"] != "ok":
+        with pytest.raises(RemoteProtocolError) as e:
+            codec.decode_announcement(data, **ctx)
+        assert e.value.reason == vec["expect"]
+        return
+    got = codec.decode_announcement(data, **ctx)
+    want = vec["decoded"]
+    assert (got.experiment_id, got.generation, got.fitness, got.dim, got.size) == (
+        want["exp"], want["gen"], want["fit"], want["dim"], want["size"])
+    assert codec.encode_announcement(got) == bytes.fromhex(vec.get("canonical_hex", vec["hex"]))

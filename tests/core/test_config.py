@@ -139,7 +139,7 @@ def test_config_is_frozen():
 INVALID = [
     ("problem", "name", "pong", "problem.name"),
     ("problem", "dim", 0, "problem.dim"),
-    ("problem", "dim", 70000, "problem.dim"),
+    ("problem", "dim", 262145, "problem.dim"),
     ("problem", "hidden", (), "problem.hidden"),
     ("problem", "hidden", (16, 0), "problem.hidden"),
     ("problem", "episodes", 0, "problem.episodes"),
@@ -455,14 +455,24 @@ def test_elites_that_would_not_fit_the_wire_are_refused_at_start():
     is refused naming the setting (protocols/gaia-migration-v1.md, "Parameters")."""
     from gaia_p2p.core import codec
 
-    top = codec.MAX_PUBLISHABLE_DIM
-    assert build_config(env={}, overrides={"problem": {"name": "sphere", "dim": top}}).problem.param_dim == top
-    msg = config_error("problem.dim", overrides={"problem": {"name": "sphere", "dim": top + 1}})
-    assert f"more than the {top} an elite can carry" in msg and "--dim" in msg, msg
+    top = codec.MAX_DIM  # above MAX_PUBLISHABLE_DIM elites are announced, their parameters fetched
+    sep = {"optimizer": "sep-cmaes"}
+    assert build_config(env={}, overrides={"problem": {"name": "sphere", "dim": top}, "island": sep}
+                        ).problem.param_dim == top
+    msg = config_error("problem.dim", overrides={"problem": {"name": "sphere", "dim": top + 1}, "island": sep})
+    assert "must be in 1..262144" in msg and "--dim" in msg, msg
+    msg = config_error("problem.hidden", overrides={"problem": {"name": "lunarlander", "hidden": (1024, 256)},
+                                                    "island": sep})
+    assert f"more than the {top} an elite can carry" in msg, msg
+    # the full CMA-ES's covariance is n x n: refused above 10,000 parameters, naming what scales
+    msg = config_error("island.optimizer", overrides={"problem": {"name": "sphere", "dim": 20_000}})
+    assert "3.2 GB" in msg and "use sep-cmaes or openai-es" in msg and "--optimizer" in msg, msg
     # a 64-64 MLP on BipedalWalker (24 observations, 4 actions): 6,020 parameters, a ~26 KB elite
     walker = {"problem": {"name": "gym:BipedalWalker-v3", "hidden": (64, 64)}}
     cfg = build_config(env={}, overrides=walker)
     assert cfg.problem.param_dim == 6020 and codec.max_elite_bytes(6020) < cfg.network.max_rpc_bytes
     msg = config_error("network.max_rpc_bytes", overrides={**walker, "network": {"max_rpc_bytes": 16384}})
-    assert "below the 30780 bytes of a gossip RPC carrying one elite" in msg and "max_rpc_bytes=1048576" in msg, msg
+    assert "below the 20480 bytes of a gossip RPC carrying one elite" in msg and "max_rpc_bytes=1048576" in msg, msg
+    msg = config_error("migration.gossip_max_bytes", overrides={"migration": {"gossip_max_bytes": 300_000}})
+    assert "must be in 256..262144" in msg, msg
 

@@ -125,7 +125,8 @@ def test_env_args_from_toml_table_and_set(tmp_path):
     ("gym:CartPole-v1", {"obs_norm": "running"}, "problem.obs_norm"),
     ("sphere", {"env_args": {"g": 1}}, "gym:<EnvId> and torch:<factory> problems only"),
     ("lunarlander", {"obs_norm": "clip"}, "gym:<EnvId> and torch:<factory> problems only"),
-    ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "more than the 64884 an elite can carry"),  # MAX_ELITE_BYTES
+    ("gym:BipedalWalker-v3", {"hidden": (1024, 256)}, "more than the 262144 an elite can carry"),  # MAX_DIM
+    ("gym:BipedalWalker-v3", {"hidden": (1024, 64)}, "use sep-cmaes or openai-es"),  # 91,460: full CMA-ES too big
 ])
 def test_bad_gym_problems_are_one_line_config_errors(name, problem, expected):
     with pytest.raises(ConfigError) as e:

@@ -120,3 +120,41 @@ def test_every_effect_of_the_island_and_the_pool_has_a_handler():
 
     assert set(EFFECTS) == set(typing.get_args(Effect)) | set(typing.get_args(PoolEffect))
     assert set(POOL_INPUTS) == set(typing.get_args(PoolInput))
+
+
+def test_announced_elites_are_fetched_best_claim_first_each_announcer_once_per_min_s():
+    from gaia_p2p.core.schedule import AnnouncedFetches, AnnounceOutcome as O
+
+    q = AnnouncedFetches(max_pending=3, min_s=10.0)
+    full = dict(topology=Topology.FULL, relayed_only=False)
+    assert q.offer("a", 1.0, ours=2.0, **full) == O.NOT_BETTER
+    assert q.offer("a", 3.0, ours=2.0, topology=Topology.RING, relayed_only=False) == O.TOPOLOGY
+    assert q.offer("a", 3.0, ours=2.0, topology=Topology.FULL, relayed_only=True) == O.DEFERRED_RELAYED
+    assert q.offer("a", 3.0, ours=2.0, **full) == O.QUEUED
+    assert q.offer("a", 4.0, ours=2.0, **full) == O.QUEUED  # its latest claim replaces the earlier one
+    assert q.offer("b", 5.0, ours=None, **full) == O.QUEUED  # no resident yet: anything is worth a look
+    assert q.next(0.0, 2.0) == ("b", 5.0) and q.next(0.0, 2.0) == ("a", 4.0) and q.next(0.0, 2.0) is None
+    # asked at 0: b's next announcement waits until 10
+    assert q.offer("b", 6.0, ours=2.0, **full) == O.QUEUED
+    assert q.next(5.0, 2.0) is None and q.wait_s(5.0) == 5.0
+    assert q.next(10.0, 2.0) == ("b", 6.0) and q.wait_s(10.0) is None
+    # a claim that no longer beats ours leaves the queue
+    assert q.offer("c", 3.0, ours=2.0, **full) == O.QUEUED
+    assert q.next(20.0, 3.5) is None and not q.pending
+
+
+def test_a_thousand_announcing_identities_queue_sixteen_and_cost_one_fetch_each_per_min_s():
+    from gaia_p2p.core.schedule import MAX_PENDING_ANNOUNCERS, AnnouncedFetches, AnnounceOutcome as O
+
+    q = AnnouncedFetches()
+    outcomes = [q.offer(f"sybil{i:04d}", float(i), ours=0.0, topology=Topology.FULL, relayed_only=False)
+                for i in range(1, 1001)]
+    assert len(q.pending) == MAX_PENDING_ANNOUNCERS == 16
+    assert outcomes.count(O.QUEUED) == 1000  # each beat the lowest kept one, which went
+    assert sorted(q.pending.values()) == [float(i) for i in range(985, 1001)]  # the 16 highest claims
+    assert q.offer("late", 2.0, ours=0.0, topology=Topology.FULL, relayed_only=False) == O.DROPPED
+    fetched = [q.next(0.0, 0.0) for _ in range(20)]
+    assert [f[1] for f in fetched[:16]] == [float(i) for i in range(1000, 984, -1)] and fetched[16:] == [None] * 4
+    for i in range(1, 1001):  # they all announce again at once: none of the 16 asked may be asked before 10 s
+        q.offer(f"sybil{i:04d}", float(i), ours=0.0, topology=Topology.FULL, relayed_only=False)
+    assert q.next(1.0, 0.0) is None and len(q.asked_at) == 16

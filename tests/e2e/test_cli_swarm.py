@@ -35,7 +35,7 @@ def test_three_processes_find_each_other_migrate_stop_and_resume(tmp_path):
         for s, pid in zip(statuses, ids):
             assert s["peer_id"] == pid
             assert set(s["peers"]) >= set(ids) - {pid}
-            assert s["topics"] == [f"/gaia/{s['experiment_id']}/migrants/1",
+            assert s["topics"] == [f"/gaia/{s['experiment_id']}/migrants/1", f"/gaia/{s['experiment_id']}/announce/1",
                                    f"/gaia/{s['experiment_id']}/telemetry/1"]
             assert s["island"]["generation"] > 0 and s["island"]["evaluations"] > 0
         assert len({s["experiment_id"] for s in statuses}) == 1

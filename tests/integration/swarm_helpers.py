@@ -10,13 +10,13 @@ from gaia_p2p.config import Config, build_config
 
 
 def node_config(tmp_path: Path, i: int, *, bootstrap: tuple[str, ...] = (), problem: str = "sphere",
-                **island: object) -> Config:
+                dim: int = 10, **island: object) -> Config:
     data = tmp_path / f"node{i}"
     empty = tmp_path / "no_bootstrap.toml"
     empty.write_text("bootstrap = []\n")
     return build_config(env={}, overrides={
         "": {"data_dir": data, "checkpoint_interval_s": 3600.0, "telemetry_rate": 0.0},
-        "problem": {"name": problem, "dim": 10},
+        "problem": {"name": problem, "dim": dim},
         "island": {"seed": 1000 + i, "sigma": 0.5 + 0.2 * i, **island},
         # no network-wide budget, no "news only": these tests are about other behaviours and want a
         # migrant every few generations (the budget: tests/core, scripts/scale.py, e2e with defaults)

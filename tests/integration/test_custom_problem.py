@@ -120,7 +120,7 @@ class _BadOutput:
 @pytest.mark.parametrize(("attr", "expected"), [
     ("NoDim", "is not a Problem: .*dim"),
     ("BadVersion", "version"),
-    ("HugeDim", "dim 70000 must be an int in 1..65536"),
+    ("HugeDim", "dim 300000 must be an int in 1..262144"),
     ("BadConfig", "config"),
     ("missing", "has no missing"),
 ])
@@ -128,7 +128,7 @@ def test_a_bad_problem_is_a_one_line_config_error(monkeypatch, attr, expected):
     mod = types.ModuleType("gaia_bad_problems")
     mod.NoDim = _NoDim
     mod.BadVersion = type("BadVersion", (_NoDim,), {"dim": 3, "version": ""})
-    mod.HugeDim = type("HugeDim", (_NoDim,), {"dim": 70000})
+    mod.HugeDim = type("HugeDim", (_NoDim,), {"dim": 300000})
     mod.BadConfig = type("BadConfig", (_NoDim,), {"dim": 3, "config": lambda self: {"x": [1, 2]}})
     monkeypatch.setitem(sys.modules, "gaia_bad_problems", mod)
     plugin.load.cache_clear()
