@@ -68,8 +68,11 @@ SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes",
 
 def scale_arm(arm: str) -> int | None:
     """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search), ``d<K>``: the same pool with
-    its results over direct streams (pool.transport = "direct"); one small machine each (see --duty)."""
-    return int(arm[1:]) if arm[:1] in ("n", "p", "d") and arm[1:].isdigit() and int(arm[1:]) >= 1 else None
+    its results over direct streams (pool.transport = "direct"); a trailing ``k`` on a pool (``d8k``):
+    its popsize K times --popsize, each member's share one island's lambda; one small machine each
+    (see --duty)."""
+    k = arm[1:-1] if arm[:1] in ("p", "d") and arm.endswith("k") else arm[1:]
+    return int(k) if arm[:1] in ("n", "p", "d") and k.isdigit() and int(k) >= 1 else None
 
 
 def pool_flags(arm: str, seed: int, popsize: int, pool_popsize: str | None) -> list[str]:
@@ -79,7 +82,7 @@ def pool_flags(arm: str, seed: int, popsize: int, pool_popsize: str | None) -> l
     k = scale_arm(arm)
     if k is None or arm[:1] not in ("p", "d"):
         return []
-    lam = str(popsize * k) if pool_popsize == "k" else (pool_popsize or str(popsize))
+    lam = str(popsize * k) if pool_popsize == "k" or arm.endswith("k") else (pool_popsize or str(popsize))
     return ["--pool", f"bench-s{seed}", "--popsize", lam] + (["--set", "pool.transport=direct"] if arm[:1] == "d" else [])
 
 

@@ -5,8 +5,9 @@ pool id covers the experiment and every optimizer setting). Generation g's candi
 the replica's state and its episode seeds from (pool id, g), so members exchange only returns:
 ``(generation, candidate index, return)``, never parameters.
 
-- **Who evaluates what**: candidate i of generation g belongs to the live member with the highest
-  rendezvous hash of (g, i, member). Nobody coordinates: each member computes the same owners from
+- **Who evaluates what**: the live members, ranked by a hash of (g, member), take the candidates of
+  generation g in turn (candidate i to rank i mod n): shares differ by one item at most. Nobody
+  coordinates: each member computes the same owners from
   its own view of who is live; views that differ for a moment give an item two owners (the second
   result is a free spot check) or none (a helper takes it).
 - **Helping** (work stealing): a member whose own share is done and whose generation is still
@@ -58,7 +59,7 @@ HEAD_BYTES = 16
 
 class Work(StrEnum):
     """Why a member evaluates an item."""
-    OWN = "own"  # its share by rendezvous hash
+    OWN = "own"  # its share (``owners``)
     HELP = "help"  # unknown items of others, once its own share is done
     CHECK = "check"  # a spot check of a result another member reported
 
@@ -107,9 +108,15 @@ def ask_rng(pid: str, generation: int) -> np.random.Generator:
     return np.random.default_rng([pool_seed(pid), generation, 5])
 
 
-def owner(generation: int, index: int, members: tuple[str, ...]) -> str:
-    """Rendezvous (highest random weight) hashing: the member that evaluates item ``index``."""
-    return max(members, key=lambda m: hashlib.blake2b(f"{generation}:{index}:{m}".encode(), digest_size=8).digest())
+def owners(generation: int, n: int, members: tuple[str, ...]) -> tuple[str, ...]:
+    """The member that evaluates each of the ``n`` items of ``generation``: the members ranked by
+    BLAKE2b("{g}:{m}") (largest first), item i to the member of rank i mod len(members). Shares
+    differ by at most one item (a generation waits for its largest share: hashing each item to a
+    member instead gives the busiest of 8 members ~7 of 32 items, not 4), and the ranking, so who
+    gets the extra items, changes every generation."""
+    ranked = sorted(members, key=lambda m: hashlib.blake2b(f"{generation}:{m}".encode(), digest_size=8).digest(),
+                    reverse=True)
+    return tuple(ranked[i % len(ranked)] for i in range(n))
 
 
 def genesis_head(pid: str) -> bytes:
@@ -287,7 +294,7 @@ class _Round:
     started_at: float
     returns: np.ndarray  # float32, nan = unknown
     source: list[str]  # who told each known return ("" = unknown)
-    share: tuple[int, ...]  # ours by rendezvous
+    share: tuple[int, ...]  # ours (``owners``)
     owners: tuple[str, ...]
     share_done_at: float | None = None
     own: int = 0
@@ -404,10 +411,10 @@ class Pool:
                                      f"{self.generation}")
         n = len(ev.candidates)
         members = self.live_members()
-        owners = tuple(owner(ev.generation, i, members) for i in range(n))
+        owned = owners(ev.generation, n, members)
         rnd = _Round(ev.generation, np.asarray(ev.candidates), tuple(ev.seeds), now,
                      np.full(n, np.nan, dtype=np.float32), [""] * n,
-                     tuple(i for i, o in enumerate(owners) if o == self.self_id), owners)
+                     tuple(i for i, o in enumerate(owned) if o == self.self_id), owned)
         self.round = rnd
         effects: list[PoolEffect] = []
         for i, (value, src, head) in sorted(self.ahead.pop(ev.generation, {}).items()):

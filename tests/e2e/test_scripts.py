@@ -134,6 +134,9 @@ def test_bench_islands_pool_arms():
     """p<K> and d<K> are pools (d: results over direct streams), n<K> islands."""
     bench = _bench_module()
     assert bench.pool_flags("n8", 11, 32, None) == []
+    assert bench.scale_arm("d8k") == 8 and bench.scale_arm("n8k") is None
+    assert bench.pool_flags("d8k", 11, 32, None) == ["--pool", "bench-s11", "--popsize", "256",
+                                                    "--set", "pool.transport=direct"]
     assert bench.pool_flags("p8", 11, 32, "k") == ["--pool", "bench-s11", "--popsize", "256"]
     assert bench.pool_flags("d4", 12, 32, None) == ["--pool", "bench-s12", "--popsize", "32",
                                                    "--set", "pool.transport=direct"]
