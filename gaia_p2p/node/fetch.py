@@ -143,19 +143,21 @@ class EliteService:
         self.upload = TokenBucket(SERVE_BYTES_PER_S, SERVE_BYTES_BURST, max_keys=1)  # one key: everyone
         self.stats: Counter[str] = Counter()  # served, refused_<err>, fetched, answered_<err>, failed_<reason>
 
-    async def handle(self, stream: Any) -> None:
-        def respond(peer: str, req: bytes) -> tuple[bytes, str | None]:
-            now = trio.current_time()
-            if not self.bucket.allow(peer, now):
+    def respond(self, peer: str, req: bytes, now: float) -> tuple[bytes, str | None]:
+        """Our answer to ``peer``'s request and its refusal code (None: an elite): the per-peer rate,
+        then ``decide``, then the upload budget shared by all askers."""
+        if not self.bucket.allow(peer, now):
+            err, elite = Reason.RATE_LIMITED, None
+        else:
+            err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
+            if elite is not None and not self.upload.allow("", now, cost=len(elite)):
                 err, elite = Reason.RATE_LIMITED, None
-            else:
-                err, elite = decide(req, experiment_id=self.experiment_id, best=self.best)
-                if elite is not None and not self.upload.allow("", now, cost=len(elite)):
-                    err, elite = Reason.RATE_LIMITED, None
-            return encode_response(elite=elite, err=err), err
+        return encode_response(elite=elite, err=err), err
 
-        await serve_request(stream, max_request=MAX_REQUEST_BYTES, respond=respond, stats=self.stats,
-                            event="elite_request_rejected", logger=log)
+    async def handle(self, stream: Any) -> None:
+        await serve_request(stream, max_request=MAX_REQUEST_BYTES,
+                            respond=lambda peer, req: self.respond(peer, req, trio.current_time()),
+                            stats=self.stats, event="elite_request_rejected", logger=log)
 
     async def fetch(self, peer_id: str, above: float | None) -> tuple[Elite | None, FetchOutcome]:
         """Ask ``peer_id`` for its best above ``above``: ``(elite or None, outcome)``, the outcome being

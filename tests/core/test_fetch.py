@@ -103,3 +103,18 @@ def test_decoders_raise_only_remote_protocol_errors(data):
     resp = fetch.answer(data, experiment_id=EXP, best=_best)  # never raises, always a valid response
     assert _err(resp) in fetch.ERRORS or fetch.decode_response(resp, experiment_id=EXP, dim=5)
 
+
+
+def test_the_responder_uploads_at_most_its_byte_budget_to_all_askers_together():
+    """A 1 MiB elite asked for by 1,000 identities (each within its own rate): 8 answers carry it in
+    the first instant (the 8 MiB burst), then 4 a second (4 MiB/s), the rest are refused ``rate_limited``."""
+    big = codec.encode_elite(make_elite(np.ones(262_000, np.float32), 1.0, experiment=EXP))
+    service = fetch.EliteService(host=None, experiment_id=EXP, dim=262_000, best=lambda: (big, 1.0))
+    req = fetch.encode_request(EXP, None)
+    errs = [service.respond(f"sybil{i}", req, now=0.0)[1] for i in range(1000)]
+    assert errs.count(None) == fetch.SERVE_BYTES_BURST // len(big) == 8
+    assert set(errs) == {None, "rate_limited"}
+    later = [service.respond(f"sybil{i}", req, now=1.0)[1] for i in range(1000, 1010)]
+    assert later.count(None) == (fetch.SERVE_BYTES_PER_S + fetch.SERVE_BYTES_BURST % len(big)) // len(big) == 4
+    resp, err = service.respond("small", fetch.encode_request(EXP, 5.0), now=1.0)
+    assert err == "not_better" and len(resp) < 64  # refusals cost nothing against the budget
