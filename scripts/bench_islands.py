@@ -69,9 +69,10 @@ SCALE_PRESETS = [("cmaes", "0.5"), ("cmaes", "0.3"), ("cmaes", "0.8"), ("cmaes",
 def scale_arm(arm: str) -> int | None:
     """``n<K>``: K islands, ``p<K>``: a pool of K nodes (--pool, one search), ``d<K>``: the same pool with
     its results over direct streams (pool.transport = "direct"); a trailing ``k`` on a pool (``d8k``):
-    its popsize K times --popsize, each member's share one island's lambda; one small machine each
+    its popsize K times --popsize, each member's share one island's lambda; a trailing ``s``
+    (``d4s``): its last member a quarter as fast (duty / 4), a slow machine; one small machine each
     (see --duty)."""
-    k = arm[1:-1] if arm[:1] in ("p", "d") and arm.endswith("k") else arm[1:]
+    k = arm[1:-1] if arm[:1] in ("p", "d") and arm[-1:] in ("k", "s") else arm[1:]
     return int(k) if arm[:1] in ("n", "p", "d") and k.isdigit() and int(k) >= 1 else None
 
 
@@ -103,7 +104,8 @@ def arm_nodes(arm: str, k: int, problem: str, workers_total: int, duty: float = 
                      "--workers", "1" if problem == "lunarlander" else "0"]
             if arm[:1] in ("p", "d") and scale_arm(arm) is not None:  # a pool: every member with the same settings (else another pool)
                 algo, sigma = SCALE_PRESETS[0]
-                flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty}",
+                slow = arm.endswith("s") and i == kk - 1
+                flags = ["--optimizer", algo, "--sigma", sigma, "--set", f"evaluation.duty_cycle={duty / 4 if slow else duty}",
                          "--workers", "1" if problem == "lunarlander" else "0"]
             elif presets == "ladder":
                 from gaia_p2p.core.optimizer import MAX_IPOP_DOUBLINGS

@@ -134,7 +134,9 @@ def test_bench_islands_pool_arms():
     """p<K> and d<K> are pools (d: results over direct streams), n<K> islands."""
     bench = _bench_module()
     assert bench.pool_flags("n8", 11, 32, None) == []
-    assert bench.scale_arm("d8k") == 8 and bench.scale_arm("n8k") is None
+    assert bench.scale_arm("d8k") == 8 and bench.scale_arm("n8k") is None and bench.scale_arm("d4s") == 4
+    duties = [f[f.index("--set") + 1] for f in bench.arm_nodes("d4s", 4, "lunarlander", 2, 0.12, "default")]
+    assert duties == ["evaluation.duty_cycle=0.12"] * 3 + ["evaluation.duty_cycle=0.03"]
     assert bench.pool_flags("d8k", 11, 32, None) == ["--pool", "bench-s11", "--popsize", "256",
                                                     "--set", "pool.transport=direct"]
     assert bench.pool_flags("p8", 11, 32, "k") == ["--pool", "bench-s11", "--popsize", "256"]
