@@ -18,7 +18,7 @@ import dataclasses
 import math
 import os
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -68,7 +68,7 @@ from gaia_p2p.node.fetch import ELITE_PROTOCOL, JOIN_PEERS, PULL_MIN_S, EliteSer
 from gaia_p2p.node.gossip import AnnounceTopic, MigrantTopic, TelemetryTopic, claim_checker, penalize
 from gaia_p2p.node.netview import NetView, local_capabilities
 from gaia_p2p.node.pool import PoolMember, PoolTopic, platform_class, pool_topic
-from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService
+from gaia_p2p.node.pull import TELEMETRY_PROTOCOL, TelemetryService, pull
 from gaia_p2p.node.stats import (STATUS_VERSION, IslandStatistics, MigrantStatistics, NodeStatistics,
                                  TargetStatistics, finite_or_none)
 from gaia_p2p.problems.policy_eval import evaluate_policy
@@ -670,6 +670,7 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 nursery.start_soon(_checkpoint_loop, node)
                 nursery.start_soon(_publish_telemetry, node)
                 nursery.start_soon(_receive_telemetry, node, tele_sub)
+                nursery.start_soon(_pull_unheard, node)
                 if node.member is not None:
                     await nursery.start(node.member.run)
                 task_status.started(node)
@@ -969,6 +970,37 @@ async def _receive_telemetry(node: Node, sub: Any) -> None:
         node.netview.add(src, t)
         if src != node.peer_id:
             node.size.heard_island(src, trio.current_time())
+
+
+#: how often a node pulls the heartbeat of one topic peer it has never heard from (seconds). The
+#: telemetry budget makes gossiped heartbeats rare (40 s apart in a network of 2, 800 s in one of
+#: 40): without the pull a peer that joined is missing from status and watch for that long. Only
+#: peers never heard from, each asked once: one small exchange per new peer, at a bounded rate
+#: whatever joins.
+UNHEARD_PULL_EVERY_S = 2.0
+#: peers asked once already (they answered, or could not), remembered at most
+MAX_PULLED_ONCE = 4096
+
+
+async def _pull_unheard(node: Node) -> None:
+    """Pull, once each, the heartbeat of topic peers we have never heard from (UNHEARD_PULL_EVERY_S);
+    the answer enters the network view as a gossiped heartbeat would."""
+    asked: OrderedDict[str, None] = OrderedDict()
+    while True:
+        await trio.sleep(UNHEARD_PULL_EVERY_S)
+        unheard = sorted(set(node.p2p.topic_peers(node.topic.topic)) - node.island.banned
+                         - set(node.netview.islands) - set(asked))
+        if not unheard:
+            continue
+        peer = unheard[int(node.net_rng.integers(len(unheard)))]
+        asked[peer] = None
+        while len(asked) > MAX_PULLED_ONCE:
+            asked.popitem(last=False)
+        t, outcome = await pull(node.p2p.host, peer, node.exp_id)
+        node.heartbeats.stats[f"pull_{outcome}"] += 1
+        if t is not None:
+            node.netview.add(peer, t)
+            node.size.heard_island(peer, trio.current_time())
 
 
 async def _checkpoint_loop(node: Node) -> None:

@@ -16,7 +16,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from gaia_p2p.net import libp2p_fixes
 from gaia_p2p.node import pull
 from gaia_p2p.node.control import encode_uvarint, read_frame
-from gaia_p2p.node.runtime import Node, run
+from gaia_p2p.node.runtime import UNHEARD_PULL_EVERY_S, Node, run
 
 from swarm_helpers import node_config, wait_until
 
@@ -87,3 +87,21 @@ async def test_the_pull_loop_fills_a_view_from_every_connected_island_without_go
                 assert set(stats) == {"pulled"}, stats
                 assert all(n.heartbeats.stats["served"] >= 1 for n in nodes)
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_node_pulls_the_heartbeat_of_a_peer_it_never_heard_from_once(tmp_path):
+    """Gossiped heartbeats 3600 s apart: the two nodes still see each other in their network view
+    within seconds, by one pull each (node/runtime.py, _pull_unheard), and do not pull again."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(run, dataclasses.replace(node_config(tmp_path, 0), telemetry_interval_s=3600.0))
+            b = await nursery.start(run, dataclasses.replace(node_config(tmp_path, 1, bootstrap=(a.addrs()[0],)),
+                                                             telemetry_interval_s=3600.0))
+            await wait_until(lambda: b.peer_id in a.netview.islands and a.peer_id in b.netview.islands,
+                             "each node's view holding the other", 20)
+            assert all(n.status()["network"]["islands"] for n in (a, b))
+            assert a.heartbeats.stats["pull_pulled"] == b.heartbeats.stats["pull_pulled"] == 1
+            assert a.heartbeats.stats["served"] == b.heartbeats.stats["served"] == 1
+            await trio.sleep(2 * UNHEARD_PULL_EVERY_S + 0.5)  # two more pull periods: no one new, no pull
+            assert a.heartbeats.stats["pull_pulled"] == b.heartbeats.stats["pull_pulled"] == 1
+            nursery.cancel_scope.cancel()
