@@ -1,4 +1,5 @@
-"""The migrants topic (and the large elites' announcements, the heartbeats): a gossipsub validator that decodes, checks and rate-limits every message.
+"""The migrants topic (and the large elites' announcements, the heartbeats): a gossipsub validator
+that decodes, checks and rate-limits every message.
 
 Rejections are counted by reason and logged at WARNING with the originator's peer id; a rejected
 message is neither delivered nor forwarded, and the validator's rejection feeds gossipsub's

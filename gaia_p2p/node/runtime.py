@@ -967,9 +967,14 @@ async def _receive_telemetry(node: Node, sub: Any) -> None:
         except RemoteProtocolError as e:  # validated already; never let a peer kill us
             node.telemetry.reject(e.reason, src, e.detail)
             continue
-        node.netview.add(src, t)
-        if src != node.peer_id:
-            node.size.heard_island(src, trio.current_time())
+        _heard(node, src, t)
+
+
+def _heard(node: Node, src: str, t: Telemetry) -> None:
+    """A heartbeat of ``src``, gossiped or pulled, into the network view and the size estimate."""
+    node.netview.add(src, t)
+    if src != node.peer_id:
+        node.size.heard_island(src, trio.current_time())
 
 
 #: how often a node pulls the heartbeat of one topic peer it has never heard from (seconds). The
@@ -999,8 +1004,7 @@ async def _pull_unheard(node: Node) -> None:
         t, outcome = await pull(node.p2p.host, peer, node.exp_id)
         node.heartbeats.stats[f"pull_{outcome}"] += 1
         if t is not None:
-            node.netview.add(peer, t)
-            node.size.heard_island(peer, trio.current_time())
+            _heard(node, peer, t)
 
 
 async def _checkpoint_loop(node: Node) -> None:
