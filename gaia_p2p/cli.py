@@ -326,13 +326,15 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
     pool = s.get("pool")
     if pool:
         lines.insert(-1, f"pool            {pool['id']}: {len(pool['members'])} members, generation "
-                         f"{pool['generation']}, we evaluated {pool['own_items']} items ({pool['helped']} helping), "
+                         f"{pool['generation']}, we evaluated {pool['own_items']} items ({pool['helped']} helping"
+                         + (f", {pool['speed']} items/s" if pool.get("speed") is not None else "") + "), "
                          f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, "
                          f"{len(pool.get('fenced', []))} fenced off (another past), {pool['replays']} log replays")
         for peer, rec in sorted(pool.get("records", {}).items()):
             if peer in pool["members"]:
                 lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "
-                                 f"{rec['matched']}/{rec['checked']} matched, platform {rec['platform'] or '?'}")
+                                 f"{rec['matched']}/{rec['checked']} matched, platform {rec['platform'] or '?'}"
+                                 + (f", {rec['speed']} items/s" if rec.get("speed") is not None else ""))
     target = s.get("target") or {}
     if target.get("fitness") is not None:
         last = target.get("last_test")

@@ -123,7 +123,7 @@ class PoolConfig:
     # Nodes of one experiment started with the same pool name (and the same island settings) run one
     # optimizer together (core/pool.py, docs/POOLS.md); "" runs an island of its own.
     name: str = ""
-    check_share: float = 0.05  # share of the other members' results re-evaluated here (spot checks)
+    check_share: float = 0.05  # share of the pool's results re-evaluated by another member (spot checks)
     help_after: float = 0.5  # help with others' items after this share of our own share's duration
     # how our results reach the others: "gossip" (the pool's gossipsub topic: signed, forwarded, reaches
     # members we hold no connection with) or "direct" (one stream per member: fewer bytes and less

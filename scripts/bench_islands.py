@@ -498,6 +498,31 @@ def wire_table(runs: list[Run]) -> str:
         shares = [100 * w["network_s"] / w["uptime_s"] for w in ws if w["uptime_s"]]
         lines.append(f"| {arm} | {len(ws)} | {evals} | {sum(w['bytes_out'] for w in ws) / evals:.0f} | "
                      f"{sum(w['copies_in'] for w in ws) / evals:.2f} | {med(shares)} |")
+    return "\n".join(lines) + "\n\n" + wire_by_protocol(runs)
+
+
+def wire_by_protocol(runs: list[Run]) -> str:
+    """Where the bytes go: each protocol's stream payload (sent and received, over all nodes, halved:
+    each byte counts once) per evaluation; the TCP bytes beyond their sum are the muxer's and
+    Noise's framing, and the connections' handshakes."""
+    arms = [arm for arm in dict.fromkeys(r.arm for r in runs) if any(w["evaluations"] for r in runs if r.arm == arm
+                                                                      for w in r.wire)]
+    per: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        ws = [w for r in runs if r.arm == arm for w in r.wire]
+        evals = sum(w["evaluations"] for w in ws)
+        sums: dict[str, float] = {}
+        for w in ws:
+            for proto, b in w.get("by_protocol", {}).items():
+                sums[proto] = sums.get(proto, 0) + b / 2
+        per[arm] = {proto: b / evals for proto, b in sums.items()}
+        per[arm]["framing and handshakes"] = sum(w["bytes_out"] for w in ws) / evals - sum(per[arm].values())
+    protos = sorted({p for v in per.values() for p in v}, key=lambda p: -max(v.get(p, 0) for v in per.values()))
+    lines = ["Bytes per evaluation by protocol (stream payload, each byte once):", "",
+             "| protocol | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for proto in protos:
+        if max(v.get(proto, 0) for v in per.values()) >= 0.5:
+            lines.append(f"| {proto} | " + " | ".join(f"{per[a].get(proto, 0):.0f}" for a in arms) + " |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,9 @@
 The real state machine (gaia_p2p/core/pool.py) with simulated members (core/poolsim.py: evaluations
 finish at once, messages are delivered step by step, one generation per step or so), so that many
 trials of many lie rates take seconds. One member of each pool reports return + LIE on a share
-(the lie rate) of the results it tells; the honest members spot-check ``check_share`` of the others'
-results. Per (pool size, lie rate): generations until every honest member has evicted the liar,
-and the harm: log entries (over the honest members' logs) that are not the true return.
+(the lie rate) of the results it tells; every result is spot-checked by ``check_share`` members
+on average (each draws each of the others' results with probability check_share / (n - 1)). Per
+(pool size, lie rate): generations until every honest member has evicted the liar, and the harm: log entries (over the honest members' logs) that are not the true return.
 
     python scripts/bench_pool_lies.py --trials 30
 """

@@ -64,6 +64,18 @@ class Work(StrEnum):
     CHECK = "check"  # a spot check of a result another member reported
 
 
+class Help(StrEnum):
+    """Which unknown items a helper considers (``Pool._help_items``)."""
+    UNTOUCHED = "untouched"  # those no owner has started (at once)
+    DEALT = "dealt"  # all of the unfinished owners', dealt among the helpers (after the help wait)
+    EVERYTHING = "everything"  # any (after several waits: a helper died too)
+
+
+def share_part(share: int, parts: int) -> int:
+    """How many items of a share of ``share`` items its owner evaluates at once: ``ceil(share / parts)``."""
+    return max(1, -(-share // parts))
+
+
 class Eviction(StrEnum):
     LIED = "pool_result_mismatch"  # a same-class spot check did not reproduce its return
     DRIFTED = "pool_cross_class_bias"  # a cross-class member's returns sit far above our re-scores
@@ -108,15 +120,52 @@ def ask_rng(pid: str, generation: int) -> np.random.Generator:
     return np.random.default_rng([pool_seed(pid), generation, 5])
 
 
-def owners(generation: int, n: int, members: tuple[str, ...]) -> tuple[str, ...]:
+#: weights of a member's speed code relative to the median code of the members (-16 .. +8 steps of
+#: a quarter octave: 1/16 .. 4 times the median's share), as integers so that every member deals alike:
+#: ``round(1024 * 2 ** (r / 4))``
+SPEED_WEIGHTS = {r: round(1024 * 2 ** (r / 4)) for r in range(-16, 9)}
+SPEED_MIN, SPEED_MAX = -128, 127  # the code on the wire: items per second = 2 ** (code / 4)
+
+
+def rank(generation: int, members: tuple[str, ...] | frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The members ranked for ``generation`` by BLAKE2b("{g}:{m}") (largest first)."""
+    return tuple(sorted(members, key=lambda m: hashlib.blake2b(f"{generation}:{m}".encode(), digest_size=8).digest(),
+                        reverse=True))
+
+
+def weights(members: tuple[str, ...], speeds: dict[str, int | None] | None) -> dict[str, int]:
+    """Each member's weight in the dealing: ``SPEED_WEIGHTS`` of its speed code minus the median of
+    the known codes (clamped to -16 .. +8; a member with no known code counts as the median), so a
+    member at a quarter of the others' speed gets a quarter of their items and one that claims to
+    be fast gets at most 4 times the median's share. No codes known: all equal."""
+    speeds = speeds or {}
+    known = sorted(c for m in members if (c := speeds.get(m)) is not None)
+    median = known[(len(known) - 1) // 2] if known else 0
+    return {m: SPEED_WEIGHTS[0 if (c := speeds.get(m)) is None else max(-16, min(8, c - median))] for m in members}
+
+
+def owners(generation: int, n: int, members: tuple[str, ...],
+           speeds: dict[str, int | None] | None = None) -> tuple[str, ...]:
     """The member that evaluates each of the ``n`` items of ``generation``: the members ranked by
-    BLAKE2b("{g}:{m}") (largest first), item i to the member of rank i mod len(members). Shares
-    differ by at most one item (a generation waits for its largest share: hashing each item to a
-    member instead gives the busiest of 8 members ~7 of 32 items, not 4), and the ranking, so who
-    gets the extra items, changes every generation."""
-    ranked = sorted(members, key=lambda m: hashlib.blake2b(f"{generation}:{m}".encode(), digest_size=8).digest(),
-                    reverse=True)
-    return tuple(ranked[i % len(ranked)] for i in range(n))
+    ``rank``, items dealt in turn by smooth weighted round robin over ``weights`` (each item: every
+    member's credit grows by its weight, the member with the most credit, the first ranked among
+    equals, takes the item and loses the total weight). With equal weights item i goes to rank
+    i mod len(members) and shares differ by at most one item (a generation waits for its largest
+    share); with speeds, a member's share follows its speed (a slow member is given less, rather
+    than being waited for or helped with all of it). The ranking, so who gets the extra items,
+    changes every generation."""
+    ranked = rank(generation, members)
+    w = weights(ranked, speeds)
+    total = sum(w.values())
+    credit = dict.fromkeys(ranked, 0)
+    out = []
+    for _ in range(n):
+        for m in ranked:
+            credit[m] += w[m]
+        best = max(ranked, key=lambda m: credit[m])  # max keeps the first of equals: the higher ranked
+        credit[best] -= total
+        out.append(best)
+    return tuple(out)
 
 
 def genesis_head(pid: str) -> bytes:
@@ -142,6 +191,7 @@ class Results:
     indices: tuple[int, ...]
     returns: np.ndarray  # float32, one per index
     platform: str
+    speed: int | None = None  # the sender's speed code (``speed_code``; None: not measured yet, or an r1 sender)
 
 
 # ---------------------------------------------------------------- inputs
@@ -163,6 +213,14 @@ class ItemsEvaluated:
     returns: np.ndarray
     why: Work
     seconds: float  # wall time it took (the help wait scales with it)
+
+
+@dataclass(frozen=True)
+class ItemsAbandoned:
+    """Our evaluation of some items was stopped (``AbandonWork``): no returns."""
+    generation: int
+    indices: tuple[int, ...]
+    why: Work
 
 
 @dataclass(frozen=True)
@@ -189,7 +247,7 @@ class LogReceived:
     returns: tuple[np.ndarray, ...]
 
 
-PoolInput = RoundStarted | ItemsEvaluated | ResultsReceived | MembersChanged | Tick | LogReceived
+PoolInput = RoundStarted | ItemsEvaluated | ItemsAbandoned | ResultsReceived | MembersChanged | Tick | LogReceived
 
 
 # ---------------------------------------------------------------- effects
@@ -218,6 +276,15 @@ class RoundComplete:
 
 
 @dataclass(frozen=True)
+class AbandonWork:
+    """Generation ``generation`` is complete while our own share or help for it is still being
+    evaluated: stop it (its returns would only be checks), so that we start the next generation's
+    share with the others instead of late. A member that finishes obsolete work first starts every
+    share late, is helped every generation, and the pool waits for the help each time."""
+    generation: int
+
+
+@dataclass(frozen=True)
 class FetchLog:
     """Ask ``peer`` for the log from generation ``start`` on (``head``: ours at ``start``)."""
     peer: str
@@ -243,7 +310,7 @@ class Evict:
     detail: str
 
 
-PoolEffect = EvaluateItems | PublishResults | RoundComplete | FetchLog | Replay | Evict
+PoolEffect = EvaluateItems | PublishResults | RoundComplete | AbandonWork | FetchLog | Replay | Evict
 
 
 # ---------------------------------------------------------------- the state machine
@@ -251,13 +318,16 @@ PoolEffect = EvaluateItems | PublishResults | RoundComplete | FetchLog | Replay 
 
 @dataclass(frozen=True)
 class PoolPolicy:
-    check_share: float = 0.05  # share of others' results re-evaluated here (spot checks)
+    check_share: float = 0.05  # share of the pool's results spot-checked (re-evaluated by another member)
     help_after: float = 0.5  # wait this share of our own share's duration before helping
     min_help_wait_s: float = 0.2  # ... and at least this (about two gossip rounds)
     arrival_weight: float = 0.2  # weight of a new sample in the arrival delay's moving average
     arrival_margin: float = 1.5  # wait this multiple of the average delay (about half the arrivals come later than it)
     max_arrival_wait_s: float = 1.0  # the delay counted at most (in a pool of two, a slow member is waited for this long)
     help_chunk: int = 8  # items one helping evaluation takes at most
+    share_chunks: int = 3  # an owner evaluates (and tells) its share in this many parts, front to back
+    help_all_after: float = 3.0  # this multiple of the help wait on, help with every unknown item, not only our part
+    speed_samples: int = 5  # our speed: the median of this many own-share evaluations (one slow start, one hiccup do not count)
     behind_by: int = 2  # a member this many generations ahead of us: we fetch the log
     fetch_retry_s: float = 5.0  # between two log fetches at most once
     max_checks_queued: int = 64  # spot checks waiting for idle time (the oldest go)
@@ -267,12 +337,17 @@ class PoolPolicy:
     max_log: int = 100_000  # generations kept in the log (a joiner needs it all: beyond, the pool refuses joiners)
 
 
+def _items_per_s(code: int | None) -> float | None:
+    return None if code is None else round(2 ** (code / 4), 1)
+
+
 @dataclass
 class MemberRecord:
     platform: str = ""
     generation: int = -1  # the latest generation it told results for
     head: bytes = b""
     heard_at: float = -math.inf
+    speed: int | None = None  # its latest speed code
     items: int = 0  # results of its that entered the log first
     checked: int = 0  # spot checks of its results (ours, or a duplicate of ours)
     matched: int = 0
@@ -282,6 +357,7 @@ class MemberRecord:
 
     def as_dict(self) -> dict[str, object]:
         return {"platform": self.platform, "generation": self.generation, "items": self.items,
+                "speed": _items_per_s(self.speed),
                 "checked": self.checked, "matched": self.matched, "cross_checked": self.cross_n,
                 "cross_bias": round(self.cross_sum / self.cross_n, 4) if self.cross_n else None}
 
@@ -297,6 +373,8 @@ class _Round:
     share: tuple[int, ...]  # ours (``owners``)
     owners: tuple[str, ...]
     share_done_at: float | None = None
+    helped_at: float = -math.inf  # our last help evaluation of it ended (the next waits again: the others' help is in flight)
+    own_s: float = 0.0  # the seconds our share's parts took
     own: int = 0
     heard: bool = False  # results of another owner of items arrived (the arrival delay sampled)
 
@@ -322,6 +400,7 @@ class PoolCounters:
     results_in: int = 0
     results_rejected: dict[str, int] = field(default_factory=dict)
     wasted: int = 0  # our evaluations that arrived after the item was known
+    abandoned: int = 0  # our evaluations stopped because their generation was complete
     replays: int = 0
     replayed_generations: int = 0
     evicted: int = 0
@@ -349,6 +428,8 @@ class Pool:
         self.checks: list[_Check] = []
         self.counters = PoolCounters()
         self.last_share_s = 0.0
+        self.speed: int | None = None  # our speed code, told with our results (``owners`` deals by it)
+        self._speed_samples: deque[float] = deque(maxlen=self.policy.speed_samples)  # log2 items/s
         self.arrival_delay_s = 0.0  # moving average: others' first results after our share was done
         self._done_rounds: deque[_Round] = deque(maxlen=8)  # the last completed (their late arrivals count)
         self.fetching_since = -math.inf
@@ -363,6 +444,11 @@ class Pool:
     def live_members(self) -> tuple[str, ...]:
         return tuple(sorted(self.members - self.evicted - self.fenced.keys() | {self.self_id}))
 
+    def speeds(self, members: tuple[str, ...]) -> dict[str, int | None]:
+        """The speed codes the members told last (ours: what we tell)."""
+        return {m: self.speed if m == self.self_id else (self.records[m].speed if m in self.records else None)
+                for m in members}
+
     def seeds_for(self, generation: int) -> tuple[int, ...]:
         return generation_seeds(self.pid, generation, self.episodes)
 
@@ -371,11 +457,23 @@ class Pool:
         return {"id": self.pid, "generation": self.generation, "members": list(self.live_members()),
                 "platform": self.platform, "head": self.heads[-1].hex(),
                 "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3),
-                "checks": c.checks, "wasted": c.wasted,
+                "speed": _items_per_s(self.speed),
+                "checks": c.checks, "wasted": c.wasted, "abandoned": c.abandoned,
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),
                 "records": {p: r.as_dict() for p, r in sorted(self.records.items())}}
+
+    def summary(self) -> dict[str, object]:
+        """What the pool came to, for the log line a node writes when it stops: our work, and each
+        member's items in our log, checks and speed."""
+        c = self.counters
+        return {"generation": self.generation, "own_items": c.own, "helped": c.helped, "checks": c.checks,
+                "wasted": c.wasted, "abandoned": c.abandoned, "speed": _items_per_s(self.speed),
+                "help_wait_s": round(self.help_wait(), 3),
+                "evicted": len(self.evicted), "replays": c.replays,
+                "members": {p[-8:]: [r.items, r.checked, r.matched, _items_per_s(r.speed)]
+                            for p, r in sorted(self.records.items())}}
 
     # ------------------------------------------------------------ driving
 
@@ -384,13 +482,17 @@ class Pool:
             return self._started(event, now, rng)
         if isinstance(event, ItemsEvaluated):
             return self._evaluated(event, now, rng)
+        if isinstance(event, ItemsAbandoned):
+            self.busy = None
+            self.counters.abandoned += len(event.indices)
+            return self._next_work(now)
         if isinstance(event, ResultsReceived):
             return self._received(event.src, event.results, now, rng)
         if isinstance(event, MembersChanged):
             self.members = frozenset(event.members) | {self.self_id}
             return self._next_work(now)
         if isinstance(event, Tick):
-            return self._next_work(now)
+            return self._next_work(now, tick=True)
         if isinstance(event, LogReceived):
             return self._log_received(event, now)
         raise LocalProtocolError(f"pool cannot handle {type(event).__name__}")
@@ -411,7 +513,7 @@ class Pool:
                                      f"{self.generation}")
         n = len(ev.candidates)
         members = self.live_members()
-        owned = owners(ev.generation, n, members)
+        owned = owners(ev.generation, n, members, self.speeds(members))
         rnd = _Round(ev.generation, np.asarray(ev.candidates), tuple(ev.seeds), now,
                      np.full(n, np.nan, dtype=np.float32), [""] * n,
                      tuple(i for i, o in enumerate(owned) if o == self.self_id), owned)
@@ -488,41 +590,94 @@ class Pool:
         self.round = None
         self._done_rounds.append(rnd)
         self.queue_checks(rnd.generation, rnd.candidates, rnd.seeds, rnd.source, returns, rng)
-        return [RoundComplete(rnd.generation, returns.astype(np.float64), rnd.own)]
+        abandon = [AbandonWork(rnd.generation)] if self.busy in (Work.OWN, Work.HELP) else []
+        return abandon + [RoundComplete(rnd.generation, returns.astype(np.float64), rnd.own)]
 
     def queue_checks(self, rnd_generation: int, candidates: np.ndarray, seeds: tuple[int, ...],
                      sources: list[str], returns: np.ndarray, rng: np.random.Generator) -> None:
         """Draw the spot checks of a completed generation: each result of another member with
-        probability check_share (ours and those already compared are not drawn)."""
+        probability check_share / (members - 1), so that every result is checked by check_share
+        members on average, whatever the pool's size, and checks cost check_share of the pool's
+        evaluations (each member checking check_share of all the others' results cost 35 % at 8
+        members, and the member that drew the most checks started its next share late); times our
+        speed relative to the median member's when we are slower (a check holds a slow member up
+        for longer: the fast ones check the slow one). Ours and those already compared are not drawn."""
+        members = self.live_members()
+        share = (self.policy.check_share / max(1, len(members) - 1)
+                 * min(1.0, weights(members, self.speeds(members))[self.self_id] / SPEED_WEIGHTS[0]))
         for i, src in enumerate(sources):
-            if src and src != self.self_id and src not in self.evicted and rng.random() < self.policy.check_share:
+            if src and src != self.self_id and src not in self.evicted and rng.random() < share:
                 self.checks.append(_Check(rnd_generation, i, candidates[i].copy(), seeds, float(returns[i]), src))
         del self.checks[:-self.policy.max_checks_queued]
 
-    def _next_work(self, now: float) -> list[PoolEffect]:
-        """Idle: our share first, then help with what is unknown, then a spot check."""
+    def _next_work(self, now: float, *, tick: bool = False) -> list[PoolEffect]:
+        """Idle: our share first, then help with what is unknown, then a spot check. Untouched parts
+        of others' shares are taken on a tick only, not on each message: the messages of one
+        moment (an owner's parts, told one after the other) all count before we judge it slow."""
         if self.busy is not None:
             return []
         rnd = self.round
         if rnd is not None:
-            todo = [i for i in rnd.share if not rnd.source[i]] if rnd.share_done_at is None else []
-            if todo:
-                return [self._evaluate(rnd, tuple(todo), Work.OWN)]
-            rnd.share_done_at = rnd.share_done_at if rnd.share_done_at is not None else now
-            wait = self.help_wait()
+            if rnd.share_done_at is None:
+                todo = [i for i in rnd.share if not rnd.source[i]]
+                if todo:
+                    return [self._evaluate(rnd, tuple(todo[:share_part(len(rnd.share), self.policy.share_chunks)]),
+                                           Work.OWN)]
+                rnd.share_done_at, self.last_share_s = now, rnd.own_s
             unknown = rnd.unknown()
-            if unknown and now - rnd.share_done_at >= wait:
-                quiet = {o for o in rnd.owners if o != self.self_id
-                         and (o not in self.records or self.records[o].generation < rnd.generation)}
-                # the silent members' items first (probably dead), from the end of each share (its
-                # owner works from the front), so that two helpers rarely pick the same item
-                order = sorted(unknown, key=lambda i: (rnd.owners[i] not in quiet, -i))
-                return [self._evaluate(rnd, tuple(sorted(order[:self.policy.help_chunk])), Work.HELP)]
-        if self.checks:
+            if unknown:
+                # the parts of other shares their owners have not started: at once (nobody is on them)
+                items = self._help_items(rnd, unknown, Help.UNTOUCHED) if tick else ()
+                wait = self.help_wait()
+                idle_since = max(rnd.share_done_at, rnd.helped_at)
+                if not items and now - idle_since >= wait:  # what may be under way, after the wait
+                    items = self._help_items(rnd, unknown, Help.EVERYTHING if now - idle_since >= self.policy.help_all_after
+                                             * wait else Help.DEALT)
+                if items:
+                    return [self._evaluate(rnd, items, Work.HELP)]
+        if self.checks and rnd is not None and rnd.share_done_at is not None:
             c = self._pending_check = self.checks.pop()
             self.busy = Work.CHECK
             return [EvaluateItems(c.generation, (c.index,), c.candidate[None, :], c.seeds, Work.CHECK)]
         return []
+
+    def _help_items(self, rnd: _Round, unknown: list[int], how: Help) -> tuple[int, ...]:
+        """What we help with. The helpers are us and the members whose share is done (they told
+        results for this generation and all their items are known). The items of the other owners
+        (the silent ones, probably dead, first; each share from its end, as its owner works from
+        the front) are dealt in turn among the helpers and we take the unknown ones of our part,
+        so that helpers split a dead or slow member's share instead of all taking the same items.
+        ``UNTOUCHED``: of owners that told results for this generation (alive, at work, slower than
+        us), only the items beyond the part each may be evaluating now (its first unknown
+        ``share_part`` items), at most half a part of our own size: the end of a share whose items
+        turned out slow is taken while its owner works on the front. ``EVERYTHING``: a
+        helper that died after telling its share leaves its part unknown: any unknown item."""
+        g = rnd.generation
+        told = {m for m, r in self.records.items() if r.generation >= g}
+        quiet = {o for o in rnd.owners if o != self.self_id and o not in told}
+
+        def silent_first_from_the_end(i: int) -> tuple[bool, int]:
+            return rnd.owners[i] not in quiet, -i
+
+        if how == Help.EVERYTHING:
+            items = unknown
+        else:
+            pending = {rnd.owners[i] for i in unknown}
+            helpers = rank(g, {self.self_id} | (told & set(self.live_members()) - pending))
+            targets = [i for i, o in enumerate(rnd.owners) if o not in helpers]
+            if how == Help.UNTOUCHED:
+                chunks = self.policy.share_chunks
+                shares: dict[str, list[int]] = {}
+                for i in targets:
+                    if rnd.owners[i] in told:  # alive and at work on this generation, only slower than us
+                        shares.setdefault(rnd.owners[i], []).append(i)
+                targets = [i for share in shares.values()
+                           for i in [j for j in share if not rnd.source[j]][share_part(len(share), chunks):]]
+            targets.sort(key=silent_first_from_the_end)
+            items = [i for i in targets[helpers.index(self.self_id)::len(helpers)] if not rnd.source[i]]
+            if how == Help.UNTOUCHED:  # half a part of ours: its owner is on its way to them
+                items = items[:max(1, share_part(len(rnd.share), self.policy.share_chunks) // 2)]
+        return tuple(sorted(sorted(items, key=silent_first_from_the_end)[:self.policy.help_chunk]))
 
     def help_wait(self) -> float:
         """Seconds after our share is done before we help: a part of our share's duration plus the
@@ -560,7 +715,7 @@ class Pool:
             return effects + self._next_work(now)
         rnd = self.round
         if ev.why == Work.OWN:
-            self.last_share_s = ev.seconds
+            self._measure_speed(len(ev.indices), ev.seconds)
         self.counters.own += len(ev.indices)
         if ev.why == Work.HELP:
             self.counters.helped += len(ev.indices)
@@ -573,10 +728,21 @@ class Pool:
             self._learn(rnd, i, float(returns[k]), self.self_id, effects)
         rnd.own += len(fresh)
         if ev.why == Work.OWN:
-            rnd.share_done_at = now
+            rnd.own_s += ev.seconds
+        elif ev.why == Work.HELP:
+            rnd.helped_at = now
         effects.append(PublishResults(Results(ev.generation, self.heads[ev.generation], tuple(ev.indices),
-                                              returns, self.platform)))
+                                              returns, self.platform, self.speed)))
         return effects + self._maybe_complete(rng) + self._next_work(now)
+
+    def _measure_speed(self, items: int, seconds: float) -> None:
+        """Our speed, from how long our own shares take (the duty cycle's rest included: a slower
+        machine's share takes longer). The code told changes only when the median of the last
+        samples moved more than one step away from it, so that members keep dealing alike."""
+        self._speed_samples.append(math.log2(max(items, 1) / max(seconds, 1e-6)))
+        centre = 4 * float(np.median(self._speed_samples))
+        if self.speed is None or abs(centre - self.speed) > 1.0:
+            self.speed = max(SPEED_MIN, min(SPEED_MAX, round(centre)))
 
     def _received(self, src: str, res: Results, now: float, rng: np.random.Generator) -> list[PoolEffect]:
         if src in self.evicted:
@@ -585,6 +751,8 @@ class Pool:
         self.counters.results_in += 1
         rec = self._record(src)
         rec.platform, rec.heard_at = res.platform, now
+        if res.speed is not None:
+            rec.speed = res.speed
         if res.generation >= rec.generation:
             rec.generation, rec.head = res.generation, res.head
         g = res.generation

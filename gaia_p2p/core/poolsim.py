@@ -24,10 +24,11 @@ class Member:
     the generation alone) and an evaluator that answers at once."""
 
     def __init__(self, name: str, *, pid: str, lam: int = 12, dim: int = 4, fitness: Fitness = quadratic,
-                 lie: float = 0.0, lie_rate: float = 1.0, check_share: float = 0.3,
+                 lie: float = 0.0, lie_rate: float = 1.0, check_share: float = 0.3, slowness: float = 1.0,
                  min_help_wait_s: float = 0.1, max_arrival_wait_s: float = 1.0) -> None:
         self.name, self.lam, self.dim, self.fitness = name, lam, dim, fitness
         self.lie, self.lie_rate = lie, lie_rate
+        self.slowness = slowness  # its evaluations say they took this many times as long (its speed code follows)
         self.pool = P.Pool(pid=pid, self_id=name, platform="same", episodes=1,
                            policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=min_help_wait_s,
                                                max_arrival_wait_s=max_arrival_wait_s))
@@ -66,6 +67,7 @@ class Member:
         self.feed(P.RoundStarted(g, self.candidates(g), self.pool.seeds_for(g)), now)
 
     def do_work(self, now: float, seconds: float = 0.01) -> None:
+        """Every evaluation asked for, at once; each says it took ``seconds`` per item (times ``slowness``)."""
         while self.work:
             w = self.work.pop(0)
             r = np.asarray(self.fitness(w.candidates, w.seeds), dtype=np.float64)
@@ -73,7 +75,8 @@ class Member:
                 told = self.lie_rng.random(len(r)) < self.lie_rate
                 self.lies_told += int(told.sum())
                 r = r + self.lie * told
-            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why, seconds=seconds), now)
+            self.feed(P.ItemsEvaluated(w.generation, w.indices, r, w.why,
+                                       seconds=seconds * self.slowness * len(w.indices)), now)
 
 
 def answer_log(server: Member, start: int, head: bytes) -> P.LogReceived:
@@ -86,7 +89,7 @@ def answer_log(server: Member, start: int, head: bytes) -> P.LogReceived:
 
 def step(members: list[Member], now: float, *, deliver_from: set[str] | None = None, latency: float = 0.0,
          seconds: float = 0.01) -> None:
-    """Every member works (an evaluation takes ``seconds``), then every message is sent to the others
+    """Every member works (an evaluation takes ``seconds`` per item), then every message is sent to the others
     and those due are delivered (a message arrives ``latency`` after it was sent), then the log
     fetches asked of a member among ``members`` are answered, then a tick."""
     for m in members:

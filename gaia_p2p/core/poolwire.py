@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 
 from gaia_p2p.core import wire
-from gaia_p2p.core.pool import HEAD_BYTES, Results
+from gaia_p2p.core.pool import HEAD_BYTES, SPEED_MAX, SPEED_MIN, Results
 from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
 
@@ -36,9 +36,11 @@ _PLATFORM = re.compile(r"[A-Za-z0-9_.:+-]{0,48}")
 
 def encode_results(pid: str, r: Results) -> bytes:
     idx = np.asarray(r.indices, dtype="<u2")
-    return msgpack.packb({"v": VERSION, "p": pid, "g": int(r.generation), "h": bytes(r.head),
-                          "i": idx.tobytes(), "r": np.asarray(r.returns, dtype="<f4").tobytes(),
-                          "c": r.platform}, use_bin_type=True)
+    msg = {"v": VERSION, "p": pid, "g": int(r.generation), "h": bytes(r.head),
+           "i": idx.tobytes(), "r": np.asarray(r.returns, dtype="<f4").tobytes(), "c": r.platform}
+    if r.speed is not None:
+        msg["s"] = int(r.speed)
+    return msgpack.packb(msg, use_bin_type=True)
 
 
 def _unpack(kind: Kind, data: bytes, pid: str | None) -> dict:
@@ -80,7 +82,8 @@ def decode_results(data: bytes, *, pid: str | None = None) -> Results:
     c = obj.get("c")
     if not isinstance(c, str) or not _PLATFORM.fullmatch(c):
         raise RemoteProtocolError(Reason.BAD_FIELD, f"c = {wire.short(c)}")
-    return Results(g, head, tuple(int(x) for x in idx), r, c)
+    speed = wire.int_field(obj, "s", SPEED_MIN, SPEED_MAX) if "s" in obj else None  # r2; absent from r1 senders
+    return Results(g, head, tuple(int(x) for x in idx), r, c, speed)
 
 
 def encode_log_request(pid: str, start: int, head: bytes) -> bytes:

@@ -28,8 +28,9 @@ import trio
 
 from gaia_p2p.core import poolwire
 from gaia_p2p.core.events import Evaluate
-from gaia_p2p.core.pool import (EvaluateItems, FetchLog, ItemsEvaluated, LogReceived, MembersChanged, Pool, PoolInput,
-                                PublishResults, Results, ResultsReceived, RoundComplete, RoundStarted, Tick)
+from gaia_p2p.core.pool import (AbandonWork, EvaluateItems, FetchLog, ItemsAbandoned, ItemsEvaluated, LogReceived,
+                                MembersChanged, Pool, PoolInput, PublishResults, Results, ResultsReceived, RoundComplete,
+                                RoundStarted, Tick, Work)
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
@@ -277,6 +278,7 @@ class PoolMember:
         self.direct = DirectResults(p2p.host, topic, feed, banned)
         self.send_direct = direct
         self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
+        self._working: tuple[EvaluateItems, trio.CancelScope] | None = None  # the evaluation under way
         self._publishes_in, self._publishes_out = trio.open_memory_channel[Results](PUBLISH_QUEUE)
         self.publishes_dropped = 0
         self._round_done = trio.Event()
@@ -326,10 +328,17 @@ class PoolMember:
         first = True
         async for work in self._work_out:
             t0, cpu0 = trio.current_time(), self.evaluator.cpu_s
-            returns = await self.evaluator.evaluate(work.candidates, work.seeds)
-            if self._rest is not None and not first:  # the first also started the workers
-                await self._rest(cpu_s=self.evaluator.cpu_s - cpu0, wall_s=trio.current_time() - t0)
+            with trio.CancelScope() as scope:  # cancelled by ``abandon``
+                self._working = (work, scope)
+                # a worker's evaluation runs to its end (trio-parallel waits for it); the rest stops
+                returns = await self.evaluator.evaluate(work.candidates, work.seeds)
+                if self._rest is not None and not first:  # the first also started the workers
+                    await self._rest(cpu_s=self.evaluator.cpu_s - cpu0, wall_s=trio.current_time() - t0)
+            self._working = None
             first = False
+            if scope.cancelled_caught:
+                self._feed(ItemsAbandoned(work.generation, work.indices, work.why))
+                continue
             self._feed(ItemsEvaluated(work.generation, work.indices, returns, work.why,
                                       seconds=trio.current_time() - t0))
 
@@ -394,6 +403,14 @@ class PoolMember:
 
     def want_evaluation(self, effect: EvaluateItems) -> None:
         self._work_in.send_nowait(effect)  # the pool asks for one evaluation at a time
+
+    def abandon(self, effect: AbandonWork) -> None:
+        """Stop our own share or help of a generation that is complete (a later one's, or a spot
+        check, goes on)."""
+        if self._working is not None:
+            work, scope = self._working
+            if work.why != Work.CHECK and work.generation <= effect.generation:
+                scope.cancel()
 
     def publish(self, effect: PublishResults) -> None:
         try:

@@ -451,8 +451,8 @@ def _pool_evict(node: Node, effect: poolcore.Evict) -> None:
 
 
 #: the pool's inputs (core/pool.py): fed to the pool, not the island
-POOL_INPUTS = (poolcore.RoundStarted, poolcore.ItemsEvaluated, poolcore.ResultsReceived, poolcore.MembersChanged,
-               poolcore.Tick, poolcore.LogReceived)
+POOL_INPUTS = (poolcore.RoundStarted, poolcore.ItemsEvaluated, poolcore.ItemsAbandoned, poolcore.ResultsReceived,
+               poolcore.MembersChanged, poolcore.Tick, poolcore.LogReceived)
 
 #: every effect of the island (gaia_p2p/core/events.py) and of its pool (core/pool.py), and who carries it out
 EFFECTS: dict[type, Callable[[Node, Any], None]] = {
@@ -465,6 +465,7 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     poolcore.EvaluateItems: lambda node, effect: node.member.want_evaluation(effect),
     poolcore.PublishResults: lambda node, effect: node.member.publish(effect),
     poolcore.RoundComplete: lambda node, effect: node.member.round_complete(effect),
+    poolcore.AbandonWork: lambda node, effect: node.member.abandon(effect),
     poolcore.FetchLog: _pool_fetch_log,
     poolcore.Replay: _pool_replay,
     poolcore.Evict: _pool_evict,
@@ -683,7 +684,8 @@ async def _run_locked(cfg: Config, data: DataDir, task_status: Any) -> None:
                 if logs.progress() is not None:
                     logs.progress().close()
                 log.info(logs.NODE_STOPPED, generation=node.island.generation,
-                         evaluations=node.island.evaluations, best_fitness=finite_or_none(node.island.best_fitness))
+                         evaluations=node.island.evaluations, best_fitness=finite_or_none(node.island.best_fitness),
+                         **({"pool": node.member.pool.summary()} if node.member is not None else {}))
 
 
 # ---------------------------------------------------------------- the tasks that feed the loop

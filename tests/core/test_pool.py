@@ -44,11 +44,33 @@ def test_shares_differ_by_one_item_at_most_and_the_extra_ones_rotate():
     assert P.owners(3, 5, ("only",)) == ("only",) * 5
 
 
+def test_vectors_weighted_owners_and_equal_speeds_deal_as_without():
+    o = VECTORS["owners_weighted"]
+    members = tuple(o["members"])
+    assert P.weights(members, o["speeds"]) == o["weights"]
+    assert list(P.owners(o["generation"], len(o["owners"]), members, o["speeds"])) == o["owners"]
+    assert P.SPEED_WEIGHTS[0] == 1024 and P.SPEED_WEIGHTS[-8] == 256 and P.SPEED_WEIGHTS[8] == 4096
+    eight = tuple(f"12D3KooW{c}" for c in "ABCDEFGH")
+    for g in range(10):  # one speed for all, or none known: the dealing of equal members
+        assert P.owners(g, 33, eight, dict.fromkeys(eight, 17)) == P.owners(g, 33, eight) == P.owners(g, 33, eight, {})
+    # a member at a quarter of the others' speed gets a quarter of their share; one that claims to be
+    # 100x faster gets 4x the median's share, not everything
+    counts = Counter(P.owners(0, 130, eight, dict.fromkeys(eight, 20) | {"12D3KooWH": 12}))
+    assert abs(counts["12D3KooWH"] - 130 * 256 / (7 * 1024 + 256)) < 1 and counts["12D3KooWA"] in (17, 18)
+    counts = Counter(P.owners(0, 110, eight, dict.fromkeys(eight, 20) | {"12D3KooWH": 20 + 4 * 7}))
+    assert abs(counts["12D3KooWH"] - 110 * 4096 / (7 * 1024 + 4096)) < 1
+
+
 def test_vectors_messages():
     r = VECTORS["results"]
     got = W.decode_results(bytes.fromhex(r["hex"]), pid=PID)
     assert (got.generation, got.head.hex(), list(got.indices), got.returns.tolist(), got.platform) == (
         r["generation"], r["head"], r["indices"], r["returns"], r["platform"])
+    assert W.encode_results(PID, got).hex() == r["hex"] and got.speed is None  # an r1 sender: no speed
+    r = VECTORS["results_speed"]
+    got = W.decode_results(bytes.fromhex(r["hex"]), pid=PID)
+    assert (got.generation, list(got.indices), got.returns.tolist(), got.speed) == (
+        r["generation"], r["indices"], r["returns"], r["speed"])
     assert W.encode_results(PID, got).hex() == r["hex"]
     q = VECTORS["log_request"]
     assert W.decode_log_request(bytes.fromhex(q["hex"]), pid=PID) == (q["start"], bytes.fromhex(q["head"]))
@@ -70,6 +92,8 @@ def results(**over):
     (W.encode_results(PID, results(indices=(3, 3))), "bad_field"),
     (W.encode_results(PID, results(indices=(0,))), "bad_field"),  # 1 index, 2 returns
     (W.encode_results(PID, results(platform="a b")), "bad_field"),
+    (W.encode_results(PID, results(speed=128)), "bad_field"),
+    (W.encode_results(PID, results(speed=-129)), "bad_field"),
     (b"\xc1", "not_msgpack"),
     (b"\x00" * (W.MAX_RESULTS_BYTES + 1), "too_large"),
 ])
@@ -86,7 +110,7 @@ fitness, step, form = sim.quadratic, sim.step, sim.form
 
 
 def Member(name: str, **kw) -> sim.Member:
-    return sim.Member(name, pid=PID, lam=LAM, dim=DIM, **kw)
+    return sim.Member(name, pid=PID, **({"lam": LAM, "dim": DIM} | kw))
 
 
 def test_members_split_the_items_and_keep_one_log():
@@ -153,6 +177,108 @@ def test_a_dead_member_is_helped_after_the_measured_wait_at_most():
         step(alive, t * 0.05, latency=0.6)
     assert min(m.pool.generation for m in alive) >= g0 + 10 // (wait + 0.6 + 0.2)
     assert sum(m.pool.counters.helped for m in alive) > 0
+
+
+def test_helpers_split_a_dead_members_share_instead_of_all_taking_it():
+    ms = [Member(n, lam=32) for n in "ABCD"]
+    form(ms)
+    for t in range(40):
+        step(ms, t * 0.05)
+    alive = ms[:3]
+    for t in range(40, 80):  # D is dead and still counted a member: its items are helped each round
+        step(alive, t * 0.05)
+    g0, helped0, own0 = alive[0].pool.generation, [m.pool.counters.helped for m in alive], sum(m.pool.counters.own for m in alive)
+    for t in range(80, 200):
+        step(alive, t * 0.05)
+    gens = alive[0].pool.generation - g0
+    helped = [m.pool.counters.helped - h for m, h in zip(alive, helped0)]
+    assert gens >= 10 and all(h > 0 for h in helped), (gens, helped)
+    # D's share is 8 of 32 items; each helper taking all of it was 24 evaluations a generation
+    assert sum(helped) / gens <= 10, (sum(helped) / gens, helped)
+    assert (sum(m.pool.counters.own for m in alive) - own0) / (32 * gens) <= 1.1
+
+
+def test_a_slow_member_is_dealt_a_share_by_its_speed_and_nobody_waits_or_helps():
+    ms = [Member(n, lam=32) for n in "ABC"] + [Member("D", lam=32, slowness=4.0)]
+    form(ms)
+    for t in range(60):
+        step(ms, t * 0.05)
+    views = [m.pool.speeds(m.pool.live_members()) for m in ms]
+    assert all(v == views[0] for v in views), views  # every member deals alike
+    assert views[0]["D"] <= min(views[0][n] for n in "ABC") - 7  # a quarter: 8 quarter-octave steps, give or take one
+    helped0, own0, g0 = [m.pool.counters.helped for m in ms], ms[3].pool.counters.own, ms[0].pool.generation
+    checks0 = [m.pool.counters.checks for m in ms]
+    for t in range(60, 120):
+        step(ms, t * 0.05)
+    gens = ms[0].pool.generation - g0
+    assert gens >= 20 and [m.pool.counters.helped for m in ms] == helped0
+    assert 1.5 <= (ms[3].pool.counters.own - own0) / gens <= 3.5  # 32 x 1/13 = 2.5, not 8
+    # checks take a quarter of the slow member's share of them (a check holds it up 4 times as long)
+    checks = [m.pool.counters.checks - c for m, c in zip(ms, checks0)]
+    assert checks[3] * 2 < min(checks[:3]), checks
+    assert len({m.pool.heads[g0 + gens - 1] for m in ms}) == 1
+
+
+def test_work_for_a_generation_completed_meanwhile_is_abandoned_not_finished():
+    # A's share is being evaluated when B's help completes the generation: A stops it (and so starts
+    # the next share on time, instead of finishing obsolete work and starting every share late)
+    rng = np.random.default_rng(0)
+    a = P.Pool(pid=PID, self_id="A", platform="same", episodes=1)
+    a.handle(P.MembersChanged(frozenset({"A", "B"})), now=0.0, rng=rng)
+    X = np.random.default_rng(1).normal(size=(4, DIM))
+    work = [e for e in a.handle(P.RoundStarted(0, X, a.seeds_for(0)), now=0.0, rng=rng) if isinstance(e, P.EvaluateItems)]
+    assert len(work) == 1 and work[0].why == P.Work.OWN and len(work[0].indices) == 1  # the first of 3 parts
+    told = P.Results(0, a.heads[0], (0, 1, 2, 3), fitness(X, a.seeds_for(0)).astype(np.float32), "same")
+    effects = a.handle(P.ResultsReceived("B", told), now=1.0, rng=rng)
+    assert [type(e) for e in effects[:2]] == [P.AbandonWork, P.RoundComplete] and effects[0].generation == 0
+    assert a.handle(P.RoundStarted(1, X, a.seeds_for(1)), now=1.0, rng=rng) == []  # still busy until it stopped
+    effects = a.handle(P.ItemsAbandoned(0, work[0].indices, P.Work.OWN), now=1.1, rng=rng)
+    assert [e.why for e in effects if isinstance(e, P.EvaluateItems)] == [P.Work.OWN] and effects[0].generation == 1
+    assert a.counters.abandoned == 1 and a.counters.wasted == 0
+    # a completion while we are idle or checking abandons nothing
+    told = P.Results(1, a.heads[1], (0, 1, 2, 3), fitness(X, a.seeds_for(1)).astype(np.float32), "same")
+    a.busy = P.Work.CHECK
+    assert not any(isinstance(e, P.AbandonWork) for e in a.handle(P.ResultsReceived("B", told), now=2.0, rng=rng))
+
+
+def test_the_untouched_end_of_a_slow_share_is_taken_at_once_and_the_owner_skips_it():
+    rng = np.random.default_rng(0)
+    pools = {n: P.Pool(pid=PID, self_id=n, platform="same", episodes=1) for n in "AB"}
+    X = np.random.default_rng(1).normal(size=(12, DIM))
+    seeds = pools["A"].seeds_for(0)
+    work = {}
+    for n, p in pools.items():
+        p.handle(P.MembersChanged(frozenset("AB")), now=0.0, rng=rng)
+        work[n] = [e for e in p.handle(P.RoundStarted(0, X, seeds), now=0.0, rng=rng) if isinstance(e, P.EvaluateItems)]
+    a, b = pools["A"], pools["B"]
+    share_b = [i for i, o in enumerate(a.round.owners) if o == "B"]
+    assert [w.indices for w in work["B"]] == [tuple(share_b[:2])]  # 6 items in 3 parts of 2, front first
+
+    def evaluate(p: P.Pool, w: P.EvaluateItems, now: float) -> list:
+        return p.handle(P.ItemsEvaluated(0, w.indices, fitness(w.candidates, seeds), w.why, seconds=0.01), now=now, rng=rng)
+
+    pending, told = work["A"], []
+    while pending:  # A's whole share, part by part
+        effects = evaluate(a, pending.pop(), 0.1)
+        told += [e.results for e in effects if isinstance(e, P.PublishResults)]
+        pending += [e for e in effects if isinstance(e, P.EvaluateItems)]
+    assert len(told) == 3 and a.round.share_done_at == 0.1
+    effects = evaluate(b, work["B"][0], 0.3)
+    b_part1 = [e.results for e in effects if isinstance(e, P.PublishResults)][0]
+    b_part2 = [e for e in effects if isinstance(e, P.EvaluateItems)]
+    assert [w.indices for w in b_part2] == [tuple(share_b[2:4])]
+    assert not any(isinstance(e, P.EvaluateItems) for e in a.handle(P.ResultsReceived("B", b_part1), now=0.3, rng=rng))
+    steal = [e for e in a.handle(P.Tick(), now=0.3, rng=rng) if isinstance(e, P.EvaluateItems)]  # no help wait
+    # B is on items 3-4 of its share; A takes the last one (half a part of its own), not B's next part
+    assert [(w.why, w.indices) for w in steal] == [(P.Work.HELP, (share_b[-1],))]
+    effects = evaluate(a, steal[0], 0.35)
+    stolen = [e.results for e in effects if isinstance(e, P.PublishResults)][0]
+    b.handle(P.ResultsReceived("A", stolen), now=0.35, rng=rng)
+    for r in told:
+        b.handle(P.ResultsReceived("A", r), now=0.35, rng=rng)
+    assert not any(isinstance(e, P.EvaluateItems) for e in b.handle(P.Tick(), now=0.35, rng=rng))  # busy: part 2
+    nxt = [e for e in evaluate(b, b_part2[0], 0.5) if isinstance(e, P.EvaluateItems)]
+    assert [w.indices for w in nxt] == [(share_b[4],)]  # the stolen last item is skipped
 
 
 def test_a_liar_is_evicted_and_its_later_results_ignored():

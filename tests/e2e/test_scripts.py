@@ -112,6 +112,18 @@ def test_bench_islands_scaling_summary():
     assert bench.scaling_summary(runs[:1], argparse.Namespace(problem="rastrigin", max_wall=20.0)) == ""
 
 
+def test_bench_islands_wire_by_protocol():
+    """Each protocol's payload counts once (a node's counter holds what it sent and received), per
+    evaluation; what the TCP sockets carried beyond it is framing."""
+    bench = _bench_module()
+    node = {"bytes_in": 700, "bytes_out": 700, "copies_in": 0, "network_s": 1.0, "uptime_s": 100.0, "evaluations": 10,
+            "by_protocol": {"/gaia/pool/results/1.0.0": 800, "/meshsub/1.1.0": 400}}
+    md = bench.wire_table([bench.Run(arm="d2", seed=1, nodes=2, wire=[node, node])])
+    assert "| d2 | 2 | 20 | 70 | 0.00 | 1.00 (1.00-1.00) |" in md
+    assert "| /gaia/pool/results/1.0.0 | 40 |" in md and "| /meshsub/1.1.0 | 20 |" in md
+    assert "| framing and handshakes | 10 |" in md
+
+
 def test_bench_islands_presets():
     """n<K> arms: "mixed" cycles the presets, "default" gives every node the default CMA-ES settings."""
     bench = _bench_module()
