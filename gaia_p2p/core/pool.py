@@ -190,7 +190,7 @@ class Results:
     head: bytes
     indices: tuple[int, ...]
     returns: np.ndarray  # float32, one per index
-    platform: str
+    platform: str | None  # the sender's platform class; None: as told before (only a generation's first message tells it)
     speed: int | None = None  # the sender's speed code (``speed_code``; None: not measured yet, or an r1 sender)
 
 
@@ -375,6 +375,7 @@ class _Round:
     share_done_at: float | None = None
     helped_at: float = -math.inf  # our last help evaluation of it ended (the next waits again: the others' help is in flight)
     own_s: float = 0.0  # the seconds our share's parts took
+    told: bool = False  # we published results of it (the first message tells our platform class)
     own: int = 0
     heard: bool = False  # results of another owner of items arrived (the arrival delay sampled)
 
@@ -732,7 +733,8 @@ class Pool:
         elif ev.why == Work.HELP:
             rnd.helped_at = now
         effects.append(PublishResults(Results(ev.generation, self.heads[ev.generation], tuple(ev.indices),
-                                              returns, self.platform, self.speed)))
+                                              returns, None if rnd.told else self.platform, self.speed)))
+        rnd.told = True
         return effects + self._maybe_complete(rng) + self._next_work(now)
 
     def _measure_speed(self, items: int, seconds: float) -> None:
@@ -750,7 +752,9 @@ class Pool:
             return []
         self.counters.results_in += 1
         rec = self._record(src)
-        rec.platform, rec.heard_at = res.platform, now
+        rec.heard_at = now
+        if res.platform is not None:
+            rec.platform = res.platform
         if res.speed is not None:
             rec.speed = res.speed
         if res.generation >= rec.generation:

@@ -37,7 +37,9 @@ _PLATFORM = re.compile(r"[A-Za-z0-9_.:+-]{0,48}")
 def encode_results(pid: str, r: Results) -> bytes:
     idx = np.asarray(r.indices, dtype="<u2")
     msg = {"v": VERSION, "p": pid, "g": int(r.generation), "h": bytes(r.head),
-           "i": idx.tobytes(), "r": np.asarray(r.returns, dtype="<f4").tobytes(), "c": r.platform}
+           "i": idx.tobytes(), "r": np.asarray(r.returns, dtype="<f4").tobytes()}
+    if r.platform is not None:
+        msg["c"] = r.platform
     if r.speed is not None:
         msg["s"] = int(r.speed)
     return msgpack.packb(msg, use_bin_type=True)
@@ -79,8 +81,8 @@ def decode_results(data: bytes, *, pid: str | None = None) -> Results:
         raise RemoteProtocolError(Reason.BAD_FIELD, f"{len(idx)} indices, {len(r)} returns")
     if len(np.unique(idx)) != len(idx):
         raise RemoteProtocolError(Reason.BAD_FIELD, "repeated index")
-    c = obj.get("c")
-    if not isinstance(c, str) or not _PLATFORM.fullmatch(c):
+    c = obj.get("c")  # absent (r2): as the sender told before
+    if c is not None and (not isinstance(c, str) or not _PLATFORM.fullmatch(c)):
         raise RemoteProtocolError(Reason.BAD_FIELD, f"c = {wire.short(c)}")
     speed = wire.int_field(obj, "s", SPEED_MIN, SPEED_MAX) if "s" in obj else None  # r2; absent from r1 senders
     return Results(g, head, tuple(int(x) for x in idx), r, c, speed)

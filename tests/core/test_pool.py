@@ -72,6 +72,10 @@ def test_vectors_messages():
     assert (got.generation, list(got.indices), got.returns.tolist(), got.speed) == (
         r["generation"], r["indices"], r["returns"], r["speed"])
     assert W.encode_results(PID, got).hex() == r["hex"]
+    r = VECTORS["results_later_part"]  # no platform class: as told in the generation's first message
+    got = W.decode_results(bytes.fromhex(r["hex"]), pid=PID)
+    assert (got.platform, got.speed, list(got.indices)) == (None, r["speed"], r["indices"])
+    assert W.encode_results(PID, got).hex() == r["hex"]
     q = VECTORS["log_request"]
     assert W.decode_log_request(bytes.fromhex(q["hex"]), pid=PID) == (q["start"], bytes.fromhex(q["head"]))
     lg = VECTORS["log"]
@@ -263,6 +267,7 @@ def test_the_untouched_end_of_a_slow_share_is_taken_at_once_and_the_owner_skips_
         told += [e.results for e in effects if isinstance(e, P.PublishResults)]
         pending += [e for e in effects if isinstance(e, P.EvaluateItems)]
     assert len(told) == 3 and a.round.share_done_at == 0.1
+    assert [r.platform for r in told] == ["same", None, None]  # told once a generation
     effects = evaluate(b, work["B"][0], 0.3)
     b_part1 = [e.results for e in effects if isinstance(e, P.PublishResults)][0]
     b_part2 = [e for e in effects if isinstance(e, P.EvaluateItems)]
