@@ -2,11 +2,12 @@
 """How fast a pool catches a member that inflates its returns, and what the lies cost before.
 
 The real state machine (gaia_p2p/core/pool.py) with simulated members (core/poolsim.py: evaluations
-finish at once, messages are delivered step by step, one generation per step or so), so that many
-trials of many lie rates take seconds. One member of each pool reports return + LIE on a share
-(the lie rate) of the results it tells; every result is spot-checked by ``check_share`` members
-on average (each draws each of the others' results with probability check_share / (n - 1)). Per
-(pool size, lie rate): generations until every honest member has evicted the liar, and the harm: log entries (over the honest members' logs) that are not the true return.
+finish at once, messages are delivered step by step, one generation per step or so), so that 30
+trials of 10 rows (pool size x lie rate) take ~5 minutes. One member of each pool reports
+return + LIE on a share (the lie rate) of the results it tells; every result is spot-checked by
+``check_share`` members on average (each draws each of the others' results with probability
+check_share / (n - 1)). Per (pool size, lie rate): generations until every honest member has
+evicted the liar, and the harm: log entries (over the honest members' logs) that are not the true return.
 
     python scripts/bench_pool_lies.py --trials 30
 """

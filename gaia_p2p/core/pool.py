@@ -5,17 +5,20 @@ pool id covers the experiment and every optimizer setting). Generation g's candi
 the replica's state and its episode seeds from (pool id, g), so members exchange only returns:
 ``(generation, candidate index, return)``, never parameters.
 
-- **Who evaluates what**: the live members, ranked by a hash of (g, member), take the candidates of
-  generation g in turn (candidate i to rank i mod n): shares differ by one item at most. Nobody
-  coordinates: each member computes the same owners from
-  its own view of who is live; views that differ for a moment give an item two owners (the second
-  result is a free spot check) or none (a helper takes it).
-- **Helping** (work stealing): a member whose own share is done and whose generation is still
-  incomplete waits a little (``help_after`` of its own share's duration, plus the delay it measures
-  between its share's end and the others' results arriving: on a loaded network results take longer
-  than a gossip round, and helping then only repeats work in flight), then evaluates what is still
-  unknown, the items of members that have told nothing for this generation first. A dead or
-  slow member delays the pool by about one share, not forever.
+- **Who evaluates what**: the live members, ranked by a hash of (g, member), are dealt the
+  candidates of generation g in turn, in proportion to the speed each tells with its results
+  (equal speeds: shares differ by one item at most). Nobody coordinates: each member computes the
+  same owners from its own view of who is live and how fast; views that differ for a moment give
+  an item two owners (the second result is a free spot check) or none (a helper takes it).
+- **Parts and helping** (work stealing): an owner evaluates its share in parts, front to back,
+  and tells each. A member whose own share is done takes at once the untouched end of a share
+  that is behind (its owner has told a part, and is not yet at those items); for what may be
+  under way it waits a little (``help_after`` of its own share's duration, plus the delay it
+  measures between its share's end and the others' results arriving: on a loaded network results
+  take longer than a gossip round, and helping then only repeats work in flight). Helpers deal
+  what they help with among themselves, the items of members that have told nothing for this
+  generation first. A dead or slow member delays the pool by about one part, not forever; work
+  of a generation that completed meanwhile is abandoned.
 - **The log is the state**: once all returns of g are known every member tells its replica the same
   float32-rounded returns. The returns of every generation form the pool's result log, chained by
   hash (``heads``): every results message carries the head it was computed from, so members that
@@ -33,8 +36,8 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
 - **Replicas of one platform class are bit-identical** (same BLAS kernel: same candidates); across
   classes they drift by rounding only, so a result is checked exactly only against a member of our
   own class, and statistically (``cross_class_z``) against others.
-- **Spot checks**: a random ``check_share`` of the results other members reported is re-evaluated
-  here, in the time a member otherwise waits for the rest of a generation. A same-class mismatch is a
+- **Spot checks**: each result is re-evaluated by ``check_share`` other members on average, each in
+  the time it otherwise waits for the rest of a generation. A same-class mismatch is a
   lie: the member is evicted (the shell bans it). Its earlier returns stay in the log (every replica
   used them; the harm is bounded by the generations it took to catch it).
 
@@ -190,8 +193,10 @@ class Results:
     head: bytes
     indices: tuple[int, ...]
     returns: np.ndarray  # float32, one per index
-    platform: str | None  # the sender's platform class; None: as told before (only a generation's first message tells it)
-    speed: int | None = None  # the sender's speed code (``speed_code``; None: not measured yet, or an r1 sender)
+    # the sender's platform class; None: as told before (only a generation's first message tells it)
+    platform: str | None
+    # the sender's speed code (``SPEED_MIN`` .. ``SPEED_MAX``); None: not measured yet, or an r1 sender
+    speed: int | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -327,7 +332,7 @@ class PoolPolicy:
     help_chunk: int = 8  # items one helping evaluation takes at most
     share_chunks: int = 3  # an owner evaluates (and tells) its share in this many parts, front to back
     help_all_after: float = 3.0  # this multiple of the help wait on, help with every unknown item, not only our part
-    speed_samples: int = 5  # our speed: the median of this many own-share evaluations (one slow start, one hiccup do not count)
+    speed_samples: int = 5  # our speed: the median of this many own parts (one slow start or hiccup does not count)
     behind_by: int = 2  # a member this many generations ahead of us: we fetch the log
     fetch_retry_s: float = 5.0  # between two log fetches at most once
     max_checks_queued: int = 64  # spot checks waiting for idle time (the oldest go)
@@ -373,7 +378,7 @@ class _Round:
     share: tuple[int, ...]  # ours (``owners``)
     owners: tuple[str, ...]
     share_done_at: float | None = None
-    helped_at: float = -math.inf  # our last help evaluation of it ended (the next waits again: the others' help is in flight)
+    helped_at: float = -math.inf  # our last help of it ended (the next waits again: the others' help is in flight)
     own_s: float = 0.0  # the seconds our share's parts took
     told: bool = False  # we published results of it (the first message tells our platform class)
     own: int = 0
@@ -632,8 +637,8 @@ class Pool:
                 wait = self.help_wait()
                 idle_since = max(rnd.share_done_at, rnd.helped_at)
                 if not items and now - idle_since >= wait:  # what may be under way, after the wait
-                    items = self._help_items(rnd, unknown, Help.EVERYTHING if now - idle_since >= self.policy.help_all_after
-                                             * wait else Help.DEALT)
+                    late = now - idle_since >= self.policy.help_all_after * wait
+                    items = self._help_items(rnd, unknown, Help.EVERYTHING if late else Help.DEALT)
                 if items:
                     return [self._evaluate(rnd, items, Work.HELP)]
         if self.checks and rnd is not None and rnd.share_done_at is not None:

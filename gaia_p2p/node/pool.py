@@ -29,8 +29,8 @@ import trio
 from gaia_p2p.core import poolwire
 from gaia_p2p.core.events import Evaluate
 from gaia_p2p.core.pool import (AbandonWork, EvaluateItems, FetchLog, ItemsAbandoned, ItemsEvaluated, LogReceived,
-                                MembersChanged, Pool, PoolInput, PublishResults, Results, ResultsReceived, RoundComplete,
-                                RoundStarted, Tick, Work)
+                                MembersChanged, Pool, PoolInput, PublishResults, Results, ResultsReceived,
+                                RoundComplete, RoundStarted, Tick, Work)
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError

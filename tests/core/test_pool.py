@@ -191,7 +191,8 @@ def test_helpers_split_a_dead_members_share_instead_of_all_taking_it():
     alive = ms[:3]
     for t in range(40, 80):  # D is dead and still counted a member: its items are helped each round
         step(alive, t * 0.05)
-    g0, helped0, own0 = alive[0].pool.generation, [m.pool.counters.helped for m in alive], sum(m.pool.counters.own for m in alive)
+    g0, helped0 = alive[0].pool.generation, [m.pool.counters.helped for m in alive]
+    own0 = sum(m.pool.counters.own for m in alive)
     for t in range(80, 200):
         step(alive, t * 0.05)
     gens = alive[0].pool.generation - g0
@@ -230,7 +231,8 @@ def test_work_for_a_generation_completed_meanwhile_is_abandoned_not_finished():
     a = P.Pool(pid=PID, self_id="A", platform="same", episodes=1)
     a.handle(P.MembersChanged(frozenset({"A", "B"})), now=0.0, rng=rng)
     X = np.random.default_rng(1).normal(size=(4, DIM))
-    work = [e for e in a.handle(P.RoundStarted(0, X, a.seeds_for(0)), now=0.0, rng=rng) if isinstance(e, P.EvaluateItems)]
+    work = [e for e in a.handle(P.RoundStarted(0, X, a.seeds_for(0)), now=0.0, rng=rng)
+            if isinstance(e, P.EvaluateItems)]
     assert len(work) == 1 and work[0].why == P.Work.OWN and len(work[0].indices) == 1  # the first of 3 parts
     told = P.Results(0, a.heads[0], (0, 1, 2, 3), fitness(X, a.seeds_for(0)).astype(np.float32), "same")
     effects = a.handle(P.ResultsReceived("B", told), now=1.0, rng=rng)
@@ -259,7 +261,8 @@ def test_the_untouched_end_of_a_slow_share_is_taken_at_once_and_the_owner_skips_
     assert [w.indices for w in work["B"]] == [tuple(share_b[:2])]  # 6 items in 3 parts of 2, front first
 
     def evaluate(p: P.Pool, w: P.EvaluateItems, now: float) -> list:
-        return p.handle(P.ItemsEvaluated(0, w.indices, fitness(w.candidates, seeds), w.why, seconds=0.01), now=now, rng=rng)
+        done = P.ItemsEvaluated(0, w.indices, fitness(w.candidates, seeds), w.why, seconds=0.01)
+        return p.handle(done, now=now, rng=rng)
 
     pending, told = work["A"], []
     while pending:  # A's whole share, part by part
