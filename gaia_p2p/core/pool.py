@@ -473,13 +473,12 @@ class Pool:
     def summary(self) -> dict[str, object]:
         """What the pool came to, for the log line a node writes when it stops: our work, and each
         member's items in our log, checks and speed."""
-        c = self.counters
-        return {"generation": self.generation, "own_items": c.own, "helped": c.helped, "checks": c.checks,
-                "wasted": c.wasted, "abandoned": c.abandoned, "speed": _items_per_s(self.speed),
-                "help_wait_s": round(self.help_wait(), 3),
-                "evicted": len(self.evicted), "replays": c.replays,
-                "members": {p[-8:]: [r.items, r.checked, r.matched, _items_per_s(r.speed)]
-                            for p, r in sorted(self.records.items())}}
+        st = self.statistics()
+        return {k: st[k] for k in ("generation", "own_items", "helped", "checks", "wasted", "abandoned", "speed",
+                                   "help_wait_s", "replays")} | {
+            "evicted": len(self.evicted),
+            "members": {p[-8:]: [r.items, r.checked, r.matched, _items_per_s(r.speed)]
+                        for p, r in sorted(self.records.items())}}
 
     # ------------------------------------------------------------ driving
 
