@@ -13,6 +13,7 @@ import trio
 from libp2p import create_yamux_muxer_option, new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.host.exceptions import StreamFailure
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.peer.id import ID
@@ -24,7 +25,7 @@ from gaia_p2p.net import libp2p_fixes
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 #: What opening a stream raises when the peer resets it during multistream-select (a refusal).
-REFUSED = (StreamFailure, MuxedStreamError)
+REFUSED = (StreamFailure, MuxedStreamError, StreamReset)  # a peer that refuses a stream resets it
 
 
 def bare_host() -> Any:
@@ -99,10 +100,10 @@ async def kad_request(host: Any, peer: ID, msg: Any, timeout_s: float = 10.0) ->
         except REFUSED:  # reset while multistream-select was still echoing: refused
             return None
         try:
-            await stream.write(encode_varint_prefixed(msg.SerializeToString()))
             try:
+                await stream.write(encode_varint_prefixed(msg.SerializeToString()))
                 data = await read_varint_prefixed_bytes(stream)
-            except Exception:  # reset or EOF: no answer
+            except Exception:  # reset (before or after our request) or EOF: no answer
                 return None
             resp = Message()
             resp.ParseFromString(data)
@@ -137,10 +138,10 @@ async def hold_kad_streams(host: Any, peer: ID, n: int, drip: bool = False) -> l
     for _ in range(n):
         try:
             s = await host.new_stream(peer, [KAD])
-        except REFUSED:
+            if drip:
+                await s.write(b"\x85")  # a varint that continues: the victim waits for the next byte
+        except REFUSED:  # refused while opening, or reset as soon as it was open
             continue
-        if drip:
-            await s.write(b"\x85")  # a varint that continues: the victim waits for the next byte
         streams.append(s)
     return streams
 

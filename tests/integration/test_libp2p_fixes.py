@@ -1008,3 +1008,72 @@ async def test_bug_t_fixed_a_node_with_a_full_peerstore_still_answers_identify()
             stream = await b.new_stream(a.get_id(), [IDENTIFY])
             got = parse_identify_response(await stream.read(8192))
             assert got.public_key == a.get_public_key().serialize()
+
+
+async def _window_updates_for(frames: list[bytes]) -> tuple[bytes, int]:
+    """Write ``frames`` on one yamux stream, read them as a results reader does (length, then body):
+    what arrived and how many WINDOW_UPDATE frames the reader sent back."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    from gaia_p2p.node.control import read_frame
+
+    sent = [0]
+    send_window_update = YamuxStream.send_window_update
+
+    async def counted(self, increment: int, skip_lock: bool = False) -> None:
+        if increment > 0:
+            sent[0] += 1
+        await send_window_update(self, increment, skip_lock)
+
+    writer, reader = _host(), _host()
+    received = bytearray()
+    all_read = trio.Event()
+
+    async def read_all(stream) -> None:
+        for _ in frames:
+            received.extend(await read_frame(stream, 1 << 20))
+        all_read.set()
+
+    reader.set_stream_handler(RAW, read_all)
+    YamuxStream.send_window_update = counted
+    try:
+        with trio.fail_after(30):
+            async with writer.run(listen_addrs=[LOOPBACK]), reader.run(listen_addrs=[LOOPBACK]):
+                info = info_from_p2p_addr(multiaddr.Multiaddr(f"{reader.get_addrs()[0]}"))
+                await writer.connect(info)
+                stream = await writer.new_stream(info.peer_id, [RAW])
+                for frame in frames:
+                    await stream.write(encode_uvarint(len(frame)) + frame)
+                await all_read.wait()
+    finally:
+        YamuxStream.send_window_update = send_window_update
+    return bytes(received), sent[0]
+
+
+SMALL_FRAMES = [bytes([i % 256]) * 90 for i in range(200)]  # 200 results messages of 90 bytes
+
+
+async def test_bug_u_upstream_every_read_sends_a_window_update(monkeypatch):
+    """py-libp2p 0.8.1: each read that leaves the window short sends an update (2 reads per frame
+    here). If this fails, upstream batches its window updates and U may go."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    name = "_auto_tune_and_send_window_update"
+    libp2p_fixes.install_class_patches()
+    monkeypatch.setattr(YamuxStream, name, libp2p_fixes.upstream(YamuxStream, name))
+    received, updates = await _window_updates_for(SMALL_FRAMES)
+    assert received == b"".join(SMALL_FRAMES)
+    assert updates >= len(SMALL_FRAMES), updates
+
+
+async def test_bug_u_fixed_window_updates_come_at_half_the_window():
+    libp2p_fixes.install_class_patches()
+    received, updates = await _window_updates_for(SMALL_FRAMES)  # 18 KB: well below half a window
+    assert received == b"".join(SMALL_FRAMES)
+    assert updates == 0, updates
+    # 4 MB in frames of 100 KB: the writer blocks on a full window many times over and is never left
+    # waiting for good; the updates are a few per window, not one per read.
+    big = [bytes([i]) * 100_000 for i in range(40)]
+    received, updates = await _window_updates_for(big)
+    assert received == b"".join(big)
+    assert 4 <= updates <= 40, updates
