@@ -84,6 +84,7 @@ def share_part(share: int, parts: int) -> int:
 class Eviction(StrEnum):
     LIED = "pool_result_mismatch"  # a same-class spot check did not reproduce its return
     DRIFTED = "pool_cross_class_bias"  # a cross-class member's returns sit far above our re-scores
+    FALSE_ACCUSATION = "pool_false_accusation"  # it accused a member whose return we reproduced
 
 
 def _canonical(v: object) -> str:
@@ -201,6 +202,17 @@ class Results:
     speed: int | None = None
 
 
+@dataclass(frozen=True)
+class Accusation:
+    """What a member tells when it evicts ``accused`` for a lie: item ``index`` of ``generation``,
+    as it entered the teller's log from ``accused``, did not reproduce on the accused's platform
+    class. Each member of that class that has the same return from ``accused`` in its own log
+    re-evaluates the item once: the accused goes if it does not reproduce, the accuser if it does."""
+    generation: int
+    index: int
+    accused: str
+
+
 # ---------------------------------------------------------------- inputs
 
 
@@ -237,6 +249,12 @@ class ResultsReceived:
 
 
 @dataclass(frozen=True)
+class AccusationReceived:
+    src: str
+    accusation: Accusation
+
+
+@dataclass(frozen=True)
 class MembersChanged:
     members: frozenset[str]  # live pool peers (us excluded or included: we are added)
 
@@ -254,7 +272,8 @@ class LogReceived:
     returns: tuple[np.ndarray, ...]
 
 
-PoolInput = RoundStarted | ItemsEvaluated | ItemsAbandoned | ResultsReceived | MembersChanged | Tick | LogReceived
+PoolInput = (RoundStarted | ItemsEvaluated | ItemsAbandoned | ResultsReceived | AccusationReceived | MembersChanged
+             | Tick | LogReceived)
 
 
 # ---------------------------------------------------------------- effects
@@ -317,7 +336,13 @@ class Evict:
     detail: str
 
 
-PoolEffect = EvaluateItems | PublishResults | RoundComplete | AbandonWork | FetchLog | Replay | Evict
+@dataclass(frozen=True)
+class Accuse:
+    """Tell the pool why we evicted a member (``Accusation``)."""
+    accusation: Accusation
+
+
+PoolEffect = EvaluateItems | PublishResults | RoundComplete | AbandonWork | FetchLog | Replay | Evict | Accuse
 
 
 # ---------------------------------------------------------------- the state machine
@@ -338,6 +363,7 @@ class PoolPolicy:
     behind_by: int = 2  # a member this many generations ahead of us: we fetch the log
     fetch_retry_s: float = 5.0  # between two log fetches at most once
     max_checks_queued: int = 64  # spot checks waiting for idle time (the oldest go)
+    recent_rounds: int = 32  # completed generations whose candidates we keep (late results, accusations)
     cross_class_z: float = 4.0  # evict a cross-class member whose returns exceed our re-scores by this many SE
     cross_class_min: int = 10  # ... once it has this many checks
     max_members: int = 256  # member records kept (the stalest go first)
@@ -400,6 +426,7 @@ class _Check:
     seeds: tuple[int, ...]
     claimed: float
     src: str
+    accuser: str | None = None  # a check an accusation asked for (of our class: the accuser goes if it reproduces)
 
 
 @dataclass
@@ -414,6 +441,10 @@ class PoolCounters:
     replays: int = 0
     replayed_generations: int = 0
     evicted: int = 0
+    accusations: dict[str, int] = field(default_factory=dict)  # received, by what became of each
+
+    def accusation(self, outcome: str) -> None:
+        self.accusations[outcome] = self.accusations.get(outcome, 0) + 1
 
     def reject(self, reason: str) -> None:
         self.results_rejected[reason] = self.results_rejected.get(reason, 0) + 1
@@ -441,7 +472,8 @@ class Pool:
         self.speed: int | None = None  # our speed code, told with our results (``owners`` deals by it)
         self._speed_samples: deque[float] = deque(maxlen=self.policy.speed_samples)  # log2 items/s
         self.arrival_delay_s = 0.0  # moving average: others' first results after our share was done
-        self._done_rounds: deque[_Round] = deque(maxlen=8)  # the last completed (their late arrivals count)
+        # the last completed: their late arrivals count, accusations of their items are checked
+        self._done_rounds: deque[_Round] = deque(maxlen=self.policy.recent_rounds)
         self.fetching_since = -math.inf
         self._pending_check: _Check | None = None  # the spot check being evaluated
 
@@ -468,7 +500,7 @@ class Pool:
                 "platform": self.platform, "head": self.heads[-1].hex(),
                 "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3),
                 "speed": _items_per_s(self.speed),
-                "checks": c.checks, "wasted": c.wasted, "abandoned": c.abandoned,
+                "checks": c.checks, "wasted": c.wasted, "abandoned": c.abandoned, "accusations": dict(c.accusations),
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),
@@ -497,6 +529,8 @@ class Pool:
             return self._next_work(now)
         if isinstance(event, ResultsReceived):
             return self._received(event.src, event.results, now, rng)
+        if isinstance(event, AccusationReceived):
+            return self._accused(event.src, event.accusation, now)
         if isinstance(event, MembersChanged):
             self.members = frozenset(event.members) | {self.self_id}
             return self._next_work(now)
@@ -552,12 +586,13 @@ class Pool:
         if known_src == src:
             return
         if src == self.self_id:
-            effects.extend(self._compare(known_src, value, known))
+            effects.extend(self._compare(known_src, value, known, (rnd.generation, i)))
         elif known_src == self.self_id:
-            effects.extend(self._compare(src, known, float(np.float32(value))))
+            effects.extend(self._compare(src, known, float(np.float32(value)), (rnd.generation, i)))
 
-    def _compare(self, peer: str, ours: float, theirs: float) -> list[PoolEffect]:
-        """Our return of an item against ``peer``'s; evicts a liar."""
+    def _compare(self, peer: str, ours: float, theirs: float, item: tuple[int, int] | None = None) -> list[PoolEffect]:
+        """Our return of an item (``item``: generation and index) against ``peer``'s; evicts a liar
+        and accuses it before the pool."""
         if peer in self.evicted:
             return []
         rec = self._record(peer)
@@ -566,7 +601,8 @@ class Pool:
             if np.float32(ours) == np.float32(theirs):
                 rec.matched += 1
                 return []
-            return self._evict(peer, Eviction.LIED, f"reported {theirs!r}, measured {ours!r} (same platform class)")
+            evict = self._evict(peer, Eviction.LIED, f"reported {theirs!r}, measured {ours!r} (same platform class)")
+            return evict + ([Accuse(Accusation(item[0], item[1], peer))] if item is not None else [])
         d = float(theirs) - float(ours)
         rec.cross_n += 1
         rec.cross_sum += d
@@ -585,8 +621,68 @@ class Pool:
     def _evict(self, peer: str, reason: Eviction, detail: str) -> list[PoolEffect]:
         self.evicted.add(peer)
         self.counters.evicted += 1
-        self.checks = [c for c in self.checks if c.src != peer]
+        self.checks = [c for c in self.checks if peer not in (c.src, c.accuser)]
         return [Evict(peer, reason, detail)]
+
+    def _accused(self, src: str, acc: Accusation, now: float) -> list[PoolEffect]:
+        """``src`` says ``acc.accused`` lied about an item. Checked only where it can be decided
+        exactly: accuser and accused of one platform class (the accuser claims an exact mismatch),
+        the item's return in our log from the accused (so we hold the very claim), the generation
+        among our recent rounds. Of our class: one re-evaluation, queued before the other checks;
+        the accused goes if it does not reproduce, the accuser if it does (a stranger's false
+        accusation costs each of us one evaluation, once). Of another class: the same check, judged
+        statistically as any cross-class check. One accusation per accuser waits at a time."""
+        m = acc.accused
+        records = self.records
+        accused_class = self.platform if m == self.self_id else (records[m].platform if m in records else "")
+        rnd = self._recent_round(acc.generation)
+        if src in self.evicted or m in self.evicted or m == src:
+            outcome = "ignored"
+        elif not accused_class or src not in records or records[src].platform != accused_class:
+            outcome = "cross_class"
+        elif rnd is None or not 0 <= acc.index < len(rnd.source):
+            outcome = "stale"
+        elif rnd.source[acc.index] != m:
+            outcome = "unverifiable"  # its claim did not enter our log: not ours to judge
+        elif any(c.accuser == src for c in self.checks + [self._pending_check] if c is not None):
+            outcome = "duplicate"
+        else:
+            outcome = "queued"
+            same = [c for c in self.checks + [self._pending_check]
+                    if c is not None and (c.src, c.generation, c.index) == (m, acc.generation, acc.index)]
+            for c in same:  # a check of that item was drawn already: it now decides the accusation too
+                c.accuser = c.accuser or src
+            if not same:
+                self.checks.append(_Check(acc.generation, acc.index, rnd.candidates[acc.index].copy(), rnd.seeds,
+                                          float(rnd.returns[acc.index]), m, src))
+        self.counters.accusation(outcome)
+        return self._next_work(now) if outcome == "queued" else []
+
+    def _checked(self, c: _Check, value: float) -> list[PoolEffect]:
+        """A spot check's return against the claim it checks. An accusation's check that reproduces
+        the claim evicts the accuser; one that does not, the accused (``_compare``, which accuses it
+        in turn). Our own return is checked only when we are accused."""
+        if c.src in self.evicted:
+            return []
+        exact = c.src == self.self_id or (c.src in self.records and self.records[c.src].platform == self.platform)
+        if c.accuser is not None and exact and np.float32(value) == np.float32(c.claimed):
+            self.counters.accusation("false")
+            if c.accuser in self.evicted:
+                return []
+            return self._evict(c.accuser, Eviction.FALSE_ACCUSATION,
+                               f"accused {c.src} of item {c.index} of generation {c.generation}, which reproduced")
+        if c.src == self.self_id:  # accused, and our own evaluation did not reproduce: nobody to blame
+            self.counters.accusation("own_not_reproduced")
+            return []
+        effects = self._compare(c.src, value, c.claimed, (c.generation, c.index))
+        if c.accuser is not None:
+            self.counters.accusation("upheld" if c.src in self.evicted else "not_exact")
+        return effects
+
+    def _recent_round(self, generation: int) -> _Round | None:
+        if self.round is not None and self.round.generation == generation:
+            return self.round
+        return next((r for r in self._done_rounds if r.generation == generation), None)
 
     def _maybe_complete(self, rng: np.random.Generator) -> list[PoolEffect]:
         rnd = self.round
@@ -646,7 +742,9 @@ class Pool:
                 if items:
                     return [self._evaluate(rnd, items, Work.HELP)]
         if self.checks and rnd is not None and rnd.share_done_at is not None:
-            c = self._pending_check = self.checks.pop()
+            # an accusation's check first (the pool waits to hear if the accused lies), else the newest
+            accused = [k for k, c in enumerate(self.checks) if c.accuser is not None]
+            c = self._pending_check = self.checks.pop(accused[0] if accused else -1)
             self.busy = Work.CHECK
             return [EvaluateItems(c.generation, (c.index,), c.candidate[None, :], c.seeds, Work.CHECK)]
         return []
@@ -720,8 +818,8 @@ class Pool:
             self.counters.checks += 1
             c = self._pending_check
             self._pending_check = None
-            if c is not None and c.src not in self.evicted:
-                effects.extend(self._compare(c.src, float(returns[0]), c.claimed))
+            if c is not None:
+                effects.extend(self._checked(c, float(returns[0])))
             return effects + self._next_work(now)
         rnd = self.round
         if ev.why == Work.OWN:

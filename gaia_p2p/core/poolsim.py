@@ -1,7 +1,7 @@
 """A pool without a network, for tests and benchmarks: members whose evaluations finish at once and
 whose messages are delivered by hand, step by step (``step``). Everything else is the real
 ``core/pool.Pool``. A member may lie: it inflates a share of the returns it reports (never those of
-its own spot checks, which it keeps to itself)."""
+its own spot checks, which it keeps to itself); or accuse an honest member falsely, once a generation."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ class Member:
 
     def __init__(self, name: str, *, pid: str, lam: int = 12, dim: int = 4, fitness: Fitness = quadratic,
                  lie: float = 0.0, lie_rate: float = 1.0, check_share: float = 0.3, slowness: float = 1.0,
-                 min_help_wait_s: float = 0.1, max_arrival_wait_s: float = 1.0) -> None:
+                 min_help_wait_s: float = 0.1, max_arrival_wait_s: float = 1.0, accuse: str | None = None) -> None:
         self.name, self.lam, self.dim, self.fitness = name, lam, dim, fitness
         self.lie, self.lie_rate = lie, lie_rate
+        self.accuse = accuse  # a member it accuses of an item of each generation it completes
         self.slowness = slowness  # its evaluations say they took this many times as long (its speed code follows)
         self.pool = P.Pool(pid=pid, self_id=name, platform="same", episodes=1,
                            policy=P.PoolPolicy(check_share=check_share, min_help_wait_s=min_help_wait_s,
@@ -35,8 +36,8 @@ class Member:
         self.rng = np.random.default_rng([ord(c) for c in name])
         self.lie_rng = np.random.default_rng([ord(c) for c in name] + [1])
         self.lies_told = 0
-        self.outbox: list[P.Results] = []
-        self.inbox: list[tuple[float, str, P.Results]] = []  # (due, sender, results) in flight to us
+        self.outbox: list[P.Results | P.Accusation] = []
+        self.inbox: list[tuple[float, str, P.Results | P.Accusation]] = []  # (due, sender, message) in flight to us
         self.work: list[P.EvaluateItems] = []
         self.completed: list[int] = []
         self.replays: list[P.Replay] = []
@@ -53,8 +54,13 @@ class Member:
                 self.work.append(e)
             elif isinstance(e, P.PublishResults):
                 self.outbox.append(e.results)
+            elif isinstance(e, P.Accuse):
+                self.outbox.append(e.accusation)
             elif isinstance(e, P.RoundComplete):
                 self.completed.append(e.generation)
+                if self.accuse is not None:
+                    told = [i for i, src in enumerate(self.pool._done_rounds[-1].source) if src == self.accuse]
+                    self.outbox += [P.Accusation(e.generation, told[0], self.accuse)] if told else []
             elif isinstance(e, P.Replay):
                 self.replays.append(e)
             elif isinstance(e, P.Evict):
@@ -108,7 +114,7 @@ def step(members: list[Member], now: float, *, deliver_from: set[str] | None = N
         due = [x for x in m.inbox if x[0] <= now]
         m.inbox = [x for x in m.inbox if x[0] > now]
         for _, src, r in due:
-            m.feed(P.ResultsReceived(src, r), now)
+            m.feed(P.ResultsReceived(src, r) if isinstance(r, P.Results) else P.AccusationReceived(src, r), now)
     by_name = {m.name: m for m in members}
     for m in members:
         for f in m.fetches[m.fetches_served:]:

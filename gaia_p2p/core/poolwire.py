@@ -3,7 +3,8 @@ sent, bounded by core/wire.py (kinds ``POOL_RESULTS``, ``POOL_LOG_REQUEST``, ``P
 reason code for every rejection (``RemoteProtocolError``: too_large, not_msgpack, bad_version,
 bad_field, wrong_pool, nonfinite).
 
-    results       gossip on /gaia/<experiment-id>/pool/<pool-id>/1
+    results       gossip on /gaia/<experiment-id>/pool/<pool-id>/1, or /gaia/pool/results/1.0.0
+    accusation    on the same channels: a member evicted another for a lie (r3)
     log request   /gaia/pool/log/1.0.0, one length-prefixed request, one answer, closed
     log answer
 
@@ -18,7 +19,7 @@ import msgpack
 import numpy as np
 
 from gaia_p2p.core import wire
-from gaia_p2p.core.pool import HEAD_BYTES, SPEED_MAX, SPEED_MIN, Results
+from gaia_p2p.core.pool import HEAD_BYTES, SPEED_MAX, SPEED_MIN, Accusation, Results
 from gaia_p2p.core.wire import Kind, Reason
 from gaia_p2p.errors import RemoteProtocolError
 
@@ -32,6 +33,7 @@ MAX_LOG_BYTES = wire.LIMITS[Kind.POOL_LOG].max_bytes
 MAX_PLATFORM = 48
 _PID = re.compile(r"[0-9a-f]{16}")
 _PLATFORM = re.compile(r"[A-Za-z0-9_.:+-]{0,48}")
+_PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{1,64}")  # base58btc
 
 
 def encode_results(pid: str, r: Results) -> bytes:
@@ -68,8 +70,37 @@ def _head(obj: dict) -> bytes:
     return h
 
 
-def decode_results(data: bytes, *, pid: str | None = None) -> Results:
+def encode_accusation(pid: str, a: Accusation) -> bytes:
+    return msgpack.packb({"v": VERSION, "p": pid, "g": int(a.generation),
+                          "i": np.asarray([a.index], dtype="<u2").tobytes(), "a": a.accused}, use_bin_type=True)
+
+
+def encode(pid: str, msg: Results | Accusation) -> bytes:
+    return encode_accusation(pid, msg) if isinstance(msg, Accusation) else encode_results(pid, msg)
+
+
+def decode_message(data: bytes, *, pid: str | None = None) -> Results | Accusation:
+    """A message of the results channel: an accusation when it has ``a``, else results."""
     obj = _unpack(Kind.POOL_RESULTS, data, pid)
+    return _accusation(obj) if "a" in obj else _results(obj)
+
+
+def decode_results(data: bytes, *, pid: str | None = None) -> Results:
+    return _results(_unpack(Kind.POOL_RESULTS, data, pid))
+
+
+def _accusation(obj: dict) -> Accusation:
+    g = wire.int_field(obj, "g", 0, 2**31)
+    i = wire.field(obj, "i", bytes)
+    if len(i) != 2:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "i is not one uint16")
+    a = obj.get("a")
+    if not isinstance(a, str) or not _PEER_ID.fullmatch(a):
+        raise RemoteProtocolError(Reason.BAD_FIELD, f"a = {wire.short(a)}")
+    return Accusation(g, int.from_bytes(i, "little"), a)
+
+
+def _results(obj: dict) -> Results:
     g = wire.int_field(obj, "g", 0, 2**31)
     head = _head(obj)
     i = wire.field(obj, "i", bytes)

@@ -28,9 +28,9 @@ import trio
 
 from gaia_p2p.core import poolwire
 from gaia_p2p.core.events import Evaluate
-from gaia_p2p.core.pool import (AbandonWork, EvaluateItems, FetchLog, ItemsAbandoned, ItemsEvaluated, LogReceived,
-                                MembersChanged, Pool, PoolInput, PublishResults, Results, ResultsReceived,
-                                RoundComplete, RoundStarted, Tick, Work)
+from gaia_p2p.core.pool import (AbandonWork, Accusation, AccusationReceived, Accuse, EvaluateItems, FetchLog,
+                                ItemsAbandoned, ItemsEvaluated, LogReceived, MembersChanged, Pool, PoolInput,
+                                PublishResults, Results, ResultsReceived, RoundComplete, RoundStarted, Tick, Work)
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
@@ -98,18 +98,23 @@ def platform_class() -> str:
     return "".join(c if c.isalnum() or c in "_.:+-" else "_" for c in text)[:poolwire.MAX_PLATFORM]
 
 
+def received(src: str, msg: Results | Accusation) -> PoolInput:
+    """The pool's input for a decoded message of ``src``."""
+    return AccusationReceived(src, msg) if isinstance(msg, Accusation) else ResultsReceived(src, msg)
+
+
 class PoolTopic(ValidatedTopic):
-    """Results of the pool's members; each message is decoded once, in the validator."""
+    """Results (and accusations) of the pool's members; each message is decoded once, in the validator."""
 
     def __init__(self, topic: str, experiment_id: str, pid: str, self_id: str,
                  rate_per_s: float = 50.0, burst: float = 100.0) -> None:
         super().__init__(topic, experiment_id, self_id, rate_per_s, burst)
         self.pid = pid
 
-    def decode(self, data: bytes) -> Results:
-        return poolwire.decode_results(data, pid=self.pid)
+    def decode(self, data: bytes) -> Results | Accusation:
+        return poolwire.decode_message(data, pid=self.pid)
 
-    def admit(self, origin: str, data: bytes) -> Results:
+    def admit(self, origin: str, data: bytes) -> Results | Accusation:
         """A results message that came over a direct stream: the validator's checks (rate, decoding),
         raising ``RemoteProtocolError``."""
         if not self.bucket.allow(origin, trio.current_time()):
@@ -185,14 +190,14 @@ class DirectResults:
                     self.stats["closed_idle"] += 1
                     return
                 try:
-                    results = self.topic.admit(peer, data)
+                    msg = self.topic.admit(peer, data)
                 except RemoteProtocolError as e:
                     self.topic.reject(e.reason, peer, e.detail, in_validator=False)
                     if e.reason == Reason.RATE_LIMITED:
                         continue
                     return
                 self.stats["received"] += 1
-                self._feed(ResultsReceived(peer, results))
+                self._feed(received(peer, msg))
         except Exception as e:  # noqa: BLE001 - EOF, reset: the member left or restarted
             self.stats["closed"] += 1
             log.debug("pool_results_stream_closed", peer_id=peer, error=f"{type(e).__name__}: {e}"[:200])
@@ -279,7 +284,7 @@ class PoolMember:
         self.send_direct = direct
         self._work_in, self._work_out = trio.open_memory_channel[EvaluateItems](1)
         self._working: tuple[EvaluateItems, trio.CancelScope] | None = None  # the evaluation under way
-        self._publishes_in, self._publishes_out = trio.open_memory_channel[Results](PUBLISH_QUEUE)
+        self._publishes_in, self._publishes_out = trio.open_memory_channel[Results | Accusation](PUBLISH_QUEUE)
         self.publishes_dropped = 0
         self._round_done = trio.Event()
         self._round_result: RoundComplete | None = None
@@ -343,8 +348,8 @@ class PoolMember:
                                       seconds=trio.current_time() - t0))
 
     async def _publish(self) -> None:
-        async for results in self._publishes_out:
-            data = poolwire.encode_results(self.pool.pid, results)
+        async for msg in self._publishes_out:
+            data = poolwire.encode(self.pool.pid, msg)
             if not self.send_direct:
                 await self.p2p.pubsub.publish(self.topic.topic, data)
                 continue
@@ -361,11 +366,11 @@ class PoolMember:
             if src == me:
                 continue
             try:
-                results, _ = self.topic.take(msg)  # decoded by the validator
+                decoded, _ = self.topic.take(msg)  # decoded by the validator
             except RemoteProtocolError as e:  # cannot happen after validation, but never let a peer kill us
                 self.topic.reject(e.reason, src, e.detail)
                 continue
-            self._feed(ResultsReceived(src, results))
+            self._feed(received(src, decoded))
 
     def live_members(self) -> frozenset[str]:
         """The pool's members as far as we can tell: its topic's peers that are not banned, and us."""
@@ -412,12 +417,13 @@ class PoolMember:
             if work.why != Work.CHECK and work.generation <= effect.generation:
                 scope.cancel()
 
-    def publish(self, effect: PublishResults) -> None:
+    def publish(self, effect: PublishResults | Accuse) -> None:
+        msg = effect.results if isinstance(effect, PublishResults) else effect.accusation
         try:
-            self._publishes_in.send_nowait(effect.results)
+            self._publishes_in.send_nowait(msg)
         except trio.WouldBlock:
             self.publishes_dropped += 1
-            log.warning("pool_results_dropped", generation=effect.results.generation, queued=PUBLISH_QUEUE,
+            log.warning("pool_results_dropped", generation=msg.generation, queued=PUBLISH_QUEUE,
                         dropped=self.publishes_dropped)
 
     def round_complete(self, effect: RoundComplete) -> None:

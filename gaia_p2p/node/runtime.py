@@ -452,7 +452,7 @@ def _pool_evict(node: Node, effect: poolcore.Evict) -> None:
 
 #: the pool's inputs (core/pool.py): fed to the pool, not the island
 POOL_INPUTS = (poolcore.RoundStarted, poolcore.ItemsEvaluated, poolcore.ItemsAbandoned, poolcore.ResultsReceived,
-               poolcore.MembersChanged, poolcore.Tick, poolcore.LogReceived)
+               poolcore.AccusationReceived, poolcore.MembersChanged, poolcore.Tick, poolcore.LogReceived)
 
 #: every effect of the island (gaia_p2p/core/events.py) and of its pool (core/pool.py), and who carries it out
 EFFECTS: dict[type, Callable[[Node, Any], None]] = {
@@ -469,6 +469,7 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     poolcore.FetchLog: _pool_fetch_log,
     poolcore.Replay: _pool_replay,
     poolcore.Evict: _pool_evict,
+    poolcore.Accuse: lambda node, effect: node.member.publish(effect),
 }
 #: rejections that mean a peer lied (warned, not just told)
 LIES = frozenset({"claim_mismatch", "claim_short"})

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -76,6 +77,11 @@ def test_vectors_messages():
     got = W.decode_results(bytes.fromhex(r["hex"]), pid=PID)
     assert (got.platform, got.speed, list(got.indices)) == (None, r["speed"], r["indices"])
     assert W.encode_results(PID, got).hex() == r["hex"]
+    r = VECTORS["accusation"]
+    got = W.decode_message(bytes.fromhex(r["hex"]), pid=PID)
+    assert got == P.Accusation(r["generation"], r["index"], r["accused"])
+    assert W.encode(PID, got).hex() == r["hex"]
+    assert isinstance(W.decode_message(bytes.fromhex(VECTORS["results"]["hex"]), pid=PID), P.Results)
     q = VECTORS["log_request"]
     assert W.decode_log_request(bytes.fromhex(q["hex"]), pid=PID) == (q["start"], bytes.fromhex(q["head"]))
     lg = VECTORS["log"]
@@ -103,8 +109,33 @@ def results(**over):
 ])
 def test_hostile_results_are_rejected_with_a_reason(data, reason):
     with pytest.raises(RemoteProtocolError) as e:
+        W.decode_message(data, pid=PID)
+    assert e.value.reason == reason
+    with pytest.raises(RemoteProtocolError) as e:
         W.decode_results(data, pid=PID)
     assert e.value.reason == reason
+
+
+ACCUSED = "12D3KooWGzBbSqXGjvSbDAvbVu9QzfqQe5K8ZCKkoYbQt3GVPShJ"
+
+
+def accusation(**over) -> bytes:
+    return msgpack.packb({"v": 1, "p": PID, "g": 7, "i": b"\x03\x00", "a": ACCUSED} | over, use_bin_type=True)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (accusation(p="0123456789abcdef"), "wrong_pool"),
+    (accusation(v=2), "bad_version"),
+    (accusation(g=-1), "bad_field"),
+    (accusation(i=b"\x03\x00\x04\x00"), "bad_field"),  # one index only
+    (accusation(a="0OIl"), "bad_field"),  # not base58
+    (accusation(a=7), "bad_field"),
+])
+def test_hostile_accusations_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(RemoteProtocolError) as e:
+        W.decode_message(data, pid=PID)
+    assert e.value.reason == reason
+    assert W.decode_message(accusation(), pid=PID) == P.Accusation(7, 3, ACCUSED)
 
 
 # ---------------------------------------------------------------- simulated members
@@ -320,6 +351,71 @@ def test_a_share_behind_on_its_last_part_tells_what_it_did_before_the_others_hel
     assert [sorted(r.indices) for r in published] == [share_b[:4]] and published[0].platform == "same"
     a.handle(P.ResultsReceived("B", published[0]), now=0.23, rng=rng)
     assert a.round.unknown() == share_b[4:]  # A knows all but B's last part: it helps there only
+
+
+def test_one_members_catch_evicts_a_liar_everywhere_through_its_accusation():
+    """Checks are rare (5 %): the first honest member to catch the liar tells the pool, and every
+    other member of its class re-evaluates that one item and evicts the liar too, instead of
+    waiting to catch it itself."""
+    ms = [Member(n, check_share=0.05) for n in "ABCD"] + [Member("L", lie=5.0, check_share=0.05)]
+    form(ms)
+    honest = ms[:4]
+    first = None
+    for t in range(3000):
+        step(ms, t * 0.05)
+        caught = [m for m in honest if "L" in m.pool.evicted]
+        if caught and first is None:
+            first = t
+        if len(caught) == len(honest):
+            break
+    assert first is not None and all("L" in m.pool.evicted for m in honest)
+    assert t - first <= 10, (first, t)  # steps, not the hundreds a 5 % check rate needs per member
+    upheld = sum(m.pool.counters.accusations.get("upheld", 0) for m in honest)
+    assert upheld >= 1, [m.pool.counters.accusations for m in honest]
+    assert all(m.evicted == ["L"] for m in honest)
+
+
+def test_a_false_accuser_is_evicted_and_the_accused_stays():
+    ms = [Member(n) for n in "ABC"] + [Member("X", accuse="A")]
+    form(ms)
+    for t in range(400):
+        step(ms, t * 0.05)
+        if all("X" in m.pool.evicted for m in ms[:3] if m.name != "A"):
+            break
+    for m in ms[1:3]:
+        assert "X" in m.pool.evicted and "A" not in m.pool.evicted
+        assert m.pool.counters.accusations.get("false", 0) >= 1
+    assert "A" not in ms[0].pool.evicted and "X" in ms[0].pool.evicted  # A re-evaluated its own item
+    g = min(m.pool.generation for m in ms[:3])
+    assert len({m.pool.heads[g] for m in ms[:3]}) == 1
+
+
+def test_accusations_that_cannot_be_decided_exactly_are_not_acted_on():
+    ms = [Member(n) for n in "ABC"]
+    form(ms)
+    for t in range(20):
+        step(ms, t * 0.05)
+    a = ms[0].pool
+    done = a._done_rounds[-1]
+    i_b = done.source.index("B")
+    i_c = done.source.index("C")
+    rng = np.random.default_rng(0)
+
+    def outcome(src: str, acc: P.Accusation) -> str:
+        before = dict(a.counters.accusations)
+        a.handle(P.AccusationReceived(src, acc), now=1.0, rng=rng)
+        return next(k for k, v in a.counters.accusations.items() if v != before.get(k, 0))
+
+    assert outcome("C", P.Accusation(done.generation, i_c, "B")) == "unverifiable"  # C's return, not B's
+    assert outcome("C", P.Accusation(done.generation - 40, i_b, "B")) == "stale"
+    assert outcome("C", P.Accusation(done.generation, 9999, "B")) == "stale"
+    assert outcome("B", P.Accusation(done.generation, i_b, "B")) == "ignored"
+    a.records["C"].platform = "other"
+    assert outcome("C", P.Accusation(done.generation, i_b, "B")) == "cross_class"  # C cannot have checked B exactly
+    a.records["C"].platform = "same"
+    assert outcome("C", P.Accusation(done.generation, i_b, "B")) == "queued"
+    assert outcome("C", P.Accusation(done.generation, i_b, "B")) == "duplicate"  # one at a time per accuser
+    assert [(c.src, c.index) for c in a.checks if c.accuser == "C"] == [("B", i_b)] and not a.evicted
 
 
 def test_a_liar_is_evicted_and_its_later_results_ignored():

@@ -109,12 +109,15 @@ async def test_a_dead_members_items_are_done_by_the_others(tmp_path):
 
 
 async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
-    # every result of the others checked: a lie is caught at the first one that enters a log. The
-    # liar runs its own code: it trusts everyone (an honest checker would find the honest members
-    # "wrong", evict them and fork off alone: that case is fencing, tests/core/test_pool.py)
+    # the first member checks every result of the others: a lie is caught at the first one that
+    # enters its log; the second checks none and evicts the liar on the first one's accusation (or
+    # on a duplicate of an item it evaluated too). The liar runs its own code: it trusts everyone (an
+    # honest checker would find the honest members "wrong", evict them and fork off alone: that
+    # case is fencing, tests/core/test_pool.py)
     with trio.fail_after(180):
         async with trio.open_nursery() as nursery:
-            honest = await start_pool(nursery, tmp_path, 2, check_share=1.0)
+            checker = await start_member(nursery, tmp_path, 0, check_share=1.0)
+            honest = [checker, await start_member(nursery, tmp_path, 1, (checker.addrs()[0],), check_share=0.0)]
             liar = await start_member(nursery, tmp_path, 2, (honest[0].addrs()[0],), check_share=0.0)
             # it joins honestly and starts lying once it is a member (one that lies from its first
             # generation computes a past of its own, alone, and is fenced off: tests/core/test_pool.py)
@@ -142,6 +145,13 @@ async def test_a_member_that_inflates_its_returns_is_evicted(tmp_path):
                              "10 generations after the eviction", 40, on=honest)
             assert all(liar.peer_id not in n.pool.live_members() for n in honest)
             assert all(liar.peer_id in n.status()["banned_peers"] or n.pool.evicted for n in honest)
+            # the checker's accusation reached the other over the wire and was judged there
+            assert sum(honest[1].pool.counters.accusations.values()) >= 1, honest[1].pool.counters.accusations
+            import json
+
+            from gaia_p2p.cli import render_status
+
+            assert ", accusations " in render_status(json.loads(json.dumps(honest[1].status())))
             nursery.cancel_scope.cancel()
 
 
