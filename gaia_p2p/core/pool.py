@@ -10,10 +10,8 @@ the replica's state and its episode seeds from (pool id, g), so members exchange
   (equal speeds: shares differ by one item at most). Nobody coordinates: each member computes the
   same owners from its own view of who is live and how fast; views that differ for a moment give
   an item two owners (the second result is a free spot check) or none (a helper takes it).
-- **Parts and helping** (work stealing): an owner evaluates its share in parts, front to back.
-  It tells its whole share in one message, unless the share is behind (another member is done
-  with its own, or helps with ours): then it tells each part as it is done, so that the others
-  see what it has not started. A member whose own share is done takes at once the untouched end of a share
+- **Parts and helping** (work stealing): an owner evaluates its share in parts, front to back,
+  and tells each. A member whose own share is done takes at once the untouched end of a share
   that is behind (its owner has told a part, and is not yet at those items); for what may be
   under way it waits a little (``help_after`` of its own share's duration, plus the delay it
   measures between its share's end and the others' results arriving: on a loaded network results
@@ -409,8 +407,6 @@ class _Round:
     helped_at: float = -math.inf  # our last help of it ended (the next waits again: the others' help is in flight)
     own_s: float = 0.0  # the seconds our share's parts took
     told: bool = False  # we published results of it (the first message tells our platform class)
-    untold: list[tuple[int, float]] = field(default_factory=list)  # our parts done, not yet published
-    waited_on_at: float | None = None  # another member was done with its share, or helped with ours
     own: int = 0
     heard: bool = False  # results of another owner of items arrived (the arrival delay sampled)
 
@@ -535,8 +531,7 @@ class Pool:
             self.members = frozenset(event.members) | {self.self_id}
             return self._next_work(now)
         if isinstance(event, Tick):
-            rnd = self.round
-            return (self._tell_if_due(rnd, now) if rnd is not None else []) + self._next_work(now, tick=True)
+            return self._next_work(now, tick=True)
         if isinstance(event, LogReceived):
             return self._log_received(event, now)
         raise LocalProtocolError(f"pool cannot handle {type(event).__name__}")
@@ -839,35 +834,10 @@ class Pool:
             rnd.own_s += ev.seconds
         elif ev.why == Work.HELP:
             rnd.helped_at = now
-        if ev.why == Work.OWN:
-            rnd.untold.extend(zip(ev.indices, map(float, returns)))
-            effects.extend(self._tell_if_due(rnd, now))
-        else:  # help: its owners wait for it
-            effects.append(self._tell(rnd, tuple(ev.indices), returns))
-        return effects + self._maybe_complete(rng) + self._next_work(now)
-
-    def _tell(self, rnd: _Round, indices: tuple[int, ...], returns: np.ndarray) -> PublishResults:
-        told = PublishResults(Results(rnd.generation, self.heads[rnd.generation], indices, returns,
-                                      None if rnd.told else self.platform, self.speed))
+        effects.append(PublishResults(Results(ev.generation, self.heads[ev.generation], tuple(ev.indices),
+                                              returns, None if rnd.told else self.platform, self.speed)))
         rnd.told = True
-        return told
-
-    def _tell_if_due(self, rnd: _Round, now: float) -> list[PoolEffect]:
-        """Publish our parts done so far when the others need them: our share is done; or it is behind
-        (``waited_on_at``) and either items beyond the part we may be at remain (helpers take those
-        at once, so they must know what we have started) or the others' help is near (half the least
-        help wait since: a helper then deals all our unknown items, and would redo the ones we did
-        not tell). Otherwise they wait for the next part: one message per share where no one waits."""
-        if not rnd.untold:
-            return []
-        todo = [i for i in rnd.share if not rnd.source[i]]
-        if todo and (rnd.waited_on_at is None or (
-                len(todo) <= share_part(len(rnd.share), self.policy.share_chunks)
-                and now - rnd.waited_on_at < self.policy.min_help_wait_s / 2)):
-            return []
-        indices, returns = zip(*rnd.untold)
-        rnd.untold.clear()
-        return [self._tell(rnd, indices, np.asarray(returns, dtype=np.float32))]
+        return effects + self._maybe_complete(rng) + self._next_work(now)
 
     def _measure_speed(self, items: int, seconds: float) -> None:
         """Our speed, from how long our own shares take (the duty cycle's rest included: a slower
@@ -918,17 +888,12 @@ class Pool:
             return []
         self._heard(rnd, src, now)
         effects: list[PoolEffect] = []
-        ours = False
         for i, r in zip(res.indices, res.returns):
             if 0 <= int(i) < len(rnd.source):
                 self._learn(rnd, int(i), float(r), src, effects)
-                ours = ours or rnd.owners[int(i)] == self.self_id
         if src in self.evicted:
             return effects
-        if rnd.waited_on_at is None and (ours or src in rnd.owners and all(
-                rnd.source[i] for i, o in enumerate(rnd.owners) if o == src)):
-            rnd.waited_on_at = now  # it helps with our share, or its own is done: it will help
-        return effects + self._tell_if_due(rnd, now) + self._maybe_complete(rng) + self._next_work(now)
+        return effects + self._maybe_complete(rng) + self._next_work(now)
 
     def _behind(self, src: str, now: float) -> list[PoolEffect]:
         if now - self.fetching_since < self.policy.fetch_retry_s:
