@@ -125,6 +125,7 @@ class PoolConfig:
     name: str = ""
     check_share: float = 0.05  # share of the pool's results re-evaluated by another member (spot checks)
     help_after: float = 0.5  # help with others' items after this share of our own share's duration
+    min_help_wait_s: float = 0.2  # ... and at least this long (about two gossip rounds)
     # how our results reach the others: "gossip" (the pool's gossipsub topic: signed, forwarded, reaches
     # members we hold no connection with) or "direct" (one stream per member: fewer bytes and less
     # CPU, but only to members we are connected to). Every member takes both.
@@ -661,6 +662,8 @@ def validate(cfg: Config) -> None:
         raise _bad("pool.check_share", cfg.pool.check_share, "must be in 0..1", 0.05)
     if not 0 <= cfg.pool.help_after <= 100:
         raise _bad("pool.help_after", cfg.pool.help_after, "must be in 0..100", 0.5)
+    if not 0 <= cfg.pool.min_help_wait_s <= 10:
+        raise _bad("pool.min_help_wait_s", cfg.pool.min_help_wait_s, "must be in 0..10", 0.2)
     if not n.listen:
         raise _bad("network.listen", n.listen, "needs at least one address", "/ip4/127.0.0.1/tcp/0")
     for a in n.listen:

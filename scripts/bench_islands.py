@@ -242,6 +242,8 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
         common += ["--set", f"migration.accept_margin={a.margin}"]
     if a.topology:
         common += ["--topology", a.topology]
+    for setting in a.node_set:
+        common += ["--set", setting]
     # the ladder's first rung: what a node that sets nothing runs (32 on lunarlander, pycma's default
     # on the test functions)
     from gaia_p2p.core.optimizer import default_popsize
@@ -603,6 +605,8 @@ def main() -> int:
     ap.add_argument("--entry", choices=["inject", "adopt"], default=None, help="migration.entry of every node")
     ap.add_argument("--margin", type=float, default=None, help="migration.accept_margin of every node")
     ap.add_argument("--topology", choices=["full", "ring", "random"], default=None, help="--topology for every node")
+    ap.add_argument("--node-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting for every node of every arm (repeatable), as gaia-node's --set")
     ap.add_argument("--final-episodes", type=int, default=100)
     ap.add_argument("--max-generations", type=int, default=None,
                     help="every node stops after this many generations (a pace run: pool_pace compares pools there)")

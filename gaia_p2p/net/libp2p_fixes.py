@@ -2,14 +2,14 @@
 
 See docs/LIBP2P.md for how each was found and what it cost. tests/integration/test_libp2p_fixes.py
 shows each bug on the pinned py-libp2p, unpatched, next to the test of its fix: a
-``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q, R, S, T and U, the ``fixed=False`` cases for N, O, P
+``test_bug_X_upstream_...`` for A, B, F, G, I, L, M, Q, R, S, T and W, the ``fixed=False`` cases for N, O, P
 and P1, the first half of the J and K tests. The day py-libp2p is upgraded, the upstream tests
 that fail name the fixes that may go. C/D are checked as the options a node runs with; H is
 exercised by the partition in tests/e2e/test_netns.py (needs root and network namespaces).
 
 How they are installed (by net/host.py):
 
-- ``install_class_patches()``: H's keepalive, Q, R, S, T and U patch py-libp2p's classes, once per process
+- ``install_class_patches()``: H's keepalive, Q, R, S, T and W patch py-libp2p's classes, once per process
   (a second call is a no-op); ``upstream(cls, name)`` returns py-libp2p's own method.
 - ``noise_only_security`` (G) and ``gossipsub_options`` (C/D) are arguments of ``new_host`` and
   ``GossipSub``.
@@ -94,7 +94,7 @@ S. ``_ipv6_remote_address`` (a class patch): ``TrioTCPStream.get_remote_address`
    has no remote address: the per-IP inbound limit (Q) treated IPv6 peers as "no IP" and let them
    all in, identify sent them no observed address, and AutoNAT could not dial them back. The
    (host, port) of the 4-tuple is returned.
-U. ``_batch_window_updates`` (a class patch): a yamux stream sends a WINDOW_UPDATE frame after
+W. ``_batch_window_updates`` (a class patch): a yamux stream sends a WINDOW_UPDATE frame after
    every ``read`` that leaves its receive window below full, whatever the amount: a pool results
    frame read as a length byte and a body cost its sender two 12-byte frames back, each one Noise
    frame, one socket write and one wakeup on both sides (12 % of a pool member's main-thread time,
@@ -497,7 +497,7 @@ def install_outgoing_rpc_pipeline(pubsub: Any, stages: tuple[RpcStage, ...] = OU
 
 
 # --------------------------------------------------------------------------------------------------
-# Class-level patches (H's keepalive, Q, R, S, T, U): every host of the process gets them, installed once by
+# Class-level patches (H's keepalive, Q, R, S, T, W): every host of the process gets them, installed once by
 # ``install_class_patches``; ``upstream`` keeps py-libp2p's own function for the tests that show
 # each bug on the pinned version.
 
@@ -518,7 +518,7 @@ def upstream(cls: type, name: str) -> Any:
 def install_class_patches() -> None:
     """H (kernel keepalive on every libp2p TCP socket), Q (inbound slots that come back), R (a
     ban that cannot crash the host), S (IPv6 remote addresses), T (the peerstore keeps our own
-    key) and U (yamux window updates at half the window), on py-libp2p's classes. Once
+    key) and W (yamux window updates at half the window), on py-libp2p's classes. Once
     per process: a second call is a no-op, so each method is wrapped exactly once and ``upstream``
     always returns py-libp2p's own."""
     if _CLASS_PATCHES_INSTALLED[0]:
@@ -533,11 +533,11 @@ def install_class_patches() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# U
+# W
 
 
 def _batch_window_updates() -> None:
-    """U: ``YamuxStream._auto_tune_and_send_window_update`` (run after every ``read``) sends a
+    """W: ``YamuxStream._auto_tune_and_send_window_update`` (run after every ``read``) sends a
     WINDOW_UPDATE for any shortfall of the receive window, so a stream of small frames costs a
     control frame back per read. go-yamux sends one only once the shortfall reaches half the window
     (``_grow_threshold``); reads below that return credit later, in one update. Above it

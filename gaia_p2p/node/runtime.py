@@ -532,7 +532,8 @@ def _make_island(cfg: Config, data: DataDir, self_id: str) -> tuple[Island, int,
     pool = None
     if pid is not None:
         pool = poolcore.Pool(pid=pid, self_id=self_id, platform=platform_class(), episodes=cfg.problem.episodes,
-                             policy=poolcore.PoolPolicy(check_share=cfg.pool.check_share, help_after=cfg.pool.help_after))
+                             policy=poolcore.PoolPolicy(check_share=cfg.pool.check_share, help_after=cfg.pool.help_after,
+                                                        min_help_wait_s=cfg.pool.min_help_wait_s))
     if cfg.fresh:
         moved = data.move_checkpoint_aside()
         if moved:

@@ -1053,9 +1053,9 @@ async def _window_updates_for(frames: list[bytes]) -> tuple[bytes, int]:
 SMALL_FRAMES = [bytes([i % 256]) * 90 for i in range(200)]  # 200 results messages of 90 bytes
 
 
-async def test_bug_u_upstream_every_read_sends_a_window_update(monkeypatch):
+async def test_bug_w_upstream_every_read_sends_a_window_update(monkeypatch):
     """py-libp2p 0.8.1: each read that leaves the window short sends an update (2 reads per frame
-    here). If this fails, upstream batches its window updates and U may go."""
+    here). If this fails, upstream batches its window updates and W may go."""
     from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
     name = "_auto_tune_and_send_window_update"
@@ -1066,7 +1066,7 @@ async def test_bug_u_upstream_every_read_sends_a_window_update(monkeypatch):
     assert updates >= len(SMALL_FRAMES), updates
 
 
-async def test_bug_u_fixed_window_updates_come_at_half_the_window():
+async def test_bug_w_fixed_window_updates_come_at_half_the_window():
     libp2p_fixes.install_class_patches()
     received, updates = await _window_updates_for(SMALL_FRAMES)  # 18 KB: well below half a window
     assert received == b"".join(SMALL_FRAMES)
