@@ -177,7 +177,7 @@ def node_run(arm: str, seed: int, s: EnvSetup, a: argparse.Namespace) -> EnvRun:
     ns = argparse.Namespace(
         problem=p.name, dim=p.param_dim, log_interval=a.log_interval, interval=None, reeval=None, entry=None,
         margin=None, topology=None, nodes=scale_arm(arm), workers=0, duty=a.duty, duty_clock=a.duty_clock,
-        presets=a.presets, popsize=s.cfg.popsize, pool_popsize=None, isolated=False, wire=False,
+        presets=a.presets, popsize=s.cfg.popsize, pool_popsize=None, node_set=[], isolated=False, wire=False,
         budget=a.budget, max_wall=a.max_wall, final_episodes=0, max_generations=None)
     with environ(s.gaia_env):
         r = one_run(arm, seed, ns, s.base)
