@@ -631,6 +631,7 @@ class Pool:
         records = self.records
         accused_class = self.platform if m == self.self_id else (records[m].platform if m in records else "")
         rnd = self._recent_round(acc.generation)
+        waiting = [c for c in self.checks + [self._pending_check] if c is not None]
         if src in self.evicted or m in self.evicted or m == src:
             outcome = "ignored"
         elif not accused_class or src not in records or records[src].platform != accused_class:
@@ -639,12 +640,11 @@ class Pool:
             outcome = "stale"
         elif rnd.source[acc.index] != m:
             outcome = "unverifiable"  # its claim did not enter our log: not ours to judge
-        elif any(c.accuser == src for c in self.checks + [self._pending_check] if c is not None):
+        elif any(c.accuser == src for c in waiting):
             outcome = "duplicate"
         else:
             outcome = "queued"
-            same = [c for c in self.checks + [self._pending_check]
-                    if c is not None and (c.src, c.generation, c.index) == (m, acc.generation, acc.index)]
+            same = [c for c in waiting if (c.src, c.generation, c.index) == (m, acc.generation, acc.index)]
             for c in same:  # a check of that item was drawn already: it now decides the accusation too
                 c.accuser = c.accuser or src
             if not same:
