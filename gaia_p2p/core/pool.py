@@ -274,6 +274,11 @@ PoolInput = (RoundStarted | ItemsEvaluated | ItemsAbandoned | ResultsReceived | 
              | Tick | LogReceived)
 
 
+def received(src: str, msg: Results | Accusation) -> ResultsReceived | AccusationReceived:
+    """The input for a message of the results channel that ``src`` sent."""
+    return AccusationReceived(src, msg) if isinstance(msg, Accusation) else ResultsReceived(src, msg)
+
+
 # ---------------------------------------------------------------- effects
 
 

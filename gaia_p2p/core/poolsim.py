@@ -114,7 +114,7 @@ def step(members: list[Member], now: float, *, deliver_from: set[str] | None = N
         due = [x for x in m.inbox if x[0] <= now]
         m.inbox = [x for x in m.inbox if x[0] > now]
         for _, src, r in due:
-            m.feed(P.ResultsReceived(src, r) if isinstance(r, P.Results) else P.AccusationReceived(src, r), now)
+            m.feed(P.received(src, r), now)
     by_name = {m.name: m for m in members}
     for m in members:
         for f in m.fetches[m.fetches_served:]:

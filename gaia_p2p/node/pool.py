@@ -28,9 +28,9 @@ import trio
 
 from gaia_p2p.core import poolwire
 from gaia_p2p.core.events import Evaluate
-from gaia_p2p.core.pool import (AbandonWork, Accusation, AccusationReceived, Accuse, EvaluateItems, FetchLog,
-                                ItemsAbandoned, ItemsEvaluated, LogReceived, MembersChanged, Pool, PoolInput,
-                                PublishResults, Results, ResultsReceived, RoundComplete, RoundStarted, Tick, Work)
+from gaia_p2p.core.pool import (AbandonWork, Accusation, Accuse, EvaluateItems, FetchLog, ItemsAbandoned,
+                                ItemsEvaluated, LogReceived, MembersChanged, Pool, PoolInput, PublishResults, Results,
+                                RoundComplete, RoundStarted, Tick, Work, received)
 from gaia_p2p.core.schedule import Outcome, TokenBucket
 from gaia_p2p.core.wire import Reason
 from gaia_p2p.errors import RemoteProtocolError
@@ -98,11 +98,6 @@ def platform_class() -> str:
     return "".join(c if c.isalnum() or c in "_.:+-" else "_" for c in text)[:poolwire.MAX_PLATFORM]
 
 
-def received(src: str, msg: Results | Accusation) -> PoolInput:
-    """The pool's input for a decoded message of ``src``."""
-    return AccusationReceived(src, msg) if isinstance(msg, Accusation) else ResultsReceived(src, msg)
-
-
 class PoolTopic(ValidatedTopic):
     """Results (and accusations) of the pool's members; each message is decoded once, in the validator."""
 
@@ -115,7 +110,7 @@ class PoolTopic(ValidatedTopic):
         return poolwire.decode_message(data, pid=self.pid)
 
     def admit(self, origin: str, data: bytes) -> Results | Accusation:
-        """A results message that came over a direct stream: the validator's checks (rate, decoding),
+        """A message (results or an accusation) that came over a direct stream: the validator's checks (rate, decoding),
         raising ``RemoteProtocolError``."""
         if not self.bucket.allow(origin, trio.current_time()):
             raise RemoteProtocolError(Reason.RATE_LIMITED, "")
