@@ -56,9 +56,10 @@ class Run:
     final_score: dict | None = None
     curve: list[tuple[float, int, float]] = field(default_factory=list)  # (wall s, total episodes, net best)
     accepted: int = 0
-    # node 0 (the same seed in every arm: alone it is the n1 run): (generation, seconds since its
-    # node_started) until its first accepted migrant, while its trajectory is still n1's
+    # node 0 (the same seed in every arm: alone it is the n1 run): (generation, seconds since every
+    # node of the run was up, all_up) until its first accepted migrant, while its trajectory is still n1's
     node0: list[tuple[int, float]] = field(default_factory=list)
+    all_up: float | None = None  # log time of the last node's node_started: where the clocks start
     # what the network cost, per node, read from its status just before the end (Node.wire)
     wire: list[dict] = field(default_factory=list)
 
@@ -145,12 +146,13 @@ class Node:
         self.accepted = 0
         self.target: dict | None = None
         self.started: dict | None = None
+        self.listen = "/ip4/127.0.0.1/tcp/0"
         self.gen_times: list[tuple[int, float]] = []  # (generation, log time) before the first acceptance
 
     def start(self) -> None:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "gaia_p2p", "start", "--data-dir", str(self.dir),
-                                      "--listen", "/ip4/127.0.0.1/tcp/0", *self.args],
+                                      "--listen", self.listen, *self.args],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -182,11 +184,13 @@ class Node:
                 if "timestamp" in ev:
                     self.gen_times.append((0, _iso(ev["timestamp"])))
 
-    def node0_times(self) -> list[tuple[int, float]]:
-        """``gen_times`` as seconds since this node's ``node_started`` (``Run.node0``)."""
+    def node0_times(self, origin: float | None = None) -> list[tuple[int, float]]:
+        """``gen_times`` as seconds since ``origin`` (a log time: when the run's last node was up;
+        default this node's ``node_started``), for ``Run.node0``. Generations this node completed
+        before the others were up come out negative."""
         if not self.gen_times:
             return []
-        start = self.gen_times[0][1]
+        start = self.gen_times[0][1] if origin is None else origin
         return [(g, round(t - start, 3)) for g, t in self.gen_times]
 
     def wire(self) -> dict | None:
@@ -215,6 +219,27 @@ class Node:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.log.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (node 0 listens there; nothing else on
+    this box binds ports in the meantime but other benchmarks' port-0 listeners)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def own_peer_id(data_dir: Path) -> str:
+    """The peer id of the identity a node will load from ``data_dir`` (created here, so that the
+    others can be given node 0's whole address before it runs)."""
+    from libp2p.peer.id import ID
+
+    from gaia_p2p.net.host import load_or_create_identity
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return str(ID.from_pubkey(load_or_create_identity(data_dir).public_key))
 
 
 def _iso(stamp: str) -> float:
@@ -257,20 +282,30 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     run = Run(arm, seed, len(flags))
     nodes = [Node(base, f"{arm}-s{seed}-n{i}", [*common, *f, "--seed", str(seed * 100 + i)])
              for i, f in enumerate(flags)]
+    # Every node starts at once, bootstrapping to node 0 at an address fixed in advance, and the
+    # clock starts once the last one is up. On this box 8 Python processes importing numpy, torch
+    # and libp2p side by side take ~10 s of the 2 cores, where machines of their own would each
+    # start in ~2 s; started one after the other, node 0 ran alone through those seconds and the
+    # larger arms paid for the box's start-up, not for their own work.
+    nodes[0].listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    boot = f"{nodes[0].listen}/p2p/{own_peer_id(nodes[0].dir)}"
+    for n in nodes[1:]:
+        n.args += ["--bootstrap", boot]
     t0 = time.monotonic()
     try:
-        nodes[0].start()
-        deadline = time.monotonic() + 60
-        while nodes[0].started is None:
-            nodes[0].poll_log()
-            if time.monotonic() > deadline or nodes[0].proc.poll() is not None:
-                raise RuntimeError(f"node 0 did not start: {nodes[0].log_path}")
-            time.sleep(0.05)
-        boot = nodes[0].started["addrs"][0]
-        for n in nodes[1:]:
-            n.args += ["--bootstrap", boot]
+        for n in nodes:
             n.start()
+        deadline = time.monotonic() + 120
+        while any(n.started is None for n in nodes):
+            for n in nodes:
+                n.poll_log()
+                if n.started is None and n.proc.poll() is not None:
+                    raise RuntimeError(f"a node exited before it started: {n.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every node started within 120 s: {base}")
+            time.sleep(0.05)
         t0 = time.monotonic()
+        run.all_up = max(_iso(n.started["timestamp"]) for n in nodes)
         while True:
             time.sleep(0.2)
             for n in nodes:
@@ -300,7 +335,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
     bests = [n.best for n in nodes if n.best is not None]
     run.best_estimate = max(bests) if bests else None
     run.accepted = sum(n.accepted for n in nodes)
-    run.node0 = nodes[0].node0_times()
+    run.node0 = nodes[0].node0_times(run.all_up)
     run.final_score = final_score(nodes, a)
     return run
 
@@ -645,7 +680,7 @@ def main() -> int:
                 n = Node(a.logs, f"{r.arm}-s{r.seed}-n0", [])
                 if n.log_path.exists():
                     n.poll_log()
-                    r.node0 = n.node0_times()
+                    r.node0 = n.node0_times(r.all_up)  # runs before all_up existed: node 0's start
             print(node0_speed(runs))
             print(pool_pace(runs))
         return 0
