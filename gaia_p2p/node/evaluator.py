@@ -82,12 +82,20 @@ class Evaluator:
     async def call(self, fn, *args):  # type: ignore[no-untyped-def]
         """``fn(*args)`` (a module-level function) off the event loop: in a worker process, or in a
         thread with ``workers = 0``; its CPU time counts in ``cpu_s``."""
+        out, _ = await self.call_timed(fn, *args)
+        return out
+
+    async def call_timed(self, fn, *args):  # type: ignore[no-untyped-def]
+        """:meth:`call`, and the CPU seconds this call took (for a rest after it: other calls may
+        run meanwhile, so the change of ``cpu_s`` would count theirs too)."""
         if self.workers == 0:
             # one thread at a time: problems keep per-process caches (gym envs) that are not thread-safe
-            return await trio.to_thread.run_sync(self._timed, fn, *args, limiter=self.limiter)
+            before = self.cpu_s
+            out = await trio.to_thread.run_sync(self._timed, fn, *args, limiter=self.limiter)
+            return out, self.cpu_s - before  # one thread at a time: nothing else counted meanwhile
         out, cpu = await trio_parallel.run_sync(_cpu_timed, fn, *args, kill_on_cancel=True, limiter=self.limiter)
         self.cpu_s += cpu
-        return out
+        return out, cpu
 
     async def evaluate(self, X: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
         if len(X) == 0:

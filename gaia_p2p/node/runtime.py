@@ -755,11 +755,13 @@ async def _maybe_test(node: Node) -> bool:
                           training_episodes=isl.episodes_used)
     if why is None:
         return False
+    t0, cpu = trio.current_time(), 0.0
     if isl.deterministic:
         scores, spent = TargetTest.exact(isl.best_fitness), 0
     else:
-        scores = await node.evaluator.call(partial(evaluate_policy, problem=node.cfg.problem), isl.best_params,
-                                           node.cfg.problem.hidden, node.cfg.test_episodes)
+        scores, cpu = await node.evaluator.call_timed(partial(evaluate_policy, problem=node.cfg.problem),
+                                                      isl.best_params, node.cfg.problem.hidden,
+                                                      node.cfg.test_episodes)
         spent = int(scores["episodes"])
     first_pass = node.target.reached is None
     result = node.target.record(scores, generation=isl.generation, episodes=isl.episodes_used,
@@ -769,6 +771,11 @@ async def _maybe_test(node: Node) -> bool:
              **result.as_dict())
     if result.passed and first_pass:
         log.info(logs.TARGET_REACHED, target=node.target.target, **result.as_dict())
+    if node.member is not None and cpu > 0:
+        # An island rests once a generation, after its test too (_run_generations); a pool member
+        # rests after each of its evaluations instead (node/pool.py), and a test's episodes are
+        # evaluations: on the duty cycle, a member is no faster at testing than an island.
+        await node.rest(cpu_s=cpu, wall_s=trio.current_time() - t0)
     return bool(result.passed)
 
 

@@ -80,3 +80,38 @@ async def test_a_restarted_node_keeps_its_tests_and_their_share(tmp_path):
             assert b.target.last == last and b.target.episodes_used == used and b.target.tests == tests
             assert b.status()["target"]["last_test"]["current"] == a.target.is_current(b.island.best_params)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_pool_member_rests_after_its_test_as_after_its_other_evaluations(tmp_path, monkeypatch):
+    """On the duty cycle an island rests once a generation, its test included; a pool member rests
+    after each of its evaluations, so its test must bring a rest of its own, for that test's CPU
+    (else an emulated member would test at full speed where an island of the same machine does not)."""
+    from gaia_p2p.node.evaluator import Evaluator
+
+    tests_cpu: list[float] = []
+    rests_cpu: list[float] = []
+    call_timed, rest = Evaluator.call_timed, Node.rest
+
+    async def spy_call_timed(self, fn, *args):
+        out, cpu = await call_timed(self, fn, *args)
+        if getattr(fn, "func", None).__name__ == "evaluate_policy":
+            tests_cpu.append(cpu)
+        return out, cpu
+
+    async def spy_rest(self, *, cpu_s, wall_s):
+        rests_cpu.append(cpu_s)
+        await rest(self, cpu_s=cpu_s, wall_s=wall_s)
+
+    monkeypatch.setattr(Evaluator, "call_timed", spy_call_timed)
+    monkeypatch.setattr(Node, "rest", spy_rest)
+    cfg = noisy_config(tmp_path, 0)
+    cfg = dataclasses.replace(cfg, pool=dataclasses.replace(cfg.pool, name="t"),
+                              evaluation=dataclasses.replace(cfg.evaluation, duty_cycle=0.5, duty_clock="cpu"))
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            a: Node = await nursery.start(run, cfg)
+            assert a.member is not None
+            await wait_until(lambda: a.target.tests.get("periodic", 0) >= 1, "the member's first test", 60, on=(a,))
+            await wait_until(lambda: tests_cpu and tests_cpu[0] in rests_cpu, "the rest after it", 10, on=(a,))
+            nursery.cancel_scope.cancel()
+    assert tests_cpu[0] > 0
