@@ -331,7 +331,9 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
                          f"{pool['checks']} spot checks, {len(pool['evicted'])} evicted, "
                          f"{len(pool.get('fenced', []))} fenced off (another past), {pool['replays']} log replays"
                          + (", accusations " + ", ".join(f"{n} {k}" for k, n in sorted(pool["accusations"].items()))
-                            if pool.get("accusations") else ""))
+                            if pool.get("accusations") else "")
+                         + (", left to another member: " + ", ".join(f"{n} {k}" for k, n in sorted(pool["left_to_another"].items()))
+                            if pool.get("left_to_another") else ""))
         for peer, rec in sorted(pool.get("records", {}).items()):
             if peer in pool["members"]:
                 lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "

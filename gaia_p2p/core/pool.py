@@ -131,10 +131,15 @@ SPEED_WEIGHTS = {r: round(1024 * 2 ** (r / 4)) for r in range(-16, 9)}
 SPEED_MIN, SPEED_MAX = -128, 127  # the code on the wire: items per second = 2 ** (code / 4)
 
 
-def rank(generation: int, members: tuple[str, ...] | frozenset[str] | set[str]) -> tuple[str, ...]:
-    """The members ranked for ``generation`` by BLAKE2b("{g}:{m}") (largest first)."""
+def rank(generation: int | str, members: tuple[str, ...] | frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The members ranked for ``generation`` (or another key) by BLAKE2b("{g}:{m}") (largest first)."""
     return tuple(sorted(members, key=lambda m: hashlib.blake2b(f"{generation}:{m}".encode(), digest_size=8).digest(),
                         reverse=True))
+
+
+def params_key(params: np.ndarray) -> str:
+    """A resident's name among members that hold the same one: 16 hex digits of BLAKE2b of its bytes."""
+    return hashlib.blake2b(np.ascontiguousarray(params).tobytes(), digest_size=8).hexdigest()
 
 
 def weights(members: tuple[str, ...], speeds: dict[str, int | None] | None) -> dict[str, int]:
@@ -443,6 +448,7 @@ class PoolCounters:
     replayed_generations: int = 0
     evicted: int = 0
     accusations: dict[str, int] = field(default_factory=dict)  # received, by what became of each
+    left: dict[str, int] = field(default_factory=dict)  # tasks one member does for all, left to another (Pool.left_to_another)
 
     def accusation(self, outcome: str) -> None:
         self.accusations[outcome] = self.accusations.get(outcome, 0) + 1
@@ -492,6 +498,19 @@ class Pool:
         return {m: self.speed if m == self.self_id else (self.records[m].speed if m in self.records else None)
                 for m in members}
 
+    def left_to_another(self, task: str, key: str) -> bool:
+        """Whether ``task`` for ``key`` falls to another member. Some things every member would do
+        alike, and once is enough for the pool: publishing the shared resident as a migrant (``key``:
+        the generation), testing it on fresh episodes (``key``: :func:`params_key`). They fall to the
+        first of the live members ranked for "{task}:{key}". Members that agree on who is live agree
+        on who that is; a member that disagrees (it has not seen a joiner yet, or a departure) may do
+        it too, or leave it to one that is gone, and the next generation or resident picks again.
+        Counted by task when it is left."""
+        if rank(f"{task}:{key}", self.live_members())[0] == self.self_id:
+            return False
+        self.counters.left[task] = self.counters.left.get(task, 0) + 1
+        return True
+
     def seeds_for(self, generation: int) -> tuple[int, ...]:
         return generation_seeds(self.pid, generation, self.episodes)
 
@@ -502,6 +521,7 @@ class Pool:
                 "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3),
                 "speed": _items_per_s(self.speed),
                 "checks": c.checks, "wasted": c.wasted, "abandoned": c.abandoned, "accusations": dict(c.accusations),
+                "left_to_another": dict(c.left),
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),

@@ -379,6 +379,8 @@ def _generation_completed(node: Node, effect: GenerationCompleted) -> None:
 
 
 def _publish_migrant(node: Node, effect: PublishMigrant) -> None:
+    if node.member is not None and node.member.pool.left_to_another("publish", str(effect.elite.generation)):
+        return  # the pool's members hold one resident: one of them publishes it for all
     try:
         node.publishes_in.send_nowait(effect)
     except trio.WouldBlock:
@@ -754,6 +756,10 @@ async def _maybe_test(node: Node) -> bool:
                           deterministic=isl.deterministic, now=trio.current_time(),
                           training_episodes=isl.episodes_used)
     if why is None:
+        return False
+    if node.member is not None and node.member.pool.left_to_another("test", poolcore.params_key(isl.best_params)):
+        # the pool's members hold one resident: one of them tests it, the others go on evaluating
+        # (and help with its items meanwhile) instead of all stopping for the same test
         return False
     t0, cpu = trio.current_time(), 0.0
     if isl.deterministic:

@@ -596,3 +596,28 @@ def test_a_replica_replayed_from_the_genesis_or_from_where_it_stood_is_the_same_
     # a member counts the candidates it scored itself (2 a generation here), not the population (8),
     # plus its own assessment rounds (every 10 generations: resident and centroid)
     assert 30 * 2 < a.evaluations <= 30 * 2 + 3 * 2
+
+
+def test_what_every_member_would_do_alike_falls_to_one_of_them():
+    # publishing the shared resident, testing it: members that agree on who is live pick one and the
+    # same member for each key, the others leave it (counted); a change of members picks again
+    rng = np.random.default_rng(0)
+    names = ["A", "B", "C", "D"]
+    pools = {n: P.Pool(pid=PID, self_id=n, platform="same", episodes=1) for n in names}
+    for p in pools.values():
+        p.handle(P.MembersChanged(frozenset(names)), now=0.0, rng=rng)
+    resident = np.random.default_rng(1).normal(size=DIM)
+    keys = [("publish", str(g)) for g in range(40)] + [("test", P.params_key(resident + k)) for k in range(40)]
+    doers = Counter()
+    for task, key in keys:
+        doing = [n for n, p in pools.items() if not p.left_to_another(task, key)]
+        assert len(doing) == 1, (task, key, doing)
+        doers[doing[0]] += 1
+    assert set(doers) == set(names)  # spread over the members, not always the same one
+    assert all(sum(p.counters.left.values()) == len(keys) - doers[n] for n, p in pools.items())
+    assert pools["A"].statistics()["left_to_another"] == pools["A"].counters.left
+    # the params key names the bytes: a copy has the same key, a changed coordinate another
+    assert P.params_key(resident.copy()) == P.params_key(resident) != P.params_key(resident + 1e-12)
+    # alone, a member does everything itself
+    alone = P.Pool(pid=PID, self_id="A", platform="same", episodes=1)
+    assert not any(alone.left_to_another(t, k) for t, k in keys)

@@ -115,3 +115,4 @@ async def test_a_pool_member_rests_after_its_test_as_after_its_other_evaluations
             await wait_until(lambda: tests_cpu and tests_cpu[0] in rests_cpu, "the rest after it", 10, on=(a,))
             nursery.cancel_scope.cancel()
     assert tests_cpu[0] > 0
+
