@@ -600,7 +600,7 @@ def test_a_replica_replayed_from_the_genesis_or_from_where_it_stood_is_the_same_
 
 def test_what_every_member_would_do_alike_falls_to_one_of_them():
     # publishing the shared resident, testing it: members that agree on who is live pick one and the
-    # same member for each key, the others leave it (counted); a change of members picks again
+    # same member for each key, the others leave it (counted)
     rng = np.random.default_rng(0)
     names = ["A", "B", "C", "D"]
     pools = {n: P.Pool(pid=PID, self_id=n, platform="same", episodes=1) for n in names}
