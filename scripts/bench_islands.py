@@ -429,6 +429,47 @@ def pool_pace(runs: list[Run]) -> str:
             + "\n".join(rows) + "\n| **median speedup** | " + " | ".join(med) + " |\n")
 
 
+def search_and_cost(runs: list[Run]) -> str:
+    """What a ratio of episodes to solve is made of: how many generations the search needed (a
+    draw of the seed: every pool of one seed runs one search, n1 another) times what a generation
+    cost (episodes and seconds). Only n1 and pools: an island of n<K> other than node 0 may solve
+    first, so node 0's generation says nothing there. A solved run's node 0 stopped at the solve."""
+    arms = sorted({r.arm for r in runs if r.arm == "n1" or r.arm[:1] in ("p", "d")}, key=lambda a: (a[0] != "n", a))
+    if not arms:
+        return ""
+    by = {(r.arm, r.seed): r for r in runs}
+    seeds = sorted({r.seed for r in runs})
+    rows = []
+    per_gen: dict[str, list[float]] = {a: [] for a in arms}
+    secs_gen: dict[str, list[float]] = {a: [] for a in arms}
+    gens: dict[str, list[int]] = {a: [] for a in arms}
+    for seed in seeds:
+        cells = []
+        for arm in arms:
+            r = by.get((arm, seed))
+            if r is None or len(r.node0) < 2:
+                cells.append("-")
+                continue
+            g, t = r.node0[-1]
+            episodes = r.episodes_to_solve if r.solved else r.episodes_total
+            per_gen[arm].append(episodes / max(1, g))
+            secs_gen[arm].append(t / max(1, g))
+            if r.solved:
+                gens[arm].append(g)
+            cells.append(f"{g}{'' if r.solved else '*'} ({episodes / max(1, g):.1f}, {t / max(1, g):.2f} s)")
+        rows.append(f"| seed {seed} | " + " | ".join(cells) + " |")
+
+    def med(xs: list[float], fmt: str) -> str:
+        return fmt % statistics.median(xs) if xs else "-"
+
+    rows.append("| **median generations to solve (solved runs)** | " + " | ".join(med(gens[a], "%.0f") for a in arms) + " |")
+    rows.append("| **median episodes per generation** | " + " | ".join(med(per_gen[a], "%.1f") for a in arms) + " |")
+    rows.append("| **median seconds per generation** | " + " | ".join(med(secs_gen[a], "%.2f") for a in arms) + " |")
+    return ("Generations at the end of each run (* = unsolved at the cap) with episodes and wall seconds per "
+            "generation; pools of one seed run one search (the same generations), n1 another:\n\n| | "
+            + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n" + "\n".join(rows) + "\n")
+
+
 def _seconds_to(pts: list[tuple[int, float]], g: int) -> float:
     """Seconds to generation ``g``, interpolated between logged generations."""
     for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
@@ -683,6 +724,7 @@ def main() -> int:
                     r.node0 = n.node0_times(r.all_up)  # runs before all_up existed: node 0's start
             print(node0_speed(runs))
             print(pool_pace(runs))
+        print(search_and_cost(runs))
         return 0
     if a.budget is None:
         a.budget = 20_000 if a.problem == "lunarlander" else 200_000
@@ -708,7 +750,8 @@ def main() -> int:
                   f"best={r.best_estimate and round(r.best_estimate, 2)} final={r.final_score} "
                   f"accepted={r.accepted}", flush=True)
     md = table(runs, a)
-    for extra in (scaling_summary(runs, a), node0_speed(runs), pool_pace(runs), wire_table(runs) if a.wire else ""):
+    for extra in (scaling_summary(runs, a), node0_speed(runs), pool_pace(runs), search_and_cost(runs),
+                  wire_table(runs) if a.wire else ""):
         if extra:
             md += "\n\n" + extra
     print("\n" + md)
