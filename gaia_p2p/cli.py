@@ -272,6 +272,7 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
     isl, mig, opt = s["island"], s["migrants"], s["optimizer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(mig["rejected"].items())) or "none"
     settings = " ".join(f"{k}={v}" for k, v in opt["settings"].items() if k != "popsize")
+    keeper = (s.get("pool") or {}).get("resident_keeper")  # a pool member's resident may be another's
     lines = [
         f"peer id         {s['peer_id']}",
         *[f"listen          {a}" if i == 0 else f"                {a}" for i, a in enumerate(s["addrs"])],
@@ -293,6 +294,8 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         f"{fmt.num(isl['evals_per_s'], 1)} evals/s",
         f"fitness         best {fmt.num(isl['best_fitness'])} ({_estimate(isl)}, from {isl['best_source'][:16]})   "
         f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
+        *([f"                (ours from when we last kept the pool's resident; ..{keeper[-8:]} keeps it now)"]
+          if keeper and keeper != s["peer_id"] else []),
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",
         *_elite_fetch_line(s.get("elite_fetch") or {}),
@@ -332,8 +335,9 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
                          f"{len(pool.get('fenced', []))} fenced off (another past), {pool['replays']} log replays"
                          + (", accusations " + ", ".join(f"{n} {k}" for k, n in sorted(pool["accusations"].items()))
                             if pool.get("accusations") else "")
-                         + (", left to another member: " + ", ".join(f"{n} {k}" for k, n in sorted(pool["left_to_another"].items()))
-                            if pool.get("left_to_another") else ""))
+                         + (", the resident kept " + ("by us" if pool["resident_keeper"] == s.get("peer_id")
+                                                      else f"by ..{pool['resident_keeper'][-8:]}")
+                            if pool.get("resident_keeper") else ""))
         for peer, rec in sorted(pool.get("records", {}).items()):
             if peer in pool["members"]:
                 lines.insert(-1, f"  member ..{peer[-8:]}  {rec['items']} items in our log, checks "

@@ -146,6 +146,8 @@ class Node:
         self.accepted = 0
         self.target: dict | None = None
         self.started: dict | None = None
+        # a pool member that leaves the resident to the member keeping it: its own is stale
+        self.keeps_resident = True
         self.listen = "/ip4/127.0.0.1/tcp/0"
         self.gen_times: list[tuple[int, float]] = []  # (generation, log time) before the first acceptance
 
@@ -179,6 +181,8 @@ class Node:
                 self.accepted += 1
             elif name == "target_reached" and self.target is None:
                 self.target = ev
+            elif name == "pool_resident_keeper":
+                self.keeps_resident = bool(ev.get("ours"))
             elif name == "node_started":
                 self.started = ev
                 if "timestamp" in ev:
@@ -312,7 +316,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
                 n.poll_log()
             now = time.monotonic() - t0
             total = sum(n.episodes for n in nodes)
-            bests = [n.best for n in nodes if n.best is not None]
+            bests = [n.best for n in nodes if n.best is not None and n.keeps_resident]
             run.curve.append((now, total, max(bests) if bests else float("nan")))
             hit = [n for n in nodes if n.target is not None]
             if hit:
@@ -332,7 +336,7 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
             n.poll_log()
     run.wall_s = time.monotonic() - t0
     run.episodes_total = sum(n.episodes for n in nodes)
-    bests = [n.best for n in nodes if n.best is not None]
+    bests = [n.best for n in nodes if n.best is not None and n.keeps_resident]
     run.best_estimate = max(bests) if bests else None
     run.accepted = sum(n.accepted for n in nodes)
     run.node0 = nodes[0].node0_times(run.all_up)
@@ -341,12 +345,15 @@ def one_run(arm: str, seed: int, a: argparse.Namespace, base: Path) -> Run:
 
 
 def final_score(nodes: list[Node], a: argparse.Namespace) -> dict | None:
-    """The best resident among the nodes' final checkpoints, on 100 fresh episodes (lunarlander)."""
+    """The best resident among the nodes' final checkpoints (of a pool: its keeper's), on 100 fresh
+    episodes (lunarlander)."""
     import msgpack
     import numpy as np
 
     best = None
     for n in nodes:
+        if not n.keeps_resident:
+            continue
         ck = n.dir / "checkpoint.msgpack"
         if not ck.exists():
             continue

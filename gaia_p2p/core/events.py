@@ -47,6 +47,14 @@ class PeersChanged:
     network_size: int = 0
 
 
+@dataclass(frozen=True)
+class ResidentDuty:
+    """A pool replica keeps the pool's resident (``keep``) or leaves it to the member that does
+    (core/pool.py ``Pool.keeper``): only the keeper runs assessment rounds and publishes."""
+
+    keep: bool
+
+
 # ---------------------------------------------------------------- effects
 
 
@@ -106,5 +114,5 @@ class GenerationCompleted:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-Input = EvaluationDone | MigrantReceived | PeersChanged | ClaimRefuted
+Input = EvaluationDone | MigrantReceived | PeersChanged | ClaimRefuted | ResidentDuty
 Effect = Evaluate | PublishMigrant | MigrantAccepted | MigrantRejected | GenerationCompleted | PeerBanned

@@ -45,6 +45,7 @@ from gaia_p2p.core.events import (
     PeerBanned,
     PeersChanged,
     PublishMigrant,
+    ResidentDuty,
 )
 from gaia_p2p.core.migration import Entry, Topology
 from gaia_p2p.core.optimizer import Optimizer, from_state
@@ -131,6 +132,8 @@ class Island:
         self.deterministic = deterministic
         self.reeval_episodes = 1 if deterministic else reeval_episodes
         self.pool = pool
+        # a pool replica leaves its resident to the member that keeps the pool's (events.ResidentDuty)
+        self.keeps_resident = True
 
         self.generation = 0
         self.evaluations = 0  # individuals scored (candidates + re-evaluations)
@@ -177,6 +180,9 @@ class Island:
             return self._on_migrant(event)
         if isinstance(event, ClaimRefuted):
             return self._lied(event.src)
+        if isinstance(event, ResidentDuty):
+            self.keeps_resident = event.keep or self.pool is None
+            return []
         if isinstance(event, PeersChanged):
             self.live_peers = frozenset(event.peers) - {self.self_id}
             self.network_size = max(0, int(event.network_size))
@@ -196,7 +202,10 @@ class Island:
 
         Deterministic problems: every generation (re-scoring is exact and cheap). Noisy ones: the
         generation that completes each migration interval, so re-scoring costs a few episodes per
-        interval instead of per generation."""
+        interval instead of per generation. A pool replica that leaves the resident to another
+        member never does: the keeper does it for the pool."""
+        if not self.keeps_resident:
+            return False
         return self.deterministic or (self.generation + 1) % self.policy.interval == 0
 
     def _next_generation(self, rng: np.random.Generator) -> Evaluate:
@@ -309,7 +318,7 @@ class Island:
             if self.policy.topology == Topology.RANDOM:
                 self.random_sources = migration.draw_random_sources(self.live_peers, self.policy.random_k, rng)
         gap = self.publish_gap()
-        if (self._publish_due and self.best_params is not None and self.live_peers
+        if (self._publish_due and self.keeps_resident and self.best_params is not None and self.live_peers
                 and now - self.last_publish_at >= gap):
             self._publish_due = False
             if self._is_news(now, gap):

@@ -137,9 +137,8 @@ def rank(generation: int | str, members: tuple[str, ...] | frozenset[str] | set[
                         reverse=True))
 
 
-def params_key(params: np.ndarray) -> str:
-    """A resident's name among members that hold the same one: 16 hex digits of BLAKE2b of its bytes."""
-    return hashlib.blake2b(np.ascontiguousarray(params).tobytes(), digest_size=8).hexdigest()
+#: the key the resident's keeper is ranked by (:meth:`Pool.keeper`)
+RESIDENT_KEY = "resident"
 
 
 def weights(members: tuple[str, ...], speeds: dict[str, int | None] | None) -> dict[str, int]:
@@ -350,7 +349,16 @@ class Accuse:
     accusation: Accusation
 
 
-PoolEffect = EvaluateItems | PublishResults | RoundComplete | AbandonWork | FetchLog | Replay | Evict | Accuse
+@dataclass(frozen=True)
+class KeeperChanged:
+    """Another member keeps the pool's resident now (``keeper``; ``ours``: we do): the island
+    assesses, publishes and tests a resident only while it keeps it (:meth:`Pool.keeper`)."""
+    keeper: str
+    ours: bool
+
+
+PoolEffect = (EvaluateItems | PublishResults | RoundComplete | AbandonWork | FetchLog | Replay | Evict | Accuse
+              | KeeperChanged)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -448,7 +456,6 @@ class PoolCounters:
     replayed_generations: int = 0
     evicted: int = 0
     accusations: dict[str, int] = field(default_factory=dict)  # received, by what became of each
-    left: dict[str, int] = field(default_factory=dict)  # tasks one member does for all, left to another (Pool.left_to_another)
 
     def accusation(self, outcome: str) -> None:
         self.accusations[outcome] = self.accusations.get(outcome, 0) + 1
@@ -483,6 +490,7 @@ class Pool:
         self._done_rounds: deque[_Round] = deque(maxlen=self.policy.recent_rounds)
         self.fetching_since = -math.inf
         self._pending_check: _Check | None = None  # the spot check being evaluated
+        self._keeper = self_id  # who keeps the resident, as last told (alone: we do)
 
     # ------------------------------------------------------------ views
 
@@ -498,18 +506,18 @@ class Pool:
         return {m: self.speed if m == self.self_id else (self.records[m].speed if m in self.records else None)
                 for m in members}
 
-    def left_to_another(self, task: str, key: str) -> bool:
-        """Whether ``task`` for ``key`` falls to another member. Some things every member would do
-        alike, and once is enough for the pool: publishing the shared resident as a migrant (``key``:
-        the generation), testing it on fresh episodes (``key``: :func:`params_key`). They fall to the
-        first of the live members ranked for "{task}:{key}". Members that agree on who is live agree
-        on who that is; a member that disagrees (it has not seen a joiner yet, or a departure) may do
-        it too, or leave it to one that is gone, and the next generation or resident picks again.
-        Counted by task when it is left."""
-        if rank(f"{task}:{key}", self.live_members())[0] == self.self_id:
-            return False
-        self.counters.left[task] = self.counters.left.get(task, 0) + 1
-        return True
+    def keeper(self) -> str:
+        """The member that keeps the pool's resident: the first of the live members ranked for
+        ``RESIDENT_KEY``. The replicas are one search, and everything about its best individual is
+        work every member would do alike: scoring the resident, the centroid and the migrants in
+        the assessment rounds, publishing the resident as a migrant, testing it on fresh episodes.
+        One member does it for all, the others only evaluate the pool's items (and help the keeper
+        with its share meanwhile). The key is fixed, so the resident stays with one member while
+        the members do; when the keeper leaves, the next one takes over with the resident it holds
+        (none, or an older one: the next assessment round's centroid replaces it). Members that
+        disagree on who is live may both keep a resident for a while; each publishes and tests
+        its own, as an island would."""
+        return rank(RESIDENT_KEY, self.live_members())[0]
 
     def seeds_for(self, generation: int) -> tuple[int, ...]:
         return generation_seeds(self.pid, generation, self.episodes)
@@ -521,7 +529,7 @@ class Pool:
                 "own_items": c.own, "helped": c.helped, "help_wait_s": round(self.help_wait(), 3),
                 "speed": _items_per_s(self.speed),
                 "checks": c.checks, "wasted": c.wasted, "abandoned": c.abandoned, "accusations": dict(c.accusations),
-                "left_to_another": dict(c.left),
+                "resident_keeper": self._keeper,
                 "results_in": c.results_in, "results_rejected": dict(c.results_rejected),
                 "replays": c.replays, "replayed_generations": c.replayed_generations,
                 "evicted": sorted(self.evicted), "fenced": sorted(self.fenced),
@@ -540,6 +548,14 @@ class Pool:
     # ------------------------------------------------------------ driving
 
     def handle(self, event: PoolInput, *, now: float, rng: np.random.Generator) -> list[PoolEffect]:
+        effects = self._handle(event, now, rng)
+        keeper = self.keeper()  # the live members change with joins, departures, evictions and forks
+        if keeper != self._keeper:
+            self._keeper = keeper
+            effects.append(KeeperChanged(keeper, keeper == self.self_id))
+        return effects
+
+    def _handle(self, event: PoolInput, now: float, rng: np.random.Generator) -> list[PoolEffect]:
         if isinstance(event, RoundStarted):
             return self._started(event, now, rng)
         if isinstance(event, ItemsEvaluated):

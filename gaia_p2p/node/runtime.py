@@ -42,6 +42,7 @@ from gaia_p2p.core.events import (
     PeerBanned,
     PeersChanged,
     PublishMigrant,
+    ResidentDuty,
 )
 from gaia_p2p.core.experiment import TEST_FUNCTIONS, announce_topic, experiment_id, migrants_topic, telemetry_topic
 from gaia_p2p.core.telemetry import LastTest, Migration, PoolShare, Telemetry, encode_telemetry, to_json
@@ -379,8 +380,6 @@ def _generation_completed(node: Node, effect: GenerationCompleted) -> None:
 
 
 def _publish_migrant(node: Node, effect: PublishMigrant) -> None:
-    if node.member is not None and node.member.pool.left_to_another("publish", str(effect.elite.generation)):
-        return  # the pool's members hold one resident: one of them publishes it for all
     try:
         node.publishes_in.send_nowait(effect)
     except trio.WouldBlock:
@@ -452,6 +451,13 @@ def _pool_evict(node: Node, effect: poolcore.Evict) -> None:
     _blacklist(node, effect.peer)
 
 
+def _pool_keeper(node: Node, effect: poolcore.KeeperChanged) -> None:
+    """Who keeps the pool's resident changed: the island assesses, publishes and tests only while
+    it is us (core/pool.py ``Pool.keeper``)."""
+    log.info("pool_resident_keeper", keeper=effect.keeper, ours=effect.ours, generation=node.island.generation)
+    node._dispatch(node.island.handle(ResidentDuty(effect.ours), now=trio.current_time(), rng=node.rng))
+
+
 #: the pool's inputs (core/pool.py): fed to the pool, not the island
 POOL_INPUTS = (poolcore.RoundStarted, poolcore.ItemsEvaluated, poolcore.ItemsAbandoned, poolcore.ResultsReceived,
                poolcore.AccusationReceived, poolcore.MembersChanged, poolcore.Tick, poolcore.LogReceived)
@@ -471,6 +477,7 @@ EFFECTS: dict[type, Callable[[Node, Any], None]] = {
     poolcore.FetchLog: _pool_fetch_log,
     poolcore.Replay: _pool_replay,
     poolcore.Evict: _pool_evict,
+    poolcore.KeeperChanged: _pool_keeper,
     poolcore.Accuse: lambda node, effect: node.member.publish(effect),
 }
 #: rejections that mean a peer lied (warned, not just told)
@@ -752,14 +759,14 @@ async def _maybe_test(node: Node) -> bool:
     """A test on fresh episodes (gaia_p2p/core/target.py: the target's or a periodic one), when
     due. True when it ran and passed the target."""
     isl = node.island
+    if not isl.keeps_resident:
+        # a pool's resident is tested by the member that keeps it (core/pool.py Pool.keeper); the
+        # others go on evaluating, and help with its items meanwhile
+        return False
     why = node.target.due(best_params=isl.best_params, best_fitness=isl.best_fitness, best_n=isl.best_n,
                           deterministic=isl.deterministic, now=trio.current_time(),
                           training_episodes=isl.episodes_used)
     if why is None:
-        return False
-    if node.member is not None and node.member.pool.left_to_another("test", poolcore.params_key(isl.best_params)):
-        # the pool's members hold one resident: one of them tests it, the others go on evaluating
-        # (and help with its items meanwhile) instead of all stopping for the same test
         return False
     t0, cpu = trio.current_time(), 0.0
     if isl.deterministic:

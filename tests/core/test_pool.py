@@ -4,6 +4,7 @@ rejections, and the state machine with simulated members (no network: messages d
 from __future__ import annotations
 
 import json
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -598,26 +599,85 @@ def test_a_replica_replayed_from_the_genesis_or_from_where_it_stood_is_the_same_
     assert 30 * 2 < a.evaluations <= 30 * 2 + 3 * 2
 
 
-def test_what_every_member_would_do_alike_falls_to_one_of_them():
-    # publishing the shared resident, testing it: members that agree on who is live pick one and the
-    # same member for each key, the others leave it (counted)
+def test_one_member_keeps_the_pools_resident_and_the_next_takes_over_when_it_leaves():
+    # assessing, publishing and testing the resident are work every member would do alike: members
+    # that agree on who is live pick one and the same keeper, told once each time it changes
     rng = np.random.default_rng(0)
     names = ["A", "B", "C", "D"]
     pools = {n: P.Pool(pid=PID, self_id=n, platform="same", episodes=1) for n in names}
-    for p in pools.values():
-        p.handle(P.MembersChanged(frozenset(names)), now=0.0, rng=rng)
-    resident = np.random.default_rng(1).normal(size=DIM)
-    keys = [("publish", str(g)) for g in range(40)] + [("test", P.params_key(resident + k)) for k in range(40)]
-    doers = Counter()
-    for task, key in keys:
-        doing = [n for n, p in pools.items() if not p.left_to_another(task, key)]
-        assert len(doing) == 1, (task, key, doing)
-        doers[doing[0]] += 1
-    assert set(doers) == set(names)  # spread over the members, not always the same one
-    assert all(sum(p.counters.left.values()) == len(keys) - doers[n] for n, p in pools.items())
-    assert pools["A"].statistics()["left_to_another"] == pools["A"].counters.left
-    # the params key names the bytes: a copy has the same key, a changed coordinate another
-    assert P.params_key(resident.copy()) == P.params_key(resident) != P.params_key(resident + 1e-12)
-    # alone, a member does everything itself
-    alone = P.Pool(pid=PID, self_id="A", platform="same", episodes=1)
-    assert not any(alone.left_to_another(t, k) for t, k in keys)
+    # alone, a member keeps its resident itself
+    assert all(p.keeper() == n for n, p in pools.items())
+    told = {n: p.handle(P.MembersChanged(frozenset(names)), now=0.0, rng=rng) for n, p in pools.items()}
+    keeper = pools["A"].keeper()
+    assert {p.keeper() for p in pools.values()} == {keeper}
+    for n, effects in told.items():
+        changed = [e for e in effects if isinstance(e, P.KeeperChanged)]
+        assert changed == ([] if n == keeper else [P.KeeperChanged(keeper, False)])
+    assert pools["A"].statistics()["resident_keeper"] == keeper
+    # nothing changes while the members stay
+    assert not any(isinstance(e, P.KeeperChanged) for p in pools.values()
+                   for e in p.handle(P.MembersChanged(frozenset(names)), now=1.0, rng=rng))
+    # the keeper leaves: one of the others takes over, and only it is told it keeps it now
+    rest = frozenset(names) - {keeper}
+    told = {n: pools[n].handle(P.MembersChanged(rest), now=2.0, rng=rng) for n in rest}
+    second = pools[min(rest)].keeper()
+    assert second != keeper and {pools[n].keeper() for n in rest} == {second}
+    for n, effects in told.items():
+        assert [e for e in effects if isinstance(e, P.KeeperChanged)] == [P.KeeperChanged(second, n == second)]
+    # the vector: who keeps it among four members, and after it leaves
+    v = VECTORS["keeper"]
+    for m in v["members"]:
+        assert hashlib.blake2b(f"{P.RESIDENT_KEY}:{m}".encode(), digest_size=8).hexdigest() == v["digests"][m]
+    four = P.Pool(pid=PID, self_id=v["members"][-1], platform="same", episodes=1)
+    four.handle(P.MembersChanged(frozenset(v["members"])), now=0.0, rng=rng)
+    assert four.keeper() == v["keeper"]
+    four.handle(P.MembersChanged(frozenset(v["members"]) - {v["keeper"]}), now=1.0, rng=rng)
+    assert four.keeper() == v["after_it_leaves"]
+    # the key is fixed: over many pools the keeper is spread over the members, not the first by name
+    keepers = {P.rank(P.RESIDENT_KEY, frozenset(f"{m}{k}" for m in names))[0][0] for k in range(40)}
+    assert keepers == set(names)
+
+
+
+
+def test_a_replica_that_leaves_the_resident_to_the_keeper_scores_no_extras_and_publishes_nothing():
+    from gaia_p2p.core.events import Evaluate, EvaluationDone, PeersChanged, PublishMigrant, ResidentDuty
+
+    def drive(isl, generations: int, rng) -> tuple[list[int], int]:
+        """Generations whose Evaluate carried extras, and how many publishes the replica asked for."""
+        with_extras, published = [], 0
+        ev = isl._in_flight
+        for _ in range(generations):
+            if len(ev.extras):
+                with_extras.append(ev.generation)
+            r = noisy(ev.candidates, ev.seeds).astype(np.float64)
+            effects = isl.handle(EvaluationDone(ev.generation, r, noisy(ev.extras, ev.extra_seeds), evaluated=2),
+                                 now=float(ev.generation), rng=rng)
+            published += sum(isinstance(e, PublishMigrant) for e in effects)
+            ev = next(e for e in effects if isinstance(e, Evaluate))
+        return with_extras, published
+
+    keeper, other = pool_island(), pool_island()
+    for isl in (keeper, other):
+        isl.start(now=0.0, rng=np.random.default_rng(0))
+        isl.handle(PeersChanged(frozenset({"B"})), now=0.0, rng=np.random.default_rng(0))
+    assert other.handle(ResidentDuty(False), now=0.0, rng=np.random.default_rng(0)) == []
+    kept, kept_published = drive(keeper, 30, np.random.default_rng(1))
+    left, left_published = drive(other, 30, np.random.default_rng(2))
+    assert kept == [9, 19, 29] and kept_published >= 2 and keeper.best_params is not None
+    assert left == [] and left_published == 0 and other.best_params is None
+    # the resident never moves a replica: both are still one search
+    assert other.opt.mean.tobytes() == keeper.opt.mean.tobytes()
+    assert other.evaluations == 30 * 2 < keeper.evaluations
+    # the keeper left: this replica takes over at its next assessment round (the centroid, no resident yet)
+    other.handle(ResidentDuty(True), now=30.0, rng=np.random.default_rng(0))
+    took, _ = drive(other, 10, np.random.default_rng(3))
+    assert took == [39] and other.best_params is not None
+    # an island (no pool) always keeps its own resident
+    from gaia_p2p.core.island import Island, MigrationPolicy
+    from gaia_p2p.core.optimizer import make_optimizer
+
+    alone = Island(optimizer=make_optimizer("cmaes", 6, sigma=0.5, popsize=8, seed=1), experiment_id="e" * 32,
+                   self_id="A", policy=MigrationPolicy(), episodes=2, deterministic=False)
+    alone.handle(ResidentDuty(False), now=0.0, rng=np.random.default_rng(0))
+    assert alone.keeps_resident

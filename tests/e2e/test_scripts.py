@@ -156,6 +156,26 @@ def test_bench_islands_pool_arms():
                                                    "--set", "pool.transport=direct"]
 
 
+def test_bench_islands_splits_episodes_to_solve_into_generations_and_their_cost():
+    """An episodes ratio is the seed's search (generations: n1's and the pools' differ) times what
+    a generation cost; n<K> islands have no one generation and are left out."""
+    bench = _bench_module()
+    Run = bench.Run
+    runs = [Run(arm="n1", seed=1, nodes=1, solved=True, episodes_to_solve=3300, node0=[(0, 0.0), (100, 250.0)]),
+            Run(arm="d8", seed=1, nodes=8, solved=True, episodes_to_solve=7800, node0=[(0, 0.0), (200, 100.0)]),
+            Run(arm="n8", seed=1, nodes=8, solved=True, episodes_to_solve=9000, node0=[(0, 0.0), (30, 60.0)]),
+            Run(arm="n1", seed=2, nodes=1, solved=False, episodes_total=4000, node0=[(0, 0.0), (125, 400.0)]),
+            Run(arm="d8", seed=2, nodes=8, solved=True, episodes_to_solve=3900, node0=[(0, 0.0), (100, 50.0)])]
+    md = bench.search_and_cost(runs)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+            if line.startswith("| ") and not line.startswith("| |")}
+    assert "| | n1 | d8 |" in md  # no n8 column
+    assert rows["seed 1"] == ["100 (33.0, 2.50 s)", "200 (39.0, 0.50 s)"]
+    assert rows["seed 2"] == ["125* (32.0, 3.20 s)", "100 (39.0, 0.50 s)"]
+    assert rows["**median generations to solve (solved runs)**"] == ["100", "150"]
+    assert rows["**median episodes per generation**"] == ["32.5", "39.0"]
+
+
 def test_bench_islands_pool_pace_compares_pools_at_one_generation():
     bench = _bench_module()
     Run = bench.Run

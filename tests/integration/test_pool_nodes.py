@@ -52,15 +52,15 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             start = min(n.pool.generation for n in nodes)
             own0 = [n.pool.counters.own for n in nodes]
             sent0 = [n.island.counters.sent for n in nodes]
-            left0 = [n.pool.counters.left.get("publish", 0) for n in nodes]
+            keeper = nodes[0].pool.keeper()
             await wait_until(lambda: min(n.pool.generation for n in nodes) >= start + 30, "30 pooled generations",
                              90, on=nodes)
             assert one_log(nodes)
-            # the shared resident goes out as a migrant from one member, not from each
-            emitted = [n.island.counters.sent - s for n, s in zip(nodes, sent0)]
-            left = [n.pool.counters.left.get("publish", 0) - x for n, x in zip(nodes, left0)]
-            published = sum(emitted) - sum(left)
-            assert min(emitted) >= 2 and 1 <= published <= max(emitted) + 1, (emitted, left)
+            # one member keeps the pool's resident and publishes it; the others publish nothing
+            assert [n.pool.keeper() for n in nodes] == [keeper] * 3
+            assert [n.island.keeps_resident for n in nodes] == [n.peer_id == keeper for n in nodes]
+            emitted = {n.peer_id: n.island.counters.sent - s for n, s in zip(nodes, sent0)}
+            assert emitted[keeper] >= 2 and sum(emitted.values()) == emitted[keeper], emitted
             gens = max(n.pool.generation for n in nodes) - start
             own = [n.pool.counters.own - o for n, o in zip(nodes, own0)]
             # each member did a part of the items, and together not much more than the items there were
@@ -84,6 +84,7 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             text = render_status(doc)
             assert f"pool            {nodes[0].pool.pid}: 3 members" in text, text
             assert text.count("  member ..") == 2
+            assert ("the resident kept by us" if nodes[0].peer_id == keeper else f"the resident kept by ..{keeper[-8:]}") in text
             # and the heartbeat (telemetry r5) tells watchers which pool, and the member's share
             from gaia_p2p.core.telemetry import decode_telemetry, encode_telemetry
 
