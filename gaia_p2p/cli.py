@@ -294,7 +294,8 @@ def render_status(s: dict[str, Any], now: float | None = None) -> str:
         f"{fmt.num(isl['evals_per_s'], 1)} evals/s",
         f"fitness         best {fmt.num(isl['best_fitness'])} ({_estimate(isl)}, from {isl['best_source'][:16]})   "
         f"mean {fmt.num(isl['mean_fitness'])}   sigma {fmt.num(isl['sigma'], 4)}",
-        *([f"                (ours from when we last kept the pool's resident; ..{keeper[-8:]} keeps it now)"]
+        *([f"                (the pool's resident is kept by ..{keeper[-8:]}"
+           + ("; this one is ours from when we last kept it)" if isl["best_fitness"] is not None else ")")]
           if keeper and keeper != s["peer_id"] else []),
         f"migrants        sent {mig['sent']}  received {mig['received']}  accepted {mig['accepted']}  "
         f"rejected: {rejected}",

@@ -85,6 +85,8 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             assert f"pool            {nodes[0].pool.pid}: 3 members" in text, text
             assert text.count("  member ..") == 2
             assert ("the resident kept by us" if nodes[0].peer_id == keeper else f"the resident kept by ..{keeper[-8:]}") in text
+            other = next(n for n in nodes if n.peer_id != keeper)  # its best, if any, is not the pool's
+            assert f"(the pool's resident is kept by ..{keeper[-8:]}" in render_status(json.loads(json.dumps(other.status())))
             # and the heartbeat (telemetry r5) tells watchers which pool, and the member's share
             from gaia_p2p.core.telemetry import decode_telemetry, encode_telemetry
 
