@@ -351,8 +351,8 @@ class Accuse:
 
 @dataclass(frozen=True)
 class KeeperChanged:
-    """Another member keeps the pool's resident now (``keeper``; ``ours``: we do): the island
-    assesses, publishes and tests a resident only while it keeps it (:meth:`Pool.keeper`)."""
+    """The member that keeps the pool's resident changed: ``keeper`` now (``ours``: we are it). The
+    island assesses, publishes and tests a resident only while it keeps it (:meth:`Pool.keeper`)."""
     keeper: str
     ours: bool
 
