@@ -42,6 +42,20 @@ class NodeProc:
                 out.append(ev)
         return out
 
+    # what a node's log says about its connections: printed when a network test fails, so that a
+    # failure on CI shows who dialled whom, what failed and what was dropped
+    CONNECTION_EVENTS = ("node_started", "bootstrap_connected", "bootstrap_failed", "peer_connected",
+                         "peer_disconnected", "peer_unresponsive", "peer_connections_aborted",
+                         "peer_discovered", "dht_peers_refused", "inbound_refused", "reachability_changed")
+
+    def connection_story(self) -> str:
+        lines = []
+        for ev in self.events():
+            if ev.get("event") in self.CONNECTION_EVENTS:
+                rest = {k: v for k, v in ev.items() if k not in ("event", "timestamp", "level", "island_id")}
+                lines.append(f"  {ev.get('timestamp', '?')[11:23]} {ev['event']} {json.dumps(rest)[:240]}")
+        return f"{self.data_dir.name}:\n" + "\n".join(lines[-40:])
+
     def wait_event(self, name: str, timeout_s: float, after: int = 0) -> dict:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -125,6 +125,15 @@ def test_partition_and_bandwidth_limit(tmp_path, lab):
         print("tbf stats on node 2 eth0:", " ".join(qd.split()))
         for n in nodes:
             assert n.proc.poll() is None, f"{n.data_dir.name} died: {n.log_path.read_text()[-1500:]}"
+    except AssertionError:
+        for n in nodes:  # what each node saw of its links: the failure names the phase, this the cause
+            print(n.connection_story())
+            try:
+                st = n.status()
+                print(f"  now: peers {st.get('peers')}, topic_peers {st.get('topic_peers')}")
+            except Exception as e:
+                print(f"  status failed: {type(e).__name__}: {e}")
+        raise
     finally:
         for n in nodes:
             n.kill()
