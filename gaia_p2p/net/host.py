@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +127,11 @@ class P2P:
                 "inbound_streams": dict(self.host.get_network().gaia_stream_stats),
                 "candidates": len(self.candidates), "candidate_stats": dict(self.candidates.stats)}
 
-    def relayed_only_peers(self) -> frozenset[str]:
-        """Peers we reach only through a circuit relay (net/relay.py)."""
-        from gaia_p2p.net.relay import relayed_only_peers
+    def no_direct_path(self, peers: Iterable[str]) -> frozenset[str]:
+        """Of ``peers``, those we hold no direct connection to (net/relay.py)."""
+        from gaia_p2p.net.relay import no_direct_path
 
-        return relayed_only_peers(self.host)
+        return no_direct_path(self.host, peers)
 
     def topic_peers(self, topic: str) -> list[str]:
         return sorted(str(p) for p in self.pubsub.peer_topics.get(topic, ()))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,9 +67,13 @@ def direct_peers(host: Any) -> list[str]:
     return sorted(p for p, k in _connection_kinds(host).items() if "direct" in k)
 
 
-def relayed_only_peers(host: Any) -> frozenset[str]:
-    """Peers we reach only through a relay (no direct connection, yet: hole punching may add one)."""
-    return frozenset(p for p, k in _connection_kinds(host).items() if k == {"relayed"})
+def no_direct_path(host: Any, peers: Iterable[str]) -> frozenset[str]:
+    """Of ``peers``, those a request would reach only through a relay now: every connection we hold
+    to it is relayed (hole punching may add a direct one), or we hold none at all (a circuit reset,
+    a dropped link: the dial a request makes may well go through a relay again)."""
+    kinds = _connection_kinds(host)
+    connected = {str(p) for p, conns in host.get_network().connections.items() if conns}
+    return frozenset(p for p in peers if kinds.get(p) == {"relayed"} or p not in connected)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ COUNTERS: dict[str, int] = {"bytes_in": 0, "bytes_out": 0, "pubsub_copies_in": 0
                             "pubsub_iwant_out": 0, "pubsub_graft_prune_out": 0, "pubsub_idontwant_out": 0,
                             # protobuf bytes sent, by what they carry (the RPC's own framing excluded)
                             "pubsub_publish_bytes_out": 0, "pubsub_ihave_bytes_out": 0,
-                            "pubsub_control_bytes_out": 0, "pubsub_subscription_bytes_out": 0}
+                            "pubsub_control_bytes_out": 0, "pubsub_subscription_bytes_out": 0,
+                            "pubsub_publish_largest_out": 0}  # the largest message sent (protobuf bytes)
 BY_PROTOCOL: dict[str, int] = {}  # stream payload bytes in+out by protocol id (before muxer/Noise framing)
 _installed = [False]
 
@@ -83,7 +84,9 @@ def count_rpc_out(rpc_msg: Any) -> None:
     COUNTERS["pubsub_rpcs_out"] += 1
     COUNTERS["pubsub_rpc_bytes_out"] += rpc_msg.ByteSize()
     COUNTERS["pubsub_publish_out"] += len(rpc_msg.publish)
-    COUNTERS["pubsub_publish_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.publish)
+    sizes = [m.ByteSize() for m in rpc_msg.publish]
+    COUNTERS["pubsub_publish_bytes_out"] += sum(sizes)
+    COUNTERS["pubsub_publish_largest_out"] = max(COUNTERS["pubsub_publish_largest_out"], *sizes, 0)
     COUNTERS["pubsub_subscription_bytes_out"] += sum(m.ByteSize() for m in rpc_msg.subscriptions)
     if rpc_msg.HasField("control"):
         c = rpc_msg.control

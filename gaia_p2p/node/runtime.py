@@ -843,6 +843,13 @@ def _large_elites(node: Node) -> bool:
     return 4 * node.island.opt.dim + 512 > node.cfg.network.relay_fetch_max_bytes
 
 
+def _waits_for_direct(node: Node, peer: str) -> bool:
+    """Our elites are too big for a relay's circuit and we hold no direct connection to ``peer``:
+    a fetch now would cross a relay (or dial one), so it waits. Asked again just before each fetch,
+    since a connection can go between an announcement and its fetch."""
+    return _large_elites(node) and peer in node.p2p.no_direct_path((peer,))
+
+
 async def _receive_announcements(node: Node, sub: Any) -> None:
     """Large elites' announcements: the ones worth fetching are queued for ``_fetch_announced``."""
     from libp2p.peer.id import ID
@@ -858,7 +865,7 @@ async def _receive_announcements(node: Node, sub: Any) -> None:
             node.announce.reject(e.reason, src, e.detail)
             continue
         outcome = node.announced.offer(src, ann.fitness, ours=_our_claim(node), topology=node.island.policy.topology,
-                                       relayed_only=_large_elites(node) and src in node.p2p.relayed_only_peers())
+                                       relayed_only=_waits_for_direct(node, src))
         node.elites.stats[f"announcement_{outcome}"] += 1
         log.debug("announcement_received", src=src, generation=ann.generation, claimed_fitness=ann.fitness,
                   size_bytes=ann.size, outcome=str(outcome))
@@ -879,6 +886,9 @@ async def _fetch_announced(node: Node) -> None:
                 await node.announced_wake.wait()
             continue
         src, claim = due
+        if _waits_for_direct(node, src):  # its next announcement is offered again
+            node.elites.stats[f"announcement_{AnnounceOutcome.DEFERRED_RELAYED}"] += 1
+            continue
         elite, outcome = await node.elites.fetch(src, ours)
         if outcome == FetchOutcome.ANSWERED_RATE_LIMITED:  # the announcer is busy serving others: later
             node.announced.offer(src, claim, ours=ours, topology=node.island.policy.topology, relayed_only=False)
@@ -903,7 +913,7 @@ async def _fetch_elites(node: Node, *, poll_s: float = 1.0, join_window_s: float
         live = frozenset(node.p2p.topic_peers(node.topic.topic)) - isl.banned
         asks = plan.targets(now=trio.current_time(), live=live, generation=isl.generation,
                             random_sources=isl.random_sources, rng=node.net_rng,
-                            relayed=node.p2p.relayed_only_peers(), large=large)
+                            relayed=node.p2p.no_direct_path(live), large=large)
         if plan.deferred:
             node.elites.stats["deferred_relayed"] = plan.deferred
         for peer, why in asks:

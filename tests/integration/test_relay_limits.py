@@ -147,6 +147,9 @@ async def test_circuits_per_peer_and_no_reservation_are_refused():
                 await transports[3].dial(circ_b)  # D -> B: over circuits_per_peer
         assert stats["circuits_refused"] == 2
         assert relay.relayed_peers(c) == [str(b.get_id())] and relay.relayed_peers(d) == []
+        # what a large fetch must not cross: C reaches B through the relay only, and D not at all
+        ids = [str(h.get_id()) for h in hosts]
+        assert relay.no_direct_path(c, ids[:2] + ids[3:]) == {ids[1], ids[3]}
 
 
 async def _circuit_to_sink(hosts, transports, relay_addr, got: list[int]):
