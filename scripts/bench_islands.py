@@ -77,6 +77,16 @@ def scale_arm(arm: str) -> int | None:
     return int(k) if arm[:1] in ("n", "p", "d") and k.isdigit() and int(k) >= 1 else None
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seeds like 13,15,16") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct seeds >= 0, like 13,15,16")
+    return seeds
+
+
 def pool_flags(arm: str, seed: int, popsize: int, pool_popsize: str | None) -> list[str]:
     """Every member's pool flags for ``p<K>`` and ``d<K>`` arms ([] for the others): one pool per seed
     (its genesis seed comes from the pool id); its lambda: "k" scales it with the members (each
@@ -678,6 +688,8 @@ def main() -> int:
     ap.add_argument("--arms", default="central,swarm,control")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=1, help="seeds first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--seed-list", type=_seed_list, default=None, metavar="S,S,...",
+                    help="these seeds instead of --seeds and --first-seed (to rerun the seeds of an earlier run)")
     ap.add_argument("--nodes", type=int, default=4, help="K for swarm and control")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="central arm's worker processes")
     ap.add_argument("--budget", type=int, default=None, help="total episodes (lunarlander) / evaluations")
@@ -748,7 +760,8 @@ def main() -> int:
     cmd = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__, REPO), *sys.argv[1:]])
     print(f"# {cmd}\n# logs under {base}", flush=True)
     runs: list[Run] = []
-    for seed in range(a.first_seed, a.first_seed + a.seeds):
+    seeds = a.seed_list or list(range(a.first_seed, a.first_seed + a.seeds))
+    for seed in seeds:
         for arm in arms:  # interleaved, so load drift hits every arm alike
             r = one_run(arm, seed, a, base)
             runs.append(r)

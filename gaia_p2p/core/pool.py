@@ -1013,8 +1013,10 @@ class Pool:
     # ------------------------------------------------------------ checkpoint
 
     def to_checkpoint(self) -> dict[str, object]:
+        # the keeper is not restored (it follows from who is live); it is written for tools/policy.py,
+        # which tells whoever plays a non-keeper's checkpoint that its best is not the pool's
         return {"pid": self.pid, "log": [r.astype("<f4").tobytes() for r in self.log],
-                "evicted": sorted(self.evicted)}
+                "evicted": sorted(self.evicted), "keeper": self._keeper}
 
     def restore(self, data: dict[str, object]) -> None:
         if data.get("pid") != self.pid:

@@ -20,7 +20,7 @@ as tested, and the views say "earlier resident". Tests of different islands use 
 episode seeds (gaia_p2p/problems/policy_eval.py), so their scores compare like with like.
 
 Pure: the rows are the views' plain dicts (core/telemetry.py ``to_json``: ``best_fitness``,
-``exact``, ``tested``).
+``exact``, ``tested``, ``pool``).
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ class Standing:
 
 
 def standing(row: Mapping[str, Any]) -> Standing:
-    """The standing of one view row."""
+    """The standing of one view row. A pool member that does not keep the pool's resident (its
+    heartbeat's ``pool.keeps`` False) is ranked by nothing: its best is of an earlier resident it
+    kept, or none, and the keeper's row carries the pool's."""
     est, tested = row.get("best_fitness"), row.get("tested")
+    if (row.get("pool") or {}).get("keeps") is False:
+        return Standing(row["peer_id"], Basis.NONE, None, est, None)
     if row.get("exact") and est is not None:
         return Standing(row["peer_id"], Basis.EXACT, est, est, None)
     if tested and tested.get("mean") is not None:

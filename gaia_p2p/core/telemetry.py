@@ -1,8 +1,9 @@
 """Telemetry heartbeat: msgpack codec with the same validation discipline as elites (codec.py).
 
 Spec: protocols/gaia-telemetry-v1.md (r4 added the optional keys ``exact`` and ``tst``, r5 the
-optional ``pool``: a heartbeat without them, from an older node, decodes with ``exact`` False and
-``tested`` and ``pool`` None, and older receivers ignore them). Decoding untrusted bytes (bounded
+optional ``pool``, r6 the pool's optional ``kp``: a heartbeat without them, from an older node,
+decodes with ``exact`` False, ``tested`` and ``pool`` None and ``keeps`` True, and older receivers
+ignore them). Decoding untrusted bytes (bounded
 by core/wire.py, kind ``TELEMETRY``) raises only RemoteProtocolError with a stable reason code (oversize, malformed,
 bad_version, bad_field, non_finite, wrong_experiment).
 """
@@ -60,6 +61,9 @@ class PoolShare:
     own: int  # items the sender evaluated for the pool (its share and help)
     checks: int  # spot checks it ran
     evicted: int  # members it evicted
+    # False: another member keeps the pool's resident (core/pool.py Pool.keeper), so the sender's
+    # ``best`` and ``tst`` are of an earlier resident it kept, or of none: not the pool's best (r6)
+    keeps: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ def encode_telemetry(t: Telemetry) -> bytes:
         p = t.pool
         body["pool"] = {"id": p.pool_id, "n": int(p.members), "own": int(p.own), "chk": int(p.checks),
                         "ev": int(p.evicted)}
+        if not p.keeps:  # only then: a keeper's heartbeat is an r5 one, byte for byte
+            body["pool"]["kp"] = False
     data = msgpack.packb(body, use_bin_type=True)
     if len(data) > MAX_TELEMETRY_BYTES:
         raise LocalProtocolError(f"telemetry of {len(data)} bytes exceeds {MAX_TELEMETRY_BYTES}")
@@ -187,9 +193,12 @@ def _pool(x: Any) -> PoolShare | None:
     pid = x.get("id")
     if type(pid) is not str or len(pid) != 16 or any(c not in "0123456789abcdef" for c in pid):
         raise RemoteProtocolError(Reason.BAD_FIELD, "pool.id must be 16 lowercase hex digits")
+    keeps = x.get("kp", True)
+    if type(keeps) is not bool:
+        raise RemoteProtocolError(Reason.BAD_FIELD, "pool.kp must be a bool")
     return PoolShare(pool_id=pid, members=wire.int_field(x, "n", 1, MAX_POOL_MEMBERS),
                      own=wire.int_field(x, "own", 0, MAX_COUNT), checks=wire.int_field(x, "chk", 0, MAX_COUNT),
-                     evicted=wire.int_field(x, "ev", 0, MAX_COUNT))
+                     evicted=wire.int_field(x, "ev", 0, MAX_COUNT), keeps=keeps)
 
 
 def _tested(x: Any) -> LastTest | None:
@@ -224,7 +233,8 @@ def to_json(peer_id: str, t: Telemetry, received_at: float) -> dict[str, Any]:
         "peers": t.peers, "cpus": t.cpus, "gpu": t.gpu, "gpu_mem_mb": t.gpu_mem_mb,
         "exact": t.exact, "tested": None if t.tested is None else tested_json(t.tested, received_at),
         "pool": None if t.pool is None else {"id": t.pool.pool_id, "members": t.pool.members, "own": t.pool.own,
-                                             "checks": t.pool.checks, "evicted": t.pool.evicted},
+                                             "checks": t.pool.checks, "evicted": t.pool.evicted,
+                                             "keeps": t.pool.keeps},
     }
 
 

@@ -32,7 +32,7 @@ class NetView:
         while len(self.islands) > self.max_peers:
             old, _ = self.islands.popitem(last=False)
             self.history.pop(old, None)
-        if t.best_fitness is not None:
+        if t.best_fitness is not None and (t.pool is None or t.pool.keeps):  # a non-keeper's best is stale
             self.history.setdefault(peer_id, deque(maxlen=self.history_len)).append(t.best_fitness)
         new = []
         for m in t.migrations:

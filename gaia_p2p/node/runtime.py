@@ -937,13 +937,13 @@ def telemetry_of(s: NodeStatistics, migrations: tuple[Migration, ...], *, wall_t
         rejected=sum(m.rejected.values()), peers=len(s.peers), cpus=int(s.capabilities["cpus"]),
         gpu=s.capabilities["gpu"], gpu_mem_mb=int(s.capabilities["gpu_mem_mb"]), migrations=migrations,
         exact=isl.exact, tested=None if isl.exact else tested_of(s.target.last_test, wall_time=wall_time),
-        pool=None if s.pool is None else pool_share_of(s.pool))
+        pool=None if s.pool is None else pool_share_of(s.pool, me=s.peer_id))
 
 
-def pool_share_of(p: Any) -> PoolShare:
-    """The heartbeat's ``pool`` (r5) from the pool's statistics (core/pool.Pool.statistics)."""
+def pool_share_of(p: Any, *, me: str) -> PoolShare:
+    """The heartbeat's ``pool`` (r5; ``kp``, r6) from the pool's statistics (core/pool.Pool.statistics)."""
     return PoolShare(pool_id=p["id"], members=len(p["members"]), own=p["own_items"], checks=p["checks"],
-                     evicted=len(p["evicted"]))
+                     evicted=len(p["evicted"]), keeps=p["resident_keeper"] in (None, me))
 
 
 def tested_of(last: Any, *, wall_time: float) -> LastTest | None:

@@ -139,6 +139,9 @@ def load_checkpoint(path: Path) -> LoadedPolicy:
     fitness = float(fitness) if isinstance(fitness, int | float) and np.isfinite(fitness) else None
     gen = int(generation) if isinstance(generation, int) else None
     source = f"checkpoint {path} (generation {gen})"
+    keeper = data["pool"].get("keeper") if isinstance(data.get("pool"), dict) else None
+    if isinstance(keeper, str) and keeper != data.get("peer_id"):  # a pool member that kept no resident
+        source += f", not its pool's best: that is kept by ..{keeper[-8:]}, whose checkpoint holds it"
     name = problem.get("problem")
     from gaia_p2p.core.experiment import TEST_FUNCTIONS
 

@@ -69,14 +69,18 @@ def _tested_cell(standing: Any, now: float) -> str:
 
 
 def pool_shares(islands: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per pool id: the members seen, the members they count, and each seen member's share of the
-    items evaluated for the pool (heartbeats r5; islands in no pool are left out)."""
+    """Per pool id: the members seen, the members they count, each seen member's share of the
+    items evaluated for the pool (heartbeats r5; islands in no pool are left out), and the member
+    seen keeping the pool's resident (r6; None while none of those seen says it keeps it)."""
     pools: dict[str, dict[str, Any]] = {}
     for r in islands:
         p = r.get("pool")
         if p:
-            e = pools.setdefault(p["id"], {"seen": [], "members": 0, "own": {}, "checks": 0, "evicted": 0})
+            e = pools.setdefault(p["id"], {"seen": [], "members": 0, "own": {}, "checks": 0, "evicted": 0,
+                                           "keeper": None})
             e["seen"].append(r["peer_id"])
+            if p.get("keeps", True):
+                e["keeper"] = r["peer_id"]
             e["members"] = max(e["members"], p["members"])
             e["own"][r["peer_id"]] = p["own"]
             e["checks"] += p["checks"]
@@ -85,6 +89,20 @@ def pool_shares(islands: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         total = sum(e["own"].values())
         e["share"] = {peer: (own / total if total else 0.0) for peer, own in e["own"].items()}
     return pools
+
+
+def _keeps_none(r: dict[str, Any]) -> bool:
+    """A pool member whose heartbeat says another member keeps the pool's resident (r6)."""
+    return (r.get("pool") or {}).get("keeps") is False
+
+
+def _best_cell(r: dict[str, Any], pools: dict[str, dict[str, Any]]) -> str:
+    """The row's best; a member that does not keep its pool's resident points at the one that does
+    (its own best is of an earlier resident, or none: showing it would show a stale number)."""
+    if not _keeps_none(r):
+        return fmt.num(r.get("best_fitness"), 2)
+    keeper = pools[r["pool"]["id"]]["keeper"]
+    return f"pool: {short(keeper)}" if keeper else "pool's"
 
 
 def _pool_cell(r: dict[str, Any], pools: dict[str, dict[str, Any]]) -> str:
@@ -127,8 +145,8 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
         age = now - float(r.get("time") or now)
         pool_cell = (_pool_cell(r, pools),) if pools else ()
         t.add_row(short(r["peer_id"]), *pool_cell, opt, str(r.get("generation")), str(r.get("evaluations")),
-                  fmt.num(r.get("evals_per_s"), 0), fmt.num(r.get("best_fitness"), 2),
-                  *(() if exact else (_tested_cell(st, now),)),
+                  fmt.num(r.get("evals_per_s"), 0), _best_cell(r, pools),
+                  *(() if exact else ("-" if _keeps_none(r) else _tested_cell(st, now),)),
                   sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
                   fmt.num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
                   f"{age:.0f}s ago" if age < 3600 else "stale")
@@ -145,7 +163,8 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
     for pid, e in sorted(pools.items()):
         legend.append(Text(f"pool {pid}: {e['members']} members ({len(e['seen'])} seen here), "
                            f"{sum(e['own'].values())} items evaluated, {e['checks']} spot checks, "
-                           f"{e['evicted']} evicted"))
+                           f"{e['evicted']} evicted"
+                           + (f", the resident kept by {short(e['keeper'])}" if e["keeper"] else "")))
     lines = [Text("recent migrations:", style="bold")]
     for m in list(snapshot.get("migrations", []))[-6:][::-1]:
         lines.append(Text(f"  {short(m['src'])} -> {short(m['dst'])}  {m['gain']:+.3g}  (gen {m['generation']})"))

@@ -4,6 +4,7 @@ vectors (protocols/vectors/telemetry-v1.json), and how status and watch show the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,6 +159,33 @@ def test_the_r5_pool_key_round_trips_and_watch_shows_each_members_share():
     assert "pool 3f2a91c04b7de815: 3 members (3 seen here), 500 items evaluated, 15 spot checks, 0 evicted" in text
 
 
+def test_a_member_that_does_not_keep_the_pools_resident_is_not_ranked_by_its_stale_best():
+    """r6: only the keeper (core/pool.py Pool.keeper) holds the pool's resident; another member's
+    best is of a resident it kept earlier. Its heartbeat says so (``kp`` false) and the views rank
+    the pool by the keeper, even where the stale number is higher."""
+    from rich.console import Console
+
+    from gaia_p2p.tools.watch import render
+
+    keeper, other = (f"12D3KooW{c * 44}" for c in "KO")
+    share = PoolShare(pool_id="3f2a91c04b7de815", members=2, own=200, checks=3, evicted=0)
+    beats = {keeper: heartbeat(pool=share, best_fitness=120.0),
+             other: heartbeat(pool=dataclasses.replace(share, keeps=False), best_fitness=250.0)}
+    for t in beats.values():
+        assert decode_telemetry(encode_telemetry(t), experiment_id=EXP) == t
+    assert "kp" not in msgpack.unpackb(encode_telemetry(beats[keeper]))["pool"]  # a keeper's: r5, byte for byte
+    assert msgpack.unpackb(encode_telemetry(beats[other]))["pool"]["kp"] is False
+    islands = [to_json(m, t, received_at=1000.0) for m, t in beats.items()]
+    assert standing(islands[1]).basis == Basis.NONE and standing(islands[1]).estimate == 250.0
+    assert network_best(islands).best.peer_id == keeper
+    console = Console(width=220, record=True)
+    console.print(render({"islands": islands}, "test", now=1000.0))
+    text = console.export_text()
+    assert f"pool: …{keeper[-6:]}" in text, text  # the non-keeper's best cell points at the keeper
+    assert "250.00" not in text and "120.00" in text, text
+    assert f"the resident kept by …{keeper[-6:]}" in text, text
+
+
 def test_the_r4_keys_round_trip_and_show_in_the_json_form():
     t = heartbeat(tested=LastTest(mean=148.0, episodes=100, generation=380, age=95.5, current=False, source=PEER))
     assert decode_telemetry(encode_telemetry(t), experiment_id=EXP) == t
@@ -188,13 +216,15 @@ def test_telemetry_vectors(v):
                                   current=want["cur"], source=want["src"])
     pool = v["decoded"].get("pool")
     assert t.pool == (None if pool is None else PoolShare(pool_id=pool["id"], members=pool["n"], own=pool["own"],
-                                                         checks=pool["chk"], evicted=pool["ev"]))
+                                                         checks=pool["chk"], evicted=pool["ev"],
+                                                         keeps=pool.get("kp", True)))
 
 
 def test_the_vectors_cover_each_r4_rule():
     names = {v["name"] for v in VECTORS["vectors"]}
     assert {"ok_r3_no_test", "ok_r4_exact", "bad_tst_mean_nan", "bad_tst_src", "bad_exact_not_bool"} <= names
     assert {"ok_r5_pool", "bad_pool_id_upper", "bad_pool_no_members", "bad_pool_chk_missing"} <= names
+    assert {"ok_r6_pool_not_keeper", "bad_pool_kp_not_bool"} <= names
     assert {v["expect"] for v in VECTORS["vectors"]} == {"ok", "bad_field", "non_finite"}
 
 

@@ -247,6 +247,24 @@ def test_evaluate_sphere_checkpoint_prints_fitness(sphere_run, capsys):
     assert res["fitness"] == pytest.approx(ck["island"]["best_fitness"], rel=1e-6)
 
 
+def test_a_pool_member_that_kept_no_resident_says_its_checkpoint_is_not_the_pools_best(sphere_run, tmp_path,
+                                                                                       capsys):
+    """Only the keeper holds a pool's best (core/pool.py Pool.keeper): a non-keeper's checkpoint
+    holds a resident it kept earlier, or none, and whoever evaluates it is told so."""
+    data, _ = sphere_run
+    ck = msgpack.unpackb((data / "checkpoint.msgpack").read_bytes(), raw=False, strict_map_key=False)
+    keeper = "12D3KooW" + "K" * 44
+    for who, told in ((keeper, False), ("12D3KooW" + "O" * 44, True)):
+        member = tmp_path / who[-4:]
+        member.mkdir()
+        (member / "checkpoint.msgpack").write_bytes(msgpack.packb(
+            {**ck, "peer_id": who, "pool": {"pid": "3f2a91c04b7de815", "log": [], "evicted": [], "keeper": keeper}},
+            use_bin_type=True))
+        rc, out, err = gaia(capsys, "evaluate", "--data-dir", str(member))
+        assert rc == 0, err
+        assert (f"not its pool's best: that is kept by ..{keeper[-8:]}" in out + err) is told, out + err
+
+
 def test_replay_lunar_checkpoint_writes_a_gif(lunar_run, tmp_path, capsys):
     from PIL import Image
 

@@ -93,6 +93,9 @@ async def test_three_members_share_one_search_and_their_replicas_agree(tmp_path)
             beat = decode_telemetry(encode_telemetry(nodes[0].heartbeat()))
             assert beat.pool is not None and beat.pool.pool_id == nodes[0].pool.pid and beat.pool.members == 3
             assert beat.pool.own == nodes[0].pool.counters.own > 0
+            # r6: each says whether it keeps the pool's resident, so watchers rank the pool by the keeper
+            assert [decode_telemetry(encode_telemetry(n.heartbeat())).pool.keeps for n in nodes] == \
+                [n.peer_id == keeper for n in nodes]
             nursery.cancel_scope.cancel()
 
 
