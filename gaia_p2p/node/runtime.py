@@ -725,7 +725,9 @@ async def _run_generations(node: Node) -> None:
                 continue  # the pool's log replaced this generation: the island has asked for the next
             fit, extra_fit, own = pooled
         dt = time.perf_counter() - t0
-        node.evals_per_s = (len(effect.candidates) + len(effect.extras)) / dt if dt > 0 else 0.0
+        # our own rate: a pool member evaluated only its part, and views add up the members' rates
+        done = len(effect.candidates) if own is None else own
+        node.evals_per_s = (done + len(effect.extras)) / dt if dt > 0 else 0.0
         node.feed(EvaluationDone(effect.generation, fit, extra_fit, evaluated=own))
         if await _maybe_test(node) and cfg.stop_at_target:
             log.info(logs.NODE_STOPPING, reason="target_reached")
