@@ -314,6 +314,11 @@ class PoolMember:
         help, the others' results), the extras of an assessment round are ours and scored here
         meanwhile. The returns, the extras' fitness and how many items we evaluated; None when a
         replay of the pool's log abandoned the generation."""
+        if effect.generation < self.pool.generation:
+            # a replay passed it after the runner took it off the channel (``_pool_replay`` drains
+            # only an Evaluate still queued; the runner yields once it has taken one): abandoned, as
+            # one in flight would be, and the island's next Evaluate is already queued
+            return None
         self._round_done, self._round_result = trio.Event(), None
         self._feed(RoundStarted(effect.generation, effect.candidates, effect.seeds))
         extra_fit = await self.evaluator.evaluate(effect.extras, effect.extra_seeds) if len(effect.extras) else np.zeros(0)
