@@ -17,7 +17,7 @@ N = 5
 
 
 async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
-    with trio.fail_after(120):
+    with trio.fail_after(200):
         async with trio.open_nursery() as nursery:
             nodes: list[Node] = [await nursery.start(run, node_config(tmp_path, 0, problem="rastrigin"))]
             boot = nodes[0].addrs()[0]
@@ -51,7 +51,11 @@ async def test_five_nodes_discover_each_other_and_migrate(tmp_path):
             status = receiver.status()
             assert status["migrants"]["accepted"] >= 1
             assert len(status["peers"]) >= N - 1
-            assert status["network_size"] >= N  # the budgets' estimate: everyone, us included
+            # the budgets' estimate counts everyone, us included, once they have settled: a peer
+            # that left the topic for a moment, or was first seen after our first minute, counts
+            # only after settle_s (60 s, core/netsize.py), which a loaded box once showed (1 of 5)
+            await wait_until(lambda: receiver.network_size() >= N, f"the size estimate to reach {N}", 70,
+                             on=(receiver,))
             assert status["peer_scores"] and all(v == 0 for v in status["peer_scores"].values())  # all honest
             # wire and CPU accounting (per process: the 5 in-process nodes share these counters)
             t, cpu = status["traffic"], status["cpu"]
