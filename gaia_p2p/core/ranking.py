@@ -57,12 +57,17 @@ class Standing:
         return TIER[self.basis] == 0
 
 
+def keeps_no_resident(row: Mapping[str, Any]) -> bool:
+    """A pool member whose heartbeat says another member keeps the pool's resident (telemetry r6)."""
+    return (row.get("pool") or {}).get("keeps") is False
+
+
 def standing(row: Mapping[str, Any]) -> Standing:
     """The standing of one view row. A pool member that does not keep the pool's resident (its
     heartbeat's ``pool.keeps`` False) is ranked by nothing: its best is of an earlier resident it
     kept, or none, and the keeper's row carries the pool's."""
     est, tested = row.get("best_fitness"), row.get("tested")
-    if (row.get("pool") or {}).get("keeps") is False:
+    if keeps_no_resident(row):
         return Standing(row["peer_id"], Basis.NONE, None, est, None)
     if row.get("exact") and est is not None:
         return Standing(row["peer_id"], Basis.EXACT, est, est, None)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gaia_p2p.core.ranking import Basis, network_best, rank
+from gaia_p2p.core.ranking import Basis, keeps_no_resident, network_best, rank
 from gaia_p2p.errors import EXIT_OK, EXIT_RUNTIME
 from gaia_p2p.tools import fmt
 
@@ -91,15 +91,10 @@ def pool_shares(islands: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return pools
 
 
-def _keeps_none(r: dict[str, Any]) -> bool:
-    """A pool member whose heartbeat says another member keeps the pool's resident (r6)."""
-    return (r.get("pool") or {}).get("keeps") is False
-
-
 def _best_cell(r: dict[str, Any], pools: dict[str, dict[str, Any]]) -> str:
     """The row's best; a member that does not keep its pool's resident points at the one that does
     (its own best is of an earlier resident, or none: showing it would show a stale number)."""
-    if not _keeps_none(r):
+    if not keeps_no_resident(r):
         return fmt.num(r.get("best_fitness"), 2)
     keeper = pools[r["pool"]["id"]]["keeper"]
     return f"pool: {short(keeper)}" if keeper else "pool's"
@@ -146,7 +141,7 @@ def render(snapshot: dict[str, Any], source: str, now: float | None = None) -> A
         pool_cell = (_pool_cell(r, pools),) if pools else ()
         t.add_row(short(r["peer_id"]), *pool_cell, opt, str(r.get("generation")), str(r.get("evaluations")),
                   fmt.num(r.get("evals_per_s"), 0), _best_cell(r, pools),
-                  *(() if exact else ("-" if _keeps_none(r) else _tested_cell(st, now),)),
+                  *(() if exact else ("-" if keeps_no_resident(r) else _tested_cell(st, now),)),
                   sparkline(history.get(r["peer_id"], [])), fmt.num(r.get("mean_fitness"), 2),
                   fmt.num(r.get("sigma"), 3), f"{m.get('accepted', 0)}/{m.get('sent', 0)}", str(r.get("peers")),
                   f"{age:.0f}s ago" if age < 3600 else "stale")
